@@ -1,0 +1,17 @@
+# The two commands of the README, and their parts. Each target runs the idempotent set-up
+# first; a second call skips everything already done.
+PY := .venv/bin/python
+
+.PHONY: demo test setup selfcheck
+
+setup:
+	@deploy/setup.sh
+
+demo: setup
+	$(PY) -m selftrain.selfcheck
+
+selfcheck: setup
+	$(PY) -m selftrain.selfcheck
+
+test: setup
+	$(PY) -m pytest
