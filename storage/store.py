@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
 _CHUNK = 8 * 1024 * 1024
+S3FS_RETRIES = 2
 
 
 # --------------------------------------------------------------------------- errors
@@ -160,14 +161,17 @@ class ArtifactStore:
         except (ImportError, ValueError) as exc:
             raise StoreError(f"cannot open store root {root!r}: {exc}") from exc
         self.local = isinstance(self.fs, LocalFileSystem)
+        if hasattr(self.fs, "retries"):
+            self.fs.retries = S3FS_RETRIES  # s3fs's own retry loop around botocore's
         if self.local:
             path = os.path.abspath(path)
             os.makedirs(path, exist_ok=True)
             self.root = path
         else:
             self.root = path.rstrip("/")
-            self._check_reachable()
         self.url = self.root if self.local else self.fs.unstrip_protocol(self.root)
+        if not self.local:
+            self._check_reachable()
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -478,5 +482,4 @@ def s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
     config_kwargs.setdefault("read_timeout", 60)
     config_kwargs.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
     out["config_kwargs"] = config_kwargs
-    out.setdefault("retries", 3)  # s3fs's own retry loop around each call
     return out

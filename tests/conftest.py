@@ -1,0 +1,33 @@
+"""Shared fixtures. Real components only: the S3 server is a real SeaweedFS process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Non-AWS S3 servers do not implement the newer default request checksums.
+os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "WHEN_REQUIRED")
+os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "WHEN_REQUIRED")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    from tests.s3server import S3Server
+
+    server = S3Server(str(tmp_path_factory.mktemp("seaweedfs"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh, empty bucket per test."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options())
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    if fs.exists(name):
+        fs.rm(name, recursive=True)
+    fs.mkdir(name)
+    return name
