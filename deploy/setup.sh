@@ -88,8 +88,9 @@ if ! "$venv/bin/python" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version_
 fi
 
 # 4. Everything else, exactly as locked in constraints.txt.
+# --no-compile: modules are byte-compiled on first import instead (saves a third of the time).
 say "installing the locked stack"
-"${pip[@]}" install -c constraints.txt -r requirements.txt
+"${pip[@]}" install --no-compile -c constraints.txt -r requirements.txt
 "${pip[@]}" install -c constraints.txt --no-deps -e .
 
 # 5. The start-up hook that fixes torchvision's CUDA-only wheel and mmengine's checkpoint

@@ -172,6 +172,7 @@ class ArtifactStore:
         self.url = self.root if self.local else self.fs.unstrip_protocol(self.root)
         if not self.local:
             self._check_reachable()
+            _no_expect_continue(self.fs)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -331,7 +332,8 @@ class ArtifactStore:
                 w.write_bytes(name, data)
         return w.manifest
 
-    def _publish_manifest(self, ref: ArtifactRef, manifest: Manifest) -> None:
+    def _publish_manifest(self, ref: ArtifactRef, manifest: Manifest) -> bool:
+        """Publish the manifest unless one exists; False when another writer won."""
         data = manifest.model_dump_json(indent=1).encode("utf-8")
         final = self._manifest_path(ref)
         if self.local:
@@ -340,9 +342,23 @@ class ArtifactStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, final)  # atomic: readers see the old state or the whole manifest
-        else:
-            self._guard(f"committing {ref.uri}", self.fs.pipe_file, final, data)
+            try:
+                os.link(tmp, final)  # atomic and exclusive: the first writer wins
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+            return True
+        try:
+            # Conditional PUT (If-None-Match: *): S3 and SeaweedFS refuse to overwrite with
+            # 412; a server that ignores the condition overwrites with an equally complete
+            # attempt, which is still consistent.
+            self._guard(f"committing {ref.uri}", self.fs.pipe_file, final, data, mode="create")
+        except OSError as exc:
+            if "pre-condition" in str(exc) or "PreconditionFailed" in str(exc) or "412" in str(exc):
+                return False
+            raise
+        return True
 
     def _remove_attempt(self, ref: ArtifactRef, attempt: str) -> None:
         path = posixpath.join(self._dir(ref), attempt)
@@ -448,7 +464,10 @@ class StageWriter:
         manifest = Manifest(dataset=self.ref.dataset, stage=self.ref.stage, key=self.ref.key,
                             attempt=self.attempt, files=dict(self._files), meta=self.meta,
                             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat())
-        self.store._publish_manifest(self.ref, manifest)
+        if not self.store._publish_manifest(self.ref, manifest):
+            self.store._remove_attempt(self.ref, self.attempt)
+            self.manifest, self.reused = self.store.manifest(self.ref), True
+            return self.manifest
         self.manifest = manifest
         return manifest
 
@@ -479,7 +498,21 @@ def s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
     out["client_kwargs"] = client_kwargs
     config_kwargs = dict(out.pop("config_kwargs", {}) or {})
     config_kwargs.setdefault("connect_timeout", 5)
-    config_kwargs.setdefault("read_timeout", 60)
+    config_kwargs.setdefault("read_timeout", 20)
     config_kwargs.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
     out["config_kwargs"] = config_kwargs
     return out
+
+
+def _no_expect_continue(fs) -> None:
+    """Drop botocore's ``Expect: 100-continue`` on PUTs.
+
+    With it, a server that accepts the connection but never answers (frozen, overloaded)
+    makes aiohttp wait forever for the 100 response, ignoring read_timeout: a PUT would hang
+    instead of failing. Without it, PUTs obey the timeouts like every other call.
+    """
+    from botocore.handlers import add_expect_header
+
+    client = getattr(fs, "s3", None)
+    if client is not None:
+        client.meta.events.unregister("before-call.s3", add_expect_header)

@@ -83,6 +83,8 @@ def test_frozen_server_times_out_within_the_configured_bound(tmp_path):
         t0 = time.monotonic()
         with pytest.raises(StorageUnavailable):
             store.has(ref)
+        with pytest.raises(StorageUnavailable):  # a PUT too: no wait for "100 Continue"
+            store.writer(ref).write_bytes("f", b"x")
         assert time.monotonic() - t0 < 30
     finally:
         if server.proc:
