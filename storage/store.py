@@ -38,7 +38,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
 
-from storage.keys import check_key, check_name
+from storage.keys import artifact_key, check_key, check_name
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,16 @@ class ArtifactStore:
     def ref(self, dataset: str, stage: str, key: str) -> ArtifactRef:
         return ArtifactRef(root=self.url, dataset=check_name("dataset", dataset),
                            stage=check_name("stage", stage), key=check_key(key))
+
+    def stage_ref(self, dataset: str, stage: str, stage_version: int, config_digest: str,
+                  inputs: Mapping[str, ArtifactRef | str], params: Mapping[str, Any]) -> ArtifactRef:
+        """The content-addressed reference of a stage output (DESIGN section 4).
+
+        Upstream artifacts enter the key as "stage/key"; other inputs (content digests of
+        raw data) as given.
+        """
+        keyed = {name: f"{v.stage}/{v.key}" if isinstance(v, ArtifactRef) else v for name, v in inputs.items()}
+        return self.ref(dataset, stage, artifact_key(stage, stage_version, config_digest, keyed, params))
 
     def _check_ref(self, ref: ArtifactRef) -> None:
         if ref.root.rstrip("/") != self.url.rstrip("/"):

@@ -1,0 +1,261 @@
+"""The one config builder: OpenMMLab configs for every stage, from model_configs/.
+
+A model config (model_configs/det/*.py) holds the model, its input size, batch size and
+optimiser. This module adds what a stage needs - datasets, pipelines with the augmentation
+preset (model_configs/aug/), schedule, K evenly spaced checkpoints, TTA (model_configs/tta/)
+- and returns plain mmengine ``Config`` objects that mmengine's Runner and mmdet's models
+consume. Nothing here trains or infers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+
+from mmengine.config import Config, ConfigDict
+
+from storage.keys import digest_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL_CONFIGS = os.path.join(REPO, "model_configs")
+CUSTOM_IMPORTS = dict(imports=["selftrain.mm"], allow_failed_imports=False)
+AUG_PRESETS = ("s1", "s2", "s3", "s4")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def resolve_config_path(name: str, kind: str = "det") -> str:
+    """'det/retinanet_mnv2_256_cpu', 'retinanet_mnv2_256_cpu' or a path to a .py config."""
+    candidates = [name] if os.path.isabs(name) else [
+        name, os.path.join(MODEL_CONFIGS, name), os.path.join(MODEL_CONFIGS, kind, name)]
+    for c in candidates:
+        for path in (c, f"{c}.py"):
+            if os.path.isfile(path):
+                return os.path.abspath(path)
+    folder = os.path.join(MODEL_CONFIGS, kind)
+    available = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+    raise ConfigError(f"model config {name!r} not found; available {kind} configs: {available}")
+
+
+def load_config(name: str, kind: str = "det") -> Config:
+    path = resolve_config_path(name, kind)
+    try:
+        return Config.fromfile(path)
+    except Exception as exc:  # noqa: BLE001 - a broken config file gets its name in the error
+        raise ConfigError(f"cannot load model config {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def config_digest(cfg: Config | dict) -> str:
+    """Digest of a resolved config (its content, not its file name or location)."""
+    data = cfg.to_dict() if isinstance(cfg, Config) else cfg
+    return digest_json(json.loads(json.dumps(data, default=repr, sort_keys=True)))
+
+
+@dataclass(frozen=True)
+class CocoSource:
+    """A COCO-format detection set on local disk: annotations and the image root."""
+
+    ann_file: str
+    image_root: str
+    classes: tuple[str, ...]
+
+
+def _load_image(skip_unreadable: bool = False) -> dict:
+    if skip_unreadable:
+        return dict(type="LoadImageOrMarkUnreadable")
+    return dict(type="LoadImageFromFile")
+
+
+def aug_preset(name: str) -> Config:
+    key = name.lower()
+    if key not in AUG_PRESETS:
+        raise ConfigError(f"unknown augmentation preset {name!r}; use one of {[p.upper() for p in AUG_PRESETS]}")
+    return Config.fromfile(os.path.join(MODEL_CONFIGS, "aug", f"{key}.py"))
+
+
+def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None) -> list[dict]:
+    """Load -> preset policy (AutoAugment / RandAugment) -> scale jitter -> crop -> flip -> pack."""
+    preset = aug_preset(aug)
+    w, h = model_cfg.img_scale
+    return [
+        _load_image(),
+        dict(type="LoadAnnotations", with_bbox=True),
+        *copy.deepcopy(list(preset.policy)),
+        dict(type="RandomResize", scale=(w, h), ratio_range=tuple(preset.scale_jitter), keep_ratio=True),
+        dict(type="RandomCrop", crop_size=(h, w), allow_negative_crop=False),
+        dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False),
+        dict(type="RandomFlip", prob=float(preset.flip_prob)),
+        pack or dict(type="PackDetInputs"),
+    ]
+
+
+def det_test_pipeline(model_cfg: Config, with_ann: bool = True) -> list[dict]:
+    w, h = model_cfg.img_scale
+    steps = [_load_image(), dict(type="Resize", scale=(w, h), keep_ratio=True)]
+    if with_ann:
+        steps.append(dict(type="LoadAnnotations", with_bbox=True))
+    steps.append(dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                                        "scale_factor")))
+    return steps
+
+
+def coco_dataset(source: CocoSource, pipeline: list[dict], test_mode: bool) -> dict:
+    return dict(
+        type="CocoDataset",
+        data_root="",
+        ann_file=source.ann_file,
+        data_prefix=dict(img=source.image_root.rstrip("/") + "/"),
+        metainfo=dict(classes=tuple(source.classes)),
+        filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1),
+        pipeline=pipeline,
+        test_mode=test_mode,
+        backend_args=None)
+
+
+def _model(model_cfg: Config, pretrained: bool) -> dict:
+    model = copy.deepcopy(model_cfg.model.to_dict() if isinstance(model_cfg.model, ConfigDict)
+                          else model_cfg.model)
+    name = model_cfg.get("pretrained_backbone")
+    if pretrained and name:
+        from selftrain.mm.pretrained import PRETRAINED
+
+        if name not in PRETRAINED:
+            raise ConfigError(f"unknown pretrained backbone {name!r}; known: {sorted(PRETRAINED)}")
+        model["backbone"]["init_cfg"] = dict(type="Pretrained", checkpoint=PRETRAINED[name]())
+    elif not pretrained:
+        model["backbone"].pop("init_cfg", None)  # random initialisation, the paper's other control
+    return model
+
+
+def _val_parts(model_cfg: Config, val: CocoSource) -> dict:
+    return dict(
+        val_dataloader=dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
+                            sampler=dict(type="DefaultSampler", shuffle=False),
+                            dataset=coco_dataset(val, det_test_pipeline(model_cfg), test_mode=True)),
+        val_evaluator=dict(type="CocoMetric", ann_file=val.ann_file, metric="bbox", format_only=False,
+                           backend_args=None),
+        val_cfg=dict(type="ValLoop"),
+    )
+
+
+def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, val: CocoSource | None,
+                     iters: int, k: int, seed: int, aug: str = "s1", pretrained: bool = True,
+                     load_from: str | None = None, pseudo: CocoSource | None = None,
+                     alpha: float = 1.0, num_workers: int = 2) -> Config:
+    """Training config for a teacher (pseudo=None) or a Zoph et al. student (pseudo given).
+
+    K evenly spaced checkpoints: CheckpointHook(interval=iters/K) keeps iter_{j*iters/K}.pth for
+    j = 1..K (DESIGN 2.1), plus the best-by-validation one when a validation set is given.
+    The student sees half human-labelled, half pseudo-labelled images in every batch
+    (mmdet's MultiSourceSampler, source_ratio [1, 1], over a ConcatDataset) and is trained by
+    LossNormalizedDetector (selftrain/mm/loss_normalization.py).
+    """
+    if iters <= 0 or k <= 0 or iters % k:
+        raise ConfigError(f"iters ({iters}) must be a positive multiple of k ({k}) so the K checkpoints "
+                          "are evenly spaced")
+    interval = iters // k
+    batch = int(model_cfg.batch_size)
+    model = _model(model_cfg, pretrained and load_from is None)
+    warmup = min(int(model_cfg.get("warmup_iters", 0)), iters // 2)
+
+    if pseudo is None:
+        train_dataset = coco_dataset(labelled, det_train_pipeline(model_cfg, aug), test_mode=False)
+        sampler = dict(type="InfiniteSampler", shuffle=True)
+    else:
+        branches = ["human", "pseudo"]
+
+        def branch(name: str) -> dict:
+            return dict(type="MultiBranch", branch_field=branches, **{name: dict(type="PackDetInputs")})
+
+        train_dataset = dict(type="ConcatDataset", datasets=[
+            coco_dataset(labelled, det_train_pipeline(model_cfg, aug, pack=branch("human")), test_mode=False),
+            coco_dataset(pseudo, det_train_pipeline(model_cfg, aug, pack=branch("pseudo")), test_mode=False),
+        ])
+        if batch % 2:
+            raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
+        sampler = dict(type="MultiSourceSampler", batch_size=batch, source_ratio=[1, 1], shuffle=True)
+        model = dict(type="LossNormalizedDetector", detector=model, alpha=alpha,
+                     data_preprocessor=dict(type="MultiBranchDataPreprocessor",
+                                            data_preprocessor=model["data_preprocessor"]))
+
+    hooks = dict(
+        timer=dict(type="IterTimerHook"),
+        logger=dict(type="LoggerHook", interval=max(1, min(50, interval // 2))),
+        param_scheduler=dict(type="ParamSchedulerHook"),
+        checkpoint=dict(type="CheckpointHook", interval=interval, by_epoch=False, max_keep_ckpts=-1,
+                        save_last=True, **(dict(save_best="coco/bbox_mAP", rule="greater") if val else {})),
+        sampler_seed=dict(type="DistSamplerSeedHook"),
+        visualization=dict(type="DetVisualizationHook", draw=False),
+    )
+    schedulers = [dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, end=iters, eta_min_ratio=0.05)]
+    if warmup:
+        schedulers.insert(0, dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup))
+    cfg = dict(
+        default_scope="mmdet",
+        custom_imports=CUSTOM_IMPORTS,
+        work_dir=work_dir,
+        model=model,
+        train_dataloader=dict(batch_size=batch, num_workers=num_workers, persistent_workers=num_workers > 0,
+                              sampler=sampler,
+                              dataset=train_dataset),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=interval if val else iters + 1),
+        optim_wrapper=copy.deepcopy(model_cfg.optim_wrapper.to_dict()),
+        param_scheduler=schedulers,
+        default_hooks=hooks,
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend="nccl")),
+        log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
+        log_level="INFO",
+        load_from=load_from,
+        resume=False,
+        randomness=dict(seed=seed, deterministic=False),
+        visualizer=dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
+    )
+    if val is not None:
+        cfg.update(_val_parts(model_cfg, val))
+    return Config(cfg)
+
+
+def det_test_config(model_cfg: Config, *, work_dir: str, test: CocoSource) -> Config:
+    """Runner.test() config: COCO bbox metrics (mmdet CocoMetric / pycocotools) on a held-out set."""
+    parts = _val_parts(model_cfg, test)
+    return Config(dict(
+        default_scope="mmdet",
+        custom_imports=CUSTOM_IMPORTS,
+        work_dir=work_dir,
+        model=_model(model_cfg, pretrained=False),
+        test_dataloader=parts["val_dataloader"],
+        test_evaluator=parts["val_evaluator"],
+        test_cfg=dict(type="TestLoop"),
+        default_hooks=dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=50)),
+        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
+        log_level="WARNING",
+        visualizer=dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
+    ))
+
+
+def det_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list[dict]:
+    """Multi-scale x flip views of each image for mmdet's DetTTAModel (DESIGN 2.2)."""
+    if not scales or any(s <= 0 for s in scales):
+        raise ConfigError(f"TTA scales must be positive numbers, got {scales}")
+    w, h = model_cfg.img_scale
+    flips = [dict(type="RandomFlip", prob=1.0), dict(type="RandomFlip", prob=0.0)] if flip else \
+        [dict(type="RandomFlip", prob=0.0)]
+    return [
+        _load_image(skip_unreadable=True),
+        dict(type="TestTimeAug", transforms=[
+            [dict(type="Resize", scale=(round(w * s), round(h * s)), keep_ratio=True) for s in scales],
+            flips,
+            [dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                                   "scale_factor", "flip", "flip_direction", "load_error"))],
+        ]),
+    ]
+
+
+def det_tta_model(model_cfg: Config, merge_iou: float = 0.5, max_per_img: int = 300) -> dict:
+    return dict(type="DetTTAModel", module=_model(model_cfg, pretrained=False),
+                tta_cfg=dict(nms=dict(type="nms", iou_threshold=merge_iou), max_per_img=max_per_img))

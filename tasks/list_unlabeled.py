@@ -1,0 +1,71 @@
+"""List the unlabeled images (a prefix or an explicit list of URLs) into a table."""
+
+from __future__ import annotations
+
+import posixpath
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.stage import get_store
+from storage.keys import digest_json
+from storage.schemas import to_parquet_bytes
+from storage.store import ArtifactRef
+
+STAGE, VERSION = "unlabeled", 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+UNLABELED_IMAGES = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),  # path relative to the prefix (or the URL)
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("size", pa.int64(), nullable=False),
+], metadata={"selftrain.table": "unlabeled_images", "selftrain.version": "1"})
+
+
+class EmptyUnlabeledSet(ValueError):
+    pass
+
+
+def list_images(source: str | list[str]) -> list[dict]:
+    """(image_id, image_uri, size) of every image, sorted by id. Content = names and sizes."""
+    rows = []
+    if isinstance(source, str):
+        fs, root = fsspec.core.url_to_fs(source)
+        if not fs.exists(root):
+            raise FileNotFoundError(f"unlabeled prefix {source} does not exist")
+        for path, info in fs.find(root, detail=True).items():
+            if path.lower().endswith(IMAGE_SUFFIXES):
+                rel = posixpath.relpath(path, root.rstrip("/") or "/")
+                uri = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+                rows.append({"image_id": rel, "image_uri": uri, "size": int(info.get("size") or 0)})
+        where = f"under {source}"
+    else:
+        for url in source:
+            fs, path = fsspec.core.url_to_fs(url)
+            try:
+                size = int(fs.size(path) or 0)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"unlabeled image {url} does not exist") from exc
+            rows.append({"image_id": url, "image_uri": url, "size": size})
+        where = "in the given list"
+    if not rows:
+        raise EmptyUnlabeledSet(f"the unlabeled set is empty: no images ({', '.join(IMAGE_SUFFIXES)}) {where}")
+    ids = [r["image_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the unlabeled list names the same image twice")
+    return sorted(rows, key=lambda r: r["image_id"])
+
+
+@task(name="list_unlabeled", cache_policy=NO_CACHE)
+def list_unlabeled(store_url: str, dataset: str, source: str | list[str]) -> ArtifactRef:
+    store = get_store(store_url)
+    rows = list_images(source)
+    ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {})
+    if not store.has(ref):
+        table = pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES)
+        store.write(ref, {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
+                    meta={"source": source if isinstance(source, str) else f"{len(source)} URLs",
+                          "num_images": len(rows)})
+    return ref
