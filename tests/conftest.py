@@ -31,3 +31,13 @@ def s3_bucket(s3_server, request):
         fs.rm(name, recursive=True)
     fs.mkdir(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real Prefect server for the whole session (flows run in subprocesses against it)."""
+    from tests.prefect_server import PrefectServer
+
+    server = PrefectServer(str(tmp_path_factory.mktemp("prefect-home"))).start()
+    yield server
+    server.stop()

@@ -1,0 +1,133 @@
+"""The `self-training` flow end to end on a tiny slice of the real DeepForest data, with real
+mmdet training, against a real Prefect server. Runs the demo entry point in subprocesses, as
+a user does: a second run computes nothing, and a run killed mid-training resumes."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from storage.schemas import DET_IMAGE_STATS, read_parquet
+from storage.store import ArtifactStore
+
+pytestmark = pytest.mark.integration
+
+TINY = ["--teacher-iters", "60", "--student-iters", "6", "--k", "3", "--num-labelled", "3",
+        "--max-unlabeled", "4", "--max-val", "2", "--score-threshold", "0.0", "--shard-size", "3"]
+
+
+def demo(out, prefect_server, extra=(), wait=True):
+    env = prefect_server.env()
+    env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
+    cmd = [sys.executable, "-m", "selftrain.demo", "--out", str(out), *TINY, *extra]
+    log = open(os.path.join(out, f"run-{time.monotonic_ns()}.log"), "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    if not wait:
+        return proc, log.name
+    proc.wait(timeout=900)
+    output = open(log.name).read()
+    assert proc.returncode == 0, output[-6000:]
+    return output
+
+
+def manifests(out):
+    return sorted((p, os.path.getmtime(p)) for p in glob.glob(f"{out}/store/**/MANIFEST.json", recursive=True))
+
+
+def prepare_with_bad_images(out):
+    from selftrain.datasets.deepforest import prepare
+
+    data = prepare(os.path.join(out, "data", "deepforest"), num_labelled=3, max_unlabeled=4, max_val=2)
+    unl = data.unlabeled_dir
+    (open(os.path.join(unl, "zz_corrupt.png"), "wb")).write(b"\x89PNG this is not an image")
+    open(os.path.join(unl, "zz_empty.png"), "wb").close()
+    rgb = np.asarray(Image.open(sorted(glob.glob(f"{unl}/*_r*_c*.png"))[0]))
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA").save(f"{unl}/zz_rgba.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(f"{unl}/zz_gray16.png")
+    return data
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, prefect_server):
+    out = str(tmp_path_factory.mktemp("flow"))
+    prepare_with_bad_images(out)
+    t0 = time.monotonic()
+    output = demo(out, prefect_server)
+    return out, output, time.monotonic() - t0
+
+
+def test_flow_runs_end_to_end_and_reports(first_run):
+    out, output, _ = first_run
+    assert "teacher" in output and "student" in output and "report:" in output
+    report = json.load(open(os.path.join(out, "report", "report.json")))
+    assert set(report["metrics"]) == {"teacher", "student"}
+    for m in report["metrics"].values():
+        assert 0.0 <= m["bbox_mAP"] <= 1.0 and 0.0 <= m["bbox_mAP_50"] <= 1.0
+    assert os.path.exists(os.path.join(out, "report", "report.md"))
+    assert report["overlays"] and os.path.exists(os.path.join(out, "report", report["overlays"][0]["file"]))
+    store = ArtifactStore(os.path.join(out, "store"))
+    teacher = store.list("deepforest", "train")
+    assert len(teacher) == 2  # teacher and student
+    for ref in teacher:
+        files = set(store.manifest(ref).files)
+        assert {"ckpt-1.pth", "ckpt-2.pth", "ckpt-3.pth", "best.pth"} <= files
+
+
+def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labelled(first_run):
+    out, _, _ = first_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    stats = [s for ref in store.list("deepforest", "pseudo_boxes")
+             for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()]
+    by_id = {s["image_id"]: s for s in stats}
+    assert len(stats) == len(by_id) == 8  # 4 tiles + 4 added files, each exactly once
+    assert by_id["zz_corrupt.png"]["status"] == "skipped" and by_id["zz_corrupt.png"]["error"]
+    assert by_id["zz_empty.png"]["status"] == "skipped"
+    assert by_id["zz_rgba.png"]["status"] == "ok" and by_id["zz_gray16.png"]["status"] == "ok"
+    report = json.load(open(os.path.join(out, "report", "report.json")))
+    assert {s["image_id"] for s in report["pseudo_labels"]["skipped_images"]} == {"zz_corrupt.png", "zz_empty.png"}
+
+
+def test_identical_rerun_computes_nothing(first_run, prefect_server):
+    out, first_output, first_seconds = first_run
+    before = manifests(out)
+    scratch_before = sorted(glob.glob(f"{out}/work/**/*.pth", recursive=True))
+    t0 = time.monotonic()
+    output = demo(out, prefect_server)
+    second_seconds = time.monotonic() - t0
+    assert manifests(out) == before  # no stage written again
+    assert sorted(glob.glob(f"{out}/work/**/*.pth", recursive=True)) == scratch_before  # nothing trained
+    assert "Iter(train)" not in output
+    metric_lines = [line for line in output.splitlines() if line.startswith((" teacher", " student"))]
+    assert metric_lines == [line for line in first_output.splitlines() if line.startswith((" teacher", " student"))]
+    assert second_seconds < first_seconds / 2
+
+
+def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, prefect_server):
+    out = str(tmp_path)
+    proc, log = demo(out, prefect_server, wait=False)
+    deadline = time.monotonic() + 600
+    def at_40():  # mmengine names a checkpoint in last_checkpoint only once it is fully written
+        return any(open(p).read().strip().endswith("iter_40.pth")
+                   for p in glob.glob(f"{out}/work/deepforest/train/*/last_checkpoint"))
+
+    while time.monotonic() < deadline and not at_40():
+        assert proc.poll() is None, open(log).read()[-4000:]
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole flow run, mid-teacher
+    proc.wait()
+    store = ArtifactStore(os.path.join(out, "store"))
+    assert store.list("deepforest", "train") == []  # nothing half-written counts
+    output = demo(out, prefect_server)
+    assert "resumed" in output.lower() and "iter: 40" in output
+    report = json.load(open(os.path.join(out, "report", "report.json")))
+    assert report["pseudo_labels"]["images"] == 4
+    assert len(store.list("deepforest", "train")) == 2
