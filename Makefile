@@ -2,7 +2,7 @@
 # first; a second call skips everything already done.
 PY := .venv/bin/python
 
-.PHONY: demo test setup selfcheck
+.PHONY: demo test setup selfcheck lock
 
 setup:
 	@deploy/setup.sh
@@ -15,3 +15,6 @@ selfcheck: setup
 
 test: setup
 	$(PY) -m pytest
+
+lock: setup
+	@deploy/lock.sh
