@@ -13,6 +13,7 @@ import os
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.evaluate import evaluate
@@ -85,7 +86,12 @@ class SelfTrainingParams(BaseModel):
         return self
 
 
-@flow(name="self-training", log_prints=True)
+# Shards run one at a time by default: each inference already uses every core (or the GPU).
+# SELFTRAIN_SHARD_CONCURRENCY raises it; a Dask task runner spreads shards over a cluster.
+SHARD_CONCURRENCY = int(os.environ.get("SELFTRAIN_SHARD_CONCURRENCY", "1"))
+
+
+@flow(name="self-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=SHARD_CONCURRENCY))
 def self_training(params: SelfTrainingParams) -> str:
     """Teacher -> TTA pseudo boxes on every shard -> student -> evaluation -> report."""
     log = get_run_logger()
