@@ -1,6 +1,5 @@
-# Detection test-time augmentation (DESIGN 2.2): scales x horizontal flip, merged like mmdet's
-# DetTTAModel (NMS over the union of the views' boxes). Default: scale 1.0 + flip.
-scales = [1.0]
-flip = True
+# Detection test-time augmentation merging (DESIGN 2.2), as mmdet's DetTTAModel does: the boxes
+# of all views, mapped back to the original image, are merged by NMS. The views themselves
+# (scales x horizontal flip; default scale 1.0 + flip) are flow parameters (tta_scales, tta_flip).
 merge_nms_iou = 0.5
 max_per_img = 300

@@ -4,4 +4,4 @@
 In configs: ``custom_imports = dict(imports=['selftrain.mm'], allow_failed_imports=False)``.
 """
 
-from selftrain.mm import loss_normalization, transforms  # noqa: F401
+from selftrain.mm import fileio, loss_normalization, transforms  # noqa: F401

@@ -256,6 +256,10 @@ def det_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list
     ]
 
 
-def det_tta_model(model_cfg: Config, merge_iou: float = 0.5, max_per_img: int = 300) -> dict:
+def det_tta_model(model_cfg: Config, merge_iou: float | None = None, max_per_img: int | None = None) -> dict:
+    """mmdet's DetTTAModel around the detector; merge settings default to model_configs/tta/det_default.py."""
+    defaults = Config.fromfile(os.path.join(MODEL_CONFIGS, "tta", "det_default.py"))
+    merge_iou = defaults.merge_nms_iou if merge_iou is None else merge_iou
+    max_per_img = defaults.max_per_img if max_per_img is None else max_per_img
     return dict(type="DetTTAModel", module=_model(model_cfg, pretrained=False),
                 tta_cfg=dict(nms=dict(type="nms", iou_threshold=merge_iou), max_per_img=max_per_img))

@@ -92,3 +92,17 @@ def test_tta_merge_maps_flipped_boxes_back_and_suppresses_duplicates(cfg):
     got = sorted(zip(merged.scores.tolist(), merged.bboxes.tolist()), reverse=True)
     assert [round(s, 2) for s, _ in got] == [0.9, 0.3]
     assert got[0][1] == [10, 10, 30, 30] and got[1][1] == [60, 40, 90, 70]
+
+
+def test_the_real_coco_config_builds_offline():
+    """RetinaNet R50-FPN 640 px for COCO builds (weights are only fetched at init_weights)."""
+    from mmengine.config import ConfigDict
+    from mmengine.registry import init_default_scope
+
+    from mmdet.registry import MODELS
+
+    init_default_scope("mmdet")
+    coco = load_config("det/retinanet_r50_fpn_640_coco")
+    assert tuple(coco.img_scale) == (640, 640) and coco.model.bbox_head.num_classes == 80
+    model = MODELS.build(ConfigDict(det_tta_model(coco)))
+    assert type(model.module).__name__ == "RetinaNet" and model.tta_cfg.max_per_img == 300
