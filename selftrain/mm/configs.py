@@ -179,7 +179,7 @@ def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, 
             raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
         sampler = dict(type="MultiSourceSampler", batch_size=batch, source_ratio=[1, 1], shuffle=True)
         model = dict(type="LossNormalizedDetector", detector=model, alpha=alpha,
-                     data_preprocessor=dict(type="MultiBranchDataPreprocessor",
+                     data_preprocessor=dict(type="DropEmptyBranchesDataPreprocessor",
                                             data_preprocessor=model["data_preprocessor"]))
 
     hooks = dict(
