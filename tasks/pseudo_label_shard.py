@@ -74,7 +74,7 @@ class _Images:
 def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, shard: ArtifactRef,
                        labelled: ArtifactRef, *, scales: list[float], flip: bool, score_thr: float,
                        class_thresholds: dict[str, float] | None = None, batch_size: int = 8,
-                       num_workers: int = 2) -> ArtifactRef:
+                       num_workers: int | None = None) -> ArtifactRef:
     import torch
     from mmengine.config import ConfigDict
     from mmengine.dataset import Compose, pseudo_collate
@@ -107,7 +107,13 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
     ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
     tta = MODELS.build(ConfigDict(det_tta_model(cfg)))
     load_checkpoint(tta.module, ckpt, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
-    tta.to(get_device()).eval()
+    device = get_device()
+    tta.to(device).eval()
+    if num_workers is None:
+        # On a CPU the model already uses every core and decoding a tile costs little next to
+        # it; worker processes forked from a long-running flow process also died once here
+        # (exit code 1, no trace). On a GPU, decoding in workers keeps the GPU fed.
+        num_workers = 2 if device == "cuda" else 0
     loader = torch.utils.data.DataLoader(
         _Images(images, Compose(det_tta_pipeline(cfg, scales, flip))), batch_size=batch_size,
         num_workers=num_workers, collate_fn=pseudo_collate, shuffle=False)
