@@ -88,8 +88,8 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
 
     store = get_store(store_url)
     cfg = load_config(model_config)
-    classes = store.manifest(labelled).meta["classes"]
-    category_ids = store.manifest(labelled).meta["category_ids"]
+    labelled_meta = store.manifest(labelled).meta
+    classes, category_ids = labelled_meta["classes"], labelled_meta["category_ids"]
     unknown = set(class_thresholds or {}) - set(classes)
     if unknown:
         raise ValueError(f"class_thresholds names unknown classes {sorted(unknown)}; classes are {classes}")
