@@ -26,3 +26,14 @@ def scratch_dir(ref: ArtifactRef) -> str:
     path = os.path.join(scratch_root(), ref.dataset, ref.stage, ref.key)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def read_pseudo_boxes(store: ArtifactStore, shards: list[ArtifactRef]) -> tuple[list[dict], list[dict]]:
+    """All pseudo-box rows and per-image statistics rows of the given pseudo-label shards."""
+    from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, read_parquet
+
+    boxes, stats = [], []
+    for ref in shards:
+        boxes += read_parquet(store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
+        stats += read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
+    return boxes, stats

@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.mm.configs import CocoSource, config_digest, det_train_config, load_config
-from selftrain.stage import get_store, scratch_dir
+from selftrain.stage import get_store, read_pseudo_boxes, scratch_dir
 from storage.keys import digest_json
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -41,26 +41,21 @@ def local_coco(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -
 
 def pseudo_coco(store: ArtifactStore, pseudo: list[ArtifactRef], labelled: CocoSource, path: str) -> CocoSource:
     """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI)."""
-    from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, read_parquet
-
     with open(labelled.ann_file) as f:
         categories = json.load(f)["categories"]
-    images, annotations = [], []
-    for ref in pseudo:
-        stats = read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
-        boxes = read_parquet(store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
-        ids = {}
-        for s in stats:
-            if s["status"] != "ok":
-                continue
-            ids[s["image_id"]] = len(images) + 1
-            images.append({"id": len(images) + 1, "file_name": s["image_uri"], "width": s["width"],
-                           "height": s["height"]})
-        for b in boxes:
-            w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
-            annotations.append({"id": len(annotations) + 1, "image_id": ids[b["image_id"]],
-                                "category_id": b["label"], "bbox": [b["x1"], b["y1"], w, h], "area": w * h,
-                                "iscrowd": 0, "score": b["score"]})
+    boxes, stats = read_pseudo_boxes(store, pseudo)
+    images, annotations, ids = [], [], {}
+    for s in stats:
+        if s["status"] != "ok":
+            continue
+        ids[s["image_id"]] = len(images) + 1
+        images.append({"id": len(images) + 1, "file_name": s["image_uri"], "width": s["width"],
+                       "height": s["height"]})
+    for b in boxes:
+        w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
+        annotations.append({"id": len(annotations) + 1, "image_id": ids[b["image_id"]],
+                            "category_id": b["label"], "bbox": [b["x1"], b["y1"], w, h], "area": w * h,
+                            "iscrowd": 0, "score": b["score"]})
     if not annotations:
         raise ValueError(f"no pseudo boxes to train a student on: the teacher kept no box on any of "
                          f"{len(images)} unlabeled images; lower score_threshold or train the teacher longer")

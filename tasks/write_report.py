@@ -11,8 +11,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import get_store
-from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, read_parquet
+from selftrain.stage import get_store, read_pseudo_boxes
 from storage.store import ArtifactRef, ArtifactStore
 
 STAGE, VERSION = "report", 1
@@ -34,10 +33,7 @@ def overlay_png(image_uri: str, boxes: list[dict]) -> bytes:
 
 
 def pseudo_summary(store: ArtifactStore, pseudo: list[ArtifactRef]) -> tuple[dict, list[dict], list[dict]]:
-    boxes, stats = [], []
-    for ref in pseudo:
-        boxes += read_parquet(store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
-        stats += read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
+    boxes, stats = read_pseudo_boxes(store, pseudo)
     ok = [s for s in stats if s["status"] == "ok"]
     summary = {
         "images": len(stats), "skipped": len(stats) - len(ok), "boxes": len(boxes),
