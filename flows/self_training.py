@@ -1,16 +1,26 @@
-"""The `self-training` flow (Zoph et al. 2020, "Rethinking Pre-training and Self-training").
+"""The `self-training` flow: Zoph et al. 2020 ("Rethinking Pre-training and Self-training") and
+ST / ST++ (Yang et al. 2022), for detection (mmdet) and semantic segmentation (mmseg).
 
-Reads as the algorithm: train a teacher on the labelled set; shard the unlabeled images and
-pseudo-label every shard with test-time augmentation; train a student on labelled + pseudo
-data with loss normalisation; evaluate teacher and student on the held-out set; report.
+Reads as the algorithms (DESIGN 2):
+1. train a teacher on the labelled set, keeping K evenly spaced checkpoints;
+2. shard the unlabeled images and pseudo-label every shard with test-time augmentation;
+3. train the student:
+   - zoph: from the teacher, half human / half pseudo batches, normalised loss (detection);
+   - st:   re-initialised, labelled oversampled, strong augmentation on pseudo images;
+   - st++: rank the images by the stability of the teacher's K checkpoints; phase 1 on the
+           labelled + reliable images; the phase-1 student re-labels the unreliable ones
+           (TTA); phase 2 on everything;
+   with rounds > 1 each student is the next round's teacher;
+4. evaluate teacher and students on the held-out set; report.
 Every step is a content-addressed stage in the store: a re-run with the same inputs returns
-the stored references instead of recomputing, and a killed run resumes where it stopped.
+the stored references instead of recomputing, and a killed run resumes where it stopped;
+methods run in one flow share the teacher, its pseudo labels and its ranking.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, Union
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -19,10 +29,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tasks.evaluate import evaluate
 from tasks.list_unlabeled import list_unlabeled
 from tasks.pseudo_label_shard import pseudo_label_shard
+from tasks.rank_by_stability import rank_by_stability
 from tasks.register_dataset import register_dataset
+from tasks.register_seg_dataset import register_seg_dataset
+from tasks.score_stability import score_stability
+from tasks.select_images import select_images
 from tasks.shard_images import shard_images
 from tasks.train_model import train_model
 from tasks.write_report import write_report
+
+Method = Literal["zoph", "st", "st++"]
+DEFAULT_CONFIG = {"detection": "det/retinanet_mnv2_256_cpu", "segmentation": "seg/deeplabv3plus_mnv2_128_cpu"}
+# DESIGN 2.2: detection 1.0 + flip; segmentation the scales of Zoph et al. (ST++: 0.5 .. 2.0).
+DEFAULT_TTA_SCALES = {"detection": [1.0], "segmentation": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]}
 
 
 class CocoSet(BaseModel):
@@ -33,6 +52,18 @@ class CocoSet(BaseModel):
     image_root: str
 
 
+class SegSet(BaseModel):
+    """A segmentation set: images and label maps (class indices, 255 = ignore) with the same
+    names in two folders, at any fsspec URL or local path; classes in index order."""
+
+    model_config = ConfigDict(extra="forbid")
+    img_dir: str
+    ann_dir: str
+    classes: list[str] = Field(min_length=2, description="class names by label value, background first")
+    img_suffix: str = ".jpg"
+    seg_map_suffix: str = ".png"
+
+
 def _absolute(url: str) -> str:
     return url if "://" in url else os.path.abspath(url)
 
@@ -41,31 +72,43 @@ class SelfTrainingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field("deepforest", description="name of the dataset in the store (a folder)")
-    labelled: CocoSet
-    val: CocoSet = Field(description="held-out set for evaluation and best-checkpoint selection")
+    task: Literal["detection", "segmentation"] = "detection"
+    labelled: Union[CocoSet, SegSet] = Field(description="COCO set (detection) or image/label-map folders (segmentation)")
+    val: Union[CocoSet, SegSet] = Field(description="held-out set for evaluation and best-checkpoint selection")
     unlabeled: str | list[str] = Field(description="a prefix holding the unlabeled images, or a list of image URLs")
-    config: str = Field("det/retinanet_mnv2_256_cpu", description="model config under model_configs/ or a path")
+    config: str | None = Field(None, description="model config under model_configs/ or a path; default: the "
+                                                 "CPU config of the task")
+    method: Method | list[Method] = Field("zoph", description="student method(s): zoph (detection), st, st++; "
+                                                            "several share one teacher and its pseudo labels")
+    rounds: int = Field(1, ge=1, description="rounds > 1: each student becomes the next round's teacher")
     teacher_iters: int = Field(600, gt=0)
     student_iters: int = Field(600, gt=0)
     k: int = Field(3, gt=0, description="evenly spaced checkpoints kept per training")
-    tta_scales: list[float] = Field([1.0], min_length=1)
+    tta_scales: list[float] | None = Field(None, min_length=1, description="default: 1.0 (detection), "
+                                                                           "0.5..1.75 (segmentation)")
     tta_flip: bool = True
-    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="box score threshold (detection) or "
+                                                                    "pixel confidence threshold (segmentation)")
+    reliable_fraction: float = Field(0.5, gt=0.0, le=1.0, description="st++: share of images ranked reliable")
     class_thresholds: dict[str, float] = Field({}, description="per-class score thresholds by class name")
     shard_size: int = Field(64, gt=0)
     alpha: float = Field(1.0, ge=0.0, description="weight of the pseudo loss in the normalised loss")
     aug: Literal["S1", "S2", "S3", "S4"] = "S1"
     init: Literal["teacher", "random"] = "teacher"
     pretrained: bool = Field(True, description="ImageNet-pretrained backbone (offline weights)")
-    method: Literal["zoph"] = "zoph"
     store: str = Field("runs/store", description="artifact store root: a local folder or s3://bucket/prefix")
     seed: int = 0
     inference_batch_size: int = Field(8, gt=0)
+    unlabeled_gt: str | None = Field(None, description="ground truth of the unlabeled images, for the report's "
+                                                       "pseudo-label quality diagnostic only (never trained on): a "
+                                                       "COCO file (detection) or a label-map folder (segmentation)")
 
     @field_validator("labelled", "val")
     @classmethod
-    def _abs_set(cls, v: CocoSet) -> CocoSet:
-        return CocoSet(ann_file=_absolute(v.ann_file), image_root=_absolute(v.image_root))
+    def _abs_set(cls, v):
+        if isinstance(v, CocoSet):
+            return CocoSet(ann_file=_absolute(v.ann_file), image_root=_absolute(v.image_root))
+        return v.model_copy(update={"img_dir": _absolute(v.img_dir), "ann_dir": _absolute(v.ann_dir)})
 
     @field_validator("unlabeled")
     @classmethod
@@ -76,6 +119,33 @@ class SelfTrainingParams(BaseModel):
     @classmethod
     def _abs_store(cls, v: str) -> str:
         return _absolute(v)
+
+    @field_validator("unlabeled_gt")
+    @classmethod
+    def _abs_gt(cls, v: str | None) -> str | None:
+        return None if v is None else _absolute(v)
+
+    @property
+    def methods(self) -> list[str]:
+        return [self.method] if isinstance(self.method, str) else list(dict.fromkeys(self.method))
+
+    @model_validator(mode="after")
+    def _task(self):
+        kind = CocoSet if self.task == "detection" else SegSet
+        for name in ("labelled", "val"):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {'COCO set (ann_file, image_root)' if kind is CocoSet else 'segmentation set (img_dir, ann_dir, classes)'} for task {self.task}")
+        if self.task == "segmentation" and "zoph" in self.methods:
+            raise ValueError("method zoph (loss normalisation) is detection-only; segmentation uses st or st++")
+        if self.task == "segmentation" and self.class_thresholds:
+            raise ValueError("class_thresholds apply to detection; segmentation has one confidence threshold")
+        if "st++" in self.methods and self.k < 2:
+            raise ValueError("st++ ranks by the stability of the teacher's checkpoints: k must be at least 2")
+        if self.config is None:
+            self.config = DEFAULT_CONFIG[self.task]
+        if self.tta_scales is None:
+            self.tta_scales = list(DEFAULT_TTA_SCALES[self.task])
+        return self
 
     @model_validator(mode="after")
     def _schedule(self):
@@ -91,40 +161,83 @@ class SelfTrainingParams(BaseModel):
 SHARD_CONCURRENCY = int(os.environ.get("SELFTRAIN_SHARD_CONCURRENCY", "1"))
 
 
+def pseudo_label_all(p: SelfTrainingParams, model, shards, labelled, what: str) -> list:
+    """Pseudo-label every shard with ``model`` (TTA), shards in parallel up to the task runner."""
+    log = get_run_logger()
+    futures = [pseudo_label_shard.submit(p.store, p.config, model, shard, labelled, scales=p.tta_scales,
+                                         flip=p.tta_flip, score_thr=p.score_threshold,
+                                         class_thresholds=p.class_thresholds,
+                                         batch_size=p.inference_batch_size) for shard in shards]
+    refs = []
+    for i, fut in enumerate(futures, start=1):
+        refs.append(fut.result())
+        log.info("%s: pseudo-labelled shard %d/%d", what, i, len(futures))
+    return refs
+
+
+def rank_images(p: SelfTrainingParams, teacher, shards, labelled):
+    """ST++ ranking: stability of the teacher's K checkpoints per shard, then the top fraction."""
+    futures = [score_stability.submit(p.store, p.config, teacher, shard, labelled, score_thr=p.score_threshold,
+                                      class_thresholds=p.class_thresholds, batch_size=p.inference_batch_size)
+               for shard in shards]
+    return rank_by_stability(p.store, [f.result() for f in futures], p.reliable_fraction)
+
+
 @flow(name="self-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=SHARD_CONCURRENCY))
 def self_training(params: SelfTrainingParams) -> str:
-    """Teacher -> TTA pseudo boxes on every shard -> student -> evaluation -> report."""
+    """Teacher -> TTA pseudo labels on every shard -> student(s) -> evaluation -> report."""
     log = get_run_logger()
     p, store = params, params.store
-    labelled = register_dataset(store, p.dataset, p.labelled.ann_file, p.labelled.image_root, "labelled")
-    val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val")
+    if p.task == "detection":
+        labelled = register_dataset(store, p.dataset, p.labelled.ann_file, p.labelled.image_root, "labelled")
+        val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val")
+    else:
+        labelled, val = (register_seg_dataset(store, p.dataset, s.img_dir, s.ann_dir, s.classes, role,
+                                              s.img_suffix, s.seg_map_suffix)
+                         for s, role in ((p.labelled, "labelled"), (p.val, "val")))
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
+    shards = shard_images(store, unlabeled, p.shard_size)
+    train = dict(iters=p.student_iters, k=p.k, aug=p.aug, pretrained=p.pretrained)
 
     # 1. Teacher on the labelled set, K evenly spaced checkpoints.
     teacher = train_model(store, p.config, labelled, val, role="teacher", iters=p.teacher_iters, k=p.k,
                           seed=p.seed, aug=p.aug, pretrained=p.pretrained)
+    models, first_pseudo, ranking = {"teacher": teacher}, None, None
 
-    # 2-3. Shard the unlabeled images; TTA inference and thresholding per shard.
-    shards = shard_images(store, unlabeled, p.shard_size)
-    futures = [pseudo_label_shard.submit(store, p.config, teacher, shard, labelled, scales=p.tta_scales,
-                                         flip=p.tta_flip, score_thr=p.score_threshold,
-                                         class_thresholds=p.class_thresholds,
-                                         batch_size=p.inference_batch_size) for shard in shards]
-    pseudo = []
-    for i, fut in enumerate(futures, start=1):
-        pseudo.append(fut.result())
-        log.info("pseudo-labelled shard %d/%d", i, len(futures))
+    for method in p.methods:
+        current = teacher
+        for r in range(1, p.rounds + 1):
+            seed = p.seed + r - 1
+            name = method if p.rounds == 1 else f"{method}-round{r}"
+            # 2. TTA pseudo labels of every shard by the current teacher.
+            pseudo = pseudo_label_all(p, current, shards, labelled, f"{name} teacher")
+            first_pseudo = first_pseudo or pseudo
+            # 3. The student.
+            if method == "zoph":
+                student = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
+                                      init=current if p.init == "teacher" else None, pseudo=pseudo,
+                                      method="zoph", alpha=p.alpha)
+            elif method == "st":
+                student = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
+                                      pseudo=pseudo, method="st")
+            else:  # st++
+                rank = rank_images(p, current, shards, labelled)
+                ranking = ranking or rank
+                phase1 = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
+                                     pseudo=pseudo, method="st", reliable_only=rank)
+                unreliable = select_images(store, unlabeled, rank, reliable=False)
+                relabelled = pseudo_label_all(p, phase1, shard_images(store, unreliable, p.shard_size), labelled,
+                                              f"{name} phase-1 student")
+                student = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
+                                      pseudo=pseudo, method="st", reliable_only=rank, relabelled=relabelled)
+                models[f"{name} phase 1"] = phase1
+            models[name] = student
+            current = student
 
-    # 5. Student: half human / half pseudo batches, normalised loss, initialised from the teacher.
-    student = train_model(store, p.config, labelled, val, role="student", iters=p.student_iters, k=p.k,
-                          seed=p.seed, aug=p.aug, pretrained=p.pretrained,
-                          init=teacher if p.init == "teacher" else None, pseudo=pseudo, alpha=p.alpha)
-
-    # Evaluation of teacher and student on the held-out set, and the report.
-    evaluations = {"teacher": evaluate(store, p.config, teacher, val),
-                   "student": evaluate(store, p.config, student, val)}
-    report = write_report(store, p.dataset, p.method, p.model_dump(mode="json"), evaluations, pseudo,
-                          {"labelled": labelled, "val": val, "unlabeled": unlabeled, "teacher": teacher,
-                           "student": student})
+    # 4. Evaluation of every model on the held-out set, and the report.
+    evaluations = {name: evaluate(store, p.config, m, val) for name, m in models.items()}
+    report = write_report(store, p.dataset, "+".join(p.methods), p.model_dump(mode="json"), evaluations,
+                          first_pseudo, {"labelled": labelled, "val": val, "unlabeled": unlabeled, **models},
+                          ranking=ranking)
     log.info("report: %s", report.uri)
     return report.uri

@@ -64,22 +64,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def box_f1(pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels: Sequence[int],
-           iou_thr: float = MATCH_IOU) -> float:
-    """F1 of a class-aware one-to-one matching of ``pred`` to ``ref`` at IoU >= iou_thr.
-
-    Greedy by IoU (highest pairs first), each box matched at most once, only within a class.
-    Both sets empty: 1.0 (they agree); one empty: 0.0.
-    """
+def matches(pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels: Sequence[int],
+            iou_thr: float = MATCH_IOU) -> int:
+    """Number of class-aware one-to-one matches of ``pred`` to ``ref`` at IoU >= iou_thr,
+    greedy by IoU (highest pairs first), each box matched at most once."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
     ref = np.asarray(ref, dtype=np.float64).reshape(-1, 4)
     pl, rl = np.asarray(pred_labels).reshape(-1), np.asarray(ref_labels).reshape(-1)
     if len(pred) != len(pl) or len(ref) != len(rl):
         raise ValueError("each box needs exactly one label")
-    if not len(pred) and not len(ref):
-        return 1.0
     if not len(pred) or not len(ref):
-        return 0.0
+        return 0
     iou = box_iou(pred, ref)
     iou[pl[:, None] != rl[None, :]] = 0.0
     pairs = sorted(((iou[i, j], i, j) for i, j in zip(*np.nonzero(iou >= iou_thr))), key=lambda t: (-t[0], t[1], t[2]))
@@ -89,7 +84,17 @@ def box_f1(pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels
             used_p.add(i)
             used_r.add(j)
             tp += 1
-    return 2.0 * tp / (len(pred) + len(ref))
+    return tp
+
+
+def box_f1(pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels: Sequence[int],
+           iou_thr: float = MATCH_IOU) -> float:
+    """F1 of the class-aware one-to-one matching of ``pred`` to ``ref`` (``matches``).
+    Both sets empty: 1.0 (they agree); one empty: 0.0."""
+    n_pred, n_ref = len(pred_labels), len(ref_labels)
+    if not n_pred and not n_ref:
+        return 1.0
+    return 2.0 * matches(pred, pred_labels, ref, ref_labels, iou_thr) / (n_pred + n_ref)
 
 
 def seg_stability(maps: Sequence[np.ndarray]) -> float:

@@ -37,3 +37,26 @@ def read_pseudo_boxes(store: ArtifactStore, shards: list[ArtifactRef]) -> tuple[
         boxes += read_parquet(store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
         stats += read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
     return boxes, stats
+
+
+def is_segmentation(labelled: ArtifactRef) -> bool:
+    """Whether a registered labelled set is a segmentation set (tasks/register_seg_dataset.py)."""
+    return labelled.stage == "seg_dataset"
+
+
+def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef]):
+    """(image_id, mask) of every pseudo mask of the given shards, one at a time, and the
+    per-image statistics rows."""
+    from storage.masks import iter_mask_shard
+    from storage.schemas import SEG_IMAGE_STATS, read_parquet
+
+    stats = []
+    for ref in shards:
+        stats += read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()
+
+    def masks():
+        for ref in shards:
+            with store.open(ref, "masks.parquet") as f:
+                yield from iter_mask_shard(f)
+
+    return masks(), stats

@@ -59,6 +59,15 @@ SEG_IMAGE_STATS = pa.schema(
     metadata={"selftrain.table": "seg_image_stats", "selftrain.version": "1"},
 )
 
+STABILITY = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("image_uri", pa.string(), nullable=False),
+        pa.field("stability", pa.float64(), nullable=False),  # s_i, DESIGN 2.3 (unreadable images absent)
+    ],
+    metadata={"selftrain.table": "stability", "selftrain.version": "1"},
+)
+
 RANKING = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),

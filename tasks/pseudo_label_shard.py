@@ -15,15 +15,18 @@ from collections.abc import Mapping
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.mm.configs import config_digest, det_tta_model, det_tta_pipeline, load_config
-from selftrain.stage import get_store, scratch_dir
-from storage.schemas import DET_IMAGE_STATS, IMAGE_OK, IMAGE_SKIPPED, PSEUDO_BOXES, read_parquet, \
+from selftrain.mm.configs import config_digest, det_tta_model, det_tta_pipeline, load_config, seg_tta_model, \
+    seg_tta_pipeline
+from selftrain.stage import get_store, is_segmentation, scratch_dir
+from storage.masks import IGNORE_LABEL, encode_mask_shard
+from storage.schemas import DET_IMAGE_STATS, IMAGE_OK, IMAGE_SKIPPED, MASK_INDEX, PSEUDO_BOXES, SEG_IMAGE_STATS, read_parquet, \
     table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 from tasks.list_unlabeled import UNLABELED_IMAGES
 from tasks.train_model import fetch_checkpoint
 
 STAGE, VERSION = "pseudo_boxes", 1
+MASK_STAGE, MASK_VERSION = "pseudo_masks", 1
 
 
 def threshold_boxes(bboxes, scores, labels, default_thr: float, class_thr: Mapping[int, float]):
@@ -57,17 +60,17 @@ def image_rows(image: dict, pred, load_error: str, category_ids: list[int], defa
                       mean_score=mean)
 
 
-class _Images:
-    """The shard's images through the TTA pipeline (a map-style dataset for DataLoader)."""
+def mask_stats(image: dict, label, confidence, load_error: str) -> dict:
+    """Statistics row of one pseudo mask: mean max-probability and the ignored fraction."""
+    import numpy as np
 
-    def __init__(self, images: list[dict], pipeline):
-        self.images, self.pipeline = images, pipeline
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.pipeline({"img_path": self.images[i]["image_uri"], "img_id": i})
+    base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
+    if load_error:
+        return dict(base, width=None, height=None, status=IMAGE_SKIPPED, error=load_error,
+                    mean_max_prob=None, ignored_fraction=None)
+    h, w = label.shape
+    return dict(base, width=int(w), height=int(h), status=IMAGE_OK, error=None,
+                mean_max_prob=float(np.mean(confidence)), ignored_fraction=float(np.mean(label == IGNORE_LABEL)))
 
 
 @task(name="pseudo_label_shard", cache_policy=NO_CACHE)
@@ -75,62 +78,68 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
                        labelled: ArtifactRef, *, scales: list[float], flip: bool, score_thr: float,
                        class_thresholds: dict[str, float] | None = None, batch_size: int = 8,
                        num_workers: int | None = None) -> ArtifactRef:
-    import torch
-    from mmengine.config import ConfigDict
-    from mmengine.dataset import Compose, pseudo_collate
-    from mmengine.device import get_device
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    import selftrain.mm  # noqa: F401 - registers the project's transforms and models
-    from mmdet.registry import MODELS
-    from selftrain.mm.loss_normalization import REVISE_KEYS
+    """Pseudo labels of one shard by ``model`` with TTA: boxes (detection) or masks with the
+    ignore label (segmentation; ``score_thr`` is then the confidence threshold), chosen by the
+    labelled set's kind."""
+    from selftrain.mm.inference import build_model, predict
 
     store = get_store(store_url)
-    cfg = load_config(model_config)
+    segmentation = is_segmentation(labelled)
+    cfg = load_config(model_config, "seg" if segmentation else "det")
     labelled_meta = store.manifest(labelled).meta
-    classes, category_ids = labelled_meta["classes"], labelled_meta["category_ids"]
+    classes = labelled_meta["classes"]
     unknown = set(class_thresholds or {}) - set(classes)
     if unknown:
         raise ValueError(f"class_thresholds names unknown classes {sorted(unknown)}; classes are {classes}")
+    if segmentation and class_thresholds:
+        raise ValueError("class_thresholds apply to detection; segmentation uses one confidence threshold")
     class_thr = {classes.index(name): float(t) for name, t in (class_thresholds or {}).items()}
     params = {"scales": list(map(float, scales)), "flip": bool(flip), "score_thr": float(score_thr),
               "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
               "checkpoint": "last"}
-    ref = store.stage_ref(shard.dataset, STAGE, VERSION, config_digest(cfg),
+    stage, version = (MASK_STAGE, MASK_VERSION) if segmentation else (STAGE, VERSION)
+    ref = store.stage_ref(shard.dataset, stage, version, config_digest(cfg),
                           {"model": model, "shard": shard, "labelled": labelled}, params)
     if store.has(ref):
         return ref
 
     images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-    init_default_scope("mmdet")
     ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
-    tta = MODELS.build(ConfigDict(det_tta_model(cfg)))
-    load_checkpoint(tta.module, ckpt, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
-    device = get_device()
-    tta.to(device).eval()
-    if num_workers is None:
-        # On a CPU the model already uses every core and decoding a tile costs little next to
-        # it; worker processes forked from a long-running flow process also died once here
-        # (exit code 1, no trace). On a GPU, decoding in workers keeps the GPU fed.
-        num_workers = 2 if device == "cuda" else 0
-    loader = torch.utils.data.DataLoader(
-        _Images(images, Compose(det_tta_pipeline(cfg, scales, flip))), batch_size=batch_size,
-        num_workers=num_workers, collate_fn=pseudo_collate, shuffle=False)
+    if segmentation:
+        tta = build_model(seg_tta_model(cfg, len(classes), score_thr), "mmseg", ckpt)
+        pipeline = seg_tta_pipeline(cfg, scales, flip)
+    else:
+        tta = build_model(det_tta_model(cfg), "mmdet", ckpt)
+        pipeline = det_tta_pipeline(cfg, scales, flip)
 
-    boxes, stats = [], []
-    with torch.no_grad():
-        for batch in loader:
-            for pred in tta.test_step(batch):
-                image = images[pred.img_id]
-                rows, stat = image_rows(image, pred, pred.metainfo.get("load_error", ""), category_ids,
-                                        score_thr, class_thr)
-                boxes += rows
-                stats.append(stat)
+    boxes, stats, masks = [], [], []
+    for image, pred in predict(tta, images, pipeline, batch_size, num_workers):
+        load_error = pred.metainfo.get("load_error", "")
+        if segmentation:
+            label = pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8")
+            confidence = pred.seg_confidence.data[0].cpu().numpy()
+            stats.append(mask_stats(image, label, confidence, load_error))
+            if not load_error:
+                masks.append((image["image_id"], label))
+        else:
+            rows, stat = image_rows(image, pred, load_error, labelled_meta["category_ids"], score_thr, class_thr)
+            boxes += rows
+            stats.append(stat)
     stats.sort(key=lambda s: s["image_id"])
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
-    meta = {"params": params, "num_images": len(images), "num_boxes": len(boxes), "skipped": skipped}
+    meta = {"params": params, "num_images": len(images), "skipped": skipped}
+    if not segmentation:
+        meta["num_boxes"] = len(boxes)
     with store.writer(ref, meta=meta) as w:
-        w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(boxes, PSEUDO_BOXES), PSEUDO_BOXES))
-        w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS), DET_IMAGE_STATS))
+        if segmentation:
+            masks.sort(key=lambda m: m[0])
+            data, index = encode_mask_shard(masks, "masks.parquet")
+            w.write_bytes("masks.parquet", data)
+            w.write_bytes("index.parquet", to_parquet_bytes(index, MASK_INDEX))
+            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS),
+                                                            SEG_IMAGE_STATS))
+        else:
+            w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(boxes, PSEUDO_BOXES), PSEUDO_BOXES))
+            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS),
+                                                            DET_IMAGE_STATS))
     return ref

@@ -1,4 +1,5 @@
-"""Train a detector with mmengine's Runner: a teacher, or a Zoph et al. student.
+"""Train a detector or segmentor with mmengine's Runner: a teacher, or a student
+(Zoph et al. for detection; ST / ST++ phases for both tasks).
 
 Keeps K evenly spaced checkpoints (ckpt-1.pth .. ckpt-K.pth, the last being the end of the
 schedule) plus best.pth (best validation bbox mAP), DESIGN 2.1. A killed run resumes from
@@ -15,8 +16,9 @@ import re
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.mm.configs import CocoSource, config_digest, det_train_config, load_config
-from selftrain.stage import get_store, read_pseudo_boxes, scratch_dir
+from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, load_config, \
+    seg_train_config
+from selftrain.stage import get_store, is_segmentation, read_pseudo_boxes, read_pseudo_masks, scratch_dir
 from storage.keys import digest_json
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -39,11 +41,66 @@ def local_coco(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -
     return CocoSource(ann_file=path, image_root=meta["image_root"], classes=tuple(meta["classes"]))
 
 
-def pseudo_coco(store: ArtifactStore, pseudo: list[ArtifactRef], labelled: CocoSource, path: str) -> CocoSource:
+def local_seg(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> SegSource:
+    """A registered segmentation set as a local pair list."""
+    path = store.get_file(ref, "pairs.json", os.path.join(folder, f"{name}.json"))
+    return SegSource(pairs_file=path, classes=tuple(store.manifest(ref).meta["classes"]))
+
+
+def reliable_ids(store: ArtifactStore, ranking: ArtifactRef) -> set[str]:
+    from storage.schemas import RANKING, read_parquet
+
+    rows = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
+    return {r["image_id"] for r in rows if r["reliable"]}
+
+
+PseudoSources = list[tuple[list[ArtifactRef], "set[str] | None"]]
+
+
+def pseudo_sources(store: ArtifactStore, pseudo: list[ArtifactRef], reliable_only: ArtifactRef | None,
+                   relabelled: list[ArtifactRef] | None) -> PseudoSources:
+    """Which pseudo labels a student sees: ``pseudo`` (only the ranking's reliable images when
+    ``reliable_only`` is given) plus every image of ``relabelled`` (ST++ phase 2)."""
+    keep = reliable_ids(store, reliable_only) if reliable_only is not None else None
+    return [(list(pseudo), keep)] + ([(list(relabelled), None)] if relabelled else [])
+
+
+def pseudo_seg(store: ArtifactStore, sources: PseudoSources, classes: tuple[str, ...],
+               folder: str) -> tuple[SegSource, int]:
+    """Materialise pseudo-mask shards as PNG label maps + a pair list (images stay where they are)."""
+    from PIL import Image
+
+    os.makedirs(os.path.join(folder, "pseudo_masks"), exist_ok=True)
+    pairs = []
+    for shards, keep in sources:
+        masks, stats = read_pseudo_masks(store, shards)
+        uris = {s["image_id"]: s["image_uri"] for s in stats if s["status"] == "ok"}
+        for image_id, mask in masks:
+            if keep is not None and image_id not in keep:
+                continue
+            path = os.path.join(folder, "pseudo_masks", f"{len(pairs):07d}.png")
+            Image.fromarray(mask, mode="L").save(path)
+            pairs.append({"image_id": image_id, "img_path": uris[image_id], "seg_map_path": path})
+    if not pairs:
+        raise ValueError("no pseudo masks to train a student on")
+    out = os.path.join(folder, "pseudo.json")
+    with open(out, "w") as f:
+        json.dump(pairs, f)
+    return SegSource(pairs_file=out, classes=classes), len(pairs)
+
+
+def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labelled: CocoSource,
+                path: str) -> tuple[CocoSource, int]:
     """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI)."""
     with open(labelled.ann_file) as f:
         categories = json.load(f)["categories"]
-    boxes, stats = read_pseudo_boxes(store, pseudo)
+    boxes, stats = [], []
+    for shards, keep in sources:
+        b, st = read_pseudo_boxes(store, shards)
+        boxes += [x for x in b if keep is None or x["image_id"] in keep]
+        stats += [x for x in st if keep is None or x["image_id"] in keep]
+    if len({s["image_id"] for s in stats}) != len(stats):
+        raise ValueError("an image has pseudo labels from two sources; each must be labelled once")
     images, annotations, ids = [], [], {}
     for s in stats:
         if s["status"] != "ok":
@@ -61,20 +118,29 @@ def pseudo_coco(store: ArtifactStore, pseudo: list[ArtifactRef], labelled: CocoS
                          f"{len(images)} unlabeled images; lower score_threshold or train the teacher longer")
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-    return CocoSource(ann_file=path, image_root="", classes=labelled.classes)
+    return CocoSource(ann_file=path, image_root="", classes=labelled.classes), len(images)
 
 
 @task(name="train_model", cache_policy=NO_CACHE)
 def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: ArtifactRef | None, *,
                 role: str, iters: int, k: int, seed: int, aug: str = "S1", pretrained: bool = True,
                 init: ArtifactRef | None = None, pseudo: list[ArtifactRef] | None = None,
-                alpha: float = 1.0) -> ArtifactRef:
-    """role 'teacher': labelled data only. role 'student': labelled + pseudo (half/half batches),
-    loss normalisation with weight alpha, initialised from ``init`` (the teacher) or randomly."""
+                method: str = "zoph", alpha: float = 1.0, reliable_only: ArtifactRef | None = None,
+                relabelled: list[ArtifactRef] | None = None) -> ArtifactRef:
+    """role 'teacher': labelled data only. A student trains on labelled + pseudo data:
+    method 'zoph' (detection): half/half batches, loss normalisation with weight alpha,
+    initialised from ``init``; method 'st' (both tasks): labelled oversampled, strong
+    augmentation on pseudo images, re-initialised. ST++: ``reliable_only`` (a ranking) keeps
+    only the reliable images of ``pseudo``; ``relabelled`` shards are added whole."""
     from mmengine.runner import Runner
 
     store = get_store(store_url)
-    cfg = load_config(model_config)
+    segmentation = is_segmentation(labelled)
+    cfg = load_config(model_config, "seg" if segmentation else "det")
+    if pseudo and method not in ("zoph", "st"):
+        raise ValueError(f"unknown student method {method!r}")
+    if segmentation and pseudo and method != "st":
+        raise ValueError("segmentation students train with method 'st' (ST / ST++); 'zoph' is detection-only")
     inputs = {"labelled": labelled}
     if val is not None:
         inputs["val"] = val
@@ -82,8 +148,14 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         inputs["init"] = init
     if pseudo:
         inputs["pseudo"] = digest_json([f"{r.stage}/{r.key}" for r in pseudo])
+    if reliable_only is not None:
+        inputs["reliable_only"] = reliable_only
+    if relabelled:
+        inputs["relabelled"] = digest_json([f"{r.stage}/{r.key}" for r in relabelled])
     params = {"role": role, "iters": iters, "k": k, "seed": seed, "aug": aug.lower(), "pretrained": pretrained,
-              "alpha": alpha if pseudo else None}
+              "alpha": alpha if pseudo and method == "zoph" else None}
+    if pseudo and method != "zoph":
+        params["method"] = method  # absent for zoph: keys of earlier detection runs stay valid
     ref = store.stage_ref(labelled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
     if store.has(ref):
         return ref
@@ -91,16 +163,27 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
     work = scratch_dir(ref)
     data = os.path.join(work, "data")
     os.makedirs(data, exist_ok=True)
-    lab = local_coco(store, labelled, data, "labelled")
-    val_src = local_coco(store, val, data, "val") if val is not None else None
-    pseudo_src = pseudo_coco(store, pseudo, lab, os.path.join(data, "pseudo.json")) if pseudo else None
+    sources = pseudo_sources(store, pseudo or [], reliable_only, relabelled)
     load_from = None
     if init is not None:
         load_from = fetch_checkpoint(store, init, "last", os.path.join(data, "init.pth"))
-
-    train_cfg = det_train_config(cfg, work_dir=work, labelled=lab, val=val_src, iters=iters, k=k, seed=seed,
-                                 aug=aug, pretrained=pretrained, load_from=load_from, pseudo=pseudo_src,
-                                 alpha=alpha)
+    common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
+    if segmentation:
+        lab = local_seg(store, labelled, data, "labelled")
+        val_src = local_seg(store, val, data, "val") if val is not None else None
+        pseudo_src, num_pseudo = None, 0
+        if pseudo:
+            pseudo_src, num_pseudo = pseudo_seg(store, sources, lab.classes, data)
+        train_cfg = seg_train_config(cfg, labelled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo,
+                                     **common)
+    else:
+        lab = local_coco(store, labelled, data, "labelled")
+        val_src = local_coco(store, val, data, "val") if val is not None else None
+        pseudo_src, num_pseudo = None, 0
+        if pseudo:
+            pseudo_src, num_pseudo = pseudo_coco(store, sources, lab, os.path.join(data, "pseudo.json"))
+        train_cfg = det_train_config(cfg, labelled=lab, val=val_src, pseudo=pseudo_src, method=method, alpha=alpha,
+                                     num_pseudo=num_pseudo, **common)
     if os.path.exists(os.path.join(work, "last_checkpoint")):
         # A previous attempt was killed: continue from its last checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
@@ -119,7 +202,8 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
     meta = {"role": role, "params": params, "model_config": model_config, "checkpoints": k,
             "last": f"ckpt-{k}.pth",
             "best": os.path.basename(best[-1]) if best else None,
-            "final_val": history[-1] if history and "coco/bbox_mAP" in history[-1] else None}
+            "final_val": history[-1] if history and ("coco/bbox_mAP" in history[-1] or "mIoU" in history[-1])
+            else None}
     with store.writer(ref, meta=meta) as w:
         for j, path in enumerate(ckpts, start=1):
             w.put_file(f"ckpt-{j}.pth", path)

@@ -1,7 +1,9 @@
-"""OpenMMLab extensions of selftrain; importing this package registers them in mmdet's registries
-(LossNormalizedDetector, DropEmptyBranchesDataPreprocessor, LoadImageOrMarkUnreadable).
+"""OpenMMLab extensions of selftrain; importing this package registers them in the registries:
+mmdet (LossNormalizedDetector, DropEmptyBranchesDataPreprocessor), mmseg (PairListSegDataset,
+ConfidentSegTTAModel) and mmcv's root transforms (LoadImageOrMarkUnreadable, ColorJitter,
+GaussianBlur).
 
 In configs: ``custom_imports = dict(imports=['selftrain.mm'], allow_failed_imports=False)``.
 """
 
-from selftrain.mm import fileio, loss_normalization, transforms  # noqa: F401
+from selftrain.mm import fileio, loss_normalization, segmentation, transforms  # noqa: F401

@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MODEL_CONFIGS = os.path.join(REPO, "model_configs")
 CUSTOM_IMPORTS = dict(imports=["selftrain.mm"], allow_failed_imports=False)
 AUG_PRESETS = ("s1", "s2", "s3", "s4")
+WEAK = "weak"  # ST / ST++ weak augmentation, model_configs/aug/weak.py
 
 
 class ConfigError(ValueError):
@@ -72,13 +73,20 @@ def _load_image(skip_unreadable: bool = False) -> dict:
 
 def aug_preset(name: str) -> Config:
     key = name.lower()
-    if key not in AUG_PRESETS:
+    if key not in AUG_PRESETS + (WEAK,):
         raise ConfigError(f"unknown augmentation preset {name!r}; use one of {[p.upper() for p in AUG_PRESETS]}")
     return Config.fromfile(os.path.join(MODEL_CONFIGS, "aug", f"{key}.py"))
 
 
-def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None) -> list[dict]:
-    """Load -> preset policy (AutoAugment / RandAugment) -> scale jitter -> crop -> flip -> pack."""
+def strong_transforms(task: str) -> list[dict]:
+    """ST / ST++ strong augmentation for 'det' or 'seg' (model_configs/aug/strong.py)."""
+    strong = Config.fromfile(os.path.join(MODEL_CONFIGS, "aug", "strong.py"))
+    return copy.deepcopy(list(strong[task]))
+
+
+def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None, strong: bool = False) -> list[dict]:
+    """Load -> preset policy (AutoAugment / RandAugment) -> scale jitter -> crop -> flip
+    [-> ST strong augmentation] -> pack."""
     preset = aug_preset(aug)
     w, h = model_cfg.img_scale
     return [
@@ -89,17 +97,18 @@ def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None) ->
         dict(type="RandomCrop", crop_size=(h, w), allow_negative_crop=False),
         dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False),
         dict(type="RandomFlip", prob=float(preset.flip_prob)),
+        *(strong_transforms("det") if strong else []),
         pack or dict(type="PackDetInputs"),
     ]
 
 
-def det_test_pipeline(model_cfg: Config, with_ann: bool = True) -> list[dict]:
+def det_test_pipeline(model_cfg: Config, with_ann: bool = True, skip_unreadable: bool = False) -> list[dict]:
     w, h = model_cfg.img_scale
-    steps = [_load_image(), dict(type="Resize", scale=(w, h), keep_ratio=True)]
+    steps = [_load_image(skip_unreadable), dict(type="Resize", scale=(w, h), keep_ratio=True)]
     if with_ann:
         steps.append(dict(type="LoadAnnotations", with_bbox=True))
     steps.append(dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
-                                                        "scale_factor")))
+                                                        "scale_factor", "load_error")))
     return steps
 
 
@@ -116,7 +125,7 @@ def coco_dataset(source: CocoSource, pipeline: list[dict], test_mode: bool) -> d
         backend_args=None)
 
 
-def _model(model_cfg: Config, pretrained: bool) -> dict:
+def _model(model_cfg: Config, pretrained: bool, scope: str = "mmdet") -> dict:
     model = copy.deepcopy(model_cfg.model.to_dict() if isinstance(model_cfg.model, ConfigDict)
                           else model_cfg.model)
     name = model_cfg.get("pretrained_backbone")
@@ -125,10 +134,15 @@ def _model(model_cfg: Config, pretrained: bool) -> dict:
 
         if name not in PRETRAINED:
             raise ConfigError(f"unknown pretrained backbone {name!r}; known: {sorted(PRETRAINED)}")
-        model["backbone"]["init_cfg"] = dict(type="Pretrained", checkpoint=PRETRAINED[name]())
+        model["backbone"]["init_cfg"] = dict(type="Pretrained", checkpoint=PRETRAINED[name](scope))
     elif not pretrained:
         model["backbone"].pop("init_cfg", None)  # random initialisation, the paper's other control
     return model
+
+
+def det_model(model_cfg: Config, pretrained: bool = False) -> dict:
+    """The detector of a model config (for inference: no pretrained download)."""
+    return _model(model_cfg, pretrained)
 
 
 def _val_parts(model_cfg: Config, val: CocoSource) -> dict:
@@ -142,30 +156,92 @@ def _val_parts(model_cfg: Config, val: CocoSource) -> dict:
     )
 
 
-def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, val: CocoSource | None,
-                     iters: int, k: int, seed: int, aug: str = "s1", pretrained: bool = True,
-                     load_from: str | None = None, pseudo: CocoSource | None = None,
-                     alpha: float = 1.0, num_workers: int = 2) -> Config:
-    """Training config for a teacher (pseudo=None) or a Zoph et al. student (pseudo given).
+def oversample_times(num_labelled: int, num_pseudo: int) -> int:
+    """ST: the labelled set is repeated to about the pseudo set's size (DESIGN 2.4)."""
+    if num_labelled <= 0:
+        raise ConfigError("the labelled set is empty")
+    return max(1, round(num_pseudo / num_labelled))
 
-    K evenly spaced checkpoints: CheckpointHook(interval=iters/K) keeps iter_{j*iters/K}.pth for
-    j = 1..K (DESIGN 2.1), plus the best-by-validation one when a validation set is given.
-    The student sees half human-labelled, half pseudo-labelled images in every batch
-    (mmdet's MultiSourceSampler, source_ratio [1, 1], over a ConcatDataset) and is trained by
-    LossNormalizedDetector (selftrain/mm/loss_normalization.py).
-    """
+
+def _train_config(scope: str, model_cfg: Config, *, work_dir: str, model: dict, train_dataset: dict,
+                  sampler: dict, val_parts: dict | None, best_metric: str, iters: int, k: int, seed: int,
+                  load_from: str | None, num_workers: int, visualizer: str) -> Config:
+    """The schedule, hooks and runtime shared by every training: K evenly spaced checkpoints
+    (CheckpointHook(interval=iters/K) keeps iter_{j*iters/K}.pth, DESIGN 2.1), the best one by
+    validation ``best_metric``, warm-up then cosine decay, seeded."""
     if iters <= 0 or k <= 0 or iters % k:
         raise ConfigError(f"iters ({iters}) must be a positive multiple of k ({k}) so the K checkpoints "
                           "are evenly spaced")
     interval = iters // k
+    warmup = min(int(model_cfg.get("warmup_iters", 0)), iters // 2)
+    hooks = dict(
+        timer=dict(type="IterTimerHook"),
+        logger=dict(type="LoggerHook", interval=max(1, min(50, interval // 2))),
+        param_scheduler=dict(type="ParamSchedulerHook"),
+        checkpoint=dict(type="CheckpointHook", interval=interval, by_epoch=False, max_keep_ckpts=-1,
+                        save_last=True, **(dict(save_best=best_metric, rule="greater") if val_parts else {})),
+        sampler_seed=dict(type="DistSamplerSeedHook"),
+    )
+    if scope == "mmdet":
+        hooks["visualization"] = dict(type="DetVisualizationHook", draw=False)
+    schedulers = [dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, end=iters, eta_min_ratio=0.05)]
+    if warmup:
+        schedulers.insert(0, dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup))
+    cfg = dict(
+        default_scope=scope,
+        custom_imports=CUSTOM_IMPORTS,
+        work_dir=work_dir,
+        model=model,
+        train_dataloader=dict(batch_size=int(model_cfg.batch_size), num_workers=num_workers,
+                              persistent_workers=num_workers > 0, sampler=sampler, dataset=train_dataset),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters,
+                       val_interval=interval if val_parts else iters + 1),
+        optim_wrapper=copy.deepcopy(model_cfg.optim_wrapper.to_dict()),
+        param_scheduler=schedulers,
+        default_hooks=hooks,
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend="nccl")),
+        log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
+        log_level="INFO",
+        load_from=load_from,
+        resume=False,
+        randomness=dict(seed=seed, deterministic=False),
+        visualizer=dict(type=visualizer, vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
+    )
+    if val_parts:
+        cfg.update(val_parts)
+    return Config(cfg)
+
+
+def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, val: CocoSource | None,
+                     iters: int, k: int, seed: int, aug: str = "s1", pretrained: bool = True,
+                     load_from: str | None = None, pseudo: CocoSource | None = None, method: str = "zoph",
+                     alpha: float = 1.0, num_pseudo: int = 0, num_workers: int = 2) -> Config:
+    """Training config for a teacher (pseudo=None) or a student on labelled + pseudo boxes.
+
+    ``zoph`` (Zoph et al.): half human-labelled, half pseudo-labelled images in every batch
+    (mmdet's MultiSourceSampler, source_ratio [1, 1], over a ConcatDataset), trained by
+    LossNormalizedDetector (selftrain/mm/loss_normalization.py), usually from the teacher.
+    ``st`` (ST / ST++ phases): the labelled set repeated to about the pseudo set's size
+    (``num_pseudo`` images), shuffled together with it; weak augmentation on all, strong
+    augmentation (model_configs/aug/strong.py) on pseudo images only; plain detector.
+    """
     batch = int(model_cfg.batch_size)
     model = _model(model_cfg, pretrained and load_from is None)
-    warmup = min(int(model_cfg.get("warmup_iters", 0)), iters // 2)
 
     if pseudo is None:
         train_dataset = coco_dataset(labelled, det_train_pipeline(model_cfg, aug), test_mode=False)
         sampler = dict(type="InfiniteSampler", shuffle=True)
-    else:
+    elif method == "st":
+        with open(labelled.ann_file) as f:
+            num_labelled = len(json.load(f)["images"])
+        train_dataset = dict(type="ConcatDataset", datasets=[
+            dict(type="RepeatDataset", times=oversample_times(num_labelled, num_pseudo),
+                 dataset=coco_dataset(labelled, det_train_pipeline(model_cfg, WEAK), test_mode=False)),
+            coco_dataset(pseudo, det_train_pipeline(model_cfg, WEAK, strong=True), test_mode=False),
+        ])
+        sampler = dict(type="InfiniteSampler", shuffle=True)
+    elif method == "zoph":
         branches = ["human", "pseudo"]
 
         def branch(name: str) -> dict:
@@ -181,61 +257,158 @@ def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, 
         model = dict(type="LossNormalizedDetector", detector=model, alpha=alpha,
                      data_preprocessor=dict(type="DropEmptyBranchesDataPreprocessor",
                                             data_preprocessor=model["data_preprocessor"]))
+    else:
+        raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
+    return _train_config("mmdet", model_cfg, work_dir=work_dir, model=model, train_dataset=train_dataset,
+                         sampler=sampler, val_parts=_val_parts(model_cfg, val) if val else None,
+                         best_metric="coco/bbox_mAP", iters=iters, k=k, seed=seed, load_from=load_from,
+                         num_workers=num_workers, visualizer="DetLocalVisualizer")
 
-    hooks = dict(
-        timer=dict(type="IterTimerHook"),
-        logger=dict(type="LoggerHook", interval=max(1, min(50, interval // 2))),
-        param_scheduler=dict(type="ParamSchedulerHook"),
-        checkpoint=dict(type="CheckpointHook", interval=interval, by_epoch=False, max_keep_ckpts=-1,
-                        save_last=True, **(dict(save_best="coco/bbox_mAP", rule="greater") if val else {})),
-        sampler_seed=dict(type="DistSamplerSeedHook"),
-        visualization=dict(type="DetVisualizationHook", draw=False),
-    )
-    schedulers = [dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, end=iters, eta_min_ratio=0.05)]
-    if warmup:
-        schedulers.insert(0, dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup))
-    cfg = dict(
-        default_scope="mmdet",
+
+def _test_config(scope: str, model: dict, *, work_dir: str, parts: dict, visualizer: str) -> Config:
+    return Config(dict(
+        default_scope=scope,
         custom_imports=CUSTOM_IMPORTS,
         work_dir=work_dir,
         model=model,
-        train_dataloader=dict(batch_size=batch, num_workers=num_workers, persistent_workers=num_workers > 0,
-                              sampler=sampler,
-                              dataset=train_dataset),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=interval if val else iters + 1),
-        optim_wrapper=copy.deepcopy(model_cfg.optim_wrapper.to_dict()),
-        param_scheduler=schedulers,
-        default_hooks=hooks,
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl")),
-        log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
-        log_level="INFO",
-        load_from=load_from,
-        resume=False,
-        randomness=dict(seed=seed, deterministic=False),
-        visualizer=dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
-    )
-    if val is not None:
-        cfg.update(_val_parts(model_cfg, val))
-    return Config(cfg)
-
-
-def det_test_config(model_cfg: Config, *, work_dir: str, test: CocoSource) -> Config:
-    """Runner.test() config: COCO bbox metrics (mmdet CocoMetric / pycocotools) on a held-out set."""
-    parts = _val_parts(model_cfg, test)
-    return Config(dict(
-        default_scope="mmdet",
-        custom_imports=CUSTOM_IMPORTS,
-        work_dir=work_dir,
-        model=_model(model_cfg, pretrained=False),
         test_dataloader=parts["val_dataloader"],
         test_evaluator=parts["val_evaluator"],
         test_cfg=dict(type="TestLoop"),
         default_hooks=dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=50)),
         env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
         log_level="WARNING",
-        visualizer=dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
+        visualizer=dict(type=visualizer, vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
     ))
+
+
+def det_test_config(model_cfg: Config, *, work_dir: str, test: CocoSource) -> Config:
+    """Runner.test() config: COCO bbox metrics (mmdet CocoMetric / pycocotools) on a held-out set."""
+    return _test_config("mmdet", _model(model_cfg, pretrained=False), work_dir=work_dir,
+                        parts=_val_parts(model_cfg, test), visualizer="DetLocalVisualizer")
+
+
+# ---------------------------------------------------------------- segmentation (mmseg)
+
+
+@dataclass(frozen=True)
+class SegSource:
+    """A segmentation set on local disk: a JSON list of {img_path, seg_map_path} (see
+    selftrain.mm.segmentation.PairListSegDataset) and its classes (index = label value)."""
+
+    pairs_file: str
+    classes: tuple[str, ...]
+
+
+def seg_model(model_cfg: Config, num_classes: int, pretrained: bool) -> dict:
+    """The segmentor with ``num_classes`` outputs in every head, optionally ImageNet-initialised."""
+    model = _model(model_cfg, pretrained, scope="mmseg")
+    for head in ("decode_head", "auxiliary_head"):
+        if model.get(head):
+            model[head]["num_classes"] = num_classes
+    return model
+
+
+def seg_dataset(source: SegSource, pipeline: list[dict], test_mode: bool = False) -> dict:
+    return dict(type="PairListSegDataset", ann_file=source.pairs_file, data_root="", data_prefix=dict(),
+                metainfo=dict(classes=tuple(source.classes)), reduce_zero_label=False, pipeline=pipeline,
+                test_mode=test_mode, lazy_init=False)
+
+
+def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False) -> list[dict]:
+    """Load -> resize with the preset's ratio jitter -> crop -> flip [-> ST strong] -> pack.
+    The detection presets' AutoAugment / RandAugment policies are box-aware mmdet transforms:
+    segmentation takes the presets' jitter and flip only and refuses a policy."""
+    preset = aug_preset(aug)
+    if list(preset.policy):
+        raise ConfigError(f"augmentation preset {aug!r} has a detection policy (AutoAugment / RandAugment); "
+                          "segmentation supports S1 (flip + scale jitter)")
+    h, w = model_cfg.crop_size
+    return [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations"),
+        dict(type="RandomResize", scale=(w, h), ratio_range=tuple(preset.scale_jitter), keep_ratio=True),
+        dict(type="RandomCrop", crop_size=(h, w), cat_max_ratio=0.75),
+        dict(type="RandomFlip", prob=float(preset.flip_prob)),
+        *(strong_transforms("seg") if strong else []),
+        dict(type="PackSegInputs"),
+    ]
+
+
+def seg_test_pipeline(model_cfg: Config, with_ann: bool = True, skip_unreadable: bool = False) -> list[dict]:
+    w, h = model_cfg.img_scale
+    steps = [_load_image(skip_unreadable), dict(type="Resize", scale=(w, h), keep_ratio=True)]
+    if with_ann:
+        steps.append(dict(type="LoadAnnotations"))
+    steps.append(dict(type="PackSegInputs", meta_keys=SEG_META_KEYS))
+    return steps
+
+
+SEG_META_KEYS = ("img_path", "seg_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip",
+                 "flip_direction", "reduce_zero_label", "load_error", "img_id")
+
+
+def _seg_val_parts(model_cfg: Config, val: SegSource) -> dict:
+    return dict(
+        val_dataloader=dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
+                            sampler=dict(type="DefaultSampler", shuffle=False),
+                            dataset=seg_dataset(val, seg_test_pipeline(model_cfg), test_mode=True)),
+        val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
+        val_cfg=dict(type="ValLoop"),
+    )
+
+
+def seg_train_config(model_cfg: Config, *, work_dir: str, labelled: SegSource, val: SegSource | None,
+                     iters: int, k: int, seed: int, aug: str = "s1", pretrained: bool = True,
+                     load_from: str | None = None, pseudo: SegSource | None = None, num_pseudo: int = 0,
+                     num_workers: int = 2) -> Config:
+    """Training config for a segmentation teacher (pseudo=None) or an ST / ST++ student:
+    labelled pairs repeated to about the pseudo set's size, weak augmentation on all, strong
+    augmentation on the pseudo masks' images only (DESIGN 2.4)."""
+    model = seg_model(model_cfg, len(labelled.classes), pretrained and load_from is None)
+    if pseudo is None:
+        train_dataset = seg_dataset(labelled, seg_train_pipeline(model_cfg, aug))
+    else:
+        with open(labelled.pairs_file) as f:
+            num_labelled = len(json.load(f))
+        train_dataset = dict(type="ConcatDataset", datasets=[
+            dict(type="RepeatDataset", times=oversample_times(num_labelled, num_pseudo),
+                 dataset=seg_dataset(labelled, seg_train_pipeline(model_cfg, WEAK))),
+            seg_dataset(pseudo, seg_train_pipeline(model_cfg, WEAK, strong=True)),
+        ])
+    return _train_config("mmseg", model_cfg, work_dir=work_dir, model=model, train_dataset=train_dataset,
+                         sampler=dict(type="InfiniteSampler", shuffle=True),
+                         val_parts=_seg_val_parts(model_cfg, val) if val else None, best_metric="mIoU",
+                         iters=iters, k=k, seed=seed, load_from=load_from, num_workers=num_workers,
+                         visualizer="SegLocalVisualizer")
+
+
+def seg_test_config(model_cfg: Config, *, work_dir: str, test: SegSource) -> Config:
+    """Runner.test() config: mIoU (mmseg IoUMetric) on a held-out set."""
+    return _test_config("mmseg", seg_model(model_cfg, len(test.classes), pretrained=False), work_dir=work_dir,
+                        parts=_seg_val_parts(model_cfg, test), visualizer="SegLocalVisualizer")
+
+
+def seg_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list[dict]:
+    """Multi-scale x flip views for ConfidentSegTTAModel; scales relative to the test size."""
+    if not scales or any(s <= 0 for s in scales):
+        raise ConfigError(f"TTA scales must be positive numbers, got {scales}")
+    w, h = model_cfg.img_scale
+    flips = [dict(type="RandomFlip", prob=0.0, direction="horizontal")]
+    if flip:
+        flips.append(dict(type="RandomFlip", prob=1.0, direction="horizontal"))
+    return [
+        _load_image(skip_unreadable=True),
+        dict(type="TestTimeAug", transforms=[
+            [dict(type="Resize", scale=(round(w * s), round(h * s)), keep_ratio=True) for s in scales],
+            flips,
+            [dict(type="PackSegInputs", meta_keys=SEG_META_KEYS)],
+        ]),
+    ]
+
+
+def seg_tta_model(model_cfg: Config, num_classes: int, confidence_threshold: float) -> dict:
+    return dict(type="ConfidentSegTTAModel", module=seg_model(model_cfg, num_classes, pretrained=False),
+                confidence_threshold=confidence_threshold)
 
 
 def det_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list[dict]:

@@ -1,0 +1,82 @@
+"""Score one shard's images by checkpoint stability (ST++, DESIGN 2.3).
+
+Every one of the teacher's K checkpoints predicts every image at a single scale (as the
+ST++ reference does); s_i compares checkpoints 1..K-1 with the last one (selftrain/
+stability.py): meanIoU of label maps for segmentation, F1 of the score-thresholded boxes
+for detection. Unreadable images get no score (they have no pseudo labels either).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.mm.configs import config_digest, det_model, det_test_pipeline, load_config, seg_model, \
+    seg_test_pipeline
+from selftrain.stability import det_stability, seg_stability
+from selftrain.stage import get_store, is_segmentation, scratch_dir
+from storage.schemas import STABILITY, read_parquet, table_from_rows, to_parquet_bytes
+from storage.store import ArtifactRef
+from tasks.list_unlabeled import UNLABELED_IMAGES
+from tasks.pseudo_label_shard import threshold_boxes
+from tasks.train_model import fetch_checkpoint
+
+STAGE, VERSION = "stability", 1
+
+
+@task(name="score_stability", cache_policy=NO_CACHE)
+def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, shard: ArtifactRef,
+                    labelled: ArtifactRef, *, score_thr: float, class_thresholds: dict[str, float] | None = None,
+                    batch_size: int = 8) -> ArtifactRef:
+    from selftrain.mm.inference import build_model, load_weights, predict
+
+    store = get_store(store_url)
+    segmentation = is_segmentation(labelled)
+    cfg = load_config(model_config, "seg" if segmentation else "det")
+    classes = store.manifest(labelled).meta["classes"]
+    class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
+    params = {"score_thr": None if segmentation else float(score_thr),
+              "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())}}
+    ref = store.stage_ref(shard.dataset, STAGE, VERSION, config_digest(cfg),
+                          {"model": teacher, "shard": shard, "labelled": labelled}, params)
+    if store.has(ref):
+        return ref
+
+    k = int(store.manifest(teacher).meta["checkpoints"])
+    if k < 2:
+        raise ValueError(f"stability ranking needs at least 2 checkpoints; the teacher kept {k} (set k >= 2)")
+    images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+    work = scratch_dir(ref)
+    if segmentation:
+        model = build_model(seg_model(cfg, len(classes), pretrained=False), "mmseg")
+        pipeline = seg_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
+    else:
+        model = build_model(det_model(cfg), "mmdet")
+        pipeline = det_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
+
+    per_image: dict[str, list] = {im["image_id"]: [] for im in images}
+    unreadable = set()
+    for j in range(1, k + 1):
+        load_weights(model, fetch_checkpoint(store, teacher, f"ckpt-{j}", os.path.join(work, f"ckpt-{j}.pth")))
+        for image, pred in predict(model, images, pipeline, batch_size):
+            if pred.metainfo.get("load_error"):
+                unreadable.add(image["image_id"])
+            elif segmentation:
+                per_image[image["image_id"]].append(pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8"))
+            else:
+                inst = pred.pred_instances
+                scores, labels = inst.scores.tolist(), inst.labels.tolist()
+                keep = threshold_boxes(None, scores, labels, score_thr, class_thr)
+                per_image[image["image_id"]].append((inst.bboxes[keep].cpu().numpy(), [labels[i] for i in keep]))
+    rows = []
+    for image in images:
+        if image["image_id"] in unreadable:
+            continue
+        preds = per_image[image["image_id"]]
+        s = seg_stability(preds) if segmentation else det_stability(preds)
+        rows.append({"image_id": image["image_id"], "image_uri": image["image_uri"], "stability": s})
+    store.write(ref, {"stability.parquet": to_parquet_bytes(table_from_rows(rows, STABILITY), STABILITY)},
+                meta={"params": params, "checkpoints": k, "num_images": len(images), "scored": len(rows)})
+    return ref
