@@ -1,12 +1,16 @@
-"""The demo: self-training on the real DeepForest tree-crown data, on the embedded default.
+"""The demo: self-training on real data, on the embedded default (local store, embedded Prefect).
 
-    python -m selftrain.demo            (what `make demo` runs)
+    python -m selftrain.demo            (what `make demo` runs: detection, then segmentation)
+    python -m selftrain.demo --task detection --methods zoph st st++
 
-Prepares the data (tiles of the NEON scenes shipped in the deepforest wheel: 12 labelled
-tiles, 78 unlabeled tiles, the second scene held out), runs the `self-training` flow with a
-local store under runs/ and Prefect's embedded (ephemeral) API, prints teacher and student
-bbox mAP / mAP50 and copies the report (report.json, report.md, overlays) to runs/demo/report/.
-A second call finds every stage in the store and finishes in seconds.
+Detection: the DeepForest tree-crown tiles shipped in the deepforest wheel (12 labelled
+tiles, 78 unlabeled, the second scene held out); Zoph et al. by default.
+Segmentation: the composed real-photo benchmark (selftrain/datasets/composed_seg.py: photo
+cut-outs pasted on photo backgrounds, generated at set-up); ST and ST++.
+Each runs the `self-training` flow with a store under runs/demo, prints the metrics of the
+teacher and the students and copies the report (report.json, report.md, overlays) to
+runs/demo/report/ (runs/demo/report-seg/). A second call finds every stage in the store
+and finishes in seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +21,19 @@ import os
 import shutil
 import sys
 import time
+
+SEG_DEMO_PARAMS = dict(
+    dataset="composed-seg",
+    task="segmentation",
+    teacher_iters=600,
+    student_iters=600,
+    k=3,
+    tta_scales=[0.75, 1.0, 1.25],
+    tta_flip=True,
+    score_threshold=0.5,
+    shard_size=64,
+    seed=0,
+)
 
 DEMO_PARAMS = dict(
     dataset="deepforest",
@@ -37,58 +54,105 @@ DEMO_PARAMS = dict(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/demo", help="folder for the store, data and report")
-    parser.add_argument("--teacher-iters", type=int, default=DEMO_PARAMS["teacher_iters"])
-    parser.add_argument("--student-iters", type=int, default=DEMO_PARAMS["student_iters"])
-    parser.add_argument("--num-labelled", type=int, default=12)
-    parser.add_argument("--max-unlabeled", type=int, default=None)
-    parser.add_argument("--max-val", type=int, default=None)
-    parser.add_argument("--score-threshold", type=float, default=DEMO_PARAMS["score_threshold"])
-    parser.add_argument("--k", type=int, default=DEMO_PARAMS["k"])
-    parser.add_argument("--shard-size", type=int, default=DEMO_PARAMS["shard_size"])
-    parser.add_argument("--seed", type=int, default=DEMO_PARAMS["seed"])
+    parser.add_argument("--out", default="runs/demo", help="folder for the store, data and reports")
+    parser.add_argument("--task", choices=["detection", "segmentation", "both"], default="both")
+    parser.add_argument("--methods", nargs="+", choices=["zoph", "st", "st++"], default=None,
+                        help="student methods (default: zoph for detection, st st++ for segmentation)")
+    parser.add_argument("--teacher-iters", type=int, default=None)
+    parser.add_argument("--student-iters", type=int, default=None)
+    parser.add_argument("--num-labelled", type=int, default=None)
+    parser.add_argument("--max-unlabeled", type=int, default=None, help="detection: at most this many unlabeled tiles")
+    parser.add_argument("--max-val", type=int, default=None, help="detection: at most this many val tiles")
+    parser.add_argument("--num-unlabeled", type=int, default=None, help="segmentation: composed unlabeled images")
+    parser.add_argument("--num-val", type=int, default=None, help="segmentation: composed val images")
+    parser.add_argument("--score-threshold", type=float, default=None)
+    parser.add_argument("--k", type=int, default=None)
+    parser.add_argument("--shard-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
 
     # The embedded Prefect server must not try to phone home (no network beyond registries).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from selftrain.datasets.deepforest import prepare
-
     t0 = time.time()
     out = os.path.abspath(args.out)
-    data = prepare(os.path.join(out, "data", "deepforest"), num_labelled=args.num_labelled,
+    tasks = ["detection", "segmentation"] if args.task == "both" else [args.task]
+    for task in tasks:
+        params = detection_params(args, out) if task == "detection" else segmentation_params(args, out)
+        run(params, out, "report" if task == "detection" else "report-seg")
+    print(f"finished in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _overrides(args, defaults: dict) -> dict:
+    params = dict(defaults)
+    for name in ("teacher_iters", "student_iters", "score_threshold", "k", "shard_size", "seed"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    return params
+
+
+def detection_params(args, out: str):
+    from flows.self_training import SelfTrainingParams
+    from selftrain.datasets.deepforest import prepare
+
+    data = prepare(os.path.join(out, "data", "deepforest"), num_labelled=args.num_labelled or 12,
                    max_unlabeled=args.max_unlabeled, max_val=args.max_val)
     print(f"data: {data.root} (labelled {data.labelled_json}, unlabeled {data.unlabeled_dir}, val {data.val_json})",
           flush=True)
-
-    from flows.self_training import SelfTrainingParams, self_training
-    from selftrain.stage import get_store
-
-    params = SelfTrainingParams(
-        **dict(DEMO_PARAMS, teacher_iters=args.teacher_iters, student_iters=args.student_iters,
-               score_threshold=args.score_threshold, k=args.k, shard_size=args.shard_size, seed=args.seed),
+    return SelfTrainingParams(
+        **_overrides(args, DEMO_PARAMS), method=args.methods or "zoph",
         labelled=dict(ann_file=data.labelled_json, image_root=data.image_root),
         val=dict(ann_file=data.val_json, image_root=data.image_root),
-        unlabeled=data.unlabeled_dir,
-        store=os.path.join(out, "store"),
-    )
-    report_uri = self_training(params)
+        unlabeled=data.unlabeled_dir, unlabeled_gt=data.unlabeled_gt_json,
+        store=os.path.join(out, "store"))
 
+
+def segmentation_params(args, out: str):
+    from flows.self_training import SelfTrainingParams
+    from selftrain.datasets import composed_seg
+
+    sizes = {k: v for k, v in (("num_labelled", args.num_labelled), ("num_unlabeled", args.num_unlabeled),
+                               ("num_val", args.num_val)) if v is not None}
+    data = composed_seg.prepare(os.path.join(out, "data", "composed-seg"), **sizes)
+    print(f"data: {data.root} (labelled {data.labelled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
+          f"val {data.val_img_dir}; classes {list(data.classes)})", flush=True)
+    suffixes = dict(img_suffix=composed_seg.IMG_SUFFIX, seg_map_suffix=composed_seg.SEG_MAP_SUFFIX)
+    return SelfTrainingParams(
+        **_overrides(args, SEG_DEMO_PARAMS), method=args.methods or ["st", "st++"],
+        labelled=dict(img_dir=data.labelled_img_dir, ann_dir=data.labelled_ann_dir, classes=list(data.classes),
+                      **suffixes),
+        val=dict(img_dir=data.val_img_dir, ann_dir=data.val_ann_dir, classes=list(data.classes), **suffixes),
+        unlabeled=data.unlabeled_img_dir, unlabeled_gt=data.unlabeled_ann_dir,
+        store=os.path.join(out, "store"))
+
+
+def run(params, out: str, report_name: str) -> dict:
+    """Run the flow, copy its report next to the store and print the metrics."""
+    from flows.self_training import self_training
+    from selftrain.stage import get_store
+    from tasks.write_report import COLUMNS
+
+    report_uri = self_training(params)
     store = get_store(params.store)
     ref = next(r for r in store.list(params.dataset, "report") if r.uri == report_uri)
-    report_dir = os.path.join(out, "report")
+    report_dir = os.path.join(out, report_name)
     shutil.rmtree(report_dir, ignore_errors=True)
     os.makedirs(report_dir)
     for name in store.manifest(ref).files:
         store.get_file(ref, name, os.path.join(report_dir, name))
     report = json.loads(open(os.path.join(report_dir, "report.json")).read())
-    print("\n model    bbox mAP   mAP50")
+    cols = COLUMNS[params.task][:2]
+    print(f"\n {params.task}: {'model':14s} " + " ".join(f"{h:>9s}" for _, h in cols))
     for name, m in report["metrics"].items():
-        print(f" {name:8s} {m['bbox_mAP']:.4f}    {m['bbox_mAP_50']:.4f}")
+        print(f" {params.task}: {name:14s} " + " ".join(f"{m[k]:9.4f}" for k, _ in cols))
     p = report["pseudo_labels"]
-    print(f"\npseudo boxes: {p['boxes']} on {p['images']} unlabeled tiles ({p['skipped']} skipped)")
-    print(f"report: {report_dir}/report.md (store: {report_uri})")
-    print(f"finished in {time.time() - t0:.0f} s")
-    return 0
+    if params.task == "detection":
+        print(f"\npseudo boxes: {p['boxes']} on {p['images']} unlabeled images ({p['skipped']} skipped)")
+    else:
+        print(f"\npseudo masks: {p['images']} unlabeled images ({p['skipped']} skipped), ignored pixels "
+              f"{p['ignored_fraction']:.3f}")
+    print(f"report: {report_dir}/report.md (store: {report_uri})", flush=True)
+    return report
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from storage.store import ArtifactStore
 
 pytestmark = pytest.mark.integration
 
-TINY = ["--teacher-iters", "60", "--student-iters", "6", "--k", "3", "--num-labelled", "3",
+TINY = ["--task", "detection", "--teacher-iters", "60", "--student-iters", "6", "--k", "3", "--num-labelled", "3",
         "--max-unlabeled", "4", "--max-val", "2", "--score-threshold", "0.0", "--shard-size", "3"]
 
 
@@ -67,9 +67,9 @@ def first_run(tmp_path_factory, prefect_server):
 
 def test_flow_runs_end_to_end_and_reports(first_run):
     out, output, _ = first_run
-    assert "teacher" in output and "student" in output and "report:" in output
+    assert "detection: teacher" in output and "detection: zoph" in output and "report:" in output
     report = json.load(open(os.path.join(out, "report", "report.json")))
-    assert set(report["metrics"]) == {"teacher", "student"}
+    assert set(report["metrics"]) == {"teacher", "zoph"}
     for m in report["metrics"].values():
         assert 0.0 <= m["bbox_mAP"] <= 1.0 and 0.0 <= m["bbox_mAP_50"] <= 1.0
     assert os.path.exists(os.path.join(out, "report", "report.md"))
@@ -106,8 +106,9 @@ def test_identical_rerun_computes_nothing(first_run, prefect_server):
     assert manifests(out) == before  # no stage written again
     assert sorted(glob.glob(f"{out}/work/**/*.pth", recursive=True)) == scratch_before  # nothing trained
     assert "Iter(train)" not in output
-    metric_lines = [line for line in output.splitlines() if line.startswith((" teacher", " student"))]
-    assert metric_lines == [line for line in first_output.splitlines() if line.startswith((" teacher", " student"))]
+    metric_lines = [line for line in output.splitlines() if line.startswith(" detection:")]
+    assert len(metric_lines) == 3  # header, teacher, zoph
+    assert metric_lines == [line for line in first_output.splitlines() if line.startswith(" detection:")]
     assert second_seconds < first_seconds / 2
 
 

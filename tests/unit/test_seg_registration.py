@@ -1,0 +1,65 @@
+"""Registering a segmentation set: every problem names its file (DESIGN 9)."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.register_dataset import DatasetError
+from tasks.register_seg_dataset import check_label_map, register_seg_dataset
+
+
+def _png(arr, mode="L"):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(arr, dtype=np.uint8), mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_label_map_values_and_size_are_checked():
+    ok = np.array([[0, 1], [2, 255]])
+    assert check_label_map(_png(ok), "a.png", 3, (2, 2)) == {0: 1, 1: 1, 2: 1, 255: 1}
+    with pytest.raises(DatasetError, match=r"a.png has values \[3\] outside the 3 classes"):
+        check_label_map(_png([[0, 3]]), "a.png", 3, None)
+    with pytest.raises(DatasetError, match="a.png is 2x1 but its image is 4x4"):
+        check_label_map(_png([[0, 1]]), "a.png", 3, (4, 4))
+    with pytest.raises(DatasetError, match="a.png has mode RGB"):
+        check_label_map(_png(np.zeros((2, 2, 3)), "RGB"), "a.png", 3, None)
+    with pytest.raises(DatasetError, match="a.png cannot be read"):
+        check_label_map(b"not a png", "a.png", 3, None)
+
+
+def _set(tmp_path, n=2):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "ann").mkdir()
+    for i in range(n):
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "img" / f"{i}.jpg")
+        Image.fromarray(np.ones((4, 6), np.uint8)).save(tmp_path / "ann" / f"{i}.png")
+    return str(tmp_path / "img"), str(tmp_path / "ann")
+
+
+def test_register_stores_pairs_and_is_content_addressed(tmp_path):
+    from selftrain.stage import get_store
+
+    img, ann = _set(tmp_path)
+    store = str(tmp_path / "store")
+    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled")
+    meta = get_store(store).manifest(ref).meta
+    assert meta["num_images"] == 2 and meta["class_pixels"] == {"bg": 0, "fg": 48}
+    pairs = get_store(store).read_json(ref, "pairs.json")
+    assert [p["image_id"] for p in pairs] == ["0", "1"] and pairs[0]["width"] == 6
+    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled") == ref
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "ann" / "1.png")  # content changed
+    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled") != ref
+
+
+def test_register_refuses_missing_maps_and_bad_classes(tmp_path):
+    img, ann = _set(tmp_path)
+    (tmp_path / "ann" / "1.png").unlink()
+    store = str(tmp_path / "store")
+    with pytest.raises(DatasetError, match=r"1 image\(s\) have no label map .* \['1'\]"):
+        register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled")
+    with pytest.raises(DatasetError, match="at least two distinct names"):
+        register_seg_dataset.fn(store, "d", img, ann, ["bg"], "labelled")
+    with pytest.raises(DatasetError, match="does not exist"):
+        register_seg_dataset.fn(store, "d", str(tmp_path / "nope"), ann, ["bg", "fg"], "labelled")
