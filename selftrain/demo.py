@@ -22,11 +22,12 @@ import shutil
 import sys
 import time
 
+SEG_DEMO_SIZES = dict(num_labelled=16, num_unlabeled=96, num_val=48)  # composed images, 128 px
 SEG_DEMO_PARAMS = dict(
     dataset="composed-seg",
     task="segmentation",
-    teacher_iters=600,
-    student_iters=600,
+    teacher_iters=300,
+    student_iters=240,
     k=3,
     tta_scales=[0.75, 1.0, 1.25],
     tta_flip=True,
@@ -114,8 +115,9 @@ def segmentation_params(args, out: str):
     from flows.self_training import SelfTrainingParams
     from selftrain.datasets import composed_seg
 
-    sizes = {k: v for k, v in (("num_labelled", args.num_labelled), ("num_unlabeled", args.num_unlabeled),
-                               ("num_val", args.num_val)) if v is not None}
+    sizes = dict(SEG_DEMO_SIZES)
+    sizes.update({k: v for k, v in (("num_labelled", args.num_labelled), ("num_unlabeled", args.num_unlabeled),
+                                    ("num_val", args.num_val)) if v is not None})
     data = composed_seg.prepare(os.path.join(out, "data", "composed-seg"), **sizes)
     print(f"data: {data.root} (labelled {data.labelled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
           f"val {data.val_img_dir}; classes {list(data.classes)})", flush=True)
