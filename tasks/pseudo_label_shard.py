@@ -127,7 +127,8 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
             stats.append(stat)
     stats.sort(key=lambda s: s["image_id"])
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
-    meta = {"params": params, "num_images": len(images), "skipped": skipped}
+    meta = {"params": params, "num_images": len(images), "skipped": skipped,
+            "model": f"{model.stage}/{model.key}", "shard": f"{shard.stage}/{shard.key}"}
     if not segmentation:
         meta["num_boxes"] = len(boxes)
     with store.writer(ref, meta=meta) as w:

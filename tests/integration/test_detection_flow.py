@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storage.schemas import DET_IMAGE_STATS, read_parquet
+from storage.schemas import DET_IMAGE_STATS, RANKING, read_parquet
 from storage.store import ArtifactStore
 
 pytestmark = pytest.mark.integration
@@ -25,10 +25,10 @@ TINY = ["--task", "detection", "--teacher-iters", "60", "--student-iters", "6", 
         "--max-unlabeled", "4", "--max-val", "2", "--score-threshold", "0.0", "--shard-size", "3"]
 
 
-def demo(out, prefect_server, extra=(), wait=True):
+def demo(out, prefect_server, extra=(), wait=True, args=TINY):
     env = prefect_server.env()
     env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
-    cmd = [sys.executable, "-m", "selftrain.demo", "--out", str(out), *TINY, *extra]
+    cmd = [sys.executable, "-m", "selftrain.demo", "--out", str(out), *args, *extra]
     log = open(os.path.join(out, f"run-{time.monotonic_ns()}.log"), "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     if not wait:
@@ -94,6 +94,29 @@ def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labelled(f
     assert by_id["zz_rgba.png"]["status"] == "ok" and by_id["zz_gray16.png"]["status"] == "ok"
     report = json.load(open(os.path.join(out, "report", "report.json")))
     assert {s["image_id"] for s in report["pseudo_labels"]["skipped_images"]} == {"zz_corrupt.png", "zz_empty.png"}
+
+
+def test_st_plus_plus_for_detection_reuses_the_teacher_and_ranks_by_box_agreement(first_run, prefect_server):
+    out, _, _ = first_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    teachers = [r for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"]
+    output = demo(out, prefect_server, extra=["--methods", "st", "st++"])
+    assert [r for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"] == teachers
+    assert "Iter(train) [ 1/60]" not in output  # the teacher was not trained again
+    report = json.load(open(os.path.join(out, "report", "report.json")))
+    assert set(report["metrics"]) == {"teacher", "st", "st++ phase 1", "st++"}
+    (ranking,) = store.list("deepforest", "ranking")
+    rows = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
+    # 6 readable images (the corrupt and the empty one have no score); F1 terms: 0 <= s <= K-1
+    assert len(rows) == 6 and sum(r["reliable"] for r in rows) == 3
+    assert all(0.0 <= r["stability"] <= 2.0 for r in rows)
+    assert set(report["ranking"]["quality"]) == {"reliable", "unreliable"}
+    unreliable = {r["image_id"] for r in rows if not r["reliable"]}
+    teacher = f"train/{teachers[0].key}"
+    relabelled = {s["image_id"] for ref in store.list("deepforest", "pseudo_boxes")
+                  if store.manifest(ref).meta.get("model") not in (None, teacher)
+                  for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()}
+    assert relabelled == unreliable
 
 
 def test_identical_rerun_computes_nothing(first_run, prefect_server):

@@ -1,0 +1,98 @@
+"""ST and ST++ for segmentation end to end on a tiny slice of the composed real-photo set,
+with real mmseg training, against a real Prefect server (the demo entry point, as a user
+runs it): TTA pseudo masks with the ignore label in mask shards, the stability ranking, the
+phase-1 student re-labelling exactly the unreliable images, and a re-run that computes nothing."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from storage.masks import IGNORE_LABEL, iter_mask_shard, read_mask, read_mask_index
+from storage.schemas import RANKING, SEG_IMAGE_STATS, read_parquet
+from storage.store import ArtifactStore
+from tests.integration.test_detection_flow import demo as run_demo, manifests
+
+pytestmark = pytest.mark.integration
+
+TINY = ["--task", "segmentation", "--methods", "st", "st++", "--teacher-iters", "30", "--student-iters", "6",
+        "--k", "3", "--num-labelled", "3", "--num-unlabeled", "6", "--num-val", "3", "--shard-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory, prefect_server):
+    out = str(tmp_path_factory.mktemp("segflow"))
+    return out, run_demo(out, prefect_server, args=TINY)
+
+
+def test_st_and_st_plus_plus_run_and_report(seg_run):
+    out, output = seg_run
+    assert "segmentation: st++" in output
+    report = json.load(open(os.path.join(out, "report-seg", "report.json")))
+    assert set(report["metrics"]) == {"teacher", "st", "st++ phase 1", "st++"}
+    for m in report["metrics"].values():
+        assert 0.0 <= m["mIoU"] <= 1.0
+    ranking = report["ranking"]
+    assert ranking["reliable"] == 3 and ranking["unreliable"] == 3
+    assert set(ranking["quality"]) == {"reliable", "unreliable"}  # ground truth diagnostic shown
+    assert report["overlays"] and os.path.exists(os.path.join(out, "report-seg", report["overlays"][0]["file"]))
+    assert "Stability ranking" in open(os.path.join(out, "report-seg", "report.md")).read()
+
+
+def test_pseudo_masks_are_shards_with_index_stats_and_the_ignore_label(seg_run):
+    out, _ = seg_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    shards = store.list("composed-seg", "pseudo_masks")
+    assert shards
+    seen = []
+    for ref in shards:
+        assert set(store.manifest(ref).files) == {"masks.parquet", "index.parquet", "stats.parquet"}
+        stats = {s["image_id"]: s for s in read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()}
+        index = read_mask_index(store.read(ref, "index.parquet")).to_pylist()
+        data = store.read(ref, "masks.parquet")
+        for (image_id, mask), row in zip(iter_mask_shard(data), index):
+            assert row["image_id"] == image_id
+            assert np.array_equal(read_mask(data, row["row_group"]), mask)  # random access by the index
+            assert set(np.unique(mask).tolist()) <= {0, 1, 2, 3, IGNORE_LABEL}
+            s = stats[image_id]
+            assert (s["height"], s["width"]) == mask.shape
+            assert s["ignored_fraction"] == pytest.approx(float(np.mean(mask == IGNORE_LABEL)), abs=1e-6)
+            assert 0.0 < s["mean_max_prob"] <= 1.0
+            seen.append(image_id)
+    # the teacher labelled all 6 images once; the phase-1 student re-labelled the 3 unreliable ones
+    assert len(seen) == 9 and len(set(seen)) == 6
+
+
+def test_phase_one_student_relabels_exactly_the_unreliable_images(seg_run):
+    out, _ = seg_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    (ranking,) = store.list("composed-seg", "ranking")
+    rows = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
+    assert [r["rank"] for r in rows] == list(range(6))
+    assert all(0.0 <= r["stability"] <= 2.0 for r in rows)  # K-1 = 2 terms of at most 1
+    assert [r["stability"] for r in rows] == sorted((r["stability"] for r in rows), reverse=True)
+    unreliable = {r["image_id"] for r in rows if not r["reliable"]}
+    (teacher,) = [f"train/{r.key}" for r in store.list("composed-seg", "train")
+                  if store.manifest(r).meta["role"] == "teacher"]
+    by_model: dict[str, set] = {}
+    for ref in store.list("composed-seg", "pseudo_masks"):
+        ids = {s["image_id"] for s in read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()}
+        by_model.setdefault(store.manifest(ref).meta["model"], set()).update(ids)
+    assert len(by_model[teacher]) == 6
+    (relabelled,) = [ids for model, ids in by_model.items() if model != teacher]
+    assert relabelled == unreliable
+
+
+def test_identical_rerun_computes_nothing(seg_run, prefect_server):
+    out, first_output = seg_run
+    before = manifests(out)
+    scratch = sorted(glob.glob(f"{out}/work/**/*.pth", recursive=True))
+    output = run_demo(out, prefect_server, args=TINY)
+    assert manifests(out) == before and sorted(glob.glob(f"{out}/work/**/*.pth", recursive=True)) == scratch
+    assert "Iter(train)" not in output
+    lines = lambda text: [x for x in text.splitlines() if x.startswith(" segmentation:")]  # noqa: E731
+    assert lines(output) == lines(first_output) and len(lines(output)) == 5
