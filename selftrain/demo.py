@@ -149,7 +149,7 @@ def run(params, out: str, report_name: str) -> dict:
     cols = COLUMNS[params.task][:2]
     print(f"\n {params.task}: {'model':14s} " + " ".join(f"{h:>9s}" for _, h in cols))
     for name, m in report["metrics"].items():
-        print(f" {params.task}: {name:14s} " + " ".join(f"{m[k]:9.4f}" for k, _ in cols))
+        print(f" {params.task}: {name:14s} " + " ".join(f"{m.get(k, float('nan')):9.4f}" for k, _ in cols))
     p = report["pseudo_labels"]
     if params.task == "detection":
         print(f"\npseudo boxes: {p['boxes']} on {p['images']} unlabeled images ({p['skipped']} skipped)")

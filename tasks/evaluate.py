@@ -49,6 +49,10 @@ def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: Artifa
         metrics = {name: float(raw[name]) / 100.0 for name in SEG_METRICS if name in raw}
     else:
         metrics = {name: float(raw[f"coco/{name}"]) for name in METRICS if f"coco/{name}" in raw}
+        if not metrics:
+            # CocoMetric returns nothing when the model detected nothing on the whole set:
+            # its precision at every recall is 0, so every AP is 0.
+            metrics = {name: 0.0 for name in METRICS}
     store.write(ref, {"metrics.json": json.dumps(metrics, indent=1).encode()},
                 meta={"metrics": metrics, "checkpoint": checkpoint})
     return ref
