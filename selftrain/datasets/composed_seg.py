@@ -108,6 +108,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from selftrain.datasets.common import swap_into_place
+
 __all__ = [
     "BACKGROUND_FILES",
     "CLASSES",
@@ -630,28 +632,11 @@ def prepare(
         with open(os.path.join(build, SPLIT_JSON), "w") as f:  # written last
             json.dump(info, f, indent=1, sort_keys=True)
             f.write("\n")
-        _swap_into_place(build, out_dir, digest)
+        swap_into_place(build, out_dir, digest, read_split)
     finally:
         if os.path.exists(build):
             shutil.rmtree(build, ignore_errors=True)
     return split
-
-
-def _swap_into_place(build: str, out_dir: str, digest: str) -> None:
-    parent, base = os.path.split(out_dir)
-    old = None
-    if os.path.lexists(out_dir):
-        old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-        os.rmdir(old)
-        os.rename(out_dir, old)
-    try:
-        os.rename(build, out_dir)
-    except OSError:
-        ready = read_split(out_dir)
-        if ready is None or ready.get("digest") != digest:
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _png_bytes(array: np.ndarray, mode: str) -> bytes:

@@ -82,6 +82,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from selftrain.datasets.common import swap_into_place
+
 import numpy as np
 
 __all__ = [
@@ -452,29 +454,11 @@ def prepare(
         with open(os.path.join(build, "READY.json"), "w") as f:
             json.dump({"digest": digest, "params": params, "counts": counts}, f, indent=1, sort_keys=True)
             f.write("\n")
-        _swap_into_place(build, out_dir, digest)
+        swap_into_place(build, out_dir, digest, read_ready)
     finally:
         if os.path.exists(build):
             shutil.rmtree(build, ignore_errors=True)
     return split
-
-
-def _swap_into_place(build: str, out_dir: str, digest: str) -> None:
-    parent, base = os.path.split(out_dir)
-    old = None
-    if os.path.lexists(out_dir):
-        old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-        os.rmdir(old)
-        os.rename(out_dir, old)  # atomic; out_dir is briefly absent, never half-written
-    try:
-        os.rename(build, out_dir)
-    except OSError:
-        # Someone else put a folder there meanwhile; fine when it is this very dataset.
-        ready = read_ready(out_dir)
-        if ready is None or ready.get("digest") != digest:
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(build, data_dir, tile, num_labelled, seed, max_unlabeled, max_val, min_visible) -> dict:
