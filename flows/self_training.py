@@ -19,8 +19,9 @@ methods run in one flow share the teacher, its pseudo labels and its ranking.
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -183,11 +184,38 @@ def rank_images(p: SelfTrainingParams, teacher, shards, labelled):
     return rank_by_stability(p.store, [f.result() for f in futures], p.reliable_fraction)
 
 
-@flow(name="self-training", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=SHARD_CONCURRENCY))
-def self_training(params: SelfTrainingParams) -> str:
+def flat_parameters(model: type[BaseModel]):
+    """Give a ``**kwargs`` flow the fields of ``model`` as its signature, so that a deployment's
+    parameters are the fields themselves: `prefect deployment run ... --param score_threshold=0.4`
+    and the UI's form change one field and keep the others (Prefect merges parameters one
+    level deep). The model validates them in the flow."""
+    fields = model.model_fields
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                default=inspect.Parameter.empty if f.is_required() else f.default,
+                                annotation=Annotated[f.annotation, Field(description=f.description)])
+              for name, f in fields.items()]
+
+    def decorate(fn):
+        fn.__signature__ = inspect.Signature(params, return_annotation=str)
+        fn.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
+        return fn
+
+    return decorate
+
+
+def run(params: SelfTrainingParams) -> str:
+    """Run the flow with a validated parameter object (the demo's and benchmarks' entry)."""
+    return self_training(**params.model_dump(mode="json"))
+
+
+@flow(name="self-training", log_prints=True, validate_parameters=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=SHARD_CONCURRENCY))
+@flat_parameters(SelfTrainingParams)
+def self_training(**fields) -> str:
     """Teacher -> TTA pseudo labels on every shard -> student(s) -> evaluation -> report."""
     log = get_run_logger()
-    p, store = params, params.store
+    p = SelfTrainingParams(**fields)
+    store = p.store
     if p.task == "detection":
         labelled = register_dataset(store, p.dataset, p.labelled.ann_file, p.labelled.image_root, "labelled")
         val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val")

@@ -133,11 +133,11 @@ def segmentation_params(args, out: str):
 
 def run(params, out: str, report_name: str) -> dict:
     """Run the flow, copy its report next to the store and print the metrics."""
-    from flows.self_training import self_training
+    from flows.self_training import run as run_flow
     from selftrain.stage import get_store
     from tasks.write_report import COLUMNS
 
-    report_uri = self_training(params)
+    report_uri = run_flow(params)
     store = get_store(params.store)
     ref = next(r for r in store.list(params.dataset, "report") if r.uri == report_uri)
     report_dir = os.path.join(out, report_name)

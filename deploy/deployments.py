@@ -1,0 +1,141 @@
+"""The Prefect deployments of the `self-training` flow, on a process work pool (no Docker, no git).
+
+    python -m deploy.deployments register [--pool selftrain-process]
+
+registers (against PREFECT_API_URL):
+- `self-training/demo`        detection on the bundled DeepForest tiles (prepared here first);
+- `self-training/coco`        detection, RetinaNet R50-FPN, COCO under $SELFTRAIN_DATA/coco;
+- `self-training/voc`         segmentation, DeepLabV3+ R101, VOC 2012 + SBD aug under $SELFTRAIN_DATA/voc;
+- `self-training/cityscapes`  segmentation, DeepLabV3+ R101, Cityscapes under $SELFTRAIN_DATA/cityscapes.
+Parameters are the flow's fields, so `prefect deployment run self-training/coco --param
+score_threshold=0.4` or the UI's Run button changes one field and keeps the defaults below.
+The flow is referenced by module path (flows.self_training.self_training): any worker with
+this project installed runs it, on this machine or another one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POOL = "selftrain-process"
+
+VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor"]
+CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                      "bicycle"]
+
+
+def data_root() -> str:
+    return os.environ.get("SELFTRAIN_DATA") or os.path.join(REPO, "data")
+
+
+def store_root() -> str:
+    return os.environ.get("SELFTRAIN_STORE") or os.path.join(REPO, "runs", "store")
+
+
+def demo_parameters() -> dict:
+    """The demo's detection run on the DeepForest tiles (prepared under runs/demo/data)."""
+    from selftrain.datasets.deepforest import prepare
+    from selftrain.demo import DEMO_PARAMS
+
+    data = prepare(os.path.join(REPO, "runs", "demo", "data", "deepforest"))
+    return dict(DEMO_PARAMS, method="zoph",
+                labelled=dict(ann_file=data.labelled_json, image_root=data.image_root),
+                val=dict(ann_file=data.val_json, image_root=data.image_root),
+                unlabeled=data.unlabeled_dir, unlabeled_gt=data.unlabeled_gt_json,
+                store=os.path.join(REPO, "runs", "demo", "store"))
+
+
+def coco_parameters() -> dict:
+    coco = os.path.join(data_root(), "coco")
+    return dict(dataset="coco", task="detection", config="det/retinanet_r50_fpn_640_coco", method="zoph",
+                labelled=dict(ann_file=f"{coco}/annotations/instances_train2017_labelled.json",
+                              image_root=f"{coco}/train2017"),
+                val=dict(ann_file=f"{coco}/annotations/instances_val2017.json", image_root=f"{coco}/val2017"),
+                unlabeled=f"{coco}/unlabeled2017", teacher_iters=90000, student_iters=90000, k=3,
+                tta_scales=[1.0], score_threshold=0.5, shard_size=512, aug="S1", store=store_root())
+
+
+def voc_parameters() -> dict:
+    voc = os.path.join(data_root(), "voc")
+    return dict(dataset="voc", task="segmentation", config="seg/deeplabv3plus_r101_512_voc12aug",
+                method=["st", "st++"],
+                labelled=dict(img_dir=f"{voc}/labelled/img", ann_dir=f"{voc}/labelled/ann", classes=VOC_CLASSES),
+                val=dict(img_dir=f"{voc}/val/img", ann_dir=f"{voc}/val/ann", classes=VOC_CLASSES),
+                unlabeled=f"{voc}/aug/img", teacher_iters=40000, student_iters=40000, k=4,
+                tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0], score_threshold=0.5, shard_size=256, store=store_root())
+
+
+def cityscapes_parameters() -> dict:
+    cs = os.path.join(data_root(), "cityscapes")
+    suffixes = dict(img_suffix="_leftImg8bit.png", seg_map_suffix="_gtFine_labelTrainIds.png")
+    return dict(dataset="cityscapes", task="segmentation", config="seg/deeplabv3plus_r101_769_cityscapes",
+                method=["st", "st++"],
+                labelled=dict(img_dir=f"{cs}/labelled/leftImg8bit", ann_dir=f"{cs}/labelled/gtFine",
+                              classes=CITYSCAPES_CLASSES, **suffixes),
+                val=dict(img_dir=f"{cs}/leftImg8bit/val", ann_dir=f"{cs}/gtFine/val", classes=CITYSCAPES_CLASSES,
+                         **suffixes),
+                unlabeled=f"{cs}/leftImg8bit/train", teacher_iters=80000, student_iters=80000, k=4,
+                tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0], score_threshold=0.5, shard_size=128, store=store_root())
+
+
+DEPLOYMENTS = {
+    "demo": ("Detection self-training on the bundled DeepForest tree-crown tiles (CPU, about 14 minutes).",
+             demo_parameters),
+    "coco": ("Detection (Zoph et al.) on COCO with RetinaNet R50-FPN; data under $SELFTRAIN_DATA/coco.",
+             coco_parameters),
+    "voc": ("Segmentation (ST, ST++) on PASCAL VOC 2012 + SBD aug with DeepLabV3+ R101.", voc_parameters),
+    "cityscapes": ("Segmentation (ST, ST++) on Cityscapes with DeepLabV3+ R101.", cityscapes_parameters),
+}
+
+
+def build(pool: str = POOL) -> list:
+    """RunnerDeployment objects for every deployment (parameters validated first)."""
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.self_training import SelfTrainingParams, self_training
+
+    out = []
+    for name, (description, parameters) in DEPLOYMENTS.items():
+        params = parameters()
+        SelfTrainingParams(**params)  # a broken default fails here, not in a worker at 3 am
+        out.append(self_training.to_deployment(
+            name=name, description=description, parameters=params, work_pool_name=pool,
+            entrypoint_type=EntrypointType.MODULE_PATH, tags=["selftrain", params.get("task", "detection")]))
+    return out
+
+
+def register(pool: str = POOL) -> list[str]:
+    """Create the process work pool if missing and register (or update) every deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    # RunnerDeployment.apply registers one deployment; prefect.deploy() would also look for
+    # online workers, a query this server version refuses (422 on offset/limit None).
+    return [str(d.apply(work_pool_name=pool)) for d in build(pool)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["register"])
+    parser.add_argument("--pool", default=POOL)
+    args = parser.parse_args(argv)
+    ids = register(args.pool)
+    print(f"registered {len(ids)} deployments on work pool {args.pool}: "
+          + ", ".join(f"self-training/{n}" for n in DEPLOYMENTS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The deployments against a real Prefect server and a real process worker, as a user runs
+them: registered by `python -m deploy.deployments register`, started with
+`prefect deployment run self-training/demo --param ...`, run to completion on a tiny slice."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def prefect(server, *args, timeout=300):
+    out = subprocess.run([sys.executable, "-m", "prefect", *args], env=server.env(), cwd=REPO, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def worker(prefect_server, tmp_path_factory):
+    """Deployments registered and one process worker polling the pool."""
+    out = subprocess.run([sys.executable, "-m", "deploy.deployments", "register"], env=prefect_server.env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "registered 4 deployments" in out.stdout
+    log = open(str(tmp_path_factory.mktemp("worker") / "worker.log"), "w")
+    env = prefect_server.env()
+    env["SELFTRAIN_WORK_DIR"] = str(tmp_path_factory.mktemp("work"))
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "selftrain-process",
+                             "--name", "test-worker", "--prefetch-seconds", "5"],
+                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    yield proc, log.name
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_deployments_are_registered_with_defaults(prefect_server, worker):
+    listing = prefect(prefect_server, "deployment", "ls")
+    for name in ("demo", "coco", "voc", "cityscapes"):
+        assert f"self-training/{name}" in listing
+    info = prefect(prefect_server, "deployment", "inspect", "self-training/voc")
+    assert "deeplabv3plus_r101_512_voc12aug" in info and "st++" in info and "selftrain-process" in info
+
+
+def test_deployment_run_from_the_cli_completes(prefect_server, worker, tmp_path):
+    from selftrain.datasets.deepforest import prepare
+
+    data = prepare(os.path.join(REPO, "runs", "demo", "data", "deepforest"))
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for path in sorted(glob.glob(os.path.join(data.unlabeled_dir, "*.png")))[:3]:
+        shutil.copy(path, unlabeled)
+    store = tmp_path / "store"
+    out = prefect(prefect_server, "deployment", "run", "self-training/demo",
+                  "--param", "teacher_iters=30", "--param", "student_iters=6", "--param", "k=3",
+                  "--param", f"unlabeled={unlabeled}", "--param", f"store={store}", "--param", "score_threshold=0.0",
+                  "--watch", "--watch-timeout", "900", timeout=960)
+    assert "Completed" in out, out + open(worker[1]).read()[-4000:]
+    (report,) = glob.glob(f"{store}/deepforest/report/*/*/report.json")
+    report = json.load(open(report))
+    assert set(report["metrics"]) == {"teacher", "zoph"}
+    assert report["parameters"]["teacher_iters"] == 30 and report["parameters"]["aug"] == "S1"  # default kept
+    assert report["pseudo_labels"]["images"] == 3
