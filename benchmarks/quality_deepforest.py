@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         labelled = register_dataset(store_url, "deepforest", data.labelled_json, data.image_root, "labelled")
         val = register_dataset(store_url, "deepforest", data.val_json, data.image_root, "val")
         shards = shard_images(store_url, list_unlabeled(store_url, "deepforest", data.unlabeled_dir),
-                              DEMO_PARAMS["shard_size"])
+                              DEMO_PARAMS["shard_size"]).shards
         rows = []
         for seed in args.seeds:
             teacher = train_model(store_url, config, labelled, val, role="teacher", iters=args.teacher_iters,

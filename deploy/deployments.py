@@ -7,6 +7,11 @@ registers (against PREFECT_API_URL):
 - `self-training/coco`        detection, RetinaNet R50-FPN, COCO under $SELFTRAIN_DATA/coco;
 - `self-training/voc`         segmentation, DeepLabV3+ R101, VOC 2012 + SBD aug under $SELFTRAIN_DATA/voc;
 - `self-training/cityscapes`  segmentation, DeepLabV3+ R101, Cityscapes under $SELFTRAIN_DATA/cityscapes.
+- `self-training/relabel-demo` re-labelling only (retrain_student=False) of the demo data, on a
+  daily cron schedule and triggered by `selftrain.unlabeled.landed` events for the dataset: the
+  run labels the prefix named in the event;
+- `watch-unlabeled/demo`     every 10 minutes, lists the demo's unlabeled prefix and emits that
+  event for images it has not seen (flows/watch_unlabeled.py).
 Parameters are the flow's fields, so `prefect deployment run self-training/coco --param
 score_threshold=0.4` or the UI's Run button changes one field and keeps the defaults below.
 The flow is referenced by module path (flows.self_training.self_training): any worker with
@@ -94,11 +99,29 @@ DEPLOYMENTS = {
 }
 
 
-def build(pool: str = POOL) -> list:
+RELABEL_CRON = "0 3 * * *"  # daily at 03:00: new images since the last run get labelled
+WATCH_EVERY_S = 600
+
+
+def relabel_trigger(dataset: str):
+    """Run on every `selftrain.unlabeled.landed` event for ``dataset``, labelling the event's prefix."""
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from flows.watch_unlabeled import EVENT
+
+    return DeploymentEventTrigger(
+        name=f"new unlabeled images for {dataset}", expect={EVENT},
+        match={"prefect.resource.id": f"selftrain.unlabeled.{dataset}"},
+        parameters={"unlabeled": "{{ event.payload.prefix }}"})
+
+
+def build(pool: str = POOL, schedules: bool = True) -> list:
     """RunnerDeployment objects for every deployment (parameters validated first)."""
     from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron, Interval
 
     from flows.self_training import SelfTrainingParams, self_training
+    from flows.watch_unlabeled import watch_unlabeled
 
     out = []
     for name, (description, parameters) in DEPLOYMENTS.items():
@@ -107,10 +130,22 @@ def build(pool: str = POOL) -> list:
         out.append(self_training.to_deployment(
             name=name, description=description, parameters=params, work_pool_name=pool,
             entrypoint_type=EntrypointType.MODULE_PATH, tags=["selftrain", params.get("task", "detection")]))
+    relabel = dict(demo_parameters(), retrain_student=False)
+    SelfTrainingParams(**relabel)
+    out.append(self_training.to_deployment(
+        name="relabel-demo", description="Pseudo-label new unlabeled images of the demo dataset (no student "
+        "training): daily, and on every selftrain.unlabeled.landed event for it (the event names the prefix).",
+        parameters=relabel, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
+        schedules=[Cron(RELABEL_CRON, active=schedules)], triggers=[relabel_trigger(relabel["dataset"])], tags=["selftrain", "relabel"]))
+    out.append(watch_unlabeled.to_deployment(
+        name="demo", description="Announce new images under the demo's unlabeled prefix as events.",
+        parameters={"dataset": relabel["dataset"], "prefix": relabel["unlabeled"], "store": relabel["store"]},
+        work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH, schedules=[Interval(WATCH_EVERY_S, active=schedules)],
+        tags=["selftrain", "watch"]))
     return out
 
 
-def register(pool: str = POOL) -> list[str]:
+def register(pool: str = POOL, schedules: bool = True) -> list[str]:
     """Create the process work pool if missing and register (or update) every deployment."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -123,17 +158,19 @@ def register(pool: str = POOL) -> list[str]:
             pass
     # RunnerDeployment.apply registers one deployment; prefect.deploy() would also look for
     # online workers, a query this server version refuses (422 on offset/limit None).
-    return [str(d.apply(work_pool_name=pool)) for d in build(pool)]
+    return [str(d.apply(work_pool_name=pool)) for d in build(pool, schedules)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["register"])
     parser.add_argument("--pool", default=POOL)
+    parser.add_argument("--paused-schedules", action="store_true",
+                        help="register the schedules inactive (switch them on in the UI)")
     args = parser.parse_args(argv)
-    ids = register(args.pool)
-    print(f"registered {len(ids)} deployments on work pool {args.pool}: "
-          + ", ".join(f"self-training/{n}" for n in DEPLOYMENTS))
+    ids = register(args.pool, schedules=not args.paused_schedules)
+    names = [f"self-training/{n}" for n in DEPLOYMENTS] + ["self-training/relabel-demo", "watch-unlabeled/demo"]
+    print(f"registered {len(ids)} deployments on work pool {args.pool}: " + ", ".join(names))
     return 0
 
 

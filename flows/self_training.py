@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tasks.evaluate import evaluate
 from tasks.list_unlabeled import list_unlabeled
-from tasks.pseudo_label_shard import pseudo_label_shard
+from tasks.pseudo_label_shard import label_params, labeller_key, pseudo_label_shard
 from tasks.rank_by_stability import rank_by_stability
 from tasks.register_dataset import register_dataset
 from tasks.register_seg_dataset import register_seg_dataset
@@ -100,6 +100,8 @@ class SelfTrainingParams(BaseModel):
     store: str = Field("runs/store", description="artifact store root: a local folder or s3://bucket/prefix")
     seed: int = 0
     inference_batch_size: int = Field(8, gt=0)
+    retrain_student: bool = Field(True, description="False: only pseudo-label (new) unlabeled images with the "
+                                                    "teacher, no student training (a re-labelling run)")
     unlabeled_gt: str | None = Field(None, description="ground truth of the unlabeled images, for the report's "
                                                        "pseudo-label quality diagnostic only (never trained on): a "
                                                        "COCO file (detection) or a label-map folder (segmentation)")
@@ -162,9 +164,15 @@ class SelfTrainingParams(BaseModel):
 SHARD_CONCURRENCY = int(os.environ.get("SELFTRAIN_SHARD_CONCURRENCY", "1"))
 
 
-def pseudo_label_all(p: SelfTrainingParams, model, shards, labelled, what: str) -> list:
-    """Pseudo-label every shard with ``model`` (TTA), shards in parallel up to the task runner."""
+def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labelled, what: str):
+    """Pseudo-label every unlabeled image with ``model`` (TTA): images it already labelled keep
+    their shards untouched, new images form new shards; shards run in parallel up to the task
+    runner. Returns (pseudo-label refs, the shard plan)."""
     log = get_run_logger()
+    labeller = labeller_key(model, labelled, label_params(p.tta_scales, p.tta_flip, p.score_threshold,
+                                                          p.class_thresholds))
+    plan = shard_images(p.store, unlabeled, p.shard_size, labeller=labeller)
+    shards = plan.shards
     futures = [pseudo_label_shard.submit(p.store, p.config, model, shard, labelled, scales=p.tta_scales,
                                          flip=p.tta_flip, score_thr=p.score_threshold,
                                          class_thresholds=p.class_thresholds,
@@ -173,7 +181,7 @@ def pseudo_label_all(p: SelfTrainingParams, model, shards, labelled, what: str) 
     for i, fut in enumerate(futures, start=1):
         refs.append(fut.result())
         log.info("%s: pseudo-labelled shard %d/%d", what, i, len(futures))
-    return refs
+    return refs, plan
 
 
 def rank_images(p: SelfTrainingParams, teacher, shards, labelled):
@@ -224,22 +232,23 @@ def self_training(**fields) -> str:
                                               s.img_suffix, s.seg_map_suffix)
                          for s, role in ((p.labelled, "labelled"), (p.val, "val")))
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
-    shards = shard_images(store, unlabeled, p.shard_size)
     train = dict(iters=p.student_iters, k=p.k, aug=p.aug, pretrained=p.pretrained)
 
     # 1. Teacher on the labelled set, K evenly spaced checkpoints.
     teacher = train_model(store, p.config, labelled, val, role="teacher", iters=p.teacher_iters, k=p.k,
                           seed=p.seed, aug=p.aug, pretrained=p.pretrained)
-    models, first_pseudo, ranking = {"teacher": teacher}, None, None
+    models, ranking = {"teacher": teacher}, None
+    # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
+    first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labelled, "teacher")
+    log.info("%d of %d unlabeled images were new", first_plan.new_images, first_plan.images)
 
-    for method in p.methods:
+    for method in (p.methods if p.retrain_student else []):
         current = teacher
         for r in range(1, p.rounds + 1):
             seed = p.seed + r - 1
             name = method if p.rounds == 1 else f"{method}-round{r}"
-            # 2. TTA pseudo labels of every shard by the current teacher.
-            pseudo = pseudo_label_all(p, current, shards, labelled, f"{name} teacher")
-            first_pseudo = first_pseudo or pseudo
+            pseudo, plan = (first_pseudo, first_plan) if r == 1 else pseudo_label_all(
+                p, current, unlabeled, labelled, f"{name} teacher")
             # 3. The student.
             if method == "zoph":
                 student = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
@@ -249,13 +258,12 @@ def self_training(**fields) -> str:
                 student = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
                                       pseudo=pseudo, method="st")
             else:  # st++
-                rank = rank_images(p, current, shards, labelled)
+                rank = rank_images(p, current, plan.shards, labelled)
                 ranking = ranking or rank
                 phase1 = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
                                      pseudo=pseudo, method="st", reliable_only=rank)
                 unreliable = select_images(store, unlabeled, rank, reliable=False)
-                relabelled = pseudo_label_all(p, phase1, shard_images(store, unreliable, p.shard_size), labelled,
-                                              f"{name} phase-1 student")
+                relabelled, _ = pseudo_label_all(p, phase1, unreliable, labelled, f"{name} phase-1 student")
                 student = train_model(store, p.config, labelled, val, role="student", seed=seed, **train,
                                       pseudo=pseudo, method="st", reliable_only=rank, relabelled=relabelled)
                 models[f"{name} phase 1"] = phase1
@@ -266,6 +274,6 @@ def self_training(**fields) -> str:
     evaluations = {name: evaluate(store, p.config, m, val) for name, m in models.items()}
     report = write_report(store, p.dataset, "+".join(p.methods), p.model_dump(mode="json"), evaluations,
                           first_pseudo, {"labelled": labelled, "val": val, "unlabeled": unlabeled, **models},
-                          ranking=ranking)
+                          ranking=ranking, plan=first_plan)
     log.info("report: %s", report.uri)
     return report.uri

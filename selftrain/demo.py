@@ -151,6 +151,9 @@ def run(params, out: str, report_name: str) -> dict:
     for name, m in report["metrics"].items():
         print(f" {params.task}: {name:14s} " + " ".join(f"{m.get(k, float('nan')):9.4f}" for k, _ in cols))
     p = report["pseudo_labels"]
+    if "new_images" in p:
+        print(f"{p['new_images']} of {p['images']} unlabeled images were new (labelled in "
+              f"{p['shards'] - p['reused_shards']} new shards; {p['reused_shards']} reused)")
     if params.task == "detection":
         print(f"\npseudo boxes: {p['boxes']} on {p['images']} unlabeled images ({p['skipped']} skipped)")
     else:

@@ -21,12 +21,29 @@ from selftrain.stage import get_store, is_segmentation, scratch_dir
 from storage.masks import IGNORE_LABEL, encode_mask_shard
 from storage.schemas import DET_IMAGE_STATS, IMAGE_OK, IMAGE_SKIPPED, MASK_INDEX, PSEUDO_BOXES, SEG_IMAGE_STATS, read_parquet, \
     table_from_rows, to_parquet_bytes
+from storage.keys import digest_json
 from storage.store import ArtifactRef
 from tasks.list_unlabeled import UNLABELED_IMAGES
 from tasks.train_model import fetch_checkpoint
 
 STAGE, VERSION = "pseudo_boxes", 1
 MASK_STAGE, MASK_VERSION = "pseudo_masks", 1
+
+
+def label_params(scales: list[float], flip: bool, score_thr: float,
+                 class_thresholds: dict[str, float] | None) -> dict:
+    """The pseudo-labelling parameters in canonical form (part of every shard's key)."""
+    return {"scales": list(map(float, scales)), "flip": bool(flip), "score_thr": float(score_thr),
+            "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
+            "checkpoint": "last"}
+
+
+def labeller_key(model: ArtifactRef, labelled: ArtifactRef, params: dict) -> str:
+    """Who labels and how: the same for every shard a model labels with the same parameters.
+    New unlabeled images are sharded apart from those that already have labels under this key
+    (DESIGN 4), so new data costs only new shards."""
+    return digest_json({"model": f"{model.stage}/{model.key}", "labelled": f"{labelled.stage}/{labelled.key}",
+                        "params": params})
 
 
 def threshold_boxes(bboxes, scores, labels, default_thr: float, class_thr: Mapping[int, float]):
@@ -94,9 +111,7 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
     if segmentation and class_thresholds:
         raise ValueError("class_thresholds apply to detection; segmentation uses one confidence threshold")
     class_thr = {classes.index(name): float(t) for name, t in (class_thresholds or {}).items()}
-    params = {"scales": list(map(float, scales)), "flip": bool(flip), "score_thr": float(score_thr),
-              "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
-              "checkpoint": "last"}
+    params = label_params(scales, flip, score_thr, class_thresholds)
     stage, version = (MASK_STAGE, MASK_VERSION) if segmentation else (STAGE, VERSION)
     ref = store.stage_ref(shard.dataset, stage, version, config_digest(cfg),
                           {"model": model, "shard": shard, "labelled": labelled}, params)
@@ -128,7 +143,8 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
     stats.sort(key=lambda s: s["image_id"])
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
     meta = {"params": params, "num_images": len(images), "skipped": skipped,
-            "model": f"{model.stage}/{model.key}", "shard": f"{shard.stage}/{shard.key}"}
+            "model": f"{model.stage}/{model.key}", "shard": f"{shard.stage}/{shard.key}",
+            "labeller": labeller_key(model, labelled, params)}
     if not segmentation:
         meta["num_boxes"] = len(boxes)
     with store.writer(ref, meta=meta) as w:

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.stage import get_store, read_pseudo_boxes, read_pseudo_masks
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
+from tasks.shard_images import ShardPlan
 
 STAGE, VERSION = "report", 2
 NUM_OVERLAYS = 4
@@ -97,6 +98,9 @@ def markdown(report: dict) -> str:
         lines.append(f"{p['images']} unlabeled images, {p['skipped']} skipped; mean max-probability "
                      f"{_fmt(p['mean_max_prob'])}, ignored pixels {_fmt(p['ignored_fraction'])} (confidence "
                      f"threshold {report['parameters'].get('score_threshold')}).")
+    if "new_images" in p:
+        lines.append(f"{p['new_images']} of them were new in this run ({p['shards'] - p['reused_shards']} new "
+                     f"shards, {p['reused_shards']} reused untouched).")
     lines.append("")
     for s in p["skipped_images"]:
         lines.append(f"- skipped `{s['image_id']}`: {s['reason']}")
@@ -152,7 +156,8 @@ def _ranking_section(store: ArtifactStore, ranking: ArtifactRef, task: str, clas
 @task(name="write_report", cache_policy=NO_CACHE)
 def write_report(store_url: str, dataset: str, method: str, parameters: dict[str, Any],
                  evaluations: dict[str, ArtifactRef], pseudo: list[ArtifactRef],
-                 artifacts: dict[str, ArtifactRef], ranking: ArtifactRef | None = None) -> ArtifactRef:
+                 artifacts: dict[str, ArtifactRef], ranking: ArtifactRef | None = None,
+                 plan: ShardPlan | None = None) -> ArtifactRef:
     store = get_store(store_url)
     inputs = {f"eval_{k}": v for k, v in evaluations.items()}
     inputs.update({f"art_{k}": v for k, v in artifacts.items()})
@@ -172,6 +177,8 @@ def write_report(store_url: str, dataset: str, method: str, parameters: dict[str
             mask_iter, stats = read_pseudo_masks(store, pseudo)
             masks = dict(mask_iter)
         summary = pseudo_summary(stats, boxes)
+        if plan is not None:
+            summary.update(new_images=plan.new_images, reused_shards=plan.reused_shards, shards=len(plan.shards))
         ok = [s for s in stats if s["status"] == "ok"]
         report = {"dataset": dataset, "task": task_name, "method": method, "parameters": parameters,
                   "metrics": metrics, "pseudo_labels": summary,

@@ -26,13 +26,18 @@ def prefect(server, *args, timeout=300):
     return out.stdout
 
 
+def register(server):
+    # schedules paused: the watcher must not fire on the repository's demo data during tests
+    out = subprocess.run([sys.executable, "-m", "deploy.deployments", "register", "--paused-schedules"],
+                         env=server.env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "registered 6 deployments" in out.stdout
+
+
 @pytest.fixture(scope="module")
 def worker(prefect_server, tmp_path_factory):
     """Deployments registered and one process worker polling the pool."""
-    out = subprocess.run([sys.executable, "-m", "deploy.deployments", "register"], env=prefect_server.env(), cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "registered 4 deployments" in out.stdout
+    register(prefect_server)
     log = open(str(tmp_path_factory.mktemp("worker") / "worker.log"), "w")
     env = prefect_server.env()
     env["SELFTRAIN_WORK_DIR"] = str(tmp_path_factory.mktemp("work"))
@@ -46,8 +51,9 @@ def worker(prefect_server, tmp_path_factory):
 
 def test_deployments_are_registered_with_defaults(prefect_server, worker):
     listing = prefect(prefect_server, "deployment", "ls")
-    for name in ("demo", "coco", "voc", "cityscapes"):
-        assert f"self-training/{name}" in listing
+    for name in ("self-training/demo", "self-training/coco", "self-training/voc", "self-training/cityscapes",
+                 "self-training/relabel-demo", "watch-unlabeled/demo"):
+        assert name in listing
     info = prefect(prefect_server, "deployment", "inspect", "self-training/voc")
     assert "deeplabv3plus_r101_512_voc12aug" in info and "st++" in info and "selftrain-process" in info
 

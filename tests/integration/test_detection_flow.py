@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,3 +156,32 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, pr
     report = json.load(open(os.path.join(out, "report", "report.json")))
     assert report["pseudo_labels"]["images"] == 4
     assert len(store.list("deepforest", "train")) == 2
+
+
+def test_new_unlabeled_images_cost_only_new_shards(first_run, prefect_server):
+    out, _, _ = first_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    teacher = next(f"train/{r.key}" for r in store.list("deepforest", "train")
+                   if store.manifest(r).meta["role"] == "teacher")
+
+    def teacher_shards():
+        return {ref.key: store.manifest(ref) for ref in store.list("deepforest", "pseudo_boxes")
+                if store.manifest(ref).meta.get("model") == teacher}
+
+    before = teacher_shards()
+    unlabeled = glob.glob(f"{out}/data/deepforest/images/unlabeled")[0]
+    val_tiles = sorted(glob.glob(f"{out}/data/deepforest/images/val/*.png"))[:2]
+    for i, path in enumerate(val_tiles):
+        shutil.copy(path, os.path.join(unlabeled, f"zz_new{i}.png"))
+    output = demo(out, prefect_server)
+    after = teacher_shards()
+    assert set(before) < set(after)
+    for key, manifest in before.items():  # earlier shards reused untouched
+        assert after[key] == manifest
+    (new,) = set(after) - set(before)
+    ref = store.ref("deepforest", "pseudo_boxes", new)
+    ids = {s["image_id"] for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()}
+    assert ids == {"zz_new0.png", "zz_new1.png"}  # only the new images were inferred
+    report = json.load(open(os.path.join(out, "report", "report.json")))
+    assert report["pseudo_labels"]["new_images"] == 2 and report["pseudo_labels"]["images"] == 10
+    assert "2 of 10 unlabeled images were new" in output

@@ -1,0 +1,80 @@
+"""The `watch-unlabeled` flow: announce new unlabeled images on a prefix as a Prefect event.
+
+Lists the prefix (local folder or s3://...), compares it with every listing announced before
+for that prefix (kept in the store as `landed` artifacts), and for images it has not seen
+emits one `selftrain.unlabeled.landed` event whose resource is the prefix; a deployment
+trigger turns the event into a re-labelling run of `self-training` for that prefix
+(deploy/deployments.py). Idempotent: the same listing is announced once; a failed emit
+records nothing, so the next watch announces it again.
+
+    python -m flows.watch_unlabeled --dataset deepforest --prefix s3://bucket/unlabeled/ --store s3://bucket/selftrain
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import pyarrow as pa
+from prefect import flow, get_run_logger
+
+from selftrain.stage import get_store
+from storage.keys import digest_json
+from storage.schemas import read_parquet, to_parquet_bytes
+from tasks.list_unlabeled import UNLABELED_IMAGES, list_images
+
+EVENT = "selftrain.unlabeled.landed"
+STAGE, VERSION = "landed", 1
+
+
+def resource(dataset: str, prefix: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"selftrain.unlabeled.{dataset}", "prefect.resource.name": prefix,
+            "selftrain.dataset": dataset, "selftrain.prefix": prefix}
+
+
+@flow(name="watch-unlabeled", log_prints=True)
+def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int:
+    """Emit `selftrain.unlabeled.landed` for images under ``prefix`` not announced before; returns their number."""
+    from prefect.events import emit_event
+
+    log = get_run_logger()
+    prefix = prefix if "://" in prefix else os.path.abspath(prefix)
+    st = get_store(store if "://" in store else os.path.abspath(store))
+    rows = list_images(prefix)
+    ref = st.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {"prefix": prefix})
+    if st.has(ref):
+        log.info("listing of %s already announced (%d images)", prefix, len(rows))
+        return 0
+    seen = set()
+    for old in st.list(dataset, STAGE):
+        if st.manifest(old).meta.get("prefix") == prefix:
+            seen |= {(r["image_id"], r["size"]) for r in
+                     read_parquet(st.read(old, "images.parquet"), UNLABELED_IMAGES).to_pylist()}
+    new = [r for r in rows if (r["image_id"], r["size"]) not in seen]
+    if new:
+        event = emit_event(event=EVENT, resource=resource(dataset, prefix),
+                           payload={"prefix": prefix, "dataset": dataset, "new_images": len(new),
+                                    "images": len(rows), "examples": [r["image_id"] for r in new[:5]]})
+        if event is None:
+            raise RuntimeError("could not emit the event: is PREFECT_API_URL set and the server reachable?")
+        log.info("announced %d new images under %s (event %s)", len(new), prefix, event.id)
+    st.write(ref, {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES),
+                                                      UNLABELED_IMAGES)},
+             meta={"prefix": prefix, "images": len(rows), "new_images": len(new)})
+    return len(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--store", default="runs/store")
+    args = parser.parse_args(argv)
+    n = watch_unlabeled(args.dataset, args.prefix, args.store)
+    print(f"{n} new images announced")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
