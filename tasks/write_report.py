@@ -58,7 +58,7 @@ def mask_overlay_png(image_uri: str, mask: np.ndarray) -> bytes:
     img = np.asarray(_open_rgb(image_uri), dtype=np.float32)
     colours = PALETTE[mask % len(PALETTE)].astype(np.float32)
     colours[mask == 255] = 255
-    blend = (0.5 * img + 0.5 * colours).astype(np.uint8)
+    blend = np.where((mask > 0)[..., None], 0.35 * img + 0.65 * colours, 0.6 * img + 0.4 * colours).astype(np.uint8)
     return _png(Image.fromarray(np.concatenate([img.astype(np.uint8), blend], axis=1)))
 
 
@@ -196,7 +196,10 @@ def write_report(store_url: str, dataset: str, method: str, parameters: dict[str
                 by_image.setdefault(b["image_id"], []).append(b)
             samples = sorted(ok, key=lambda s: (-(s["num_boxes"] or 0), s["image_id"]))[:NUM_OVERLAYS]
         else:
-            samples = sorted(ok, key=lambda s: (s["ignored_fraction"], s["image_id"]))[:NUM_OVERLAYS]
+            # spread over the confidence range: the best, the worst and between
+            ranked = sorted(ok, key=lambda s: (s["ignored_fraction"], s["image_id"]))
+            picks = sorted({round(i * (len(ranked) - 1) / max(1, NUM_OVERLAYS - 1)) for i in range(NUM_OVERLAYS)})
+            samples = [ranked[i] for i in picks] if ranked else []
         for i, s in enumerate(samples):
             name = f"overlay-{i}.png"
             if boxes is not None:
