@@ -2,7 +2,7 @@
 # first; a second call skips everything already done.
 PY := .venv/bin/python
 
-.PHONY: demo test setup selfcheck lock
+.PHONY: demo test setup selfcheck lock serve
 
 setup:
 	@deploy/setup.sh
@@ -18,3 +18,7 @@ test: setup
 
 lock: setup
 	@deploy/lock.sh
+
+# A local Prefect server + process worker on 127.0.0.1 with every deployment registered.
+serve: setup
+	@deploy/serve.sh

@@ -24,6 +24,7 @@ import os
 from typing import Annotated, Literal, Union
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -177,9 +178,13 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labelled, what: st
                                          flip=p.tta_flip, score_thr=p.score_threshold,
                                          class_thresholds=p.class_thresholds,
                                          batch_size=p.inference_batch_size) for shard in shards]
+    # A progress artifact in the UI, updated as shards finish (reused shards finish at once).
+    progress = create_progress_artifact(progress=0.0, description=f"pseudo labelling by the {what}: "
+                                        f"{plan.new_images} new of {plan.images} images, {len(shards)} shards")
     refs = []
     for i, fut in enumerate(futures, start=1):
         refs.append(fut.result())
+        update_progress_artifact(progress, progress=100.0 * i / len(futures))
         log.info("%s: pseudo-labelled shard %d/%d", what, i, len(futures))
     return refs, plan
 

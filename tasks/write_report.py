@@ -214,16 +214,40 @@ def write_report(store_url: str, dataset: str, method: str, parameters: dict[str
     return ref
 
 
+def thumbnail_data_uri(png: bytes, width: int = 384) -> str:
+    import base64
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    if img.width > width:
+        img = img.resize((width, max(1, round(img.height * width / img.width))))
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
 def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     """Show the report in the Prefect UI (markdown + metrics table), linking the store."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     report = store.read_json(ref, "report.json")
     md = markdown(report)
     for o in report["overlays"]:
-        md = md.replace(f"]({o['file']})", f"]({store.file_url(ref, o['file'])})")
+        # inline thumbnails: the UI cannot fetch local paths or private buckets
+        md = md.replace(f"]({o['file']})", f"]({thumbnail_data_uri(store.read(ref, o['file']))})")
     create_markdown_artifact(key="self-training-report", markdown=md + f"\nStored at `{ref.uri}`.\n",
                              description=f"Self-training report for {report['dataset']}")
     rows = [{"model": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in report["metrics"].items()]
     create_table_artifact(key="self-training-metrics", table=rows,
                           description="COCO bbox metrics" if report["task"] == "detection" else "mIoU metrics")
+    p = {k: v for k, v in report["pseudo_labels"].items() if not isinstance(v, (list, dict))}
+    create_table_artifact(key="self-training-pseudo-labels", table=[p], description="Pseudo-label statistics")
+    links = [{"artifact": name, "location": uri} for name, uri in report["artifacts"].items()]
+    links.append({"artifact": "report", "location": ref.uri})
+    create_table_artifact(key="self-training-artifacts", table=links,
+                          description="Where every artifact of this run lives in the store")
+    for o in report["overlays"]:
+        url = store.file_url(ref, o["file"])
+        if url.startswith(("http://", "https://")):
+            create_link_artifact(link=url, link_text=f"overlay {o['image_id']}")
