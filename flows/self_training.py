@@ -161,8 +161,19 @@ class SelfTrainingParams(BaseModel):
 
 
 # Shards run one at a time by default: each inference already uses every core (or the GPU).
-# SELFTRAIN_SHARD_CONCURRENCY raises it; a Dask task runner spreads shards over a cluster.
+# SELFTRAIN_SHARD_CONCURRENCY raises it; SELFTRAIN_DASK_ADDRESS (a Dask scheduler, e.g.
+# tcp://10.0.0.5:8786) maps shard inference and stability scoring over that cluster instead.
 SHARD_CONCURRENCY = int(os.environ.get("SELFTRAIN_SHARD_CONCURRENCY", "1"))
+
+
+def task_runner():
+    """The flow's task runner, by configuration: a Dask cluster given its address, else threads."""
+    address = os.environ.get("SELFTRAIN_DASK_ADDRESS")
+    if address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=address)
+    return ThreadPoolTaskRunner(max_workers=SHARD_CONCURRENCY)
 
 
 def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labelled, what: str):
@@ -221,8 +232,7 @@ def run(params: SelfTrainingParams) -> str:
     return self_training(**params.model_dump(mode="json"))
 
 
-@flow(name="self-training", log_prints=True, validate_parameters=False,
-      task_runner=ThreadPoolTaskRunner(max_workers=SHARD_CONCURRENCY))
+@flow(name="self-training", log_prints=True, validate_parameters=False, task_runner=task_runner())
 @flat_parameters(SelfTrainingParams)
 def self_training(**fields) -> str:
     """Teacher -> TTA pseudo labels on every shard -> student(s) -> evaluation -> report."""

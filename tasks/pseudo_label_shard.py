@@ -10,6 +10,7 @@ stops the shard.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 
 from prefect import task
@@ -144,7 +145,8 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
     meta = {"params": params, "num_images": len(images), "skipped": skipped,
             "model": f"{model.stage}/{model.key}", "shard": f"{shard.stage}/{shard.key}",
-            "labeller": labeller_key(model, labelled, params)}
+            "labeller": labeller_key(model, labelled, params),
+            "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
     if not segmentation:
         meta["num_boxes"] = len(boxes)
     with store.writer(ref, meta=meta) as w:
