@@ -16,6 +16,7 @@ import re
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, load_config, \
     seg_train_config
 from selftrain.stage import get_store, is_segmentation, read_pseudo_boxes, read_pseudo_masks, scratch_dir
@@ -189,8 +190,10 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         train_cfg.resume, train_cfg.load_from = True, None
     train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
     train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
-    runner = Runner.from_cfg(train_cfg)
-    runner.train()
+    if gpus() > 1:
+        train_distributed(train_cfg, work, gpus())  # torchrun + mmengine's launcher, DDP with SyncBN
+    else:
+        Runner.from_cfg(train_cfg).train()
 
     interval = iters // k
     ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]
