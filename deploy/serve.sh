@@ -15,6 +15,8 @@ port="${SELFTRAIN_PREFECT_PORT:-4200}"
 export PREFECT_HOME="${PREFECT_HOME:-$PWD/runs/prefect}"
 export PREFECT_API_URL="http://127.0.0.1:$port/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+# The UI asks the server where its API is: without these it names the default port 4200.
+export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$port" PREFECT_UI_API_URL="$PREFECT_API_URL"
 if [ -n "${SELFTRAIN_PREFECT_DB:-}" ]; then export PREFECT_API_DATABASE_CONNECTION_URL="$SELFTRAIN_PREFECT_DB"; fi
 mkdir -p "$PREFECT_HOME"
 py=.venv/bin/python

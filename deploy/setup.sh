@@ -104,6 +104,17 @@ say "installing the locked stack"
 say "fetching the segmentation benchmark's source photos"
 "$venv/bin/python" -m selftrain.datasets.composed_seg fetch
 
+# Debian's chromium, for the test that loads the Prefect UI headless and keeps a screenshot.
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing Debian's chromium (headless UI test)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q --no-install-recommends chromium >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+  else
+    echo "  not root: install chromium with your package manager for tests/integration/test_ui.py" >&2
+  fi
+fi
+
 # 5. The start-up hook that fixes torchvision's CUDA-only wheel and mmengine's checkpoint
 #    loading on torch >= 2.6 at run time, without editing installed files (selftrain/compat.py).
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

@@ -22,6 +22,7 @@ class PrefectServer:
         self.home = home
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.ui_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def env(self) -> dict[str, str]:
@@ -35,6 +36,9 @@ class PrefectServer:
         os.makedirs(self.home, exist_ok=True)
         env = self.env()
         env.pop("PREFECT_API_URL")
+        # the UI asks the server for its API's address: without these it names port 4200
+        env.update(PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(self.port),
+                   PREFECT_UI_API_URL=self.api_url)
         log = open(os.path.join(self.home, "server.log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
