@@ -108,7 +108,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from selftrain.datasets.common import swap_into_place
+from selftrain.datasets.common import start_build, swap_into_place
 
 __all__ = [
     "BACKGROUND_FILES",
@@ -605,17 +605,10 @@ def prepare(
     }
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
-    ready = read_split(out_dir)
-    if ready is not None and ready.get("digest") == digest:
+    build = start_build(out_dir, digest, read_split)
+    if build is None:
         return split
-    if ready is None and os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise FileExistsError(f"{out_dir} exists, is not empty and was not written by prepare(); not replacing it")
-
-    parent, base = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    build = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     try:
-        os.chmod(build, 0o755)
         counts, content = _build(build, sources, chosen, params)
         info = {
             "digest": digest,

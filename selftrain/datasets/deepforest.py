@@ -77,12 +77,11 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from selftrain.datasets.common import swap_into_place
+from selftrain.datasets.common import start_build, swap_into_place
 
 import numpy as np
 
@@ -439,17 +438,10 @@ def prepare(
     }
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
-    ready = read_ready(out_dir)
-    if ready is not None and ready.get("digest") == digest:
+    build = start_build(out_dir, digest, read_ready)
+    if build is None:
         return split
-    if ready is None and os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise FileExistsError(f"{out_dir} exists, is not empty and was not written by prepare(); not replacing it")
-
-    parent, base = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    build = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     try:
-        os.chmod(build, 0o755)  # mkdtemp makes it private; the result is an ordinary data folder
         counts = _build(build, data_dir, tile, num_labelled, seed, max_unlabeled, max_val, float(min_visible))
         with open(os.path.join(build, "READY.json"), "w") as f:
             json.dump({"digest": digest, "params": params, "counts": counts}, f, indent=1, sort_keys=True)
