@@ -229,7 +229,7 @@ def thumbnail_data_uri(png: bytes, width: int = 384) -> str:
 
 def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     """Show the report in the Prefect UI (markdown + metrics table), linking the store."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     report = store.read_json(ref, "report.json")
     md = markdown(report)
@@ -247,7 +247,4 @@ def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     links.append({"artifact": "report", "location": ref.uri})
     create_table_artifact(key="self-training-artifacts", table=links,
                           description="Where every artifact of this run lives in the store")
-    for o in report["overlays"]:
-        url = store.file_url(ref, o["file"])
-        if url.startswith(("http://", "https://")):
-            create_link_artifact(link=url, link_text=f"overlay {o['image_id']}")
+
