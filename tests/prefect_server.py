@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+from tests.processes import stop_group
 
 
 def _free_port() -> int:
@@ -58,10 +59,5 @@ class PrefectServer:
         raise RuntimeError(f"prefect server not healthy on {self.api_url} after {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc)
         self.proc = None

@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from tests.processes import stop_group
+
 ACCESS_KEY = "selftrain-test"
 SECRET_KEY = "selftrain-test-secret"  # a throw-away test credential, valid only for this server
 
@@ -95,13 +97,7 @@ class S3Server:
         raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)  # clean stop in ~2.5 s, ports freed
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc, signal.SIGINT, grace=15)  # clean stop in ~2.5 s, ports freed
         self.proc = None
         # weed always puts its gRPC sockets in /tmp, named by port; leave nothing behind.
         for port in self.ports.values():

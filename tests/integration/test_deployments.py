@@ -8,12 +8,12 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.integration
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,8 +45,7 @@ def worker(prefect_server, tmp_path_factory):
                              "--name", "test-worker", "--prefetch-seconds", "5"],
                             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     yield proc, log.name
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    stop_group(proc)
 
 
 def test_deployments_are_registered_with_defaults(prefect_server, worker):
