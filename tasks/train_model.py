@@ -190,8 +190,9 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         train_cfg.resume, train_cfg.load_from = True, None
     train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
     train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
-    if gpus() > 1:
-        train_distributed(train_cfg, work, gpus())  # torchrun + mmengine's launcher, DDP with SyncBN
+    n_gpus = gpus()
+    if n_gpus > 1:
+        train_distributed(train_cfg, work, n_gpus)  # torchrun + mmengine's launcher, DDP with SyncBN
     else:
         Runner.from_cfg(train_cfg).train()
 

@@ -247,4 +247,3 @@ def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     links.append({"artifact": "report", "location": ref.uri})
     create_table_artifact(key="self-training-artifacts", table=links,
                           description="Where every artifact of this run lives in the store")
-
