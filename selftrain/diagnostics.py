@@ -55,16 +55,24 @@ def det_quality(pseudo: dict[str, tuple[list, list]], gt: dict[str, tuple[list, 
             "recall": recall}
 
 
-def load_gt_mask(ann_dir: str, image_id: str, suffix: str) -> np.ndarray | None:
+def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | None = None) -> np.ndarray | None:
+    """The ground-truth label map of an unlabeled image (None when there is none), with the
+    labeled set's ``label_map`` (stored value -> class index) applied."""
     from PIL import Image
 
     stem = image_id.rsplit(".", 1)[0]
     url = posixpath.join(ann_dir.rstrip("/"), stem + suffix)
     try:
         with fsspec.open(url, "rb") as f:
-            return np.array(Image.open(io.BytesIO(f.read())))
+            gt = np.array(Image.open(io.BytesIO(f.read())))
     except FileNotFoundError:
         return None
+    if label_map:
+        mapped = gt.copy()
+        for old, new in label_map.items():
+            mapped[gt == int(old)] = int(new)
+        gt = mapped
+    return gt
 
 
 def seg_quality(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 from storage.store import ArtifactRef, ArtifactStore
@@ -13,6 +14,22 @@ def get_store(url: str) -> ArtifactStore:
     """One store object per root URL and process. S3 credentials and endpoint come from the
     environment (AWS_* variables, SELFTRAIN_S3_ENDPOINT_URL), never from flow parameters."""
     return ArtifactStore(url)
+
+
+def stage_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow or task run (the UI shows its lines), else the
+    module's standard logger (tests, scripts)."""
+    try:
+        from prefect import get_run_logger
+        from prefect.exceptions import MissingContextError
+
+        try:
+            return get_run_logger()
+        except MissingContextError:
+            pass
+    except ImportError:  # pragma: no cover - prefect is part of the stack
+        pass
+    return logging.getLogger("selftrain")
 
 
 def scratch_root() -> str:

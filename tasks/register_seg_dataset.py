@@ -1,54 +1,60 @@
-"""Register a labelled (or validation) segmentation set: image folder + label-map folder.
+"""Register a labeled (or validation) segmentation set: image folder + label-map folder.
 
-Every image must have a label map of the same size whose values are class indices
-(0 .. C-1, index = position in ``classes``) or the ignore label 255; palette PNGs (PASCAL
-VOC) are read as their indices. The key is the content: the listing (names and sizes) of
-both folders, the class names and suffixes. Every problem names the file it concerns.
+Every image must have a label map of the same size as the image decodes in training
+(OpenCV, EXIF orientation applied) whose values, after the optional ``label_map``
+(source value -> class index, e.g. ``{255: 1}`` for binary masks stored as 0/255), are
+class indices (0 .. C-1, index = position in ``classes``) or the ignore label 255; palette
+PNGs (PASCAL VOC) are read as their indices, 1-bit PNGs as 0/1. A labeled set in which
+fewer than two classes have any pixel is refused (a model would learn one class only); a
+declared class without any pixel is a warning recorded in the manifest. The key is the
+content: the listing (names and sizes) of both folders (symbolic links followed), the
+class names, suffixes and label mapping. Every problem names the file it concerns.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import posixpath
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import get_store
+from selftrain.stage import get_store, stage_logger
 from storage.keys import digest_json
+from storage.listing import list_files
 from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
-from tasks.register_dataset import DatasetError
+from tasks.register_dataset import DatasetError, decoded_size, size_mismatch
 
-STAGE, VERSION = "seg_dataset", 1
+STAGE, VERSION = "seg_dataset", 2
+LABEL_MAP_MODES = ("1", "L", "P", "I", "I;16")
 
 
 def _listing(url: str, suffix: str) -> dict[str, tuple[str, int]]:
     """stem (path relative to the folder, without suffix) -> (uri, size)."""
-    fs, root = fsspec.core.url_to_fs(url)
-    if not fs.isdir(root):
-        raise DatasetError(f"folder {url} does not exist")
-    out = {}
-    for path, info in fs.find(root, detail=True).items():
-        if path.endswith(suffix):
-            rel = posixpath.relpath(path, root.rstrip("/") or "/")
-            uri = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
-            out[rel[: -len(suffix)]] = (uri, int(info.get("size") or 0))
-    return out
+    try:
+        files = list_files(url, (suffix,))
+    except FileNotFoundError as exc:
+        raise DatasetError(str(exc)) from exc
+    return {f.rel[: -len(suffix)]: (f.uri, f.size) for f in files}
 
 
-def check_label_map(raw: bytes, name: str, num_classes: int, image_size: tuple[int, int] | None) -> dict[int, int]:
-    """Decode one label map, check its values and size; returns pixel counts per value."""
+def check_label_map(raw: bytes, name: str, num_classes: int, image_size: tuple[int, int] | None,
+                    label_map: dict[int, int] | None = None) -> dict[int, int]:
+    """Decode one label map (as mmseg's LoadAnnotations does: Pillow, unchanged), apply
+    ``label_map``, check its values and size; returns pixel counts per (mapped) value.
+
+    Raises DatasetError naming ``name``: unreadable, more than one channel, a size other than
+    ``image_size`` (width, height), or values outside 0..num_classes-1 and 255."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(raw)) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DatasetError(f"label map {name} has mode {im.mode}: expected one channel of class indices")
+            if im.mode not in LABEL_MAP_MODES:
+                raise DatasetError(f"label map {name} has mode {im.mode}: expected one channel of class indices "
+                                   "(a grayscale, palette or 1-bit PNG)")
             arr = np.array(im)
     except DatasetError:
         raise
@@ -56,34 +62,55 @@ def check_label_map(raw: bytes, name: str, num_classes: int, image_size: tuple[i
         raise DatasetError(f"label map {name} cannot be read: {type(exc).__name__}: {exc}") from exc
     if image_size is not None and (arr.shape[1], arr.shape[0]) != image_size:
         raise DatasetError(f"label map {name} is {arr.shape[1]}x{arr.shape[0]} but its image is "
-                           f"{image_size[0]}x{image_size[1]}")
-    values, counts = np.unique(arr, return_counts=True)
-    bad = [int(v) for v in values if v >= num_classes and v != IGNORE_LABEL]
+                           f"{image_size[0]}x{image_size[1]} (as training decodes it, EXIF orientation applied)")
+    values, counts = np.unique(arr.astype(np.int64), return_counts=True)
+    mapped: dict[int, int] = {}
+    for v, c in zip(values.tolist(), counts.tolist()):
+        m = (label_map or {}).get(v, v)
+        mapped[m] = mapped.get(m, 0) + c
+    bad = sorted(v for v in mapped if v >= num_classes and v != IGNORE_LABEL)
     if bad:
+        hint = (f"; if {bad[0]} marks a class, map it with label_map, e.g. {{{bad[0]}: 1}}"
+                if len(bad) == 1 else "")
         raise DatasetError(f"label map {name} has values {bad} outside the {num_classes} classes "
-                           f"(0..{num_classes - 1}) and the ignore label {IGNORE_LABEL}")
-    return {int(v): int(c) for v, c in zip(values, counts)}
+                           f"(0..{num_classes - 1}) and the ignore label {IGNORE_LABEL}"
+                           + (" after label_map" if label_map else "") + hint)
+    return mapped
 
 
-def _image_size(raw: bytes, name: str) -> tuple[int, int]:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            return im.size
-    except Exception as exc:  # noqa: BLE001
-        raise DatasetError(f"image {name} cannot be read: {type(exc).__name__}: {exc}") from exc
+def check_class_presence(class_pixels: dict[str, int], ignored: int, role: str, source: str,
+                         label_map: dict[int, int] | None) -> list[str]:
+    """Classes without any pixel: refused when fewer than two classes have pixels in a labeled
+    set (DatasetError), else returned as warnings."""
+    present = [c for c, n in class_pixels.items() if n > 0]
+    absent = [c for c, n in class_pixels.items() if n == 0]
+    if role.startswith("label") and len(present) < 2:
+        hint = ""
+        if ignored and not label_map:
+            hint = (f"; {ignored} pixels hold {IGNORE_LABEL}, the ignore label: if {IGNORE_LABEL} marks your "
+                    f"foreground (binary masks stored as 0/{IGNORE_LABEL}), pass label_map={{{IGNORE_LABEL}: 1}}")
+        raise DatasetError(f"{source}: the labeled set has pixels of {present or 'no class'} only; classes "
+                           f"{absent} have none, so a model would learn {len(present)} class(es){hint}")
+    return [f"{source}: class {c!r} has no pixel in the {role} set" for c in absent]
 
 
 @task(name="register_seg_dataset", cache_policy=NO_CACHE)
 def register_seg_dataset(store_url: str, dataset: str, img_dir: str, ann_dir: str, classes: list[str],
-                         role: str, img_suffix: str = ".jpg", seg_map_suffix: str = ".png") -> ArtifactRef:
-    """Validate an (image, label map) folder pair at any fsspec URL; store its pair list."""
+                         role: str, img_suffix: str = ".jpg", seg_map_suffix: str = ".png",
+                         label_map: dict[int, int] | None = None) -> ArtifactRef:
+    """Validate an (image, label map) folder pair at any fsspec URL; store its pair list.
+
+    Raises DatasetError naming the file for every refusal (see the module docstring)."""
     store = get_store(store_url)
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise DatasetError(f"{role}: classes must be at least two distinct names (background first), got {classes}")
     if len(classes) > IGNORE_LABEL:
         raise DatasetError(f"{role}: at most {IGNORE_LABEL} classes (255 is the ignore label)")
+    label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
+    wrong = {k: v for k, v in label_map.items() if not (0 <= v < len(classes) or v == IGNORE_LABEL)}
+    if wrong:
+        raise DatasetError(f"{role}: label_map {wrong} maps to values that are neither a class index "
+                           f"(0..{len(classes) - 1}) nor the ignore label {IGNORE_LABEL}")
     images, maps = _listing(img_dir, img_suffix), _listing(ann_dir, seg_map_suffix)
     if not images:
         raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
@@ -93,25 +120,50 @@ def register_seg_dataset(store_url: str, dataset: str, img_dir: str, ann_dir: st
         raise DatasetError(f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}: "
                            f"{missing[:5]}{more}")
     listing = {stem: [images[stem][1], maps[stem][1]] for stem in sorted(images)}
-    ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(listing)},
-                          {"img_dir": img_dir, "ann_dir": ann_dir, "classes": list(classes),
-                           "img_suffix": img_suffix, "seg_map_suffix": seg_map_suffix})
+    params = {"img_dir": img_dir, "ann_dir": ann_dir, "classes": list(classes), "img_suffix": img_suffix,
+              "seg_map_suffix": seg_map_suffix}
+    if label_map:
+        params["label_map"] = {str(k): v for k, v in sorted(label_map.items())}
+    ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(listing)}, params)
     if store.has(ref):
+        for warning in store.manifest(ref).meta.get("warnings", []):
+            stage_logger().warning(warning)
         return ref
     pixels = np.zeros(len(classes), dtype=np.int64)
+    ignored = 0
     pairs = []
     for stem in sorted(images):
         img_uri, map_uri = images[stem][0], maps[stem][0]
         with fsspec.open(img_uri, "rb") as f:
-            size = _image_size(f.read(), img_uri)
+            raw = f.read()
+        size = decoded_size(raw, img_uri)
         with fsspec.open(map_uri, "rb") as f:
-            counts = check_label_map(f.read(), map_uri, len(classes), size)
+            raw_map = f.read()
+        try:
+            counts = check_label_map(raw_map, map_uri, len(classes), size, label_map)
+        except DatasetError as exc:
+            # Explain a rotated image: the label map matches the stored, not the decoded, pixels.
+            from PIL import Image
+
+            with Image.open(io.BytesIO(raw_map)) as m:
+                stored = m.size
+            why = size_mismatch(img_uri, stored, raw, size)
+            raise DatasetError(f"{exc}" + (f" - {why}" if why and "EXIF" in why else "")) from exc
         for v, c in counts.items():
             if v < len(classes):
                 pixels[v] += c
-        pairs.append({"image_id": stem, "img_path": img_uri, "seg_map_path": map_uri,
-                      "width": size[0], "height": size[1]})
+            elif v == IGNORE_LABEL:
+                ignored += c
+        pair = {"image_id": stem, "img_path": img_uri, "seg_map_path": map_uri, "width": size[0], "height": size[1]}
+        if label_map:
+            pair["label_map"] = {str(k): v for k, v in label_map.items()}
+        pairs.append(pair)
+    class_pixels = {c: int(n) for c, n in zip(classes, pixels)}
+    warnings = check_class_presence(class_pixels, ignored, role, ann_dir, label_map)
+    for warning in warnings:
+        stage_logger().warning(warning)
     meta = {"role": role, "task": "segmentation", "img_dir": img_dir, "ann_dir": ann_dir, "classes": list(classes),
-            "num_images": len(pairs), "class_pixels": {c: int(n) for c, n in zip(classes, pixels)}}
+            "num_images": len(pairs), "class_pixels": class_pixels, "ignored_pixels": int(ignored),
+            "label_map": params.get("label_map", {}), "warnings": warnings}
     store.write(ref, {"pairs.json": json.dumps(pairs).encode()}, meta=meta)
     return ref

@@ -28,11 +28,16 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0,
 
 
 def _open_rgb(image_uri: str):
+    """The image as the models saw it (mmcv / OpenCV decoding: EXIF orientation applied,
+    16-bit, grayscale and CMYK as 8-bit colour), as an RGB PIL image, so pseudo labels
+    overlay the pixels they were predicted on."""
     import fsspec
+    import mmcv
     from PIL import Image
 
     with fsspec.open(image_uri, "rb") as f:
-        return Image.open(io.BytesIO(f.read())).convert("RGB")
+        bgr = mmcv.imfrombytes(f.read(), flag="color", backend="cv2")
+    return Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
 
 
 def _png(img) -> bytes:
@@ -124,7 +129,7 @@ def markdown(report: dict) -> str:
 
 def _ranking_section(store: ArtifactStore, ranking: ArtifactRef, task: str, classes: list[str],
                      boxes: list[dict] | None, masks: dict[str, np.ndarray] | None, unlabeled_gt: str | None,
-                     seg_map_suffix: str) -> dict:
+                     seg_map_suffix: str, label_map: dict | None = None) -> dict:
     from selftrain import diagnostics
 
     rows = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
@@ -148,7 +153,7 @@ def _ranking_section(store: ArtifactStore, ranking: ArtifactRef, task: str, clas
             section["quality"] = {}
             for g, ids in groups.items():
                 pairs = [(masks[i], m) for i in ids if i in masks and (m := diagnostics.load_gt_mask(
-                    unlabeled_gt, i, seg_map_suffix)) is not None and m.shape == masks[i].shape]
+                    unlabeled_gt, i, seg_map_suffix, label_map)) is not None and m.shape == masks[i].shape]
                 section["quality"][g] = diagnostics.seg_quality(pairs, len(classes))
     return section
 
@@ -188,7 +193,8 @@ def write_report(store_url: str, dataset: str, method: str, parameters: dict[str
         if ranking is not None:
             report["ranking"] = _ranking_section(store, ranking, task_name, classes, boxes, masks,
                                                  parameters.get("unlabeled_gt"),
-                                                 (parameters.get("labelled") or {}).get("seg_map_suffix", ".png"))
+                                                 (parameters.get("labelled") or {}).get("seg_map_suffix", ".png"),
+                                                 (parameters.get("labelled") or {}).get("label_map") or {})
         files = {}
         if boxes is not None:
             by_image: dict[str, list[dict]] = {}

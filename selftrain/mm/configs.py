@@ -125,7 +125,44 @@ def coco_dataset(source: CocoSource, pipeline: list[dict], test_mode: bool) -> d
         backend_args=None)
 
 
-def _model(model_cfg: Config, pretrained: bool, scope: str = "mmdet") -> dict:
+def set_num_classes(model: dict, num_classes: int) -> dict:
+    """Size every head of a model dict for ``num_classes`` classes (in place; returns it).
+
+    Every ``num_classes`` key of the model's heads is set (RetinaNet's bbox_head, a two-stage
+    detector's roi_head.bbox_head / mask_head, a segmentor's decode_head / auxiliary_head),
+    except the class-agnostic region proposal head (``rpn_head``), which stays as configured.
+    Raises ConfigError when the model has no ``num_classes`` to set.
+    """
+    if num_classes < 1:
+        raise ConfigError(f"a model needs at least one class, got {num_classes}")
+    found = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "rpn_head":
+                    continue
+                if key == "num_classes" and isinstance(value, int):
+                    node[key] = num_classes
+                    found.append(path)
+                else:
+                    walk(value, f"{path}.{key}")
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    walk(model, "model")
+    if not found:
+        raise ConfigError(f"the model ({model.get('type')}) has no head with num_classes to size for "
+                          f"{num_classes} classes")
+    return model
+
+
+def _model(model_cfg: Config, pretrained: bool, scope: str = "mmdet", num_classes: int | None = None) -> dict:
+    """The model dict of a model config, sized for ``num_classes`` (None: as configured).
+
+    ``pretrained=False`` removes every pretrained initialisation (the backbone's ``init_cfg``
+    and a segmentor's model-level ``pretrained`` URL): the random-initialisation control."""
     model = copy.deepcopy(model_cfg.model.to_dict() if isinstance(model_cfg.model, ConfigDict)
                           else model_cfg.model)
     name = model_cfg.get("pretrained_backbone")
@@ -136,13 +173,19 @@ def _model(model_cfg: Config, pretrained: bool, scope: str = "mmdet") -> dict:
             raise ConfigError(f"unknown pretrained backbone {name!r}; known: {sorted(PRETRAINED)}")
         model["backbone"]["init_cfg"] = dict(type="Pretrained", checkpoint=PRETRAINED[name](scope))
     elif not pretrained:
-        model["backbone"].pop("init_cfg", None)  # random initialisation, the paper's other control
+        # Random initialisation, the paper's other control: no backbone init_cfg and no
+        # model-level `pretrained` (mmseg's EncoderDecoder turns it into the backbone's init_cfg).
+        model["backbone"].pop("init_cfg", None)
+        model.pop("pretrained", None)
+    if num_classes is not None:
+        set_num_classes(model, num_classes)
     return model
 
 
-def det_model(model_cfg: Config, pretrained: bool = False) -> dict:
-    """The detector of a model config (for inference: no pretrained download)."""
-    return _model(model_cfg, pretrained)
+def det_model(model_cfg: Config, pretrained: bool = False, num_classes: int | None = None) -> dict:
+    """The detector of a model config, heads sized for ``num_classes`` (for inference: no
+    pretrained download)."""
+    return _model(model_cfg, pretrained, num_classes=num_classes)
 
 
 def _val_parts(model_cfg: Config, val: CocoSource) -> dict:
@@ -227,7 +270,7 @@ def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, 
     augmentation (model_configs/aug/strong.py) on pseudo images only; plain detector.
     """
     batch = int(model_cfg.batch_size)
-    model = _model(model_cfg, pretrained and load_from is None)
+    model = _model(model_cfg, pretrained and load_from is None, num_classes=len(labelled.classes))
 
     if pseudo is None:
         train_dataset = coco_dataset(labelled, det_train_pipeline(model_cfg, aug), test_mode=False)
@@ -283,7 +326,8 @@ def _test_config(scope: str, model: dict, *, work_dir: str, parts: dict, visuali
 
 def det_test_config(model_cfg: Config, *, work_dir: str, test: CocoSource) -> Config:
     """Runner.test() config: COCO bbox metrics (mmdet CocoMetric / pycocotools) on a held-out set."""
-    return _test_config("mmdet", _model(model_cfg, pretrained=False), work_dir=work_dir,
+    return _test_config("mmdet", _model(model_cfg, pretrained=False, num_classes=len(test.classes)),
+                        work_dir=work_dir,
                         parts=_val_parts(model_cfg, test), visualizer="DetLocalVisualizer")
 
 
@@ -301,11 +345,7 @@ class SegSource:
 
 def seg_model(model_cfg: Config, num_classes: int, pretrained: bool) -> dict:
     """The segmentor with ``num_classes`` outputs in every head, optionally ImageNet-initialised."""
-    model = _model(model_cfg, pretrained, scope="mmseg")
-    for head in ("decode_head", "auxiliary_head"):
-        if model.get(head):
-            model[head]["num_classes"] = num_classes
-    return model
+    return _model(model_cfg, pretrained, scope="mmseg", num_classes=num_classes)
 
 
 def seg_dataset(source: SegSource, pipeline: list[dict], test_mode: bool = False) -> dict:
@@ -429,10 +469,12 @@ def det_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list
     ]
 
 
-def det_tta_model(model_cfg: Config, merge_iou: float | None = None, max_per_img: int | None = None) -> dict:
-    """mmdet's DetTTAModel around the detector; merge settings default to model_configs/tta/det_default.py."""
+def det_tta_model(model_cfg: Config, merge_iou: float | None = None, max_per_img: int | None = None,
+                  num_classes: int | None = None) -> dict:
+    """mmdet's DetTTAModel around the detector (heads sized for ``num_classes``); merge
+    settings default to model_configs/tta/det_default.py."""
     defaults = Config.fromfile(os.path.join(MODEL_CONFIGS, "tta", "det_default.py"))
     merge_iou = defaults.merge_nms_iou if merge_iou is None else merge_iou
     max_per_img = defaults.max_per_img if max_per_img is None else max_per_img
-    return dict(type="DetTTAModel", module=_model(model_cfg, pretrained=False),
+    return dict(type="DetTTAModel", module=_model(model_cfg, pretrained=False, num_classes=num_classes),
                 tta_cfg=dict(nms=dict(type="nms", iou_threshold=merge_iou), max_per_img=max_per_img))

@@ -24,7 +24,8 @@ class PairListSegDataset(BaseSegDataset):
 
     Registered sets, pseudo-mask sets and unlabeled lists all have images named one by one
     (they may live under different prefixes), which mmseg's directory-scanning datasets
-    cannot express. ``seg_map_path`` may be omitted for inference-only lists.
+    cannot express. ``seg_map_path`` may be omitted for inference-only lists; a pair's
+    ``label_map`` ({stored value: class index}) is applied when its label map is loaded.
     """
 
     def load_data_list(self) -> list[dict]:
@@ -32,7 +33,10 @@ class PairListSegDataset(BaseSegDataset):
             pairs = json.load(f)
         data = []
         for p in pairs:
-            item = dict(img_path=p["img_path"], label_map=self.label_map,
+            # A registered set's own mapping of stored values to class indices (e.g. {255: 1} for
+            # binary masks stored as 0/255) is applied by mmseg's LoadAnnotations.
+            label_map = {int(k): int(v) for k, v in p["label_map"].items()} if p.get("label_map") else self.label_map
+            item = dict(img_path=p["img_path"], label_map=label_map,
                         reduce_zero_label=self.reduce_zero_label, seg_fields=[])
             if p.get("seg_map_path"):
                 item["seg_map_path"] = p["seg_map_path"]

@@ -34,7 +34,9 @@ def _set(tmp_path, n=2):
     (tmp_path / "ann").mkdir()
     for i in range(n):
         Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "img" / f"{i}.jpg")
-        Image.fromarray(np.ones((4, 6), np.uint8)).save(tmp_path / "ann" / f"{i}.png")
+        label = np.ones((4, 6), np.uint8)
+        label[0, 0] = 0  # one background pixel: a labeled set needs pixels of two classes
+        Image.fromarray(label).save(tmp_path / "ann" / f"{i}.png")
     return str(tmp_path / "img"), str(tmp_path / "ann")
 
 
@@ -45,7 +47,7 @@ def test_register_stores_pairs_and_is_content_addressed(tmp_path):
     store = str(tmp_path / "store")
     ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled")
     meta = get_store(store).manifest(ref).meta
-    assert meta["num_images"] == 2 and meta["class_pixels"] == {"bg": 0, "fg": 48}
+    assert meta["num_images"] == 2 and meta["class_pixels"] == {"bg": 2, "fg": 46}
     pairs = get_store(store).read_json(ref, "pairs.json")
     assert [p["image_id"] for p in pairs] == ["0", "1"] and pairs[0]["width"] == 6
     assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled") == ref
