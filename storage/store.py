@@ -71,7 +71,7 @@ class StorageAccessDenied(StoreError, PermissionError):
     """The storage service refused the credentials or the permission."""
 
 
-def _classify(exc: BaseException) -> type[StoreError] | None:
+def classify_error(exc: BaseException) -> type[StoreError] | None:
     """Map fsspec / botocore / OS errors to the store's errors (None = not a storage fault)."""
     names = {c.__name__ for c in type(exc).__mro__}
     text = str(exc)
@@ -86,6 +86,9 @@ def _classify(exc: BaseException) -> type[StoreError] | None:
     if "Could not connect to the endpoint" in text or "Connect timeout" in text:
         return StorageUnavailable
     return None
+
+
+_classify = classify_error  # the earlier private name
 
 
 # --------------------------------------------------------------------------- references
@@ -224,7 +227,7 @@ class ArtifactStore:
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - translated below, or re-raised
-            kind = _classify(exc)
+            kind = classify_error(exc)
             if kind is None:
                 raise
             hint = ""

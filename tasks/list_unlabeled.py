@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import posixpath
-
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.stage import get_store
 from storage.keys import digest_json
+from storage.listing import list_files
 from storage.schemas import to_parquet_bytes
 from storage.store import ArtifactRef
 
@@ -29,17 +27,19 @@ class EmptyUnlabeledSet(ValueError):
 
 
 def list_images(source: str | list[str]) -> list[dict]:
-    """(image_id, image_uri, size) of every image, sorted by id. Content = names and sizes."""
+    """(image_id, image_uri, size) of every image, sorted by id. Content = names and sizes.
+
+    ``source``: a prefix (local folder, symbolic links followed, or any fsspec URL; image_id =
+    the path relative to it) or a list of image URLs (image_id = the URL). Raises
+    FileNotFoundError for a missing prefix or image, EmptyUnlabeledSet when there is no image.
+    """
     rows = []
     if isinstance(source, str):
-        fs, root = fsspec.core.url_to_fs(source)
-        if not fs.exists(root):
-            raise FileNotFoundError(f"unlabeled prefix {source} does not exist")
-        for path, info in fs.find(root, detail=True).items():
-            if path.lower().endswith(IMAGE_SUFFIXES):
-                rel = posixpath.relpath(path, root.rstrip("/") or "/")
-                uri = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
-                rows.append({"image_id": rel, "image_uri": uri, "size": int(info.get("size") or 0)})
+        try:
+            files = list_files(source, IMAGE_SUFFIXES)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"unlabeled prefix {source} does not exist") from exc
+        rows = [{"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in files]
         where = f"under {source}"
     else:
         for url in source:

@@ -3,14 +3,19 @@
 DESIGN 2.2: the views of each image are merged as mmdet's DetTTAModel does (boxes mapped
 back to the original image, NMS over the union); boxes with score >= the threshold (one
 for all classes, or per class) become pseudo boxes, one Parquet row each; every image gets
-a statistics row. An unreadable image is recorded as skipped with its reason and never
-stops the shard.
+a statistics row. An image's own defect (missing, empty, undecodable, or any per-image
+failure of the pipeline such as a degenerate size) is recorded as skipped with its reason
+and never stops the shard; an infrastructure failure (storage unreachable, access denied,
+out of memory) is retried and then fails the shard, naming the image. A shard whose every
+image was skipped is logged as a warning and marked ``all_skipped`` in its manifest; when
+they all failed with one error that is not an image defect, the shard fails.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from collections.abc import Mapping
 
 from prefect import task
@@ -18,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from selftrain.mm.configs import config_digest, det_tta_model, det_tta_pipeline, load_config, seg_tta_model, \
     seg_tta_pipeline
-from selftrain.stage import get_store, is_segmentation, scratch_dir
+from selftrain.stage import get_store, is_segmentation, scratch_dir, stage_logger
 from storage.masks import IGNORE_LABEL, encode_mask_shard
 from storage.schemas import DET_IMAGE_STATS, IMAGE_OK, IMAGE_SKIPPED, MASK_INDEX, PSEUDO_BOXES, SEG_IMAGE_STATS, read_parquet, \
     table_from_rows, to_parquet_bytes
@@ -29,6 +34,45 @@ from tasks.train_model import fetch_checkpoint
 
 STAGE, VERSION = "pseudo_boxes", 1
 MASK_STAGE, MASK_VERSION = "pseudo_masks", 1
+
+
+class AllImagesFailed(RuntimeError):
+    """Every image of a shard failed with the same error, and it is not a defect of the images
+    (a broken reader or set-up rather than bad data)."""
+
+
+def common_reason(reason: str, image_uri: str) -> str:
+    """A skip reason with the image's own URI (with or without its protocol) replaced by
+    '<image>', so that the same error on different images reads the same."""
+    for name in (image_uri, image_uri.split("://", 1)[-1]):
+        if name:
+            reason = reason.replace(name, "<image>")
+    return reason
+
+
+def check_all_skipped(where: str, skipped: list[dict], num_images: int) -> bool:
+    """Whether all ``num_images`` images of ``where`` (a shard's URI) were skipped.
+
+    ``skipped``: ``{"image_uri", "reason"}`` of each skipped image. When all were skipped, a
+    warning naming ``where`` and the reasons (with counts) goes to the Prefect run log (the
+    'selftrain' logger outside a run); when they
+    share one reason (up to the image's URI) that is not an image defect
+    (selftrain.mm.transforms.is_image_defect), raises AllImagesFailed.
+    """
+    from selftrain.mm.transforms import is_image_defect
+
+    if num_images == 0 or len(skipped) < num_images:
+        return False
+    reasons = Counter(common_reason(s["reason"] or "", s["image_uri"]) for s in skipped)
+    summary = "; ".join(f"{n} x {r!r}" for r, n in reasons.most_common(5))
+    stage_logger().warning("every image of %s was skipped (%d of %d): %s", where, len(skipped), num_images,
+                           summary)
+    if len(reasons) == 1:
+        reason = next(iter(reasons))
+        if not is_image_defect(reason):
+            raise AllImagesFailed(f"every image of {where} ({num_images}) failed with the same error, which is not "
+                                  f"a defect of the images; fix the cause and re-run: {reason}")
+    return True
 
 
 def label_params(scales: list[float], flip: bool, score_thr: float,
@@ -125,7 +169,7 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
         tta = build_model(seg_tta_model(cfg, len(classes), score_thr), "mmseg", ckpt)
         pipeline = seg_tta_pipeline(cfg, scales, flip)
     else:
-        tta = build_model(det_tta_model(cfg), "mmdet", ckpt)
+        tta = build_model(det_tta_model(cfg, num_classes=len(classes)), "mmdet", ckpt)
         pipeline = det_tta_pipeline(cfg, scales, flip)
 
     boxes, stats, masks = [], [], []
@@ -143,7 +187,9 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
             stats.append(stat)
     stats.sort(key=lambda s: s["image_id"])
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
-    meta = {"params": params, "num_images": len(images), "skipped": skipped,
+    all_skipped = check_all_skipped(shard.uri, [{"image_uri": s["image_uri"], "reason": s["error"]} for s in stats
+                                                if s["status"] != IMAGE_OK], len(images))
+    meta = {"params": params, "num_images": len(images), "skipped": skipped, "all_skipped": all_skipped,
             "model": f"{model.stage}/{model.key}", "shard": f"{shard.stage}/{shard.key}",
             "labeller": labeller_key(model, labelled, params),
             "worker": {"host": socket.gethostname(), "pid": os.getpid()}}

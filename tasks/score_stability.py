@@ -3,7 +3,8 @@
 Every one of the teacher's K checkpoints predicts every image at a single scale (as the
 ST++ reference does); s_i compares checkpoints 1..K-1 with the last one (selftrain/
 stability.py): meanIoU of label maps for segmentation, F1 of the score-thresholded boxes
-for detection. Unreadable images get no score (they have no pseudo labels either).
+for detection. Unreadable images get no score (they have no pseudo labels either); a shard
+whose every image is unreadable is reported as pseudo_label_shard reports it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from selftrain.stage import get_store, is_segmentation, scratch_dir
 from storage.schemas import STABILITY, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 from tasks.list_unlabeled import UNLABELED_IMAGES
-from tasks.pseudo_label_shard import threshold_boxes
+from tasks.pseudo_label_shard import check_all_skipped, threshold_boxes
 from tasks.train_model import fetch_checkpoint
 
 STAGE, VERSION = "stability", 1
@@ -53,16 +54,16 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
         model = build_model(seg_model(cfg, len(classes), pretrained=False), "mmseg")
         pipeline = seg_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
     else:
-        model = build_model(det_model(cfg), "mmdet")
+        model = build_model(det_model(cfg, num_classes=len(classes)), "mmdet")
         pipeline = det_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
 
     per_image: dict[str, list] = {im["image_id"]: [] for im in images}
-    unreadable = set()
+    unreadable: dict[str, str] = {}  # image_id -> reason
     for j in range(1, k + 1):
         load_weights(model, fetch_checkpoint(store, teacher, f"ckpt-{j}", os.path.join(work, f"ckpt-{j}.pth")))
         for image, pred in predict(model, images, pipeline, batch_size):
             if pred.metainfo.get("load_error"):
-                unreadable.add(image["image_id"])
+                unreadable[image["image_id"]] = pred.metainfo["load_error"]
             elif segmentation:
                 per_image[image["image_id"]].append(pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8"))
             else:
@@ -70,6 +71,8 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
                 scores, labels = inst.scores.tolist(), inst.labels.tolist()
                 keep = threshold_boxes(None, scores, labels, score_thr, class_thr)
                 per_image[image["image_id"]].append((inst.bboxes[keep].cpu().numpy(), [labels[i] for i in keep]))
+    all_skipped = check_all_skipped(shard.uri, [{"image_uri": im["image_uri"], "reason": unreadable[im["image_id"]]}
+                                                for im in images if im["image_id"] in unreadable], len(images))
     rows = []
     for image in images:
         if image["image_id"] in unreadable:
@@ -78,5 +81,6 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
         s = seg_stability(preds) if segmentation else det_stability(preds)
         rows.append({"image_id": image["image_id"], "image_uri": image["image_uri"], "stability": s})
     store.write(ref, {"stability.parquet": to_parquet_bytes(table_from_rows(rows, STABILITY), STABILITY)},
-                meta={"params": params, "checkpoints": k, "num_images": len(images), "scored": len(rows)})
+                meta={"params": params, "checkpoints": k, "num_images": len(images), "scored": len(rows),
+                      "all_skipped": all_skipped})
     return ref

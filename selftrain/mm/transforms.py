@@ -6,40 +6,164 @@ both find them.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import cv2
 import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmcv.transforms.utils import cache_randomness
+from mmengine import fileio
 from mmengine.registry import TRANSFORMS
 
+from selftrain.mm import fileio as _object_storage  # noqa: F401 - s3:// for mmengine, also in spawned workers
+from storage.store import StorageAccessDenied, StorageUnavailable, classify_error
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 PLACEHOLDER_SIZE = 32
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.5  # before the 2nd attempt; doubled before each later one
+
+# Reasons for skipping an image start with one of these. The first four are the image's own
+# defects; READ_FAILED is any other error while reading, not known to be the image's fault.
+MISSING = "file not found"
+EMPTY = "empty file"
+UNDECODABLE = "cannot decode the image"
+REJECTED = "the pipeline rejected the image"
+IMAGE_DEFECTS = (MISSING, EMPTY, UNDECODABLE, REJECTED)
+READ_FAILED = "cannot read the image"
+MAX_REASON = 300
+
+
+class InfrastructureError(RuntimeError):
+    """Reading or processing an image failed for a reason that is not the image's own (the
+    storage is unreachable, access is denied, a filesystem was used across a fork, memory ran
+    out), on every one of READ_ATTEMPTS attempts. The message names the image URI and the last
+    error. Never recorded as a skipped image: it fails the batch, and with it the shard."""
+
+
+def describe(exc: BaseException) -> str:
+    """'TypeName: message' of an exception, on one line ('TypeName' when it has no message)."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def infrastructure_kind(exc: BaseException) -> str | None:
+    """What kind of infrastructure failure ``exc`` is: 'storage unavailable', 'access denied',
+    'not fork-safe' or 'out of memory'; None when it may be the image's own problem (a missing
+    file always is). Explicit causes (``raise ... from``) and the wrapped error of urllib's
+    URLError (``reason``; mmengine's http backend) are followed."""
+    depth = 0
+    while exc is not None and depth < 8:
+        if isinstance(exc, FileNotFoundError):
+            return None
+        if isinstance(exc, MemoryError):
+            return "out of memory"
+        if "not fork-safe" in str(exc):
+            return "not fork-safe"
+        kind = classify_error(exc)
+        if kind is StorageAccessDenied or isinstance(exc, StorageAccessDenied):
+            return "access denied"
+        if kind is StorageUnavailable or isinstance(exc, StorageUnavailable):
+            return "storage unavailable"
+        reason = getattr(exc, "reason", None)
+        exc, depth = exc.__cause__ or (reason if isinstance(reason, BaseException) else None), depth + 1
+    return None
+
+
+def with_retries(fn: Callable[[], T], uri: str, attempts: int = READ_ATTEMPTS,
+                 backoff_s: float = READ_BACKOFF_S) -> T:
+    """``fn()``, tried again after backoff_s, 2 * backoff_s, ... while it fails with an
+    infrastructure error (``infrastructure_kind``).
+
+    Raises InfrastructureError (naming ``uri``, the kind and the last error) when all
+    ``attempts`` failed that way; any other exception, and an InfrastructureError from
+    within, propagates at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except InfrastructureError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - only infrastructure errors are retried
+            kind = infrastructure_kind(exc)
+            if kind is None:
+                raise
+            if attempt == attempts:
+                raise InfrastructureError(f"{kind} while reading image {uri} (failed {attempts} times; "
+                                          f"this is not a defect of the image): {describe(exc)}") from exc
+            log.warning("reading image %s failed (%s, attempt %d of %d), retrying: %s", uri, kind, attempt,
+                        attempts, describe(exc))
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def is_image_defect(reason: str) -> bool:
+    """Whether a skip reason is a defect of the image itself (missing, empty, undecodable,
+    rejected by the pipeline) rather than an unexplained read error."""
+    return reason.startswith(IMAGE_DEFECTS)
+
+
+def mark_unreadable(results: dict, reason: str) -> dict:
+    """``results`` with the black PLACEHOLDER_SIZE x PLACEHOLDER_SIZE x 3 uint8 placeholder as
+    the image and ``load_error`` = reason (cut to MAX_REASON characters)."""
+    img = np.zeros((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE, 3), dtype=np.uint8)
+    results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
+                   load_error=(reason or "unknown")[:MAX_REASON])
+    return results
 
 
 @TRANSFORMS.register_module()
 class LoadImageOrMarkUnreadable(LoadImageFromFile):
-    """mmcv's LoadImageFromFile, except that an unreadable image does not stop the batch.
+    """mmcv's LoadImageFromFile, except that an image's own defect does not stop the batch.
 
     Pseudo labelling must never lose a shard to one corrupt, empty or missing file
     (DESIGN 2.2): the image is replaced by a small black placeholder and
-    ``results['load_error']`` names the reason, so the caller records it as skipped and
-    discards whatever the model predicted for the placeholder. 16-bit, grayscale and RGBA
-    images are read as 8-bit 3-channel by mmcv's decoder ('color' flag) and are not errors.
+    ``results['load_error']`` names the reason (starting with MISSING, EMPTY, UNDECODABLE or,
+    for any other read error, READ_FAILED), so the caller records it as skipped and discards
+    whatever the model predicted for the placeholder. ``load_error`` is '' for a good image.
+    16-bit, grayscale and RGBA images are read as 8-bit 3-channel by mmcv's decoder ('color'
+    flag) and are not errors.
+
+    Infrastructure failures (storage unreachable, access denied, out of memory, a filesystem
+    used across a fork) are not the image's fault: the read is retried (``with_retries``) and
+    then InfrastructureError is raised, naming the image.
     """
 
+    def _read(self, uri: str) -> bytes:
+        if self.file_client_args is not None:
+            return fileio.FileClient.infer_client(self.file_client_args, uri).get(uri)
+        return fileio.get(uri, backend_args=self.backend_args)
+
     def transform(self, results: dict) -> dict:
-        error = None
+        uri = str(results["img_path"])
         try:
-            out = super().transform(dict(results))
-            if out is None or out.get("img") is None:
-                error = "cannot decode the image"
-            else:
-                out["load_error"] = ""
-                return out
-        except Exception as exc:  # noqa: BLE001 - any failure to read is reported, not raised
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        img = np.zeros((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE, 3), dtype=np.uint8)
-        results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], load_error=error or "unknown")
+            data = with_retries(lambda: self._read(uri), uri)
+        except InfrastructureError:
+            raise
+        except FileNotFoundError as exc:
+            return mark_unreadable(results, f"{MISSING}: {describe(exc)}")
+        except Exception as exc:  # noqa: BLE001 - reported as the reason, not raised
+            return mark_unreadable(results, f"{READ_FAILED}: {describe(exc)}")
+        if not data:
+            return mark_unreadable(results, f"{EMPTY} (0 bytes)")
+        detail = ""
+        try:
+            img = mmcv.imfrombytes(data, flag=self.color_type, backend=self.imdecode_backend)
+        except Exception as exc:  # noqa: BLE001 - an undecodable image is reported, not raised
+            if infrastructure_kind(exc):
+                raise
+            img, detail = None, f": {describe(exc)}"
+        if img is None:
+            return mark_unreadable(results, f"{UNDECODABLE} ({len(data)} bytes){detail}")
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], load_error="")
         return results
 
 
