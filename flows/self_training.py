@@ -20,6 +20,7 @@ methods run in one flow share the teacher, its pseudo labels and its ranking.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from typing import Annotated, Literal, Union
 
@@ -39,6 +40,7 @@ from tasks.select_images import select_images
 from tasks.shard_images import shard_images
 from tasks.train_model import train_model
 from tasks.write_report import write_report
+from selftrain.stage import get_store
 
 Method = Literal["zoph", "st", "st++"]
 DEFAULT_CONFIG = {"detection": "det/retinanet_mnv2_256_cpu", "segmentation": "seg/deeplabv3plus_mnv2_128_cpu"}
@@ -64,6 +66,9 @@ class SegSet(BaseModel):
     classes: list[str] = Field(min_length=2, description="class names by label value, background first")
     img_suffix: str = ".jpg"
     seg_map_suffix: str = ".png"
+    label_map: dict[int, int] = Field({}, description="stored label-map value -> class index, applied before "
+                                                      "training and evaluation, e.g. {255: 1} for binary masks "
+                                                      "stored as 0/255 (255 is otherwise the ignore label)")
 
 
 def _absolute(url: str) -> str:
@@ -129,6 +134,21 @@ class SelfTrainingParams(BaseModel):
     def _abs_gt(cls, v: str | None) -> str | None:
         return None if v is None else _absolute(v)
 
+    @field_validator("class_thresholds")
+    @classmethod
+    def _class_thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {name: t for name, t in v.items() if not (math.isfinite(t) and 0.0 <= t <= 1.0)}
+        if bad:
+            raise ValueError(f"class_thresholds must be scores in [0, 1]; got {bad}")
+        return v
+
+    @field_validator("tta_scales")
+    @classmethod
+    def _scales(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(s) and 0.0 < s <= 8.0 for s in v):
+            raise ValueError(f"tta_scales must be positive factors of the test size (0 < s <= 8), got {v}")
+        return v
+
     @property
     def methods(self) -> list[str]:
         return [self.method] if isinstance(self.method, str) else list(dict.fromkeys(self.method))
@@ -145,11 +165,36 @@ class SelfTrainingParams(BaseModel):
             raise ValueError("class_thresholds apply to detection; segmentation has one confidence threshold")
         if "st++" in self.methods and self.k < 2:
             raise ValueError("st++ ranks by the stability of the teacher's checkpoints: k must be at least 2")
+        if self.task == "segmentation" and list(self.labelled.classes) != list(self.val.classes):
+            raise ValueError(f"val.classes {self.val.classes} must equal labelled.classes {self.labelled.classes} "
+                             "(the same class index means the same class in both sets)")
         if self.config is None:
             self.config = DEFAULT_CONFIG[self.task]
         if self.tta_scales is None:
             self.tta_scales = list(DEFAULT_TTA_SCALES[self.task])
+        self._check_config()
         return self
+
+    def _check_config(self) -> None:
+        """The model config exists, is of the task's kind and suits the chosen recipe: checked
+        when the flow starts, before any work."""
+        from selftrain.mm.configs import ConfigError, load_config
+
+        kind = "det" if self.task == "detection" else "seg"
+        try:
+            cfg = load_config(self.config, kind)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        model_type = str(cfg.get("model", {}).get("type", ""))
+        if (kind == "seg") != ("EncoderDecoder" in model_type):
+            raise ValueError(f"config {self.config!r} builds a {model_type or 'model without a type'}, not a "
+                             f"{'segmentor (EncoderDecoder)' if kind == 'seg' else 'detector'} for task {self.task}")
+        if "zoph" in self.methods and int(cfg.get("batch_size", 2)) % 2:
+            raise ValueError(f"method zoph splits each batch half human / half pseudo: config {self.config!r} has "
+                             f"an odd batch_size {cfg.batch_size}")
+        if self.task == "segmentation" and self.aug != "S1":
+            raise ValueError(f"augmentation preset {self.aug} holds detection policies (AutoAugment / RandAugment); "
+                             "segmentation supports S1")
 
     @model_validator(mode="after")
     def _schedule(self):
@@ -200,6 +245,13 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labelled, what: st
     return refs, plan
 
 
+def check_class_thresholds(class_thresholds: dict[str, float], classes: list[str]) -> None:
+    """Every per-class threshold names a class of the labeled set (checked before training)."""
+    unknown = sorted(set(class_thresholds) - set(classes))
+    if unknown:
+        raise ValueError(f"class_thresholds names unknown classes {unknown}; the labeled set's classes are {classes}")
+
+
 def rank_images(p: SelfTrainingParams, teacher, shards, labelled):
     """ST++ ranking: stability of the teacher's K checkpoints per shard, then the top fraction."""
     futures = [score_stability.submit(p.store, p.config, teacher, shard, labelled, score_thr=p.score_threshold,
@@ -241,10 +293,11 @@ def self_training(**fields) -> str:
     store = p.store
     if p.task == "detection":
         labelled = register_dataset(store, p.dataset, p.labelled.ann_file, p.labelled.image_root, "labelled")
-        val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val")
+        val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val", like=labelled)
+        check_class_thresholds(p.class_thresholds, get_store(store).manifest(labelled).meta["classes"])
     else:
         labelled, val = (register_seg_dataset(store, p.dataset, s.img_dir, s.ann_dir, s.classes, role,
-                                              s.img_suffix, s.seg_map_suffix)
+                                              s.img_suffix, s.seg_map_suffix, label_map=s.label_map)
                          for s, role in ((p.labelled, "labelled"), (p.val, "val")))
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
     train = dict(iters=p.student_iters, k=p.k, aug=p.aug, pretrained=p.pretrained)
