@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,7 +40,11 @@ class PrefectServer:
         env.pop("PREFECT_API_URL")
         # the UI asks the server for its API's address: without these it names port 4200
         env.update(PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(self.port),
-                   PREFECT_UI_API_URL=self.api_url)
+                   PREFECT_UI_API_URL=self.api_url,
+                   # the scheduler looks for due schedules every 5 s instead of 60 s, so a test
+                   # sees a schedule fire within seconds (the same service, a shorter loop)
+                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+                   PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS="5")
         log = open(os.path.join(self.home, "server.log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -57,6 +62,33 @@ class PrefectServer:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"prefect server not healthy on {self.api_url} after {timeout:.0f}s")
+
+    # Prefect's own server loggers, and docket's, which runs the server's perpetual services
+    SERVICE_ERROR = re.compile(r"\|\s*(ERROR|CRITICAL)\s*\|\s*(prefect\.server\.[\w.]+|docket\b[\w.]*)")
+
+    def log_size(self) -> int:
+        """The server log's current length: pass it to ``service_errors`` to see only what follows."""
+        return os.path.getsize(os.path.join(self.home, "server.log"))
+
+    def service_errors(self, since: int = 0) -> list[str]:
+        """Errors that the server's own services (scheduler, late runs, automations and
+        triggers, event persister, run by docket's worker) wrote to its log after byte
+        ``since``: ERROR / CRITICAL lines of prefect.server loggers, and the exception line of
+        every traceback (docket logs a failing service's traceback without Prefect's format).
+        A failing service is visible only there, never to a client."""
+        with open(os.path.join(self.home, "server.log"), "rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
+        errors, in_traceback = [], False
+        for line in lines:
+            if line.startswith("Traceback (most recent call last)"):
+                in_traceback = True
+            elif in_traceback and line and not line[0].isspace():
+                errors.append(f"traceback: {line.strip()}")
+                in_traceback = False
+            elif self.SERVICE_ERROR.search(line):
+                errors.append(line.strip())
+        return errors
 
     def stop(self) -> None:
         stop_group(self.proc)

@@ -48,6 +48,23 @@ def worker(prefect_server, tmp_path_factory):
     stop_group(proc)
 
 
+def fresh_shell(server, command: str, timeout=300) -> str:
+    """``command`` in a new bash, as a user types it after `source deploy/env.sh` in a fresh
+    shell: no PREFECT_* variables and no virtual environment in the environment."""
+    port = server.api_url.rsplit(":", 1)[1].split("/")[0]
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "SELFTRAIN_PREFECT_PORT": port, "PREFECT_HOME": server.home,
+           "SELFTRAIN_WORK_DIR": os.environ.get("SELFTRAIN_WORK_DIR", os.path.join(server.home, "work"))}
+    out = subprocess.run(["bash", "-c", f"source deploy/env.sh && {command}"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_a_fresh_shell_finds_the_server_after_sourcing_env(prefect_server, worker):
+    assert "self-training/demo" in fresh_shell(prefect_server, "prefect deployment ls")
+
+
 def test_deployments_are_registered_with_defaults(prefect_server, worker):
     listing = prefect(prefect_server, "deployment", "ls")
     for name in ("self-training/demo", "self-training/coco", "self-training/voc", "self-training/cityscapes",
@@ -66,13 +83,13 @@ def test_deployment_run_from_the_cli_completes(prefect_server, worker, tmp_path)
     for path in sorted(glob.glob(os.path.join(data.unlabeled_dir, "*.png")))[:3]:
         shutil.copy(path, unlabeled)
     store = tmp_path / "store"
-    out = prefect(prefect_server, "deployment", "run", "self-training/demo",
-                  "--param", "teacher_iters=30", "--param", "student_iters=6", "--param", "k=3",
-                  "--param", f"unlabeled={unlabeled}", "--param", f"store={store}", "--param", "score_threshold=0.0",
-                  "--watch", "--watch-timeout", "900", timeout=960)
+    # The README's smoke command, from a fresh shell, on 3 of the demo's tiles and a test store.
+    out = fresh_shell(prefect_server, "prefect deployment run self-training/demo --param teacher_iters=60 "
+                      "--param student_iters=30 --param score_threshold=0.0 --watch --watch-timeout 900 "
+                      f"--param unlabeled={unlabeled} --param store={store}", timeout=960)
     assert "Completed" in out, out + open(worker[1]).read()[-4000:]
     (report,) = glob.glob(f"{store}/deepforest/report/*/*/report.json")
     report = json.load(open(report))
     assert set(report["metrics"]) == {"teacher", "zoph"}
-    assert report["parameters"]["teacher_iters"] == 30 and report["parameters"]["aug"] == "S1"  # default kept
+    assert report["parameters"]["teacher_iters"] == 60 and report["parameters"]["aug"] == "S1"  # default kept
     assert report["pseudo_labels"]["images"] == 3
