@@ -7,9 +7,10 @@ registers (against PREFECT_API_URL):
 - `self-training/coco`        detection, RetinaNet R50-FPN, COCO under $SELFTRAIN_DATA/coco;
 - `self-training/voc`         segmentation, DeepLabV3+ R101, VOC 2012 + SBD aug under $SELFTRAIN_DATA/voc;
 - `self-training/cityscapes`  segmentation, DeepLabV3+ R101, Cityscapes under $SELFTRAIN_DATA/cityscapes.
-- `self-training/relabel-demo` re-labelling only (retrain_student=False) of the demo data, on a
-  daily cron schedule and triggered by `selftrain.unlabeled.landed` events for the dataset: the
-  run labels the prefix named in the event;
+- `self-training/relabel-demo` re-labelling only (retrain_student=False) of the demo data with
+  the latest teacher trained on it (teacher='latest'; it never trains one), on a daily cron
+  schedule and triggered by `selftrain.unlabeled.landed` events for the dataset: the run labels
+  the prefix named in the event;
 - `watch-unlabeled/demo`     every 10 minutes, lists the demo's unlabeled prefix and emits that
   event for images it has not seen (flows/watch_unlabeled.py).
 Parameters are the flow's fields, so `prefect deployment run self-training/coco --param
@@ -130,7 +131,7 @@ def build(pool: str = POOL, schedules: bool = True) -> list:
         out.append(self_training.to_deployment(
             name=name, description=description, parameters=params, work_pool_name=pool,
             entrypoint_type=EntrypointType.MODULE_PATH, tags=["selftrain", params.get("task", "detection")]))
-    relabel = dict(demo_parameters(), retrain_student=False)
+    relabel = dict(demo_parameters(), retrain_student=False, teacher="latest")
     SelfTrainingParams(**relabel)
     out.append(self_training.to_deployment(
         name="relabel-demo", description="Pseudo-label new unlabeled images of the demo dataset (no student "
@@ -145,20 +146,34 @@ def build(pool: str = POOL, schedules: bool = True) -> list:
     return out
 
 
-def register(pool: str = POOL, schedules: bool = True) -> list[str]:
-    """Create the process work pool if missing and register (or update) every deployment."""
+def register(pool: str = POOL, schedules: bool = True, reset_parameters: bool = False) -> tuple[list[str], list[str]]:
+    """Create the process work pool if missing and register (or update) every deployment.
+
+    A deployment that exists already keeps the parameters it has on the server (edited in the
+    UI or with `prefect deployment ...`), unless ``reset_parameters``: registering again (every
+    `make serve`) never silently resets them. Returns (deployment ids, names whose edited
+    parameters were kept)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+    deployments, kept = build(pool, schedules), []
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         except ObjectAlreadyExists:
             pass
+        for d in deployments:
+            try:
+                existing = client.read_deployment_by_name(f"{d.flow_name}/{d.name}")
+            except ObjectNotFound:
+                continue
+            if not reset_parameters and existing.parameters != d.parameters:
+                d.parameters = dict(existing.parameters)
+                kept.append(f"{d.flow_name}/{d.name}")
     # RunnerDeployment.apply registers one deployment; prefect.deploy() would also look for
     # online workers, a query this server version refuses (422 on offset/limit None).
-    return [str(d.apply(work_pool_name=pool)) for d in build(pool, schedules)]
+    return [str(d.apply(work_pool_name=pool)) for d in deployments], kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,10 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", default=POOL)
     parser.add_argument("--paused-schedules", action="store_true",
                         help="register the schedules inactive (switch them on in the UI)")
+    parser.add_argument("--reset-parameters", action="store_true",
+                        help="replace parameters edited on the server by the defaults of this file")
     args = parser.parse_args(argv)
-    ids = register(args.pool, schedules=not args.paused_schedules)
+    ids, kept = register(args.pool, schedules=not args.paused_schedules, reset_parameters=args.reset_parameters)
     names = [f"self-training/{n}" for n in DEPLOYMENTS] + ["self-training/relabel-demo", "watch-unlabeled/demo"]
     print(f"registered {len(ids)} deployments on work pool {args.pool}: " + ", ".join(names))
+    if kept:
+        print("kept the parameters edited on the server for " + ", ".join(kept)
+              + " (--reset-parameters restores the defaults)")
     return 0
 
 

@@ -30,6 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.evaluate import evaluate
+from tasks.find_model import find_model
 from tasks.list_unlabeled import list_unlabeled
 from tasks.pseudo_label_shard import label_params, labeller_key, pseudo_label_shard
 from tasks.rank_by_stability import rank_by_stability
@@ -68,7 +69,8 @@ class SegSet(BaseModel):
     seg_map_suffix: str = ".png"
     label_map: dict[int, int] = Field({}, description="stored label-map value -> class index, applied before "
                                                       "training and evaluation, e.g. {255: 1} for binary masks "
-                                                      "stored as 0/255 (255 is otherwise the ignore label)")
+                                                      "stored as 0/255 (255 is otherwise the ignore label); the "
+                                                      "held-out set takes the labeled set's when it has none")
 
 
 def _absolute(url: str) -> str:
@@ -99,15 +101,19 @@ class SelfTrainingParams(BaseModel):
     reliable_fraction: float = Field(0.5, gt=0.0, le=1.0, description="st++: share of images ranked reliable")
     class_thresholds: dict[str, float] = Field({}, description="per-class score thresholds by class name")
     shard_size: int = Field(64, gt=0)
-    alpha: float = Field(1.0, ge=0.0, description="weight of the pseudo loss in the normalised loss")
+    alpha: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="weight of the pseudo loss in the normalised loss")
     aug: Literal["S1", "S2", "S3", "S4"] = "S1"
     init: Literal["teacher", "random"] = "teacher"
     pretrained: bool = Field(True, description="ImageNet-pretrained backbone (offline weights)")
     store: str = Field("runs/store", description="artifact store root: a local folder or s3://bucket/prefix")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (mmengine accepts 0 .. 2^32-1)")
     inference_batch_size: int = Field(8, gt=0)
     retrain_student: bool = Field(True, description="False: only pseudo-label (new) unlabeled images with the "
                                                     "teacher, no student training (a re-labelling run)")
+    teacher: str | None = Field(None, description="use a trained teacher instead of training one: 'latest' (the "
+                                                  "newest completed teacher of this dataset and config in the "
+                                                  "store) or 'train/<key>'; required when retrain_student is "
+                                                  "false, so that re-labelling never trains a model")
     unlabeled_gt: str | None = Field(None, description="ground truth of the unlabeled images, for the report's "
                                                        "pseudo-label quality diagnostic only (never trained on): a "
                                                        "COCO file (detection) or a label-map folder (segmentation)")
@@ -133,6 +139,20 @@ class SelfTrainingParams(BaseModel):
     @classmethod
     def _abs_gt(cls, v: str | None) -> str | None:
         return None if v is None else _absolute(v)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str) -> str:
+        from storage.keys import check_name
+
+        return check_name("dataset", v)
+
+    @field_validator("method")
+    @classmethod
+    def _some_method(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("method names at least one student method (zoph, st, st++)")
+        return v
 
     @field_validator("class_thresholds")
     @classmethod
@@ -163,8 +183,15 @@ class SelfTrainingParams(BaseModel):
             raise ValueError("method zoph (loss normalisation) is detection-only; segmentation uses st or st++")
         if self.task == "segmentation" and self.class_thresholds:
             raise ValueError("class_thresholds apply to detection; segmentation has one confidence threshold")
+        if not self.retrain_student and self.teacher is None:
+            raise ValueError("a re-labelling run (retrain_student=false) labels with a trained model: set teacher "
+                             "to 'latest' (the newest teacher of this dataset in the store) or 'train/<key>'")
         if "st++" in self.methods and self.k < 2:
             raise ValueError("st++ ranks by the stability of the teacher's checkpoints: k must be at least 2")
+        if self.task == "segmentation" and self.labelled.label_map and not self.val.label_map:
+            # the same stored values mean the same classes: a held-out set stored like the
+            # labeled one (e.g. 0/255 masks) must be mapped alike, or mIoU is computed on nothing
+            self.val = self.val.model_copy(update={"label_map": dict(self.labelled.label_map)})
         if self.task == "segmentation" and list(self.labelled.classes) != list(self.val.classes):
             raise ValueError(f"val.classes {self.val.classes} must equal labelled.classes {self.labelled.classes} "
                              "(the same class index means the same class in both sets)")
@@ -302,9 +329,12 @@ def self_training(**fields) -> str:
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
     train = dict(iters=p.student_iters, k=p.k, aug=p.aug, pretrained=p.pretrained)
 
-    # 1. Teacher on the labelled set, K evenly spaced checkpoints.
-    teacher = train_model(store, p.config, labelled, val, role="teacher", iters=p.teacher_iters, k=p.k,
-                          seed=p.seed, aug=p.aug, pretrained=p.pretrained)
+    # 1. Teacher on the labelled set, K evenly spaced checkpoints (or the trained one named).
+    if p.teacher:
+        teacher = find_model(store, p.dataset, p.teacher, p.config)
+    else:
+        teacher = train_model(store, p.config, labelled, val, role="teacher", iters=p.teacher_iters, k=p.k,
+                              seed=p.seed, aug=p.aug, pretrained=p.pretrained)
     models, ranking = {"teacher": teacher}, None
     # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
     first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labelled, "teacher")

@@ -4,8 +4,9 @@ Lists the prefix (local folder or s3://...), compares it with every listing anno
 for that prefix (kept in the store as `landed` artifacts), and for images it has not seen
 emits one `selftrain.unlabeled.landed` event whose resource is the prefix; a deployment
 trigger turns the event into a re-labelling run of `self-training` for that prefix
-(deploy/deployments.py). Idempotent: the same listing is announced once; a failed emit
-records nothing, so the next watch announces it again.
+(deploy/deployments.py). Images that the dataset's newest teacher has already pseudo-labelled
+are not new either. Idempotent: the same listing is announced once; a failed emit records
+nothing, so the next watch announces it again.
 
     python -m flows.watch_unlabeled --dataset deepforest --prefix s3://bucket/unlabeled/ --store s3://bucket/selftrain
 """
@@ -33,6 +34,30 @@ def resource(dataset: str, prefix: str) -> dict[str, str]:
             "selftrain.dataset": dataset, "selftrain.prefix": prefix}
 
 
+def labeled_by_latest_teacher(st, dataset: str) -> set[tuple[str, int]]:
+    """(image URI, size) of every image that the newest teacher of ``dataset`` has pseudo-labelled
+    (or skipped as unreadable) in the store: those are not new to a re-labelling run."""
+    from selftrain.stage import ModelNotFound, find_model
+    from tasks.shard_images import PSEUDO_STAGES
+
+    try:
+        teacher = find_model(st, dataset, "latest")
+    except ModelNotFound:
+        return set()
+    model = f"{teacher.stage}/{teacher.key}"
+    out: set[tuple[str, int]] = set()
+    for stage in PSEUDO_STAGES:
+        for ref in st.list(dataset, stage):
+            meta = st.manifest(ref).meta
+            if meta.get("model") != model or "/" not in str(meta.get("shard", "")):
+                continue
+            shard_stage, shard_key = meta["shard"].split("/", 1)
+            shard = st.ref(dataset, shard_stage, shard_key)
+            out |= {(r["image_uri"], r["size"]) for r in
+                    read_parquet(st.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()}
+    return out
+
+
 @flow(name="watch-unlabeled", log_prints=True)
 def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int:
     """Emit `selftrain.unlabeled.landed` for images under ``prefix`` not announced before; returns their number."""
@@ -49,9 +74,13 @@ def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int
     seen = set()
     for old in st.list(dataset, STAGE):
         if st.manifest(old).meta.get("prefix") == prefix:
-            seen |= {(r["image_id"], r["size"]) for r in
+            seen |= {(r["image_uri"], r["size"]) for r in
                      read_parquet(st.read(old, "images.parquet"), UNLABELED_IMAGES).to_pylist()}
-    new = [r for r in rows if (r["image_id"], r["size"]) not in seen]
+    labeled = labeled_by_latest_teacher(st, dataset)
+    new = [r for r in rows if (r["image_uri"], r["size"]) not in seen | labeled]
+    if labeled:
+        log.info("%d of %d images under %s already have pseudo labels by the latest teacher",
+                 sum((r["image_uri"], r["size"]) in labeled for r in rows), len(rows), prefix)
     if new:
         event = emit_event(event=EVENT, resource=resource(dataset, prefix),
                            payload={"prefix": prefix, "dataset": dataset, "new_images": len(new),

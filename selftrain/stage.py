@@ -32,6 +32,25 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
     return logging.getLogger("selftrain")
 
 
+def duration(seconds: float) -> str:
+    """'1h 02m', '4m 05s' or '12s'."""
+    s = int(round(max(0.0, seconds)))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def log_stage(name: str, ref: ArtifactRef, reused: bool, started: float | None = None, detail: str = "") -> None:
+    """The one line a stage logs when it ends: reused from the store or computed (and how
+    long it took), what it made (``detail``) and where the result is."""
+    import time
+
+    how = "reused" if reused else "computed" + (f" in {duration(time.monotonic() - started)}" if started else "")
+    stage_logger().info("%s: %s%s -> %s", name, how, f" ({detail})" if detail else "", ref.uri)
+
+
 def scratch_root() -> str:
     return os.environ.get("SELFTRAIN_WORK_DIR") or os.path.join(
         os.environ.get("SELFTRAIN_CACHE") or os.path.join(
@@ -77,3 +96,44 @@ def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef]):
                 yield from iter_mask_shard(f)
 
     return masks(), stats
+
+
+class ModelNotFound(LookupError):
+    """A model reference names no completed model in the store."""
+
+
+def find_model(store: ArtifactStore, dataset: str, reference: str, model_config: str | None = None,
+               role: str = "teacher") -> ArtifactRef:
+    """The trained model a reference names, in ``store`` under ``dataset``.
+
+    ``reference``: 'latest' (the most recently completed model of ``role`` - and of
+    ``model_config`` when given - by its manifest's creation time), 'train/<key>', or the
+    model's full URI '<store root>/<dataset>/train/<key>'. Raises ModelNotFound naming the
+    store, the dataset and what was looked for."""
+    if reference == "latest":
+        found = []
+        for ref in store.list(dataset, "train"):
+            manifest = store.manifest(ref)
+            if manifest.meta.get("role") == role and (model_config is None
+                                                      or manifest.meta.get("model_config") == model_config):
+                found.append((manifest.created_at, ref))
+        if not found:
+            what = f"{role} of dataset {dataset!r}" + (f" with config {model_config!r}" if model_config else "")
+            raise ModelNotFound(f"no completed {what} in the store {store.url}: run the self-training flow "
+                                "once (it trains the teacher), or name a model as 'train/<key>'")
+        return max(found, key=lambda f: f[0])[1]
+    stage_key = reference.rstrip("/").split("/")[-2:]
+    if len(stage_key) != 2 or stage_key[0] != "train":
+        raise ModelNotFound(f"model reference {reference!r}: expected 'latest', 'train/<key>' or "
+                            f"'<store>/<dataset>/train/<key>'")
+    try:
+        ref = store.ref(dataset, "train", stage_key[1])
+    except ValueError as exc:
+        raise ModelNotFound(f"model reference {reference!r}: {exc}") from exc
+    if not store.has(ref):
+        raise ModelNotFound(f"model {reference!r} is not a completed model of dataset {dataset!r} in the store "
+                            f"{store.url}")
+    if model_config is not None and store.manifest(ref).meta.get("model_config") not in (None, model_config):
+        raise ModelNotFound(f"model {reference!r} was trained with config "
+                            f"{store.manifest(ref).meta.get('model_config')!r}, not {model_config!r}")
+    return ref

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.mm.configs import config_digest, det_test_config, load_config, seg_test_config
-from selftrain.stage import get_store, is_segmentation, scratch_dir
+from selftrain.mm.progress import quiet_openmmlab
+from selftrain.stage import get_store, is_segmentation, log_stage, scratch_dir
 from storage.store import ArtifactRef
 from tasks.train_model import fetch_checkpoint, local_coco, local_seg
 
@@ -32,7 +34,9 @@ def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: Artifa
     ref = store.stage_ref(model.dataset, STAGE, VERSION, config_digest(cfg), {"model": model, "test": test},
                           {"checkpoint": checkpoint})
     if store.has(ref):
+        log_stage("evaluate", ref, reused=True)
         return ref
+    started = time.monotonic()
     work = scratch_dir(ref)
     ckpt = fetch_checkpoint(store, model, checkpoint, os.path.join(work, "model.pth"))
     if segmentation:
@@ -41,9 +45,10 @@ def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: Artifa
         test_cfg = det_test_config(cfg, work_dir=work, test=local_coco(store, test, work, "test"))
     test_cfg.experiment_name = f"eval-{ref.key[:8]}-{os.getpid()}"
     test_cfg.visualizer.name = f"vis-{test_cfg.experiment_name}"
-    runner = Runner.from_cfg(test_cfg)
-    load_checkpoint(runner.model, ckpt, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
-    raw = runner.test()
+    with quiet_openmmlab(work, test_cfg.experiment_name, "evaluate"):
+        runner = Runner.from_cfg(test_cfg)
+        load_checkpoint(runner.model, ckpt, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
+        raw = runner.test()
     if segmentation:
         # IoUMetric reports percentages; stored as fractions like the COCO metrics.
         metrics = {name: float(raw[name]) / 100.0 for name in SEG_METRICS if name in raw}
@@ -55,4 +60,6 @@ def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: Artifa
             metrics = {name: 0.0 for name in METRICS}
     store.write(ref, {"metrics.json": json.dumps(metrics, indent=1).encode()},
                 meta={"metrics": metrics, "checkpoint": checkpoint})
+    main = "mIoU" if segmentation else "bbox_mAP"
+    log_stage("evaluate", ref, reused=False, started=started, detail=f"{main} {metrics.get(main, float('nan')):.4f}")
     return ref

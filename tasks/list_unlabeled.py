@@ -7,7 +7,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import get_store
+from selftrain.stage import get_store, log_stage
 from storage.keys import digest_json
 from storage.listing import list_files
 from storage.schemas import to_parquet_bytes
@@ -63,9 +63,11 @@ def list_unlabeled(store_url: str, dataset: str, source: str | list[str]) -> Art
     store = get_store(store_url)
     rows = list_images(source)
     ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {})
-    if not store.has(ref):
+    reused = store.has(ref)
+    if not reused:
         table = pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES)
         store.write(ref, {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
                     meta={"source": source if isinstance(source, str) else f"{len(source)} URLs",
                           "num_images": len(rows)})
+    log_stage("list unlabeled", ref, reused, detail=f"{len(rows)} images")
     return ref

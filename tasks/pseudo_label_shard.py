@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Mapping
 
@@ -23,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from selftrain.mm.configs import config_digest, det_tta_model, det_tta_pipeline, load_config, seg_tta_model, \
     seg_tta_pipeline
-from selftrain.stage import get_store, is_segmentation, scratch_dir, stage_logger
+from selftrain.stage import get_store, is_segmentation, log_stage, scratch_dir, stage_logger
 from storage.masks import IGNORE_LABEL, encode_mask_shard
 from storage.schemas import DET_IMAGE_STATS, IMAGE_OK, IMAGE_SKIPPED, MASK_INDEX, PSEUDO_BOXES, SEG_IMAGE_STATS, read_parquet, \
     table_from_rows, to_parquet_bytes
@@ -161,8 +162,10 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
     ref = store.stage_ref(shard.dataset, stage, version, config_digest(cfg),
                           {"model": model, "shard": shard, "labelled": labelled}, params)
     if store.has(ref):
+        log_stage("pseudo label shard", ref, reused=True)
         return ref
 
+    started = time.monotonic()
     images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
     if segmentation:
@@ -207,4 +210,9 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
             w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(boxes, PSEUDO_BOXES), PSEUDO_BOXES))
             w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS),
                                                             DET_IMAGE_STATS))
+    seconds = time.monotonic() - started
+    made = f"{len(masks)} masks" if segmentation else f"{len(boxes)} boxes"
+    log_stage("pseudo label shard", ref, reused=False, started=started,
+              detail=f"{len(images)} images, {made}, {len(skipped)} skipped, {len(images) / max(seconds, 1e-9):.1f} "
+                     "images/s")
     return ref

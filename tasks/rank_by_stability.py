@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.stability import rank
-from selftrain.stage import get_store
+from selftrain.stage import get_store, log_stage
 from storage.keys import digest_json
 from storage.schemas import RANKING, STABILITY, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
@@ -24,6 +24,7 @@ def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fracti
                           {"scores": digest_json([f"{r.stage}/{r.key}" for r in scores])},
                           {"reliable_fraction": float(reliable_fraction)})
     if store.has(ref):
+        log_stage("rank by stability", ref, reused=True)
         return ref
     uris, values = {}, {}
     for r in scores:
@@ -36,4 +37,5 @@ def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fracti
     store.write(ref, {"ranking.parquet": to_parquet_bytes(table_from_rows(rows, RANKING), RANKING)},
                 meta={"num_images": len(rows), "reliable": reliable, "unreliable": len(rows) - reliable,
                       "reliable_fraction": reliable_fraction})
+    log_stage("rank by stability", ref, reused=False, detail=f"{reliable} of {len(rows)} images reliable")
     return ref

@@ -10,6 +10,7 @@ whose every image is unreadable is reported as pseudo_label_shard reports it.
 from __future__ import annotations
 
 import os
+import time
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -17,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.mm.configs import config_digest, det_model, det_test_pipeline, load_config, seg_model, \
     seg_test_pipeline
 from selftrain.stability import det_stability, seg_stability
-from selftrain.stage import get_store, is_segmentation, scratch_dir
+from selftrain.stage import get_store, is_segmentation, log_stage, scratch_dir
 from storage.schemas import STABILITY, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 from tasks.list_unlabeled import UNLABELED_IMAGES
@@ -43,7 +44,9 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
     ref = store.stage_ref(shard.dataset, STAGE, VERSION, config_digest(cfg),
                           {"model": teacher, "shard": shard, "labelled": labelled}, params)
     if store.has(ref):
+        log_stage("score stability", ref, reused=True)
         return ref
+    started = time.monotonic()
 
     k = int(store.manifest(teacher).meta["checkpoints"])
     if k < 2:
@@ -83,4 +86,5 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
     store.write(ref, {"stability.parquet": to_parquet_bytes(table_from_rows(rows, STABILITY), STABILITY)},
                 meta={"params": params, "checkpoints": k, "num_images": len(images), "scored": len(rows),
                       "all_skipped": all_skipped})
+    log_stage("score stability", ref, reused=False, started=started, detail=f"{len(images)} images x {k} checkpoints")
     return ref

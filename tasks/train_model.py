@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import re
+import time
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -19,7 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, load_config, \
     seg_train_config
-from selftrain.stage import get_store, is_segmentation, read_pseudo_boxes, read_pseudo_masks, scratch_dir
+from selftrain.mm.progress import quiet_openmmlab
+from selftrain.stage import get_store, is_segmentation, log_stage, read_pseudo_boxes, read_pseudo_masks, scratch_dir
 from storage.keys import digest_json
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -116,7 +118,8 @@ def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labelled: CocoSour
                             "iscrowd": 0, "score": b["score"]})
     if not annotations:
         raise ValueError(f"no pseudo boxes to train a student on: the teacher kept no box on any of "
-                         f"{len(images)} unlabeled images; lower score_threshold or train the teacher longer")
+                         f"{len(images)} unlabeled images; train the teacher longer or lower score_threshold (the "
+                         "model config's own test_cfg.score_thr - 0.05 in the CPU config - is a floor below it)")
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     return CocoSource(ann_file=path, image_root="", classes=labelled.classes), len(images)
@@ -158,8 +161,11 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
     if pseudo and method != "zoph":
         params["method"] = method  # absent for zoph: keys of earlier detection runs stay valid
     ref = store.stage_ref(labelled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
+    what = role if not pseudo else f"{method} {role}"
     if store.has(ref):
+        log_stage(f"train {what}", ref, reused=True)
         return ref
+    started = time.monotonic()
 
     work = scratch_dir(ref)
     data = os.path.join(work, "data")
@@ -190,11 +196,13 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         train_cfg.resume, train_cfg.load_from = True, None
     train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
     train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
+    train_cfg.custom_hooks = [dict(type="ProgressHook", what=f"train {what}")]
     n_gpus = gpus()
     if n_gpus > 1:
         train_distributed(train_cfg, work, n_gpus)  # torchrun + mmengine's launcher, DDP with SyncBN
     else:
-        Runner.from_cfg(train_cfg).train()
+        with quiet_openmmlab(work, train_cfg.experiment_name, f"train {what}"):
+            Runner.from_cfg(train_cfg).train()
 
     interval = iters // k
     ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]
@@ -214,6 +222,8 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         if best:
             w.put_file("best.pth", best[-1])
         w.write_json("history.json", history)
+    log_stage(f"train {what}", ref, reused=False, started=started,
+              detail=f"{iters} iterations" + (f", {num_pseudo} pseudo-labelled images" if pseudo else ""))
     return ref
 
 

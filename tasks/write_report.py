@@ -13,7 +13,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import get_store, read_pseudo_boxes, read_pseudo_masks
+from selftrain.stage import get_store, log_stage, read_pseudo_boxes, read_pseudo_masks
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 from tasks.shard_images import ShardPlan
@@ -171,7 +171,8 @@ def write_report(store_url: str, dataset: str, method: str, parameters: dict[str
     ref = store.stage_ref(dataset, STAGE, VERSION, "", inputs,
                           {"method": method, "parameters": parameters,
                            "pseudo": [f"{r.stage}/{r.key}" for r in pseudo]})
-    if not store.has(ref):
+    reused = store.has(ref)
+    if not reused:
         task_name = parameters.get("task", "detection")
         classes = store.manifest(artifacts["labelled"]).meta["classes"]
         metrics = {name: store.read_json(r, "metrics.json") for name, r in evaluations.items()}
@@ -216,6 +217,7 @@ def write_report(store_url: str, dataset: str, method: str, parameters: dict[str
         files["report.json"] = json.dumps(report, indent=1).encode()
         files["report.md"] = markdown(report).encode()
         store.write(ref, files, meta={"metrics": metrics})
+    log_stage("write report", ref, reused)
     publish(store, ref)
     return ref
 

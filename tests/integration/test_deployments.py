@@ -93,3 +93,33 @@ def test_deployment_run_from_the_cli_completes(prefect_server, worker, tmp_path)
     assert set(report["metrics"]) == {"teacher", "zoph"}
     assert report["parameters"]["teacher_iters"] == 60 and report["parameters"]["aug"] == "S1"  # default kept
     assert report["pseudo_labels"]["images"] == 3
+
+
+def test_registering_again_keeps_parameters_edited_on_the_server(prefect_server, worker):
+    edit = ("from prefect.client.orchestration import get_client\n"
+            "from prefect.client.schemas.actions import DeploymentUpdate\n"
+            "import sys\n"
+            "with get_client(sync_client=True) as c:\n"
+            "    d = c.read_deployment_by_name('self-training/coco')\n"
+            "    if sys.argv[1] == 'set':\n"
+            "        c.update_deployment(d.id, DeploymentUpdate(parameters=dict(d.parameters, score_threshold=0.3)))\n"
+            "    print(c.read_deployment_by_name('self-training/coco').parameters['score_threshold'])\n")
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-c", edit, *args], env=prefect_server.env(), cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return float(out.stdout.strip().splitlines()[-1])
+
+    try:
+        assert run("set") == 0.3  # a user edits a parameter in the UI
+        out = subprocess.run([sys.executable, "-m", "deploy.deployments", "register", "--paused-schedules"],
+                             env=prefect_server.env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert "kept the parameters edited on the server for self-training/coco" in out.stdout, out.stdout
+        assert run("get") == 0.3  # make serve registers again: the edit survives
+    finally:
+        out = subprocess.run([sys.executable, "-m", "deploy.deployments", "register", "--paused-schedules",
+                              "--reset-parameters"], env=prefect_server.env(), cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert run("get") == 0.5

@@ -27,6 +27,7 @@ def run_cli(tmp, prefect_server, params: dict) -> str:
         json.dump(params, f)
     env = prefect_server.env()
     env["SELFTRAIN_WORK_DIR"] = os.path.join(tmp, "work")
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"  # what a user sees in the console
     proc = subprocess.run([sys.executable, "-m", "selftrain.cli", "run", path], env=env, capture_output=True,
                           text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
@@ -61,6 +62,12 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
         teacher_iters=30, student_iters=6, k=3, score_threshold=0.0, class_thresholds={"dog": 0.0},
         shard_size=4, store=store_url))
     assert "report:" in output
+    # One line per stage (reused or computed, where), progress lines, no OpenMMLab dumps.
+    for line in ("register labelled set: computed", "train teacher: computed in", "train teacher: [",
+                 "it/s, ETA", "OpenMMLab log in", "pseudo label shard: computed", "images/s", "evaluate: computed"):
+        assert line in output, line
+    for dump in ("System environment", "Config:", "Average Precision  (AP)", "loading annotations into memory"):
+        assert dump not in output, dump
     store = ArtifactStore(store_url)
     labeled = [r for r in store.list("messy", "dataset") if store.manifest(r).meta["role"] == "labelled"][0]
     meta = store.manifest(labeled).meta
@@ -74,6 +81,21 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
     metrics = store.read_json(report, "report.json")["metrics"]
     for m in metrics.values():
         assert 0.0 <= m["bbox_mAP"] <= 1.0 and 0.0 <= m["bbox_mAP_50"] <= 1.0  # never the -1 of an empty set
+
+    # A re-labelling run of new images with the teacher just trained: it trains nothing.
+    trained = {r.key for r in store.list("messy", "train")}
+    teacher = [r for r in store.list("messy", "train") if store.manifest(r).meta["role"] == "teacher"][0]
+    landed = tmp_path / "landed"
+    landed.mkdir()
+    messy_data.save(messy_data._canvas(64, 40, seed=9), str(landed / "n1.png"))
+    run_cli(str(tmp_path), prefect_server, dict(
+        dataset="messy", labelled=data["labeled"], val=data["val"], unlabeled=str(landed), teacher_iters=900,
+        score_threshold=0.0, retrain_student=False, teacher="latest", store=store_url))
+    assert {r.key for r in store.list("messy", "train")} == trained  # no 900-iteration teacher appeared
+    relabelled = [store.manifest(r).meta["model"] for r in store.list("messy", "pseudo_boxes")
+                  if "n1.png" in {s["image_id"] for s in read_parquet(store.read(r, "stats.parquet"),
+                                                                      DET_IMAGE_STATS).to_pylist()}]
+    assert relabelled == [f"train/{teacher.key}"]
 
 
 def test_segmentation_on_users_kinds_of_data(tmp_path, prefect_server):
