@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import get_store, stage_logger
+from selftrain.stage import get_store, log_stage, stage_logger
 from storage.keys import digest_bytes, digest_json
 from storage.listing import list_files
 from storage.store import ArtifactRef
@@ -52,6 +53,8 @@ def _is_int(v) -> bool:
 def _categories(coco: dict, source: str, changes: list[str]) -> list[dict]:
     cats, names = {}, {}
     for c in coco["categories"]:
+        if isinstance(c, dict) and isinstance(c.get("id"), float) and c["id"].is_integer():
+            c = dict(c, id=int(c["id"]))  # 1.0 from a pandas export
         if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str) \
                 or not c["name"].strip():
             raise DatasetError(f"{source}: category {c!r} needs an integer 'id' and a non-empty string 'name'")
@@ -61,7 +64,7 @@ def _categories(coco: dict, source: str, changes: list[str]) -> list[dict]:
             raise DatasetError(f"{source}: category name {c['name']!r} is used by ids {names[c['name']]} and "
                                f"{c['id']}; class names must be unique")
         cats[c["id"]], names[c["name"]] = c["name"], c["id"]
-    listed = [c["id"] for c in coco["categories"]]
+    listed = [int(c["id"]) for c in coco["categories"]]
     if listed != sorted(listed):
         changes.append(f"categories sorted by id (the file lists ids {listed}); label index i = the i-th "
                        "category by id")
@@ -75,7 +78,9 @@ def _images(coco: dict, source: str, changes: list[str]) -> tuple[list[dict], di
             raise DatasetError(f"{source}: image {im!r} needs id, file_name, width and height")
         if not isinstance(im["file_name"], str) or not im["file_name"].strip():
             raise DatasetError(f"{source}: image {im['id']!r} has no file_name")
-        name = im["file_name"][2:] if im["file_name"].startswith("./") else im["file_name"]
+        name = posixpath.normpath(im["file_name"].replace("\\", "/"))  # './a.jpg', 'sub/../a.jpg' -> 'a.jpg'
+        if name.startswith("../") or name == "..":
+            raise DatasetError(f"{source}: image {im['id']!r} names {im['file_name']!r}, outside the image root")
         w, h = im["width"], im["height"]
         if isinstance(w, float) and w.is_integer():
             w = int(w)
@@ -136,6 +141,8 @@ def normalise_coco(raw: bytes, source: str) -> tuple[dict, list[str]]:
             else repr(a["image_id"])
         if key not in id_map:
             raise DatasetError(f"{where} refers to unknown image id {a['image_id']!r}")
+        if isinstance(a["category_id"], float) and a["category_id"].is_integer():
+            a = dict(a, category_id=int(a["category_id"]))
         if a["category_id"] not in cat_ids or not _is_int(a["category_id"]):
             raise DatasetError(f"{where} has unknown category id {a['category_id']!r} (known: {sorted(cat_ids)})")
         im = by_id[id_map[key]]
@@ -152,6 +159,8 @@ def normalise_coco(raw: bytes, source: str) -> tuple[dict, list[str]]:
         if x < -t or y < -t or x + w > W + t or y + h > H + t:
             raise DatasetError(f"{where} box {a['bbox']} lies outside image {im['file_name']} ({W}x{H})")
         x1, y1, x2, y2 = max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h)
+        if x2 <= x1 or y2 <= y1:
+            raise DatasetError(f"{where} box {a['bbox']} lies outside image {im['file_name']} ({W}x{H})")
         was_clipped = (x1, y1, x2, y2) != (x, y, x + w, y + h)
         clipped += was_clipped
         crowd = a.get("iscrowd", 0)
@@ -165,7 +174,7 @@ def normalise_coco(raw: bytes, source: str) -> tuple[dict, list[str]]:
         anns.append(dict(a, image_id=im["id"], bbox=[x1, y1, x2 - x1, y2 - y1], area=float(area),
                          iscrowd=int(crowd)))
     if not (all(_is_int(i) and i > 0 for i in ann_ids) and len(set(ann_ids)) == len(ann_ids)):
-        bad = "id 0" if 0 in ann_ids else "missing, duplicate or non-positive ids"
+        bad = "id 0" if 0 in ann_ids else "missing, duplicate, non-integer or non-positive ids"
         changes.append(f"annotation ids renumbered 1..{len(anns)} (the file has {bad}; pycocotools treats id 0 "
                        "as no match); the original id is kept as 'source_id'")
         for n, a in enumerate(anns, start=1):
@@ -182,7 +191,8 @@ def validate_coco(raw: bytes, source: str) -> dict:
     return normalise_coco(raw, source)[0]
 
 
-def _orientation(raw: bytes) -> int:
+def exif_orientation(raw: bytes) -> int:
+    """The EXIF orientation tag of an image file (1..8; 1 = as stored, also when absent)."""
     import io
 
     from PIL import Image
@@ -211,11 +221,36 @@ def decoded_size(raw: bytes, name: str) -> tuple[int, int]:
     return int(img.shape[1]), int(img.shape[0])
 
 
+MAX_ASPECT = 50.0
+
+
+def degenerate(name: str, size: tuple[int, int]) -> str | None:
+    """The error text for an image too thin to train or evaluate on, else None: an aspect ratio
+    over MAX_ASPECT (models resize every image to a fixed scale; a 600x1 image's short side
+    becomes 0 px and OpenCV's resize fails inside training)."""
+    w, h = size
+    if max(w, h) / max(min(w, h), 1) > MAX_ASPECT:
+        return (f"image {name} is {w}x{h}: too thin to train or evaluate on (an aspect ratio over {MAX_ASPECT:g}:1 "
+                "vanishes when models resize it); remove it from the set")
+    return None
+
+
+def orientation_note(files: list[str], orientations: list[int]) -> str | None:
+    """The normalisation note for images with an EXIF orientation (other than 1): their
+    annotations are taken in the displayed frame, as training decodes them."""
+    rotated = [(f, o) for f, o in zip(files, orientations) if o not in (1, 0)]
+    if not rotated:
+        return None
+    examples = ", ".join(f"{f} ({o})" for f, o in rotated[:5])
+    return (f"{len(rotated)} image(s) carry an EXIF orientation, e.g. {examples}: training decodes them rotated or "
+            "mirrored as a viewer shows them, so their annotations are taken in that displayed frame")
+
+
 def size_mismatch(name: str, declared: tuple[int, int], raw: bytes, decoded: tuple[int, int]) -> str | None:
     """The error text when an image's declared size differs from its decoded size, else None."""
     if declared == decoded:
         return None
-    orientation = _orientation(raw)
+    orientation = exif_orientation(raw)
     if orientation in (5, 6, 7, 8) and declared == (decoded[1], decoded[0]):
         return (f"image {name} is stored {declared[0]}x{declared[1]} with EXIF orientation {orientation}, so "
                 f"training decodes it rotated to {decoded[0]}x{decoded[1]}, but the annotations say "
@@ -225,28 +260,32 @@ def size_mismatch(name: str, declared: tuple[int, int], raw: bytes, decoded: tup
             + (f" (EXIF orientation {orientation})" if orientation != 1 else ""))
 
 
-def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> None:
+def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> str | None:
     """Decode every image of a COCO set and compare with its declared width/height.
 
-    ``uris``: file_name -> URL. Raises DatasetError naming the first images that differ or do
-    not decode (up to 5)."""
+    ``uris``: file_name -> URL. Raises DatasetError naming the first images (up to 5) that
+    differ, do not decode or are degenerate. Returns the note on EXIF-oriented images, if any."""
 
-    def one(im: dict) -> str | None:
+    def one(im: dict) -> tuple[str | None, int]:
         name = im["file_name"]
         with fsspec.open(uris[name], "rb") as f:
             raw = f.read()
         try:
             decoded = decoded_size(raw, uris[name])
         except DatasetError as exc:
-            return str(exc)
-        return size_mismatch(uris[name], (im["width"], im["height"]), raw, decoded)
+            return str(exc), 1
+        problem = size_mismatch(uris[name], (im["width"], im["height"]), raw, decoded) or \
+            degenerate(uris[name], decoded)
+        return problem, exif_orientation(raw)
 
     with ThreadPoolExecutor(SIZE_CHECK_THREADS) as pool:
-        problems = [p for p in pool.map(one, images) if p]
+        results = list(pool.map(one, images))
+    problems = [p for p, _ in results if p]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DatasetError(f"{source}: {len(problems)} image(s) do not match the annotations{more}: "
                            + "; ".join(problems[:5]))
+    return orientation_note([im["file_name"] for im in images], [o for _, o in results])
 
 
 def image_uris(image_root: str, file_names: list[str]) -> dict[str, tuple[str, int]]:
@@ -308,8 +347,12 @@ def register_dataset(store_url: str, dataset: str, ann_file: str, image_root: st
     for change in changes:
         stage_logger().warning("%s (%s set): normalised: %s", ann_file, role, change)
     if store.has(ref):
+        log_stage(f"register {role} set", ref, reused=True)
         return ref
-    check_image_sizes(coco["images"], {name: uri for name, (uri, _) in located.items()}, ann_file)
+    note = check_image_sizes(coco["images"], {name: uri for name, (uri, _) in located.items()}, ann_file)
+    if note:
+        changes.append(note)
+        stage_logger().warning("%s (%s set): %s", ann_file, role, note)
     no_box = len({im["id"] for im in coco["images"]} - {a["image_id"] for a in coco["annotations"]})
     meta = {"role": role, "ann_file": ann_file, "image_root": image_root,
             "classes": [c["name"] for c in coco["categories"]],
@@ -318,4 +361,6 @@ def register_dataset(store_url: str, dataset: str, ann_file: str, image_root: st
             "num_crowd": len(coco["annotations"]) - boxes, "images_without_boxes": no_box,
             "normalised": changes}
     store.write(ref, {"coco.json": json.dumps(coco).encode()}, meta=meta)
+    log_stage(f"register {role} set", ref, reused=False,
+              detail=f"{len(coco['images'])} images, {boxes} boxes, classes {meta['classes']}")
     return ref

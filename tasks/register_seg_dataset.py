@@ -21,12 +21,13 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import get_store, stage_logger
+from selftrain.stage import get_store, log_stage, stage_logger
 from storage.keys import digest_json
 from storage.listing import list_files
 from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
-from tasks.register_dataset import DatasetError, decoded_size, size_mismatch
+from tasks.list_unlabeled import IMAGE_SUFFIXES
+from tasks.register_dataset import DatasetError, exif_orientation, decoded_size, degenerate, size_mismatch
 
 STAGE, VERSION = "seg_dataset", 2
 LABEL_MAP_MODES = ("1", "L", "P", "I", "I;16")
@@ -64,6 +65,10 @@ def check_label_map(raw: bytes, name: str, num_classes: int, image_size: tuple[i
         raise DatasetError(f"label map {name} is {arr.shape[1]}x{arr.shape[0]} but its image is "
                            f"{image_size[0]}x{image_size[1]} (as training decodes it, EXIF orientation applied)")
     values, counts = np.unique(arr.astype(np.int64), return_counts=True)
+    wide = [int(v) for v in values if v > 255 or v < 0]
+    if wide:
+        raise DatasetError(f"label map {name} holds values {wide[:5]} outside 0..255: mmseg reads label maps as "
+                           "8-bit (a 16-bit value would wrap around), so store class indices (0..255) in the file")
     mapped: dict[int, int] = {}
     for v, c in zip(values.tolist(), counts.tolist()):
         m = (label_map or {}).get(v, v)
@@ -80,18 +85,33 @@ def check_label_map(raw: bytes, name: str, num_classes: int, image_size: tuple[i
 
 def check_class_presence(class_pixels: dict[str, int], ignored: int, role: str, source: str,
                          label_map: dict[int, int] | None) -> list[str]:
-    """Classes without any pixel: refused when fewer than two classes have pixels in a labeled
-    set (DatasetError), else returned as warnings."""
+    """Classes without any pixel: refused when fewer than two classes have pixels (DatasetError;
+    a labeled set would teach one class, a held-out set would score one), else returned as
+    warnings."""
     present = [c for c, n in class_pixels.items() if n > 0]
     absent = [c for c, n in class_pixels.items() if n == 0]
-    if role.startswith("label") and len(present) < 2:
+    if len(present) < 2:
         hint = ""
         if ignored and not label_map:
             hint = (f"; {ignored} pixels hold {IGNORE_LABEL}, the ignore label: if {IGNORE_LABEL} marks your "
                     f"foreground (binary masks stored as 0/{IGNORE_LABEL}), pass label_map={{{IGNORE_LABEL}: 1}}")
-        raise DatasetError(f"{source}: the labeled set has pixels of {present or 'no class'} only; classes "
-                           f"{absent} have none, so a model would learn {len(present)} class(es){hint}")
+        raise DatasetError(f"{source}: the {role} set has pixels of {present or 'no class'} only; classes "
+                           f"{absent} have none, so a model would " + ("learn" if role.startswith("label") else
+                                                                       "be scored on") + f" {len(present)} class(es){hint}")
     return [f"{source}: class {c!r} has no pixel in the {role} set" for c in absent]
+
+
+def _rotation_hint(raw_map: bytes, img_uri: str, raw_img: bytes, decoded: tuple[int, int]) -> str:
+    """' - <why>' when a label map matches its image's stored (not EXIF-rotated) pixels, else ''."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw_map)) as m:
+            stored = m.size
+    except Exception:  # noqa: BLE001 - an unreadable map has no size to compare
+        return ""
+    why = size_mismatch(img_uri, stored, raw_img, decoded)
+    return f" - {why}" if why and "EXIF" in why else ""
 
 
 @task(name="register_seg_dataset", cache_policy=NO_CACHE)
@@ -128,27 +148,30 @@ def register_seg_dataset(store_url: str, dataset: str, img_dir: str, ann_dir: st
     if store.has(ref):
         for warning in store.manifest(ref).meta.get("warnings", []):
             stage_logger().warning(warning)
+        log_stage(f"register {role} set", ref, reused=True)
         return ref
     pixels = np.zeros(len(classes), dtype=np.int64)
     ignored = 0
-    pairs = []
+    pairs, only_ignore, oriented = [], [], []
     for stem in sorted(images):
         img_uri, map_uri = images[stem][0], maps[stem][0]
         with fsspec.open(img_uri, "rb") as f:
             raw = f.read()
         size = decoded_size(raw, img_uri)
+        thin = degenerate(img_uri, size)
+        if thin:
+            raise DatasetError(thin)
+        orientation = exif_orientation(raw)
+        if orientation not in (0, 1):
+            oriented.append(img_uri)
         with fsspec.open(map_uri, "rb") as f:
             raw_map = f.read()
         try:
             counts = check_label_map(raw_map, map_uri, len(classes), size, label_map)
         except DatasetError as exc:
-            # Explain a rotated image: the label map matches the stored, not the decoded, pixels.
-            from PIL import Image
-
-            with Image.open(io.BytesIO(raw_map)) as m:
-                stored = m.size
-            why = size_mismatch(img_uri, stored, raw, size)
-            raise DatasetError(f"{exc}" + (f" - {why}" if why and "EXIF" in why else "")) from exc
+            raise DatasetError(f"{exc}{_rotation_hint(raw_map, img_uri, raw, size)}") from exc
+        if set(counts) == {0, IGNORE_LABEL}:
+            only_ignore.append(map_uri)
         for v, c in counts.items():
             if v < len(classes):
                 pixels[v] += c
@@ -160,10 +183,24 @@ def register_seg_dataset(store_url: str, dataset: str, img_dir: str, ann_dir: st
         pairs.append(pair)
     class_pixels = {c: int(n) for c, n in zip(classes, pixels)}
     warnings = check_class_presence(class_pixels, ignored, role, ann_dir, label_map)
+    if only_ignore:
+        warnings.append(f"{ann_dir}: {len(only_ignore)} label map(s) hold only background (0) and the ignore label "
+                        f"({IGNORE_LABEL}), e.g. {only_ignore[:3]}: if {IGNORE_LABEL} marks an object there (masks "
+                        "exported as 0/255), those objects are ignored in training - fix them or set label_map")
+    if oriented:
+        warnings.append(f"{img_dir}: {len(oriented)} image(s) carry an EXIF orientation, e.g. {oriented[:3]}: "
+                        "training decodes them rotated or mirrored as a viewer shows them, so their label maps "
+                        "must be in that displayed frame")
+    others = [f.rel for f in list_files(img_dir) if not f.rel.lower().endswith(img_suffix.lower())
+              and f.rel.lower().endswith(IMAGE_SUFFIXES)]
+    if others:
+        warnings.append(f"{img_dir}: {len(others)} image(s) do not end with img_suffix {img_suffix!r} and are not "
+                        f"part of the set, e.g. {others[:3]}")
     for warning in warnings:
         stage_logger().warning(warning)
     meta = {"role": role, "task": "segmentation", "img_dir": img_dir, "ann_dir": ann_dir, "classes": list(classes),
             "num_images": len(pairs), "class_pixels": class_pixels, "ignored_pixels": int(ignored),
             "label_map": params.get("label_map", {}), "warnings": warnings}
     store.write(ref, {"pairs.json": json.dumps(pairs).encode()}, meta=meta)
+    log_stage(f"register {role} set", ref, reused=False, detail=f"{len(pairs)} images, classes {list(classes)}")
     return ref

@@ -184,7 +184,8 @@ def test_a_class_without_pixels_is_a_recorded_warning(tmp_path):
                                   ["background", "lesion", "scar"], "labelled", lab["img_suffix"],
                                   lab["seg_map_suffix"], label_map={255: 1})
     warnings = get_store(str(tmp_path / "store")).manifest(ref).meta["warnings"]
-    assert warnings == [f"{lab['ann_dir']}: class 'scar' has no pixel in the labelled set"]
+    assert warnings[0] == f"{lab['ann_dir']}: class 'scar' has no pixel in the labelled set"
+    assert "1 image(s) carry an EXIF orientation" in warnings[1] and "s3_rot.jpg" in warnings[1]
 
 
 def test_detection_heads_are_sized_from_the_registered_classes():
@@ -235,3 +236,90 @@ def test_parameters_are_checked_before_any_work(tmp_path):
     # The UI and the CLI send JSON: label_map keys arrive as strings.
     p = SelfTrainingParams(**dict(seg, labelled=dict(seg["labelled"], label_map={"255": 1})))
     assert p.labelled.label_map == {255: 1}
+
+
+def _seg_args(store, part, **kw):
+    return (store, "m", part["img_dir"], part["ann_dir"], part.get("classes_override", part["classes"]), "labelled",
+            part["img_suffix"], part["seg_map_suffix"])
+
+
+def test_label_maps_the_way_users_export_them(tmp_path):
+    """16-bit values above 255 (mmseg reads 8 bits: they would wrap), an empty label map,
+    masks of two export tools mixed (0/1 and 0/255), an EXIF orientation 3 photo."""
+    seg = messy_data.segmentation_set(str(tmp_path / "data"))
+    lab, store = seg["labeled"], str(tmp_path / "store")
+    path = os.path.join(lab["ann_dir"], "s1.png")
+    mask = np.asarray(Image.open(path))
+    Image.fromarray((mask > 0).astype(np.uint16) * 65535).save(path)
+    with pytest.raises(DatasetError, match=r"s1.png holds values \[65535\] outside 0..255: mmseg reads label maps "
+                                           "as 8-bit"):
+        register_seg_dataset.fn(*_seg_args(store, lab), label_map={65535: 1})
+    open(path, "wb").close()
+    with pytest.raises(DatasetError, match=r"label map .*s1.png cannot be read"):
+        register_seg_dataset.fn(*_seg_args(store, lab), label_map={255: 1})
+    Image.fromarray((mask > 0).astype(np.uint8)).save(path)  # this tool wrote 0/1, the others 0/255
+    ref = register_seg_dataset.fn(*_seg_args(store, lab))
+    warnings = get_store(store).manifest(ref).meta["warnings"]
+    assert any("3 label map(s) hold only background (0) and the ignore label (255)" in w for w in warnings)
+
+
+def test_a_held_out_set_takes_the_labeled_label_map_and_one_class_sets_are_refused(tmp_path):
+    from flows.self_training import SelfTrainingParams
+
+    seg = messy_data.segmentation_set(str(tmp_path / "data"))
+    lab, val = dict(seg["labeled"], label_map={255: 1}), seg["val"]
+    p = SelfTrainingParams(task="segmentation", method="st", labelled=lab, val=val, unlabeled=seg["unlabeled"],
+                           store=str(tmp_path / "store"))
+    assert p.val.label_map == {255: 1}  # stored like the labeled set: mapped alike
+    with pytest.raises(DatasetError, match=r"the val set has pixels of \['background'\] only.*be scored on 1"):
+        register_seg_dataset.fn(str(tmp_path / "store"), "m", val["img_dir"], val["ann_dir"], val["classes"], "val",
+                                val["img_suffix"], val["seg_map_suffix"])
+
+
+def test_coco_files_the_way_tools_write_them(det, tmp_path):
+    data, store = det
+    coco = json.load(open(data["labeled"]["ann_file"]))
+    coco["images"][0]["file_name"] = "././" + coco["images"][0]["file_name"]
+    coco["categories"] = [dict(c, id=float(c["id"])) for c in coco["categories"]]  # a pandas export
+    coco, changes = normalise_coco(json.dumps(coco).encode(), "t.json")
+    assert coco["images"][0]["file_name"] == messy_data.LABELED[-1][0]  # images were listed reversed
+    assert [c["id"] for c in coco["categories"]] == [CAT, DOG]
+    raw = json.load(open(data["labeled"]["ann_file"]))
+    raw["annotations"][0]["bbox"] = [96.2, 5, 0.7, 10]  # a.png is 96 wide: outside, though within 1 px
+    with pytest.raises(DatasetError, match=r"box \[96.2, 5, 0.7, 10\] lies outside image a.png"):
+        normalise_coco(json.dumps(raw).encode(), "t.json")
+
+
+def test_thin_and_oriented_images_in_a_coco_set(det, tmp_path):
+    data, store = det
+    root = data["labeled"]["image_root"]
+    coco = json.load(open(data["labeled"]["ann_file"]))
+    Image.fromarray(np.full((1, 600, 3), 9, np.uint8)).save(os.path.join(root, "line.png"))
+    coco["images"].append({"id": 1, "file_name": "line.png", "width": 600, "height": 1})
+    (tmp_path / "thin.json").write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match=r"line.png is 600x1: too thin"):
+        register_dataset.fn(store, "messy", str(tmp_path / "thin.json"), root, "labelled")
+    coco["images"].pop()
+    img = messy_data._canvas(40, 30, seed=3)
+    exif = Image.Exif()
+    exif[messy_data.EXIF_ORIENTATION] = 3  # upside down: same size, so only a note can tell
+    Image.fromarray(img[::-1, ::-1].copy()).save(os.path.join(root, "flip.jpg"), exif=exif.tobytes())
+    coco["images"].append({"id": 2, "file_name": "flip.jpg", "width": 40, "height": 30})
+    (tmp_path / "flip.json").write_text(json.dumps(coco))
+    ref = register_dataset.fn(store, "messy", str(tmp_path / "flip.json"), root, "labelled")
+    notes = get_store(store).manifest(ref).meta["normalised"]
+    assert any("carry an EXIF orientation" in n and "flip.jpg (3)" in n and "c_rot.jpg (6)" in n for n in notes)
+
+
+def test_more_parameters_checked_at_the_start(tmp_path):
+    from pydantic import ValidationError
+
+    from flows.self_training import SelfTrainingParams
+
+    base = dict(labelled=dict(ann_file="a.json", image_root="i"), val=dict(ann_file="v.json", image_root="i"),
+                unlabeled="u", store=str(tmp_path / "s"))
+    for field, value, match in (("seed", -1, "greater than or equal to 0"), ("seed", 2**40, "less than or equal"),
+                                ("alpha", math.inf, "finite number"), ("dataset", "../x", "invalid dataset name"),
+                                ("method", [], "at least one student method")):
+        with pytest.raises(ValidationError, match=match):
+            SelfTrainingParams(**base, **{field: value})
