@@ -22,6 +22,7 @@ this project installed runs it, on this machine or another one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -36,7 +37,11 @@ CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "
                       "bicycle"]
 
 
+DATA = "${SELFTRAIN_DATA}"  # resolved where the flow runs (the worker's environment), not at registration
+
+
 def data_root() -> str:
+    """Where a worker finds the coco / voc / cityscapes folders when SELFTRAIN_DATA is not set."""
     return os.environ.get("SELFTRAIN_DATA") or os.path.join(REPO, "data")
 
 
@@ -58,7 +63,7 @@ def demo_parameters() -> dict:
 
 
 def coco_parameters() -> dict:
-    coco = os.path.join(data_root(), "coco")
+    coco = f"{DATA}/coco"
     return dict(dataset="coco", task="detection", config="det/retinanet_r50_fpn_640_coco", method="zoph",
                 labelled=dict(ann_file=f"{coco}/annotations/instances_train2017_labelled.json",
                               image_root=f"{coco}/train2017"),
@@ -68,7 +73,7 @@ def coco_parameters() -> dict:
 
 
 def voc_parameters() -> dict:
-    voc = os.path.join(data_root(), "voc")
+    voc = f"{DATA}/voc"
     return dict(dataset="voc", task="segmentation", config="seg/deeplabv3plus_r101_512_voc12aug",
                 method=["st", "st++"],
                 labelled=dict(img_dir=f"{voc}/labelled/img", ann_dir=f"{voc}/labelled/ann", classes=VOC_CLASSES),
@@ -78,7 +83,7 @@ def voc_parameters() -> dict:
 
 
 def cityscapes_parameters() -> dict:
-    cs = os.path.join(data_root(), "cityscapes")
+    cs = f"{DATA}/cityscapes"
     suffixes = dict(img_suffix="_leftImg8bit.png", seg_map_suffix="_gtFine_labelTrainIds.png")
     return dict(dataset="cityscapes", task="segmentation", config="seg/deeplabv3plus_r101_769_cityscapes",
                 method=["st", "st++"],
@@ -93,10 +98,16 @@ def cityscapes_parameters() -> dict:
 DEPLOYMENTS = {
     "demo": ("Detection self-training on the bundled DeepForest tree-crown tiles (CPU, about 14 minutes).",
              demo_parameters),
-    "coco": ("Detection (Zoph et al.) on COCO with RetinaNet R50-FPN; data under $SELFTRAIN_DATA/coco.",
-             coco_parameters),
-    "voc": ("Segmentation (ST, ST++) on PASCAL VOC 2012 + SBD aug with DeepLabV3+ R101.", voc_parameters),
-    "cityscapes": ("Segmentation (ST, ST++) on Cityscapes with DeepLabV3+ R101.", cityscapes_parameters),
+    "coco": ("Detection (Zoph et al.) on COCO with RetinaNet R50-FPN. Expects, under $SELFTRAIN_DATA on the worker: "
+             "coco/annotations/instances_train2017_labelled.json, coco/annotations/instances_val2017.json, "
+             "coco/train2017/*.jpg, coco/val2017/*.jpg, coco/unlabeled2017/*.jpg.", coco_parameters),
+    "voc": ("Segmentation (ST, ST++) on PASCAL VOC 2012 + SBD aug with DeepLabV3+ R101. Expects, under "
+            "$SELFTRAIN_DATA on the worker: voc/labelled/img/*.jpg + voc/labelled/ann/*.png (class indices, 255 "
+            "ignore), voc/val/img + voc/val/ann, voc/aug/img/*.jpg (unlabeled).", voc_parameters),
+    "cityscapes": ("Segmentation (ST, ST++) on Cityscapes with DeepLabV3+ R101. Expects, under $SELFTRAIN_DATA on "
+                   "the worker: cityscapes/labelled/leftImg8bit/*_leftImg8bit.png + cityscapes/labelled/gtFine/"
+                   "*_gtFine_labelTrainIds.png, cityscapes/leftImg8bit/val + cityscapes/gtFine/val, "
+                   "cityscapes/leftImg8bit/train (unlabeled).", cityscapes_parameters),
 }
 
 
@@ -111,9 +122,26 @@ def relabel_trigger(dataset: str):
     from flows.watch_unlabeled import EVENT
 
     return DeploymentEventTrigger(
-        name=f"new unlabeled images for {dataset}", expect={EVENT},
+        name=f"new unlabeled images for {dataset}",
+        description=f"On every {EVENT} event whose resource is selftrain.unlabeled.{dataset} (emitted by "
+                    "watch-unlabeled), run this deployment on the prefix the event names (its payload.prefix).",
+        expect={EVENT},
         match={"prefect.resource.id": f"selftrain.unlabeled.{dataset}"},
         parameters={"unlabeled": "{{ event.payload.prefix }}"})
+
+
+@contextlib.contextmanager
+def _data_variable():
+    """SELFTRAIN_DATA set (to data_root()) while defaults are validated at registration."""
+    old = os.environ.get("SELFTRAIN_DATA")
+    os.environ["SELFTRAIN_DATA"] = data_root()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SELFTRAIN_DATA")
+        else:
+            os.environ["SELFTRAIN_DATA"] = old
 
 
 def build(pool: str = POOL, schedules: bool = True) -> list:
@@ -127,7 +155,8 @@ def build(pool: str = POOL, schedules: bool = True) -> list:
     out = []
     for name, (description, parameters) in DEPLOYMENTS.items():
         params = parameters()
-        SelfTrainingParams(**params)  # a broken default fails here, not in a worker at 3 am
+        with _data_variable():
+            SelfTrainingParams(**params)  # a broken default fails here, not in a worker at 3 am
         out.append(self_training.to_deployment(
             name=name, description=description, parameters=params, work_pool_name=pool,
             entrypoint_type=EntrypointType.MODULE_PATH, tags=["selftrain", params.get("task", "detection")]))

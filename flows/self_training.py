@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 from typing import Annotated, Literal, Union
 
 from prefect import flow, get_run_logger
@@ -74,7 +75,14 @@ class SegSet(BaseModel):
 
 
 def _absolute(url: str) -> str:
-    return url if "://" in url else os.path.abspath(url)
+    """A local path made absolute, environment variables expanded where the flow runs (a
+    deployment's '${SELFTRAIN_DATA}/coco/...' resolves on the worker); URLs as given."""
+    expanded = os.path.expandvars(url)
+    if "${" in expanded or re.search(r"\$[A-Za-z_]", expanded):
+        missing = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)))
+        raise ValueError(f"{url!r} names the environment variable(s) {missing}, not set where the flow runs "
+                         "(set them in the worker's environment or the work pool's job variables)")
+    return expanded if "://" in expanded else os.path.abspath(expanded)
 
 
 class SelfTrainingParams(BaseModel):

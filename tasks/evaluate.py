@@ -21,7 +21,7 @@ METRICS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m",
 SEG_METRICS = ("mIoU", "mAcc", "aAcc")
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", cache_policy=NO_CACHE, log_prints=False)  # pycocotools' prints go to the stage's log file
 def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: ArtifactRef,
              checkpoint: str = "last") -> ArtifactRef:
     from mmengine.runner import Runner, load_checkpoint

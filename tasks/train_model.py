@@ -21,7 +21,8 @@ from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, load_config, \
     seg_train_config
 from selftrain.mm.progress import quiet_openmmlab
-from selftrain.stage import get_store, is_segmentation, log_stage, read_pseudo_boxes, read_pseudo_masks, scratch_dir
+from selftrain.stage import get_store, is_segmentation, log_stage, read_pseudo_boxes, read_pseudo_masks, scratch_dir, \
+    stage_logger
 from storage.keys import digest_json
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -125,7 +126,7 @@ def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labelled: CocoSour
     return CocoSource(ann_file=path, image_root="", classes=labelled.classes), len(images)
 
 
-@task(name="train_model", cache_policy=NO_CACHE)
+@task(name="train_model", cache_policy=NO_CACHE, log_prints=False)  # prints go to the stage's log file
 def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: ArtifactRef | None, *,
                 role: str, iters: int, k: int, seed: int, aug: str = "S1", pretrained: bool = True,
                 init: ArtifactRef | None = None, pseudo: list[ArtifactRef] | None = None,
@@ -194,6 +195,11 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
     if os.path.exists(os.path.join(work, "last_checkpoint")):
         # A previous attempt was killed: continue from its last checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
+        with open(os.path.join(work, "last_checkpoint")) as f:
+            last = f.read().strip()
+        at = re.search(r"iter_(\d+)\.pth$", last)
+        stage_logger().warning("train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)",
+                               what, at.group(1) if at else "?", last)
     train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
     train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
     train_cfg.custom_hooks = [dict(type="ProgressHook", what=f"train {what}")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -235,6 +236,12 @@ def thumbnail_data_uri(png: bytes, width: int = 384) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
 
+def artifact_prefix(dataset: str) -> str:
+    """The Prefect artifact keys' prefix of a dataset: '<dataset>-self-training' with the
+    characters keys may not hold ('_', '.') as '-'; artifacts of two datasets never share a key."""
+    return re.sub(r"[^a-z0-9-]", "-", dataset.lower()) + "-self-training"
+
+
 def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     """Show the report in the Prefect UI (markdown + metrics table), linking the store."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -244,14 +251,15 @@ def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     for o in report["overlays"]:
         # inline thumbnails: the UI cannot fetch local paths or private buckets
         md = md.replace(f"]({o['file']})", f"]({thumbnail_data_uri(store.read(ref, o['file']))})")
-    create_markdown_artifact(key="self-training-report", markdown=md + f"\nStored at `{ref.uri}`.\n",
+    prefix = artifact_prefix(report["dataset"])
+    create_markdown_artifact(key=f"{prefix}-report", markdown=md + f"\nStored at `{ref.uri}`.\n",
                              description=f"Self-training report for {report['dataset']}")
     rows = [{"model": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in report["metrics"].items()]
-    create_table_artifact(key="self-training-metrics", table=rows,
+    create_table_artifact(key=f"{prefix}-metrics", table=rows,
                           description="COCO bbox metrics" if report["task"] == "detection" else "mIoU metrics")
     p = {k: v for k, v in report["pseudo_labels"].items() if not isinstance(v, (list, dict))}
-    create_table_artifact(key="self-training-pseudo-labels", table=[p], description="Pseudo-label statistics")
+    create_table_artifact(key=f"{prefix}-pseudo-labels", table=[p], description="Pseudo-label statistics")
     links = [{"artifact": name, "location": uri} for name, uri in report["artifacts"].items()]
     links.append({"artifact": "report", "location": ref.uri})
-    create_table_artifact(key="self-training-artifacts", table=links,
+    create_table_artifact(key=f"{prefix}-artifacts", table=links,
                           description="Where every artifact of this run lives in the store")

@@ -68,3 +68,26 @@ def test_the_watcher_counts_images_labelled_by_the_latest_teacher(tmp_path):
         store.write(store.ref("d", "pseudo_boxes", str(i + 5) * 32), {"boxes.parquet": b""},
                     meta={"model": f"train/{model.key}", "shard": f"shard/{shard.key}"})
     assert labeled_by_latest_teacher(store, "d") == {("/p/x.png", 5)}  # y was labelled by an older teacher
+
+
+def test_deployment_paths_resolve_where_the_flow_runs(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from deploy.deployments import coco_parameters
+    from flows.self_training import SelfTrainingParams
+
+    params = coco_parameters()
+    assert params["labelled"]["ann_file"].startswith("${SELFTRAIN_DATA}/coco/")  # not fixed at registration
+    monkeypatch.delenv("SELFTRAIN_DATA", raising=False)
+    with pytest.raises(ValidationError, match=r"names the environment variable\(s\) \['SELFTRAIN_DATA'\], not set"):
+        SelfTrainingParams(**params)
+    monkeypatch.setenv("SELFTRAIN_DATA", str(tmp_path))
+    p = SelfTrainingParams(**params)
+    assert p.labelled.ann_file == f"{tmp_path}/coco/annotations/instances_train2017_labelled.json"
+
+
+def test_artifact_keys_are_per_dataset():
+    from tasks.write_report import artifact_prefix
+
+    assert artifact_prefix("deepforest") == "deepforest-self-training"
+    assert artifact_prefix("coco_2017.v2") == "coco-2017-v2-self-training"
