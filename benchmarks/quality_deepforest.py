@@ -27,8 +27,9 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/demo", help="shares the demo's data and store: the demo's "
-                        "teacher and student are seed 0")
+    parser.add_argument(
+        "--out", default="runs/demo", help="shares the demo's data and store: the demo's teacher and student are seed 0"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-iters", type=int, default=900)
     parser.add_argument("--extra-iters", type=int, default=600, help="iterations of the student and the control")
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefect import flow
 
+    from app.demo import DEMO_PARAMS
     from selftrain.datasets.deepforest import prepare
-    from selftrain.demo import DEMO_PARAMS
     from selftrain.stage import get_store
     from tasks.evaluate import evaluate
     from tasks.list_unlabeled import list_unlabeled
@@ -62,18 +63,50 @@ def main(argv: list[str] | None = None) -> int:
     def benchmark() -> list[dict]:
         labelled = register_dataset(store_url, "deepforest", data.labelled_json, data.image_root, "labelled")
         val = register_dataset(store_url, "deepforest", data.val_json, data.image_root, "val")
-        shards = shard_images(store_url, list_unlabeled(store_url, "deepforest", data.unlabeled_dir),
-                              DEMO_PARAMS["shard_size"]).shards
+        shards = shard_images(
+            store_url, list_unlabeled(store_url, "deepforest", data.unlabeled_dir), DEMO_PARAMS["shard_size"]
+        ).shards
         rows = []
         for seed in args.seeds:
-            teacher = train_model(store_url, config, labelled, val, role="teacher", iters=args.teacher_iters,
-                                  k=args.k, seed=seed)
-            pseudo = [pseudo_label_shard(store_url, config, teacher, s, labelled, scales=args.tta_scales,
-                                         flip=not args.no_flip, score_thr=args.score_threshold) for s in shards]
-            control = train_model(store_url, config, labelled, val, role="control", iters=args.extra_iters,
-                                  k=args.k, seed=seed, init=teacher)
-            student = train_model(store_url, config, labelled, val, role="student", iters=args.extra_iters,
-                                  k=args.k, seed=seed, init=teacher, pseudo=pseudo)
+            teacher = train_model(
+                store_url, config, labelled, val, role="teacher", iters=args.teacher_iters, k=args.k, seed=seed
+            )
+            pseudo = [
+                pseudo_label_shard(
+                    store_url,
+                    config,
+                    teacher,
+                    s,
+                    labelled,
+                    scales=args.tta_scales,
+                    flip=not args.no_flip,
+                    score_thr=args.score_threshold,
+                )
+                for s in shards
+            ]
+            control = train_model(
+                store_url,
+                config,
+                labelled,
+                val,
+                role="control",
+                iters=args.extra_iters,
+                k=args.k,
+                seed=seed,
+                init=teacher,
+            )
+            student = train_model(
+                store_url,
+                config,
+                labelled,
+                val,
+                role="student",
+                iters=args.extra_iters,
+                k=args.k,
+                seed=seed,
+                init=teacher,
+                pseudo=pseudo,
+            )
             row = {"seed": seed}
             for name, model in (("teacher", teacher), ("control", control), ("student", student)):
                 m = get_store(store_url).read_json(evaluate(store_url, config, model, val), "metrics.json")
@@ -91,23 +124,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(rows: list[dict], args) -> str:
-    lines = [f"DeepForest, {args.num_labelled} labelled tiles (split seed {args.split_seed}), teacher "
-             f"{args.teacher_iters} it, control/student +{args.extra_iters} it, threshold {args.score_threshold}, "
-             f"TTA scales {args.tta_scales}{'' if args.no_flip else ' + flip'}", "",
-             "| seed | teacher mAP | control mAP | student mAP | student - control | student - teacher "
-             "| teacher mAP50 | control mAP50 | student mAP50 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"DeepForest, {args.num_labelled} labelled tiles (split seed {args.split_seed}), teacher "
+        f"{args.teacher_iters} it, control/student +{args.extra_iters} it, threshold {args.score_threshold}, "
+        f"TTA scales {args.tta_scales}{'' if args.no_flip else ' + flip'}",
+        "",
+        "| seed | teacher mAP | control mAP | student mAP | student - control | student - teacher "
+        "| teacher mAP50 | control mAP50 | student mAP50 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         t, c, s = r["teacher"], r["control"], r["student"]
-        lines.append(f"| {r['seed']} | {t['mAP']:.4f} | {c['mAP']:.4f} | {s['mAP']:.4f} | {s['mAP'] - c['mAP']:+.4f} "
-                     f"| {s['mAP'] - t['mAP']:+.4f} | {t['mAP50']:.4f} | {c['mAP50']:.4f} | {s['mAP50']:.4f} |")
+        lines.append(
+            f"| {r['seed']} | {t['mAP']:.4f} | {c['mAP']:.4f} | {s['mAP']:.4f} | {s['mAP'] - c['mAP']:+.4f} "
+            f"| {s['mAP'] - t['mAP']:+.4f} | {t['mAP50']:.4f} | {c['mAP50']:.4f} | {s['mAP50']:.4f} |"
+        )
     for metric in ("mAP", "mAP50"):
         dc = [r["student"][metric] - r["control"][metric] for r in rows]
         dt = [r["student"][metric] - r["teacher"][metric] for r in rows]
-        sd = (lambda d: statistics.stdev(d) if len(d) > 1 else float("nan"))
-        lines.append(f"\n{metric}: student - control {statistics.mean(dc):+.4f} (SD {sd(dc):.4f}), wins "
-                     f"{sum(d > 0 for d in dc)}/{len(dc)}; student - teacher {statistics.mean(dt):+.4f} "
-                     f"(SD {sd(dt):.4f}), wins {sum(d > 0 for d in dt)}/{len(dt)}")
+
+        def sd(d):
+            return statistics.stdev(d) if len(d) > 1 else float("nan")
+
+        lines.append(
+            f"\n{metric}: student - control {statistics.mean(dc):+.4f} (SD {sd(dc):.4f}), wins "
+            f"{sum(d > 0 for d in dc)}/{len(dc)}; student - teacher {statistics.mean(dt):+.4f} "
+            f"(SD {sd(dt):.4f}), wins {sum(d > 0 for d in dt)}/{len(dt)}"
+        )
     return "\n".join(lines)
 
 

@@ -29,12 +29,50 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POOL = "selftrain-process"
 
-VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor"]
-CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
-                      "bicycle"]
+VOC_CLASSES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+CITYSCAPES_CLASSES = [
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+]
 
 
 DATA = "${SELFTRAIN_DATA}"  # resolved where the flow runs (the worker's environment), not at registration
@@ -51,63 +89,112 @@ def store_root() -> str:
 
 def demo_parameters() -> dict:
     """The demo's detection run on the DeepForest tiles (prepared under runs/demo/data)."""
+    from app.demo import DEMO_PARAMS
     from selftrain.datasets.deepforest import prepare
-    from selftrain.demo import DEMO_PARAMS
 
     data = prepare(os.path.join(REPO, "runs", "demo", "data", "deepforest"))
-    return dict(DEMO_PARAMS, method="zoph",
-                labelled=dict(ann_file=data.labelled_json, image_root=data.image_root),
-                val=dict(ann_file=data.val_json, image_root=data.image_root),
-                unlabeled=data.unlabeled_dir, unlabeled_gt=data.unlabeled_gt_json,
-                store=os.path.join(REPO, "runs", "demo", "store"))
+    return dict(
+        DEMO_PARAMS,
+        method="zoph",
+        labelled=dict(ann_file=data.labelled_json, image_root=data.image_root),
+        val=dict(ann_file=data.val_json, image_root=data.image_root),
+        unlabeled=data.unlabeled_dir,
+        unlabeled_gt=data.unlabeled_gt_json,
+        store=os.path.join(REPO, "runs", "demo", "store"),
+    )
 
 
 def coco_parameters() -> dict:
     coco = f"{DATA}/coco"
-    return dict(dataset="coco", task="detection", config="det/retinanet_r50_fpn_640_coco", method="zoph",
-                labelled=dict(ann_file=f"{coco}/annotations/instances_train2017_labelled.json",
-                              image_root=f"{coco}/train2017"),
-                val=dict(ann_file=f"{coco}/annotations/instances_val2017.json", image_root=f"{coco}/val2017"),
-                unlabeled=f"{coco}/unlabeled2017", teacher_iters=90000, student_iters=90000, k=3,
-                tta_scales=[1.0], score_threshold=0.5, shard_size=512, aug="S1", store=store_root())
+    return dict(
+        dataset="coco",
+        task="detection",
+        config="det/retinanet_r50_fpn_640_coco",
+        method="zoph",
+        labelled=dict(ann_file=f"{coco}/annotations/instances_train2017_labelled.json", image_root=f"{coco}/train2017"),
+        val=dict(ann_file=f"{coco}/annotations/instances_val2017.json", image_root=f"{coco}/val2017"),
+        unlabeled=f"{coco}/unlabeled2017",
+        teacher_iters=90000,
+        student_iters=90000,
+        k=3,
+        tta_scales=[1.0],
+        score_threshold=0.5,
+        shard_size=512,
+        aug="S1",
+        store=store_root(),
+    )
 
 
 def voc_parameters() -> dict:
     voc = f"{DATA}/voc"
-    return dict(dataset="voc", task="segmentation", config="seg/deeplabv3plus_r101_512_voc12aug",
-                method=["st", "st++"],
-                labelled=dict(img_dir=f"{voc}/labelled/img", ann_dir=f"{voc}/labelled/ann", classes=VOC_CLASSES),
-                val=dict(img_dir=f"{voc}/val/img", ann_dir=f"{voc}/val/ann", classes=VOC_CLASSES),
-                unlabeled=f"{voc}/aug/img", teacher_iters=40000, student_iters=40000, k=4,
-                tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0], score_threshold=0.5, shard_size=256, store=store_root())
+    return dict(
+        dataset="voc",
+        task="segmentation",
+        config="seg/deeplabv3plus_r101_512_voc12aug",
+        method=["st", "st++"],
+        labelled=dict(img_dir=f"{voc}/labelled/img", ann_dir=f"{voc}/labelled/ann", classes=VOC_CLASSES),
+        val=dict(img_dir=f"{voc}/val/img", ann_dir=f"{voc}/val/ann", classes=VOC_CLASSES),
+        unlabeled=f"{voc}/aug/img",
+        teacher_iters=40000,
+        student_iters=40000,
+        k=4,
+        tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0],
+        score_threshold=0.5,
+        shard_size=256,
+        store=store_root(),
+    )
 
 
 def cityscapes_parameters() -> dict:
     cs = f"{DATA}/cityscapes"
     suffixes = dict(img_suffix="_leftImg8bit.png", seg_map_suffix="_gtFine_labelTrainIds.png")
-    return dict(dataset="cityscapes", task="segmentation", config="seg/deeplabv3plus_r101_769_cityscapes",
-                method=["st", "st++"],
-                labelled=dict(img_dir=f"{cs}/labelled/leftImg8bit", ann_dir=f"{cs}/labelled/gtFine",
-                              classes=CITYSCAPES_CLASSES, **suffixes),
-                val=dict(img_dir=f"{cs}/leftImg8bit/val", ann_dir=f"{cs}/gtFine/val", classes=CITYSCAPES_CLASSES,
-                         **suffixes),
-                unlabeled=f"{cs}/leftImg8bit/train", teacher_iters=80000, student_iters=80000, k=4,
-                tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0], score_threshold=0.5, shard_size=128, store=store_root())
+    return dict(
+        dataset="cityscapes",
+        task="segmentation",
+        config="seg/deeplabv3plus_r101_769_cityscapes",
+        method=["st", "st++"],
+        labelled=dict(
+            img_dir=f"{cs}/labelled/leftImg8bit",
+            ann_dir=f"{cs}/labelled/gtFine",
+            classes=CITYSCAPES_CLASSES,
+            **suffixes,
+        ),
+        val=dict(img_dir=f"{cs}/leftImg8bit/val", ann_dir=f"{cs}/gtFine/val", classes=CITYSCAPES_CLASSES, **suffixes),
+        unlabeled=f"{cs}/leftImg8bit/train",
+        teacher_iters=80000,
+        student_iters=80000,
+        k=4,
+        tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0],
+        score_threshold=0.5,
+        shard_size=128,
+        store=store_root(),
+    )
 
 
 DEPLOYMENTS = {
-    "demo": ("Detection self-training on the bundled DeepForest tree-crown tiles (CPU, about 14 minutes).",
-             demo_parameters),
-    "coco": ("Detection (Zoph et al.) on COCO with RetinaNet R50-FPN. Expects, under $SELFTRAIN_DATA on the worker: "
-             "coco/annotations/instances_train2017_labelled.json, coco/annotations/instances_val2017.json, "
-             "coco/train2017/*.jpg, coco/val2017/*.jpg, coco/unlabeled2017/*.jpg.", coco_parameters),
-    "voc": ("Segmentation (ST, ST++) on PASCAL VOC 2012 + SBD aug with DeepLabV3+ R101. Expects, under "
-            "$SELFTRAIN_DATA on the worker: voc/labelled/img/*.jpg + voc/labelled/ann/*.png (class indices, 255 "
-            "ignore), voc/val/img + voc/val/ann, voc/aug/img/*.jpg (unlabeled).", voc_parameters),
-    "cityscapes": ("Segmentation (ST, ST++) on Cityscapes with DeepLabV3+ R101. Expects, under $SELFTRAIN_DATA on "
-                   "the worker: cityscapes/labelled/leftImg8bit/*_leftImg8bit.png + cityscapes/labelled/gtFine/"
-                   "*_gtFine_labelTrainIds.png, cityscapes/leftImg8bit/val + cityscapes/gtFine/val, "
-                   "cityscapes/leftImg8bit/train (unlabeled).", cityscapes_parameters),
+    "demo": (
+        "Detection self-training on the bundled DeepForest tree-crown tiles (CPU, about 14 minutes).",
+        demo_parameters,
+    ),
+    "coco": (
+        "Detection (Zoph et al.) on COCO with RetinaNet R50-FPN. Expects, under $SELFTRAIN_DATA on the worker: "
+        "coco/annotations/instances_train2017_labelled.json, coco/annotations/instances_val2017.json, "
+        "coco/train2017/*.jpg, coco/val2017/*.jpg, coco/unlabeled2017/*.jpg.",
+        coco_parameters,
+    ),
+    "voc": (
+        "Segmentation (ST, ST++) on PASCAL VOC 2012 + SBD aug with DeepLabV3+ R101. Expects, under "
+        "$SELFTRAIN_DATA on the worker: voc/labelled/img/*.jpg + voc/labelled/ann/*.png (class indices, 255 "
+        "ignore), voc/val/img + voc/val/ann, voc/aug/img/*.jpg (unlabeled).",
+        voc_parameters,
+    ),
+    "cityscapes": (
+        "Segmentation (ST, ST++) on Cityscapes with DeepLabV3+ R101. Expects, under $SELFTRAIN_DATA on "
+        "the worker: cityscapes/labelled/leftImg8bit/*_leftImg8bit.png + cityscapes/labelled/gtFine/"
+        "*_gtFine_labelTrainIds.png, cityscapes/leftImg8bit/val + cityscapes/gtFine/val, "
+        "cityscapes/leftImg8bit/train (unlabeled).",
+        cityscapes_parameters,
+    ),
 }
 
 
@@ -124,10 +211,11 @@ def relabel_trigger(dataset: str):
     return DeploymentEventTrigger(
         name=f"new unlabeled images for {dataset}",
         description=f"On every {EVENT} event whose resource is selftrain.unlabeled.{dataset} (emitted by "
-                    "watch-unlabeled), run this deployment on the prefix the event names (its payload.prefix).",
+        "watch-unlabeled), run this deployment on the prefix the event names (its payload.prefix).",
         expect={EVENT},
         match={"prefect.resource.id": f"selftrain.unlabeled.{dataset}"},
-        parameters={"unlabeled": "{{ event.payload.prefix }}"})
+        parameters={"unlabeled": "{{ event.payload.prefix }}"},
+    )
 
 
 @contextlib.contextmanager
@@ -157,21 +245,42 @@ def build(pool: str = POOL, schedules: bool = True) -> list:
         params = parameters()
         with _data_variable():
             SelfTrainingParams(**params)  # a broken default fails here, not in a worker at 3 am
-        out.append(self_training.to_deployment(
-            name=name, description=description, parameters=params, work_pool_name=pool,
-            entrypoint_type=EntrypointType.MODULE_PATH, tags=["selftrain", params.get("task", "detection")]))
+        out.append(
+            self_training.to_deployment(
+                name=name,
+                description=description,
+                parameters=params,
+                work_pool_name=pool,
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                tags=["selftrain", params.get("task", "detection")],
+            )
+        )
     relabel = dict(demo_parameters(), retrain_student=False, teacher="latest")
     SelfTrainingParams(**relabel)
-    out.append(self_training.to_deployment(
-        name="relabel-demo", description="Pseudo-label new unlabeled images of the demo dataset (no student "
-        "training): daily, and on every selftrain.unlabeled.landed event for it (the event names the prefix).",
-        parameters=relabel, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
-        schedules=[Cron(RELABEL_CRON, active=schedules)], triggers=[relabel_trigger(relabel["dataset"])], tags=["selftrain", "relabel"]))
-    out.append(watch_unlabeled.to_deployment(
-        name="demo", description="Announce new images under the demo's unlabeled prefix as events.",
-        parameters={"dataset": relabel["dataset"], "prefix": relabel["unlabeled"], "store": relabel["store"]},
-        work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH, schedules=[Interval(WATCH_EVERY_S, active=schedules)],
-        tags=["selftrain", "watch"]))
+    out.append(
+        self_training.to_deployment(
+            name="relabel-demo",
+            description="Pseudo-label new unlabeled images of the demo dataset (no student "
+            "training): daily, and on every selftrain.unlabeled.landed event for it (the event names the prefix).",
+            parameters=relabel,
+            work_pool_name=pool,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            schedules=[Cron(RELABEL_CRON, active=schedules)],
+            triggers=[relabel_trigger(relabel["dataset"])],
+            tags=["selftrain", "relabel"],
+        )
+    )
+    out.append(
+        watch_unlabeled.to_deployment(
+            name="demo",
+            description="Announce new images under the demo's unlabeled prefix as events.",
+            parameters={"dataset": relabel["dataset"], "prefix": relabel["unlabeled"], "store": relabel["store"]},
+            work_pool_name=pool,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            schedules=[Interval(WATCH_EVERY_S, active=schedules)],
+            tags=["selftrain", "watch"],
+        )
+    )
     return out
 
 
@@ -209,17 +318,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["register"])
     parser.add_argument("--pool", default=POOL)
-    parser.add_argument("--paused-schedules", action="store_true",
-                        help="register the schedules inactive (switch them on in the UI)")
-    parser.add_argument("--reset-parameters", action="store_true",
-                        help="replace parameters edited on the server by the defaults of this file")
+    parser.add_argument(
+        "--paused-schedules", action="store_true", help="register the schedules inactive (switch them on in the UI)"
+    )
+    parser.add_argument(
+        "--reset-parameters",
+        action="store_true",
+        help="replace parameters edited on the server by the defaults of this file",
+    )
     args = parser.parse_args(argv)
     ids, kept = register(args.pool, schedules=not args.paused_schedules, reset_parameters=args.reset_parameters)
     names = [f"self-training/{n}" for n in DEPLOYMENTS] + ["self-training/relabel-demo", "watch-unlabeled/demo"]
     print(f"registered {len(ids)} deployments on work pool {args.pool}: " + ", ".join(names))
     if kept:
-        print("kept the parameters edited on the server for " + ", ".join(kept)
-              + " (--reset-parameters restores the defaults)")
+        print(
+            "kept the parameters edited on the server for "
+            + ", ".join(kept)
+            + " (--reset-parameters restores the defaults)"
+        )
     return 0
 
 

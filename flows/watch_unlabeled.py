@@ -22,23 +22,26 @@ from prefect import flow, get_run_logger
 
 from selftrain.stage import get_store
 from storage.keys import digest_json
-from storage.schemas import read_parquet, to_parquet_bytes
-from tasks.list_unlabeled import UNLABELED_IMAGES, list_images
+from storage.schemas import UNLABELED_IMAGES, read_parquet, to_parquet_bytes
+from tasks.list_unlabeled import list_images
 
 EVENT = "selftrain.unlabeled.landed"
 STAGE, VERSION = "landed", 1
 
 
 def resource(dataset: str, prefix: str) -> dict[str, str]:
-    return {"prefect.resource.id": f"selftrain.unlabeled.{dataset}", "prefect.resource.name": prefix,
-            "selftrain.dataset": dataset, "selftrain.prefix": prefix}
+    return {
+        "prefect.resource.id": f"selftrain.unlabeled.{dataset}",
+        "prefect.resource.name": prefix,
+        "selftrain.dataset": dataset,
+        "selftrain.prefix": prefix,
+    }
 
 
 def labeled_by_latest_teacher(st, dataset: str) -> set[tuple[str, int]]:
     """(image URI, size) of every image that the newest teacher of ``dataset`` has pseudo-labelled
     (or skipped as unreadable) in the store: those are not new to a re-labelling run."""
-    from selftrain.stage import ModelNotFound, find_model
-    from tasks.shard_images import PSEUDO_STAGES
+    from selftrain.stage import PSEUDO_STAGES, ModelNotFound, find_model
 
     try:
         teacher = find_model(st, dataset, "latest")
@@ -53,8 +56,10 @@ def labeled_by_latest_teacher(st, dataset: str) -> set[tuple[str, int]]:
                 continue
             shard_stage, shard_key = meta["shard"].split("/", 1)
             shard = st.ref(dataset, shard_stage, shard_key)
-            out |= {(r["image_uri"], r["size"]) for r in
-                    read_parquet(st.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()}
+            out |= {
+                (r["image_uri"], r["size"])
+                for r in read_parquet(st.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+            }
     return out
 
 
@@ -74,23 +79,39 @@ def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int
     seen = set()
     for old in st.list(dataset, STAGE):
         if st.manifest(old).meta.get("prefix") == prefix:
-            seen |= {(r["image_uri"], r["size"]) for r in
-                     read_parquet(st.read(old, "images.parquet"), UNLABELED_IMAGES).to_pylist()}
+            seen |= {
+                (r["image_uri"], r["size"])
+                for r in read_parquet(st.read(old, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+            }
     labeled = labeled_by_latest_teacher(st, dataset)
     new = [r for r in rows if (r["image_uri"], r["size"]) not in seen | labeled]
     if labeled:
-        log.info("%d of %d images under %s already have pseudo labels by the latest teacher",
-                 sum((r["image_uri"], r["size"]) in labeled for r in rows), len(rows), prefix)
+        log.info(
+            "%d of %d images under %s already have pseudo labels by the latest teacher",
+            sum((r["image_uri"], r["size"]) in labeled for r in rows),
+            len(rows),
+            prefix,
+        )
     if new:
-        event = emit_event(event=EVENT, resource=resource(dataset, prefix),
-                           payload={"prefix": prefix, "dataset": dataset, "new_images": len(new),
-                                    "images": len(rows), "examples": [r["image_id"] for r in new[:5]]})
+        event = emit_event(
+            event=EVENT,
+            resource=resource(dataset, prefix),
+            payload={
+                "prefix": prefix,
+                "dataset": dataset,
+                "new_images": len(new),
+                "images": len(rows),
+                "examples": [r["image_id"] for r in new[:5]],
+            },
+        )
         if event is None:
             raise RuntimeError("could not emit the event: is PREFECT_API_URL set and the server reachable?")
         log.info("announced %d new images under %s (event %s)", len(new), prefix, event.id)
-    st.write(ref, {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES),
-                                                      UNLABELED_IMAGES)},
-             meta={"prefix": prefix, "images": len(rows), "new_images": len(new)})
+    st.write(
+        ref,
+        {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES), UNLABELED_IMAGES)},
+        meta={"prefix": prefix, "images": len(rows), "new_images": len(new)},
+    )
     return len(new)
 
 

@@ -161,11 +161,18 @@ def allow_mmengine_checkpoints() -> None:
             return getattr(HistoryBuffer, name)
         raise pickle.UnpicklingError(
             f"checkpoint asks for getattr({getattr(obj, '__name__', type(obj).__name__)}, {name!r}); "
-            "only HistoryBuffer statistics are allowed")
+            "only HistoryBuffer statistics are allowed"
+        )
 
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    safe: list = [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
-                  (_history_buffer_getattr, "builtins.getattr")]
+    safe: list = [
+        HistoryBuffer,
+        np.ndarray,
+        np.dtype,
+        multiarray._reconstruct,
+        multiarray.scalar,
+        (_history_buffer_getattr, "builtins.getattr"),
+    ]
     # numpy >= 1.25 pickles dtypes through their classes (numpy.dtypes.Float64DType ...)
     for code in "?bBhHiIlLqQefdgFDG":
         safe.append(type(np.dtype(code)))

@@ -51,8 +51,7 @@ def det_quality(pseudo: dict[str, tuple[list, list]], gt: dict[str, tuple[list, 
         n_pred, n_gt = n_pred + len(pl), n_gt + len(gl)
     precision = tp / n_pred if n_pred else None
     recall = tp / n_gt if n_gt else None
-    return {"images": len(used), "pseudo_boxes": n_pred, "true_boxes": n_gt, "precision": precision,
-            "recall": recall}
+    return {"images": len(used), "pseudo_boxes": n_pred, "true_boxes": n_gt, "precision": precision, "recall": recall}
 
 
 def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | None = None) -> np.ndarray | None:
@@ -89,7 +88,9 @@ def seg_quality(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) ->
             inter[c] += np.count_nonzero((p == c) & (g == c))
             union[c] += np.count_nonzero((p == c) | (g == c))
     present = union > 0
-    return {"images": len(pairs),
-            "mIoU": float(np.mean(inter[present] / union[present])) if present.any() else None,
-            "pixel_accuracy": correct / labelled if labelled else None,
-            "ignored_fraction": 1 - labelled / total if total else None}
+    return {
+        "images": len(pairs),
+        "mIoU": float(np.mean(inter[present] / union[present])) if present.any() else None,
+        "pixel_accuracy": correct / labelled if labelled else None,
+        "ignored_fraction": 1 - labelled / total if total else None,
+    }

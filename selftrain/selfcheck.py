@@ -51,8 +51,15 @@ def check_imports() -> str:
         if got != version:
             raise RuntimeError(f"{module} {got} installed, {version} expected (run deploy/setup.sh)")
         found.append(f"{module} {got}")
-    for module in ("mmcv.ops", "mmdet.models", "mmseg.models", "pycocotools.cocoeval", "pyarrow.parquet",
-                   "fsspec", "s3fs"):
+    for module in (
+        "mmcv.ops",
+        "mmdet.models",
+        "mmseg.models",
+        "pycocotools.cocoeval",
+        "pyarrow.parquet",
+        "fsspec",
+        "s3fs",
+    ):
         importlib.import_module(module)
     return ", ".join(found)
 
@@ -109,18 +116,30 @@ def check_checkpoint_round_trip() -> str:
             return {"inputs": torch.tensor([float(i), 1.0]), "targets": torch.tensor(float(i))}
 
     with tempfile.TemporaryDirectory() as work:
+
         def runner(resume: bool, iters: int) -> Runner:
             return Runner(
-                model=Toy(), work_dir=work, experiment_name=f"selfcheck-{int(resume)}",
-                train_dataloader=dict(dataset=Data(), batch_size=4, num_workers=0,
-                                      sampler=dict(type="InfiniteSampler", shuffle=False),
-                                      collate_fn=dict(type="default_collate")),
+                model=Toy(),
+                work_dir=work,
+                experiment_name=f"selfcheck-{int(resume)}",
+                train_dataloader=dict(
+                    dataset=Data(),
+                    batch_size=4,
+                    num_workers=0,
+                    sampler=dict(type="InfiniteSampler", shuffle=False),
+                    collate_fn=dict(type="default_collate"),
+                ),
                 optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01)),
                 train_cfg=dict(by_epoch=False, max_iters=iters),
-                default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=2, by_epoch=False),
-                                   logger=dict(type="LoggerHook", interval=1)),
-                resume=resume, load_from=os.path.join(work, "iter_2.pth") if resume else None,
-                log_level="ERROR", default_scope="mmengine")
+                default_hooks=dict(
+                    checkpoint=dict(type="CheckpointHook", interval=2, by_epoch=False),
+                    logger=dict(type="LoggerHook", interval=1),
+                ),
+                resume=resume,
+                load_from=os.path.join(work, "iter_2.pth") if resume else None,
+                log_level="ERROR",
+                default_scope="mmengine",
+            )
 
         first = runner(False, 2)
         first.train()

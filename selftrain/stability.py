@@ -1,4 +1,4 @@
-"""Checkpoint-stability scores and the reliable/unreliable split (ST++, DESIGN 2.3).
+"""Checkpoint-stability scores and the reliable/unreliable split (ST++, docs/design.md §3.3).
 
 ST++ (Yang et al. 2022) ranks unlabeled images by how much the teacher's predictions agree
 across its K checkpoints f_1..f_K, the last one playing ground truth:
@@ -30,7 +30,7 @@ MATCH_IOU = 0.5
 
 
 def mask_mean_iou(pred: np.ndarray, ref: np.ndarray, ignore: int = IGNORE_LABEL) -> float:
-    """meanIoU of one label map against a reference map (DESIGN 2.3 rules)."""
+    """meanIoU of one label map against a reference map (docs/design.md §3.3 rules)."""
     pred, ref = np.asarray(pred), np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"label maps differ in shape: {pred.shape} vs {ref.shape}")
@@ -64,8 +64,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def matches(pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels: Sequence[int],
-            iou_thr: float = MATCH_IOU) -> int:
+def matches(
+    pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels: Sequence[int], iou_thr: float = MATCH_IOU
+) -> int:
     """Number of class-aware one-to-one matches of ``pred`` to ``ref`` at IoU >= iou_thr,
     greedy by IoU (highest pairs first), each box matched at most once."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
@@ -87,8 +88,9 @@ def matches(pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_label
     return tp
 
 
-def box_f1(pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels: Sequence[int],
-           iou_thr: float = MATCH_IOU) -> float:
+def box_f1(
+    pred: Sequence, pred_labels: Sequence[int], ref: Sequence, ref_labels: Sequence[int], iou_thr: float = MATCH_IOU
+) -> float:
     """F1 of the class-aware one-to-one matching of ``pred`` to ``ref`` (``matches``).
     Both sets empty: 1.0 (they agree); one empty: 0.0."""
     n_pred, n_ref = len(pred_labels), len(ref_labels)
@@ -125,5 +127,7 @@ def rank(scores: dict[str, float], reliable_fraction: float = 0.5) -> list[dict]
         raise ValueError(f"non-finite stability score for {bad[:5]}")
     order = sorted(scores, key=lambda i: (-scores[i], i))
     n_reliable = math.ceil(reliable_fraction * len(order))
-    return [{"image_id": i, "stability": float(scores[i]), "rank": r, "reliable": r < n_reliable}
-            for r, i in enumerate(order)]
+    return [
+        {"image_id": i, "stability": float(scores[i]), "rank": r, "reliable": r < n_reliable}
+        for r, i in enumerate(order)
+    ]

@@ -5,8 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
 
 from storage.store import ArtifactRef, ArtifactStore
+
+if TYPE_CHECKING:  # the OpenMMLab config builder is imported where it is used (it loads mmengine)
+    from selftrain.mm.configs import CocoSource, SegSource
 
 
 @functools.lru_cache(maxsize=8)
@@ -14,6 +20,10 @@ def get_store(url: str) -> ArtifactStore:
     """One store object per root URL and process. S3 credentials and endpoint come from the
     environment (AWS_* variables, SELFTRAIN_S3_ENDPOINT_URL), never from flow parameters."""
     return ArtifactStore(url)
+
+
+# The unlabeled listing's stage: list_unlabeled writes it, select_images writes subsets of it.
+UNLABELED_STAGE, UNLABELED_VERSION = "unlabeled", 1
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -53,8 +63,10 @@ def log_stage(name: str, ref: ArtifactRef, reused: bool, started: float | None =
 
 def scratch_root() -> str:
     return os.environ.get("SELFTRAIN_WORK_DIR") or os.path.join(
-        os.environ.get("SELFTRAIN_CACHE") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "selftrain"), "work")
+        os.environ.get("SELFTRAIN_CACHE")
+        or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "selftrain"),
+        "work",
+    )
 
 
 def scratch_dir(ref: ArtifactRef) -> str:
@@ -102,8 +114,9 @@ class ModelNotFound(LookupError):
     """A model reference names no completed model in the store."""
 
 
-def find_model(store: ArtifactStore, dataset: str, reference: str, model_config: str | None = None,
-               role: str = "teacher") -> ArtifactRef:
+def find_model(
+    store: ArtifactStore, dataset: str, reference: str, model_config: str | None = None, role: str = "teacher"
+) -> ArtifactRef:
     """The trained model a reference names, in ``store`` under ``dataset``.
 
     ``reference``: 'latest' (the most recently completed model of ``role`` - and of
@@ -114,26 +127,71 @@ def find_model(store: ArtifactStore, dataset: str, reference: str, model_config:
         found = []
         for ref in store.list(dataset, "train"):
             manifest = store.manifest(ref)
-            if manifest.meta.get("role") == role and (model_config is None
-                                                      or manifest.meta.get("model_config") == model_config):
+            if manifest.meta.get("role") == role and (
+                model_config is None or manifest.meta.get("model_config") == model_config
+            ):
                 found.append((manifest.created_at, ref))
         if not found:
             what = f"{role} of dataset {dataset!r}" + (f" with config {model_config!r}" if model_config else "")
-            raise ModelNotFound(f"no completed {what} in the store {store.url}: run the self-training flow "
-                                "once (it trains the teacher), or name a model as 'train/<key>'")
+            raise ModelNotFound(
+                f"no completed {what} in the store {store.url}: run the self-training flow "
+                "once (it trains the teacher), or name a model as 'train/<key>'"
+            )
         return max(found, key=lambda f: f[0])[1]
     stage_key = reference.rstrip("/").split("/")[-2:]
     if len(stage_key) != 2 or stage_key[0] != "train":
-        raise ModelNotFound(f"model reference {reference!r}: expected 'latest', 'train/<key>' or "
-                            f"'<store>/<dataset>/train/<key>'")
+        raise ModelNotFound(
+            f"model reference {reference!r}: expected 'latest', 'train/<key>' or '<store>/<dataset>/train/<key>'"
+        )
     try:
         ref = store.ref(dataset, "train", stage_key[1])
     except ValueError as exc:
         raise ModelNotFound(f"model reference {reference!r}: {exc}") from exc
     if not store.has(ref):
-        raise ModelNotFound(f"model {reference!r} is not a completed model of dataset {dataset!r} in the store "
-                            f"{store.url}")
+        raise ModelNotFound(
+            f"model {reference!r} is not a completed model of dataset {dataset!r} in the store {store.url}"
+        )
     if model_config is not None and store.manifest(ref).meta.get("model_config") not in (None, model_config):
-        raise ModelNotFound(f"model {reference!r} was trained with config "
-                            f"{store.manifest(ref).meta.get('model_config')!r}, not {model_config!r}")
+        raise ModelNotFound(
+            f"model {reference!r} was trained with config "
+            f"{store.manifest(ref).meta.get('model_config')!r}, not {model_config!r}"
+        )
     return ref
+
+
+def fetch_checkpoint(store: ArtifactStore, model: ArtifactRef, which: str, path: str) -> str:
+    """A trained model's checkpoint as a local file: which = 'last', 'best' or 'ckpt-<j>'."""
+    meta = store.manifest(model).meta
+    name = meta["last"] if which == "last" else "best.pth" if which == "best" else f"{which}.pth"
+    if which == "best" and not meta.get("best"):
+        name = meta["last"]  # trained without a validation set
+    return store.get_file(model, name, path)
+
+
+def local_coco(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> CocoSource:
+    """A registered COCO set as a local annotation file + its image root."""
+    from selftrain.mm.configs import CocoSource
+
+    meta = store.manifest(ref).meta
+    path = store.get_file(ref, "coco.json", os.path.join(folder, f"{name}.json"))
+    return CocoSource(ann_file=path, image_root=meta["image_root"], classes=tuple(meta["classes"]))
+
+
+def local_seg(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> SegSource:
+    """A registered segmentation set as a local pair list."""
+    from selftrain.mm.configs import SegSource
+
+    path = store.get_file(ref, "pairs.json", os.path.join(folder, f"{name}.json"))
+    return SegSource(pairs_file=path, classes=tuple(store.manifest(ref).meta["classes"]))
+
+
+PSEUDO_STAGES = ("pseudo_boxes", "pseudo_masks")
+
+
+class ShardPlan(BaseModel):
+    """The shards to label: reused ones first (already labelled by the labeller), then new ones."""
+
+    shards: list[ArtifactRef]
+    images: int
+    new_images: int
+    reused_shards: int

@@ -1,4 +1,4 @@
-"""Content-addressed artifact keys (DESIGN section 4).
+"""Content-addressed artifact keys (docs/design.md §4.2).
 
 key = sha256(canonical JSON of {stage, stage_version, config_digest, inputs, params}),
 truncated to 32 hex characters (128 bits). The same logical inputs always give the same
@@ -62,8 +62,9 @@ def _normalise(value: Any, where: str) -> Any:
 
 def canonical_json(value: Any) -> str:
     """One byte-exact JSON text per logical value: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(_normalise(value, "$"), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        _normalise(value, "$"), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def digest_bytes(data: bytes) -> str:
@@ -87,8 +88,9 @@ def check_key(key: str) -> str:
     return key
 
 
-def artifact_key(stage: str, stage_version: int | str, config_digest: str,
-                 inputs: Mapping[str, str], params: Mapping[str, Any]) -> str:
+def artifact_key(
+    stage: str, stage_version: int | str, config_digest: str, inputs: Mapping[str, str], params: Mapping[str, Any]
+) -> str:
     """The content address of a stage's output.
 
     stage: the stage's name (e.g. "pseudo_label_shard"); stage_version: bump it when the

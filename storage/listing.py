@@ -65,10 +65,16 @@ def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[Listed
         if not fs.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
         base = root.rstrip("/") or "/"
-        files = [ListedFile(rel=posixpath.relpath(path, base), uri=fs.unstrip_protocol(path),
-                            size=int(info.get("size") or 0))
-                 for path, info in fs.find(root, detail=True).items()]
+        files = [
+            ListedFile(
+                rel=posixpath.relpath(path, base), uri=fs.unstrip_protocol(path), size=int(info.get("size") or 0)
+            )
+            for path, info in fs.find(root, detail=True).items()
+        ]
     if suffixes:
         lowered = tuple(s.lower() for s in suffixes)
         files = [f for f in files if f.rel.lower().endswith(lowered)]
     return sorted(files, key=lambda f: f.rel)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -1,4 +1,4 @@
-"""Mask shards: many label maps per object, each readable alone (DESIGN section 4).
+"""Mask shards: many label maps per object, each readable alone (docs/design.md §4.4).
 
 A shard is one Parquet file with columns (image_id, height, width, png); every mask is its
 own row group, so reading one mask reads the footer and that row group only (ranged reads
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +44,9 @@ def encode_mask(mask: np.ndarray, image_id: str = "?") -> bytes:
         raise MaskError(f"mask of {image_id!r} must be 2-D (H, W), got shape {mask.shape}")
     if mask.dtype != np.uint8:
         if mask.size and (mask.min() < 0 or mask.max() > 255) or not np.issubdtype(mask.dtype, np.integer):
-            raise MaskError(f"mask of {image_id!r} must hold integer labels 0..255 "
-                            f"(255 = ignore), got dtype {mask.dtype}")
+            raise MaskError(
+                f"mask of {image_id!r} must hold integer labels 0..255 (255 = ignore), got dtype {mask.dtype}"
+            )
         mask = mask.astype(np.uint8)
     if mask.size == 0:
         raise MaskError(f"mask of {image_id!r} is empty")
@@ -72,14 +74,14 @@ def encode_mask_shard(items: Iterable[tuple[str, np.ndarray]], shard: str) -> tu
             seen.add(image_id)
             h, w = np.asarray(mask).shape[:2]
             png = encode_mask(mask, image_id)
-            writer.write_table(pa.table(
-                {"image_id": [image_id], "height": [h], "width": [w], "png": [png]}, schema=MASK_SHARD))
-            index.append({"image_id": image_id, "shard": shard, "row_group": row_group,
-                          "height": h, "width": w})
+            writer.write_table(
+                pa.table({"image_id": [image_id], "height": [h], "width": [w], "png": [png]}, schema=MASK_SHARD)
+            )
+            index.append({"image_id": image_id, "shard": shard, "row_group": row_group, "height": h, "width": w})
     return sink.getvalue().to_pybytes(), pa.Table.from_pylist(index, schema=MASK_INDEX)
 
 
-def read_mask(source, row_group: int) -> np.ndarray:
+def read_mask(source: bytes | str | BinaryIO, row_group: int) -> np.ndarray:
     """Read the mask in one row group of a shard (a file object, path or bytes)."""
     if isinstance(source, (bytes, bytearray)):
         source = pa.BufferReader(source)
@@ -93,7 +95,7 @@ def read_mask(source, row_group: int) -> np.ndarray:
     return mask
 
 
-def iter_mask_shard(source) -> Iterator[tuple[str, np.ndarray]]:
+def iter_mask_shard(source: bytes | str | BinaryIO) -> Iterator[tuple[str, np.ndarray]]:
     """All (image_id, mask) pairs of a shard, one row group at a time."""
     if isinstance(source, (bytes, bytearray)):
         source = pa.BufferReader(source)
@@ -103,7 +105,7 @@ def iter_mask_shard(source) -> Iterator[tuple[str, np.ndarray]]:
         yield t.column("image_id")[0].as_py(), decode_mask(t.column("png")[0].as_py())
 
 
-def read_mask_index(source) -> pa.Table:
+def read_mask_index(source: bytes | str | BinaryIO) -> pa.Table:
     return read_parquet(source, MASK_INDEX)
 
 

@@ -9,7 +9,7 @@ source of images fits.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,7 +63,7 @@ STABILITY = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("image_uri", pa.string(), nullable=False),
-        pa.field("stability", pa.float64(), nullable=False),  # s_i, DESIGN 2.3 (unreadable images absent)
+        pa.field("stability", pa.float64(), nullable=False),  # s_i, docs/design.md §3.3 (unreadable images absent)
     ],
     metadata={"selftrain.table": "stability", "selftrain.version": "1"},
 )
@@ -72,7 +72,7 @@ RANKING = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("image_uri", pa.string(), nullable=False),
-        pa.field("stability", pa.float64(), nullable=False),  # s_i, DESIGN 2.3
+        pa.field("stability", pa.float64(), nullable=False),  # s_i, docs/design.md §3.3
         pa.field("rank", pa.int32(), nullable=False),  # 0 = most stable
         pa.field("reliable", pa.bool_(), nullable=False),
     ],
@@ -96,7 +96,8 @@ class SchemaMismatch(ValueError):
 
 
 def _table_name(schema: pa.Schema) -> str:
-    return (schema.metadata or {}).get(b"selftrain.table", b"table").decode()
+    name: bytes = (schema.metadata or {}).get(b"selftrain.table", b"table")
+    return name.decode()
 
 
 def table_from_rows(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -107,8 +108,9 @@ def table_from_rows(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.
         extra = set(row) - names
         missing = {f.name for f in schema if not f.nullable} - set(row)
         if extra or missing:
-            raise SchemaMismatch(f"{_table_name(schema)} row {i}: unknown columns {sorted(extra)}, "
-                                 f"missing columns {sorted(missing)}")
+            raise SchemaMismatch(
+                f"{_table_name(schema)} row {i}: unknown columns {sorted(extra)}, missing columns {sorted(missing)}"
+            )
     try:
         return pa.Table.from_pylist(rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -118,8 +120,9 @@ def table_from_rows(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Check a table against ``schema`` (same columns, castable types, no nulls where forbidden)."""
     if set(table.column_names) != set(schema.names):
-        raise SchemaMismatch(f"{_table_name(schema)}: columns {sorted(table.column_names)} "
-                             f"differ from {sorted(schema.names)}")
+        raise SchemaMismatch(
+            f"{_table_name(schema)}: columns {sorted(table.column_names)} differ from {sorted(schema.names)}"
+        )
     table = table.select(schema.names)
     for field in schema:
         if not field.nullable and table.column(field.name).null_count:
@@ -130,14 +133,25 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         raise SchemaMismatch(f"{_table_name(schema)}: {exc}") from exc
 
 
-def to_parquet_bytes(table: pa.Table, schema: pa.Schema, **kwargs) -> bytes:
+def to_parquet_bytes(table: pa.Table, schema: pa.Schema, **kwargs: Any) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(conform(table, schema), sink, compression="zstd", **kwargs)
-    return sink.getvalue().to_pybytes()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
-def read_parquet(source, schema: pa.Schema) -> pa.Table:
+def read_parquet(source: bytes | str | BinaryIO, schema: pa.Schema) -> pa.Table:
     """Read a Parquet file (path, bytes or file object) and check it against ``schema``."""
     if isinstance(source, (bytes, bytearray)):
         source = pa.BufferReader(source)
     return conform(pq.read_table(source), schema)
+
+
+UNLABELED_IMAGES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),  # path relative to the prefix (or the URL)
+        pa.field("image_uri", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+    ],
+    metadata={"selftrain.table": "unlabeled_images", "selftrain.version": "1"},
+)

@@ -1,4 +1,4 @@
-"""The artifact store: the one place that knows where bytes live (DESIGN section 4).
+"""The artifact store: the one place that knows where bytes live (docs/design.md §4).
 
 Layout under one root URL (a local folder by default, ``s3://bucket/prefix`` for real use)::
 
@@ -30,8 +30,8 @@ import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import fsspec
@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 from storage.keys import artifact_key, check_key, check_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
@@ -75,13 +76,27 @@ def classify_error(exc: BaseException) -> type[StoreError] | None:
     """Map fsspec / botocore / OS errors to the store's errors (None = not a storage fault)."""
     names = {c.__name__ for c in type(exc).__mro__}
     text = str(exc)
-    if isinstance(exc, PermissionError) or "AccessDenied" in text or "InvalidAccessKeyId" in text \
-            or "SignatureDoesNotMatch" in text or "Forbidden" in text:
+    if (
+        isinstance(exc, PermissionError)
+        or "AccessDenied" in text
+        or "InvalidAccessKeyId" in text
+        or "SignatureDoesNotMatch" in text
+        or "Forbidden" in text
+    ):
         return StorageAccessDenied
-    if names & {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                "ConnectionClosedError", "ClientConnectorError", "ServerDisconnectedError",
-                "ConnectionRefusedError", "ConnectionResetError", "TimeoutError",
-                "ClientOSError", "ConnectionError"}:
+    if names & {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "TimeoutError",
+        "ClientOSError",
+        "ConnectionError",
+    }:
         return StorageUnavailable
     if "Could not connect to the endpoint" in text or "Connect timeout" in text:
         return StorageUnavailable
@@ -155,7 +170,8 @@ class ArtifactStore:
             raise ValueError(
                 f"store root {_redact(root)!r} carries credentials in the URL; put them in the "
                 "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or the "
-                "storage options instead, so they never reach logs, reports or Prefect")
+                "storage options instead, so they never reach logs, reports or Prefect"
+            )
         options = dict(storage_options or {})
         if parts.scheme in ("s3", "s3a"):
             options = s3_defaults(options)
@@ -183,12 +199,20 @@ class ArtifactStore:
     # ---- paths -----------------------------------------------------------------------
 
     def ref(self, dataset: str, stage: str, key: str) -> ArtifactRef:
-        return ArtifactRef(root=self.url, dataset=check_name("dataset", dataset),
-                           stage=check_name("stage", stage), key=check_key(key))
+        return ArtifactRef(
+            root=self.url, dataset=check_name("dataset", dataset), stage=check_name("stage", stage), key=check_key(key)
+        )
 
-    def stage_ref(self, dataset: str, stage: str, stage_version: int, config_digest: str,
-                  inputs: Mapping[str, ArtifactRef | str], params: Mapping[str, Any]) -> ArtifactRef:
-        """The content-addressed reference of a stage output (DESIGN section 4).
+    def stage_ref(
+        self,
+        dataset: str,
+        stage: str,
+        stage_version: int,
+        config_digest: str,
+        inputs: Mapping[str, ArtifactRef | str],
+        params: Mapping[str, Any],
+    ) -> ArtifactRef:
+        """The content-addressed reference of a stage output (docs/design.md §4).
 
         Upstream artifacts enter the key as "stage/key"; other inputs (content digests of
         raw data) as given.
@@ -219,7 +243,7 @@ class ArtifactStore:
 
     # ---- guarded calls ---------------------------------------------------------------
 
-    def _guard(self, what: str, fn, *args, **kwargs):
+    def _guard(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except FileNotFoundError:
@@ -276,7 +300,7 @@ class ArtifactStore:
         manifest = self.manifest(ref)
         path = self._file_path(ref, manifest, name)
         try:
-            data = self._guard(f"reading {ref.uri}/{name}", self.fs.cat_file, path)
+            data: bytes = self._guard(f"reading {ref.uri}/{name}", self.fs.cat_file, path)
         except FileNotFoundError as exc:
             raise CorruptArtifact(f"{ref.uri}/{name} is named by the manifest but missing") from exc
         entry = manifest.files[name]
@@ -291,8 +315,9 @@ class ArtifactStore:
     def open(self, ref: ArtifactRef, name: str, mode: str = "rb") -> Iterator[BinaryIO]:
         """A read-only file object over a committed file (ranged reads on S3)."""
         if mode != "rb":
-            raise ValueError("committed artifacts are immutable: open them with mode 'rb'; "
-                             "write through store.writer(ref)")
+            raise ValueError(
+                "committed artifacts are immutable: open them with mode 'rb'; write through store.writer(ref)"
+            )
         manifest = self.manifest(ref)
         path = self._file_path(ref, manifest, name)
         f = self._guard(f"opening {ref.uri}/{name}", self.fs.open, path, "rb")
@@ -337,12 +362,12 @@ class ArtifactStore:
         self._check_ref(ref)
         return StageWriter(self, ref, dict(meta or {}))
 
-    def write(self, ref: ArtifactRef, files: Mapping[str, bytes],
-              meta: Mapping[str, Any] | None = None) -> Manifest:
+    def write(self, ref: ArtifactRef, files: Mapping[str, bytes], meta: Mapping[str, Any] | None = None) -> Manifest:
         """Write small files in one go and commit them."""
         with self.writer(ref, meta) as w:
             for name, data in files.items():
                 w.write_bytes(name, data)
+        assert w.manifest is not None  # set by the commit on leaving the block
         return w.manifest
 
     def _publish_manifest(self, ref: ArtifactRef, manifest: Manifest) -> bool:
@@ -385,13 +410,13 @@ class ArtifactStore:
 class _HashingWriter(io.RawIOBase):
     """Wraps a writable file, counting bytes and hashing them on the way through."""
 
-    def __init__(self, raw):
+    def __init__(self, raw: Any):
         self._raw, self._hash, self.size = raw, hashlib.sha256(), 0
 
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:
+    def write(self, b: Any) -> int:
         b = bytes(b)
         self._raw.write(b)
         self._hash.update(b)
@@ -453,7 +478,7 @@ class StageWriter:
         raw = self.store._guard(f"writing {self.ref.uri}/{name}", self.store.fs.open, path, "wb")
         w = _HashingWriter(raw)
         try:
-            yield w
+            yield cast(BinaryIO, w)
         finally:
             self.store._guard(f"writing {self.ref.uri}/{name}", w.close)
             self._open.discard(name)
@@ -474,9 +499,15 @@ class StageWriter:
             self.store._remove_attempt(self.ref, self.attempt)
             self.manifest, self.reused = existing, True
             return existing
-        manifest = Manifest(dataset=self.ref.dataset, stage=self.ref.stage, key=self.ref.key,
-                            attempt=self.attempt, files=dict(self._files), meta=self.meta,
-                            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat())
+        manifest = Manifest(
+            dataset=self.ref.dataset,
+            stage=self.ref.stage,
+            key=self.ref.key,
+            attempt=self.attempt,
+            files=dict(self._files),
+            meta=self.meta,
+            created_at=_dt.datetime.now(_dt.UTC).isoformat(),
+        )
         if not self.store._publish_manifest(self.ref, manifest):
             self.store._remove_attempt(self.ref, self.attempt)
             self.manifest, self.reused = self.store.manifest(self.ref), True
@@ -490,7 +521,7 @@ class StageWriter:
     def __enter__(self) -> StageWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if exc_type is None:
             self.commit()
         else:
@@ -517,7 +548,7 @@ def s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _no_expect_continue(fs) -> None:
+def _no_expect_continue(fs: Any) -> None:
     """Drop botocore's ``Expect: 100-continue`` on PUTs.
 
     With it, a server that accepts the connection but never answers (frozen, overloaded)

@@ -1,5 +1,5 @@
 """Evaluate a trained model on a held-out set: COCO bbox mAP (mmdet CocoMetric, pycocotools) for
-detection, mIoU (mmseg IoUMetric) for segmentation (DESIGN 2.5)."""
+detection, mIoU (mmseg IoUMetric) for segmentation (docs/design.md §2.5)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from selftrain.mm.configs import config_digest, det_test_config, load_config, seg_test_config
 from selftrain.mm.progress import quiet_openmmlab
-from selftrain.stage import get_store, is_segmentation, log_stage, scratch_dir
+from selftrain.stage import fetch_checkpoint, get_store, is_segmentation, local_coco, local_seg, log_stage, scratch_dir
 from storage.store import ArtifactRef
-from tasks.train_model import fetch_checkpoint, local_coco, local_seg
 
 STAGE, VERSION = "eval", 1
 METRICS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
@@ -22,8 +21,9 @@ SEG_METRICS = ("mIoU", "mAcc", "aAcc")
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, log_prints=False)  # pycocotools' prints go to the stage's log file
-def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: ArtifactRef,
-             checkpoint: str = "last") -> ArtifactRef:
+def evaluate(
+    store_url: str, model_config: str, model: ArtifactRef, test: ArtifactRef, checkpoint: str = "last"
+) -> ArtifactRef:
     from mmengine.runner import Runner, load_checkpoint
 
     from selftrain.mm.loss_normalization import REVISE_KEYS
@@ -31,8 +31,9 @@ def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: Artifa
     store = get_store(store_url)
     segmentation = is_segmentation(test)
     cfg = load_config(model_config, "seg" if segmentation else "det")
-    ref = store.stage_ref(model.dataset, STAGE, VERSION, config_digest(cfg), {"model": model, "test": test},
-                          {"checkpoint": checkpoint})
+    ref = store.stage_ref(
+        model.dataset, STAGE, VERSION, config_digest(cfg), {"model": model, "test": test}, {"checkpoint": checkpoint}
+    )
     if store.has(ref):
         log_stage("evaluate", ref, reused=True)
         return ref
@@ -58,8 +59,11 @@ def evaluate(store_url: str, model_config: str, model: ArtifactRef, test: Artifa
             # CocoMetric returns nothing when the model detected nothing on the whole set:
             # its precision at every recall is 0, so every AP is 0.
             metrics = {name: 0.0 for name in METRICS}
-    store.write(ref, {"metrics.json": json.dumps(metrics, indent=1).encode()},
-                meta={"metrics": metrics, "checkpoint": checkpoint})
+    store.write(
+        ref,
+        {"metrics.json": json.dumps(metrics, indent=1).encode()},
+        meta={"metrics": metrics, "checkpoint": checkpoint},
+    )
     main = "mIoU" if segmentation else "bbox_mAP"
     log_stage("evaluate", ref, reused=False, started=started, detail=f"{main} {metrics.get(main, float('nan')):.4f}")
     return ref

@@ -17,6 +17,11 @@ def find_model(store_url: str, dataset: str, reference: str, model_config: str |
     store = get_store(store_url)
     ref = find_model_ref(store, dataset, reference, model_config)
     meta = store.manifest(ref).meta
-    stage_logger().info("teacher %r: %s (trained %s, %s iterations)", reference, ref.uri,
-                        store.manifest(ref).created_at, (meta.get("params") or {}).get("iters"))
+    stage_logger().info(
+        "teacher %r: %s (trained %s, %s iterations)",
+        reference,
+        ref.uri,
+        store.manifest(ref).created_at,
+        (meta.get("params") or {}).get("iters"),
+    )
     return ref

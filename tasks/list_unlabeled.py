@@ -7,19 +7,13 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import get_store, log_stage
+from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, get_store, log_stage
 from storage.keys import digest_json
-from storage.listing import list_files
-from storage.schemas import to_parquet_bytes
+from storage.listing import IMAGE_SUFFIXES, list_files
+from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
 from storage.store import ArtifactRef
 
-STAGE, VERSION = "unlabeled", 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-UNLABELED_IMAGES = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),  # path relative to the prefix (or the URL)
-    pa.field("image_uri", pa.string(), nullable=False),
-    pa.field("size", pa.int64(), nullable=False),
-], metadata={"selftrain.table": "unlabeled_images", "selftrain.version": "1"})
+STAGE, VERSION = UNLABELED_STAGE, UNLABELED_VERSION
 
 
 class EmptyUnlabeledSet(ValueError):
@@ -66,8 +60,10 @@ def list_unlabeled(store_url: str, dataset: str, source: str | list[str]) -> Art
     reused = store.has(ref)
     if not reused:
         table = pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES)
-        store.write(ref, {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
-                    meta={"source": source if isinstance(source, str) else f"{len(source)} URLs",
-                          "num_images": len(rows)})
+        store.write(
+            ref,
+            {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
+            meta={"source": source if isinstance(source, str) else f"{len(source)} URLs", "num_images": len(rows)},
+        )
     log_stage("list unlabeled", ref, reused, detail=f"{len(rows)} images")
     return ref

@@ -1,6 +1,6 @@
 """Pseudo-label one shard: batched multi-scale x flip TTA inference, threshold, Parquet.
 
-DESIGN 2.2: the views of each image are merged as mmdet's DetTTAModel does (boxes mapped
+docs/design.md §3.2: the views of each image are merged as mmdet's DetTTAModel does (boxes mapped
 back to the original image, NMS over the union); boxes with score >= the threshold (one
 for all classes, or per class) become pseudo boxes, one Parquet row each; every image gets
 a statistics row. An image's own defect (missing, empty, undecodable, or any per-image
@@ -16,98 +16,49 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections import Counter
 from collections.abc import Mapping
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.mm.configs import config_digest, det_tta_model, det_tta_pipeline, load_config, seg_tta_model, \
-    seg_tta_pipeline
-from selftrain.stage import get_store, is_segmentation, log_stage, scratch_dir, stage_logger
+from selftrain.mm.configs import (
+    config_digest,
+    det_tta_model,
+    det_tta_pipeline,
+    load_config,
+    seg_tta_model,
+    seg_tta_pipeline,
+)
+from selftrain.pseudo_labels import check_all_skipped, label_params, labeller_key, threshold_boxes
+from selftrain.stage import fetch_checkpoint, get_store, is_segmentation, log_stage, scratch_dir
 from storage.masks import IGNORE_LABEL, encode_mask_shard
-from storage.schemas import DET_IMAGE_STATS, IMAGE_OK, IMAGE_SKIPPED, MASK_INDEX, PSEUDO_BOXES, SEG_IMAGE_STATS, read_parquet, \
-    table_from_rows, to_parquet_bytes
-from storage.keys import digest_json
+from storage.schemas import (
+    DET_IMAGE_STATS,
+    IMAGE_OK,
+    IMAGE_SKIPPED,
+    MASK_INDEX,
+    PSEUDO_BOXES,
+    SEG_IMAGE_STATS,
+    UNLABELED_IMAGES,
+    read_parquet,
+    table_from_rows,
+    to_parquet_bytes,
+)
 from storage.store import ArtifactRef
-from tasks.list_unlabeled import UNLABELED_IMAGES
-from tasks.train_model import fetch_checkpoint
 
 STAGE, VERSION = "pseudo_boxes", 1
 MASK_STAGE, MASK_VERSION = "pseudo_masks", 1
 
 
-class AllImagesFailed(RuntimeError):
-    """Every image of a shard failed with the same error, and it is not a defect of the images
-    (a broken reader or set-up rather than bad data)."""
-
-
-def common_reason(reason: str, image_uri: str) -> str:
-    """A skip reason with the image's own URI (with or without its protocol) replaced by
-    '<image>', so that the same error on different images reads the same."""
-    for name in (image_uri, image_uri.split("://", 1)[-1]):
-        if name:
-            reason = reason.replace(name, "<image>")
-    return reason
-
-
-def check_all_skipped(where: str, skipped: list[dict], num_images: int) -> bool:
-    """Whether all ``num_images`` images of ``where`` (a shard's URI) were skipped.
-
-    ``skipped``: ``{"image_uri", "reason"}`` of each skipped image. When all were skipped, a
-    warning naming ``where`` and the reasons (with counts) goes to the Prefect run log (the
-    'selftrain' logger outside a run); when they
-    share one reason (up to the image's URI) that is not an image defect
-    (selftrain.mm.transforms.is_image_defect), raises AllImagesFailed.
-    """
-    from selftrain.mm.transforms import is_image_defect
-
-    if num_images == 0 or len(skipped) < num_images:
-        return False
-    reasons = Counter(common_reason(s["reason"] or "", s["image_uri"]) for s in skipped)
-    summary = "; ".join(f"{n} x {r!r}" for r, n in reasons.most_common(5))
-    stage_logger().warning("every image of %s was skipped (%d of %d): %s", where, len(skipped), num_images,
-                           summary)
-    if len(reasons) == 1:
-        reason = next(iter(reasons))
-        if not is_image_defect(reason):
-            raise AllImagesFailed(f"every image of {where} ({num_images}) failed with the same error, which is not "
-                                  f"a defect of the images; fix the cause and re-run: {reason}")
-    return True
-
-
-def label_params(scales: list[float], flip: bool, score_thr: float,
-                 class_thresholds: dict[str, float] | None) -> dict:
-    """The pseudo-labelling parameters in canonical form (part of every shard's key)."""
-    return {"scales": list(map(float, scales)), "flip": bool(flip), "score_thr": float(score_thr),
-            "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
-            "checkpoint": "last"}
-
-
-def labeller_key(model: ArtifactRef, labelled: ArtifactRef, params: dict) -> str:
-    """Who labels and how: the same for every shard a model labels with the same parameters.
-    New unlabeled images are sharded apart from those that already have labels under this key
-    (DESIGN 4), so new data costs only new shards."""
-    return digest_json({"model": f"{model.stage}/{model.key}", "labelled": f"{labelled.stage}/{labelled.key}",
-                        "params": params})
-
-
-def threshold_boxes(bboxes, scores, labels, default_thr: float, class_thr: Mapping[int, float]):
-    """Indices of the boxes to keep: score >= the threshold of their class (hard threshold)."""
-    keep = []
-    for i, (s, c) in enumerate(zip(scores, labels)):
-        if s >= class_thr.get(int(c), default_thr):
-            keep.append(i)
-    return keep
-
-
-def image_rows(image: dict, pred, load_error: str, category_ids: list[int], default_thr: float,
-               class_thr: Mapping[int, float]) -> tuple[list[dict], dict]:
+def image_rows(
+    image: dict, pred, load_error: str, category_ids: list[int], default_thr: float, class_thr: Mapping[int, float]
+) -> tuple[list[dict], dict]:
     """Box rows and the statistics row of one image from its merged prediction."""
     base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
     if load_error:
-        return [], dict(base, width=None, height=None, status=IMAGE_SKIPPED, error=load_error,
-                        num_boxes=None, mean_score=None)
+        return [], dict(
+            base, width=None, height=None, status=IMAGE_SKIPPED, error=load_error, num_boxes=None, mean_score=None
+        )
     h, w = pred.ori_shape
     inst = pred.pred_instances
     bboxes, scores, labels = inst.bboxes.tolist(), inst.scores.tolist(), inst.labels.tolist()
@@ -119,8 +70,9 @@ def image_rows(image: dict, pred, load_error: str, category_ids: list[int], defa
             continue
         rows.append(dict(base, label=category_ids[labels[i]], x1=x1, y1=y1, x2=x2, y2=y2, score=scores[i]))
     mean = sum(r["score"] for r in rows) / len(rows) if rows else None
-    return rows, dict(base, width=int(w), height=int(h), status=IMAGE_OK, error=None, num_boxes=len(rows),
-                      mean_score=mean)
+    return rows, dict(
+        base, width=int(w), height=int(h), status=IMAGE_OK, error=None, num_boxes=len(rows), mean_score=mean
+    )
 
 
 def mask_stats(image: dict, label, confidence, load_error: str) -> dict:
@@ -129,18 +81,42 @@ def mask_stats(image: dict, label, confidence, load_error: str) -> dict:
 
     base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
     if load_error:
-        return dict(base, width=None, height=None, status=IMAGE_SKIPPED, error=load_error,
-                    mean_max_prob=None, ignored_fraction=None)
+        return dict(
+            base,
+            width=None,
+            height=None,
+            status=IMAGE_SKIPPED,
+            error=load_error,
+            mean_max_prob=None,
+            ignored_fraction=None,
+        )
     h, w = label.shape
-    return dict(base, width=int(w), height=int(h), status=IMAGE_OK, error=None,
-                mean_max_prob=float(np.mean(confidence)), ignored_fraction=float(np.mean(label == IGNORE_LABEL)))
+    return dict(
+        base,
+        width=int(w),
+        height=int(h),
+        status=IMAGE_OK,
+        error=None,
+        mean_max_prob=float(np.mean(confidence)),
+        ignored_fraction=float(np.mean(label == IGNORE_LABEL)),
+    )
 
 
 @task(name="pseudo_label_shard", cache_policy=NO_CACHE)
-def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, shard: ArtifactRef,
-                       labelled: ArtifactRef, *, scales: list[float], flip: bool, score_thr: float,
-                       class_thresholds: dict[str, float] | None = None, batch_size: int = 8,
-                       num_workers: int | None = None) -> ArtifactRef:
+def pseudo_label_shard(
+    store_url: str,
+    model_config: str,
+    model: ArtifactRef,
+    shard: ArtifactRef,
+    labelled: ArtifactRef,
+    *,
+    scales: list[float],
+    flip: bool,
+    score_thr: float,
+    class_thresholds: dict[str, float] | None = None,
+    batch_size: int = 8,
+    num_workers: int | None = None,
+) -> ArtifactRef:
     """Pseudo labels of one shard by ``model`` with TTA: boxes (detection) or masks with the
     ignore label (segmentation; ``score_thr`` is then the confidence threshold), chosen by the
     labelled set's kind."""
@@ -159,8 +135,14 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
     class_thr = {classes.index(name): float(t) for name, t in (class_thresholds or {}).items()}
     params = label_params(scales, flip, score_thr, class_thresholds)
     stage, version = (MASK_STAGE, MASK_VERSION) if segmentation else (STAGE, VERSION)
-    ref = store.stage_ref(shard.dataset, stage, version, config_digest(cfg),
-                          {"model": model, "shard": shard, "labelled": labelled}, params)
+    ref = store.stage_ref(
+        shard.dataset,
+        stage,
+        version,
+        config_digest(cfg),
+        {"model": model, "shard": shard, "labelled": labelled},
+        params,
+    )
     if store.has(ref):
         log_stage("pseudo label shard", ref, reused=True)
         return ref
@@ -190,12 +172,21 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
             stats.append(stat)
     stats.sort(key=lambda s: s["image_id"])
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
-    all_skipped = check_all_skipped(shard.uri, [{"image_uri": s["image_uri"], "reason": s["error"]} for s in stats
-                                                if s["status"] != IMAGE_OK], len(images))
-    meta = {"params": params, "num_images": len(images), "skipped": skipped, "all_skipped": all_skipped,
-            "model": f"{model.stage}/{model.key}", "shard": f"{shard.stage}/{shard.key}",
-            "labeller": labeller_key(model, labelled, params),
-            "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
+    all_skipped = check_all_skipped(
+        shard.uri,
+        [{"image_uri": s["image_uri"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK],
+        len(images),
+    )
+    meta = {
+        "params": params,
+        "num_images": len(images),
+        "skipped": skipped,
+        "all_skipped": all_skipped,
+        "model": f"{model.stage}/{model.key}",
+        "shard": f"{shard.stage}/{shard.key}",
+        "labeller": labeller_key(model, labelled, params),
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
     if not segmentation:
         meta["num_boxes"] = len(boxes)
     with store.writer(ref, meta=meta) as w:
@@ -204,15 +195,17 @@ def pseudo_label_shard(store_url: str, model_config: str, model: ArtifactRef, sh
             data, index = encode_mask_shard(masks, "masks.parquet")
             w.write_bytes("masks.parquet", data)
             w.write_bytes("index.parquet", to_parquet_bytes(index, MASK_INDEX))
-            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS),
-                                                            SEG_IMAGE_STATS))
+            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS))
         else:
             w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(boxes, PSEUDO_BOXES), PSEUDO_BOXES))
-            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS),
-                                                            DET_IMAGE_STATS))
+            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS), DET_IMAGE_STATS))
     seconds = time.monotonic() - started
     made = f"{len(masks)} masks" if segmentation else f"{len(boxes)} boxes"
-    log_stage("pseudo label shard", ref, reused=False, started=started,
-              detail=f"{len(images)} images, {made}, {len(skipped)} skipped, {len(images) / max(seconds, 1e-9):.1f} "
-                     "images/s")
+    log_stage(
+        "pseudo label shard",
+        ref,
+        reused=False,
+        started=started,
+        detail=f"{len(images)} images, {made}, {len(skipped)} skipped, {len(images) / max(seconds, 1e-9):.1f} images/s",
+    )
     return ref

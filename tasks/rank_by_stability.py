@@ -1,5 +1,5 @@
 """Rank the unlabeled images by checkpoint stability and mark the reliable top fraction
-(ST++, DESIGN 2.3); persisted as one Parquet table (storage.schemas.RANKING)."""
+(ST++, docs/design.md §3.3); persisted as one Parquet table (storage.schemas.RANKING)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,14 @@ def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fracti
     store = get_store(store_url)
     if not scores:
         raise ValueError("no stability scores to rank")
-    ref = store.stage_ref(scores[0].dataset, STAGE, VERSION, "",
-                          {"scores": digest_json([f"{r.stage}/{r.key}" for r in scores])},
-                          {"reliable_fraction": float(reliable_fraction)})
+    ref = store.stage_ref(
+        scores[0].dataset,
+        STAGE,
+        VERSION,
+        "",
+        {"scores": digest_json([f"{r.stage}/{r.key}" for r in scores])},
+        {"reliable_fraction": float(reliable_fraction)},
+    )
     if store.has(ref):
         log_stage("rank by stability", ref, reused=True)
         return ref
@@ -34,8 +39,15 @@ def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fracti
             values[row["image_id"]], uris[row["image_id"]] = row["stability"], row["image_uri"]
     rows = [dict(r, image_uri=uris[r["image_id"]]) for r in rank(values, reliable_fraction)]
     reliable = sum(r["reliable"] for r in rows)
-    store.write(ref, {"ranking.parquet": to_parquet_bytes(table_from_rows(rows, RANKING), RANKING)},
-                meta={"num_images": len(rows), "reliable": reliable, "unreliable": len(rows) - reliable,
-                      "reliable_fraction": reliable_fraction})
+    store.write(
+        ref,
+        {"ranking.parquet": to_parquet_bytes(table_from_rows(rows, RANKING), RANKING)},
+        meta={
+            "num_images": len(rows),
+            "reliable": reliable,
+            "unreliable": len(rows) - reliable,
+            "reliable_fraction": reliable_fraction,
+        },
+    )
     log_stage("rank by stability", ref, reused=False, detail=f"{reliable} of {len(rows)} images reliable")
     return ref

@@ -32,6 +32,14 @@ import fsspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from selftrain.registration import (
+    DatasetError,
+    decoded_size,
+    degenerate,
+    exif_orientation,
+    orientation_note,
+    size_mismatch,
+)
 from selftrain.stage import get_store, log_stage, stage_logger
 from storage.keys import digest_bytes, digest_json
 from storage.listing import list_files
@@ -40,10 +48,6 @@ from storage.store import ArtifactRef
 STAGE, VERSION = "dataset", 2
 BOX_TOLERANCE = 1.0  # px a box may stick out of its image (rounding); it is clipped
 SIZE_CHECK_THREADS = 8
-
-
-class DatasetError(ValueError):
-    """A registered set is unusable; the message names the file and the item."""
 
 
 def _is_int(v) -> bool:
@@ -55,19 +59,26 @@ def _categories(coco: dict, source: str, changes: list[str]) -> list[dict]:
     for c in coco["categories"]:
         if isinstance(c, dict) and isinstance(c.get("id"), float) and c["id"].is_integer():
             c = dict(c, id=int(c["id"]))  # 1.0 from a pandas export
-        if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str) \
-                or not c["name"].strip():
+        if (
+            not isinstance(c, dict)
+            or not _is_int(c.get("id"))
+            or not isinstance(c.get("name"), str)
+            or not c["name"].strip()
+        ):
             raise DatasetError(f"{source}: category {c!r} needs an integer 'id' and a non-empty string 'name'")
         if c["id"] in cats:
             raise DatasetError(f"{source}: category id {c['id']} appears twice")
         if c["name"] in names:
-            raise DatasetError(f"{source}: category name {c['name']!r} is used by ids {names[c['name']]} and "
-                               f"{c['id']}; class names must be unique")
+            raise DatasetError(
+                f"{source}: category name {c['name']!r} is used by ids {names[c['name']]} and "
+                f"{c['id']}; class names must be unique"
+            )
         cats[c["id"]], names[c["name"]] = c["name"], c["id"]
     listed = [int(c["id"]) for c in coco["categories"]]
     if listed != sorted(listed):
-        changes.append(f"categories sorted by id (the file lists ids {listed}); label index i = the i-th "
-                       "category by id")
+        changes.append(
+            f"categories sorted by id (the file lists ids {listed}); label index i = the i-th category by id"
+        )
     return [{"id": i, "name": cats[i]} for i in sorted(cats)]
 
 
@@ -100,8 +111,9 @@ def _images(coco: dict, source: str, changes: list[str]) -> tuple[list[dict], di
     id_map = {old: old for old in hashable}
     if not all(_is_int(i) for i in old_ids):
         id_map = {old: n for n, old in enumerate(hashable, start=1)}
-        changes.append("image ids renumbered 1..N (the file has non-integer ids; the original id is kept "
-                       "as 'source_id')")
+        changes.append(
+            "image ids renumbered 1..N (the file has non-integer ids; the original id is kept as 'source_id')"
+        )
         for im, old in zip(images, old_ids):
             im["source_id"], im["id"] = old, id_map[old if isinstance(old, (int, str)) else repr(old)]
     return images, id_map
@@ -137,8 +149,11 @@ def normalise_coco(raw: bytes, source: str) -> tuple[dict, list[str]]:
         where = f"{source}: annotation {a.get('id', '?') if isinstance(a, dict) else a!r}"
         if not isinstance(a, dict) or not all(k in a for k in ("image_id", "category_id", "bbox")):
             raise DatasetError(f"{where} needs image_id, category_id and bbox")
-        key = a["image_id"] if isinstance(a["image_id"], (int, str)) and not isinstance(a["image_id"], bool) \
+        key = (
+            a["image_id"]
+            if isinstance(a["image_id"], (int, str)) and not isinstance(a["image_id"], bool)
             else repr(a["image_id"])
+        )
         if key not in id_map:
             raise DatasetError(f"{where} refers to unknown image id {a['image_id']!r}")
         if isinstance(a["category_id"], float) and a["category_id"].is_integer():
@@ -171,12 +186,13 @@ def normalise_coco(raw: bytes, source: str) -> tuple[dict, list[str]]:
             area, filled_area = (x2 - x1) * (y2 - y1), filled_area + 1
         elif was_clipped:
             area = (x2 - x1) * (y2 - y1)
-        anns.append(dict(a, image_id=im["id"], bbox=[x1, y1, x2 - x1, y2 - y1], area=float(area),
-                         iscrowd=int(crowd)))
+        anns.append(dict(a, image_id=im["id"], bbox=[x1, y1, x2 - x1, y2 - y1], area=float(area), iscrowd=int(crowd)))
     if not (all(_is_int(i) and i > 0 for i in ann_ids) and len(set(ann_ids)) == len(ann_ids)):
         bad = "id 0" if 0 in ann_ids else "missing, duplicate, non-integer or non-positive ids"
-        changes.append(f"annotation ids renumbered 1..{len(anns)} (the file has {bad}; pycocotools treats id 0 "
-                       "as no match); the original id is kept as 'source_id'")
+        changes.append(
+            f"annotation ids renumbered 1..{len(anns)} (the file has {bad}; pycocotools treats id 0 "
+            "as no match); the original id is kept as 'source_id'"
+        )
         for n, a in enumerate(anns, start=1):
             a["source_id"], a["id"] = a.get("id"), n
     if clipped:
@@ -189,75 +205,6 @@ def normalise_coco(raw: bytes, source: str) -> tuple[dict, list[str]]:
 def validate_coco(raw: bytes, source: str) -> dict:
     """The normalised COCO dict of ``normalise_coco`` (without the list of changes)."""
     return normalise_coco(raw, source)[0]
-
-
-def exif_orientation(raw: bytes) -> int:
-    """The EXIF orientation tag of an image file (1..8; 1 = as stored, also when absent)."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            return int(im.getexif().get(0x0112, 1))
-    except Exception:  # noqa: BLE001 - only used to explain a size mismatch
-        return 1
-
-
-def decoded_size(raw: bytes, name: str) -> tuple[int, int]:
-    """(width, height) of an image exactly as training decodes it: mmcv's ``imfrombytes`` with
-    OpenCV in colour mode (as mmdet / mmseg's LoadImageFromFile), which applies the EXIF
-    orientation and reads 16-bit, grayscale, RGBA and CMYK files as 8-bit BGR.
-
-    Raises DatasetError naming ``name`` when the bytes do not decode."""
-    import mmcv
-
-    try:
-        img = mmcv.imfrombytes(raw, flag="color", backend="cv2")
-    except Exception as exc:  # noqa: BLE001 - reported with the file's name
-        raise DatasetError(f"image {name} cannot be decoded: {type(exc).__name__}: {exc}") from exc
-    if img is None or img.size == 0:
-        raise DatasetError(f"image {name} cannot be decoded (empty or not an image)")
-    return int(img.shape[1]), int(img.shape[0])
-
-
-MAX_ASPECT = 50.0
-
-
-def degenerate(name: str, size: tuple[int, int]) -> str | None:
-    """The error text for an image too thin to train or evaluate on, else None: an aspect ratio
-    over MAX_ASPECT (models resize every image to a fixed scale; a 600x1 image's short side
-    becomes 0 px and OpenCV's resize fails inside training)."""
-    w, h = size
-    if max(w, h) / max(min(w, h), 1) > MAX_ASPECT:
-        return (f"image {name} is {w}x{h}: too thin to train or evaluate on (an aspect ratio over {MAX_ASPECT:g}:1 "
-                "vanishes when models resize it); remove it from the set")
-    return None
-
-
-def orientation_note(files: list[str], orientations: list[int]) -> str | None:
-    """The normalisation note for images with an EXIF orientation (other than 1): their
-    annotations are taken in the displayed frame, as training decodes them."""
-    rotated = [(f, o) for f, o in zip(files, orientations) if o not in (1, 0)]
-    if not rotated:
-        return None
-    examples = ", ".join(f"{f} ({o})" for f, o in rotated[:5])
-    return (f"{len(rotated)} image(s) carry an EXIF orientation, e.g. {examples}: training decodes them rotated or "
-            "mirrored as a viewer shows them, so their annotations are taken in that displayed frame")
-
-
-def size_mismatch(name: str, declared: tuple[int, int], raw: bytes, decoded: tuple[int, int]) -> str | None:
-    """The error text when an image's declared size differs from its decoded size, else None."""
-    if declared == decoded:
-        return None
-    orientation = exif_orientation(raw)
-    if orientation in (5, 6, 7, 8) and declared == (decoded[1], decoded[0]):
-        return (f"image {name} is stored {declared[0]}x{declared[1]} with EXIF orientation {orientation}, so "
-                f"training decodes it rotated to {decoded[0]}x{decoded[1]}, but the annotations say "
-                f"{declared[0]}x{declared[1]}: apply the rotation to the pixels (e.g. PIL ImageOps.exif_transpose) "
-                "and to the annotations, or remove the EXIF orientation tag if the annotations are in stored pixels")
-    return (f"image {name} decodes as {decoded[0]}x{decoded[1]} but the annotations say {declared[0]}x{declared[1]}"
-            + (f" (EXIF orientation {orientation})" if orientation != 1 else ""))
 
 
 def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> str | None:
@@ -274,8 +221,9 @@ def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> 
             decoded = decoded_size(raw, uris[name])
         except DatasetError as exc:
             return str(exc), 1
-        problem = size_mismatch(uris[name], (im["width"], im["height"]), raw, decoded) or \
-            degenerate(uris[name], decoded)
+        problem = size_mismatch(uris[name], (im["width"], im["height"]), raw, decoded) or degenerate(
+            uris[name], decoded
+        )
         return problem, exif_orientation(raw)
 
     with ThreadPoolExecutor(SIZE_CHECK_THREADS) as pool:
@@ -283,8 +231,9 @@ def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> 
     problems = [p for p, _ in results if p]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise DatasetError(f"{source}: {len(problems)} image(s) do not match the annotations{more}: "
-                           + "; ".join(problems[:5]))
+        raise DatasetError(
+            f"{source}: {len(problems)} image(s) do not match the annotations{more}: " + "; ".join(problems[:5])
+        )
     return orientation_note([im["file_name"] for im in images], [o for _, o in results])
 
 
@@ -295,8 +244,9 @@ def image_uris(image_root: str, file_names: list[str]) -> dict[str, tuple[str, i
     missing = [f for f in file_names if f not in found]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise DatasetError(f"{len(missing)} image(s) named in the annotations are missing under "
-                           f"{image_root}: {missing[:5]}{more}")
+        raise DatasetError(
+            f"{len(missing)} image(s) named in the annotations are missing under {image_root}: {missing[:5]}{more}"
+        )
     return {f: found[f] for f in file_names}
 
 
@@ -313,13 +263,16 @@ def check_same_categories(labeled: dict, other: dict, source: str) -> None:
     if a != b:
         only_l = sorted(f"{i}:{n}" for i, n in a.items() if b.get(i) != n)
         only_o = sorted(f"{i}:{n}" for i, n in b.items() if a.get(i) != n)
-        raise DatasetError(f"{source}: its categories differ from the labeled set's (id:name) - only in the "
-                           f"labeled set: {only_l}, only here: {only_o}; use the same category ids and names")
+        raise DatasetError(
+            f"{source}: its categories differ from the labeled set's (id:name) - only in the "
+            f"labeled set: {only_l}, only here: {only_o}; use the same category ids and names"
+        )
 
 
 @task(name="register_dataset", cache_policy=NO_CACHE)
-def register_dataset(store_url: str, dataset: str, ann_file: str, image_root: str, role: str,
-                     like: ArtifactRef | None = None) -> ArtifactRef:
+def register_dataset(
+    store_url: str, dataset: str, ann_file: str, image_root: str, role: str, like: ArtifactRef | None = None
+) -> ArtifactRef:
     """Validate a COCO detection set and store its normalised copy (classes by category id).
 
     ``like``: a registered labeled set whose categories this set (a held-out set) must share.
@@ -333,17 +286,27 @@ def register_dataset(store_url: str, dataset: str, ann_file: str, image_root: st
     coco, changes = normalise_coco(raw, ann_file)
     boxes = sum(1 for a in coco["annotations"] if not a["iscrowd"])
     if not boxes:
-        raise DatasetError(f"{ann_file}: the {role} set has no boxes (only crowd regions or none at all): "
-                           + ("a teacher cannot learn from it" if role.startswith("label") else
-                              "every COCO metric would be undefined (-1)"))
+        raise DatasetError(
+            f"{ann_file}: the {role} set has no boxes (only crowd regions or none at all): "
+            + (
+                "a teacher cannot learn from it"
+                if role.startswith("label")
+                else "every COCO metric would be undefined (-1)"
+            )
+        )
     if like is not None:
         with store.open(like, "coco.json") as f:
             check_same_categories(json.load(f), coco, ann_file)
     located = image_uris(image_root, [im["file_name"] for im in coco["images"]])
     sizes = {name: size for name, (_, size) in located.items()}
-    ref = store.stage_ref(dataset, STAGE, VERSION, "", {
-        "annotations": digest_bytes(raw), "images": digest_json(sizes)},
-        {"image_root": image_root, **({"like": f"{like.stage}/{like.key}"} if like is not None else {})})
+    ref = store.stage_ref(
+        dataset,
+        STAGE,
+        VERSION,
+        "",
+        {"annotations": digest_bytes(raw), "images": digest_json(sizes)},
+        {"image_root": image_root, **({"like": f"{like.stage}/{like.key}"} if like is not None else {})},
+    )
     for change in changes:
         stage_logger().warning("%s (%s set): normalised: %s", ann_file, role, change)
     if store.has(ref):
@@ -354,13 +317,23 @@ def register_dataset(store_url: str, dataset: str, ann_file: str, image_root: st
         changes.append(note)
         stage_logger().warning("%s (%s set): %s", ann_file, role, note)
     no_box = len({im["id"] for im in coco["images"]} - {a["image_id"] for a in coco["annotations"]})
-    meta = {"role": role, "ann_file": ann_file, "image_root": image_root,
-            "classes": [c["name"] for c in coco["categories"]],
-            "category_ids": [c["id"] for c in coco["categories"]],
-            "num_images": len(coco["images"]), "num_boxes": boxes,
-            "num_crowd": len(coco["annotations"]) - boxes, "images_without_boxes": no_box,
-            "normalised": changes}
+    meta = {
+        "role": role,
+        "ann_file": ann_file,
+        "image_root": image_root,
+        "classes": [c["name"] for c in coco["categories"]],
+        "category_ids": [c["id"] for c in coco["categories"]],
+        "num_images": len(coco["images"]),
+        "num_boxes": boxes,
+        "num_crowd": len(coco["annotations"]) - boxes,
+        "images_without_boxes": no_box,
+        "normalised": changes,
+    }
     store.write(ref, {"coco.json": json.dumps(coco).encode()}, meta=meta)
-    log_stage(f"register {role} set", ref, reused=False,
-              detail=f"{len(coco['images'])} images, {boxes} boxes, classes {meta['classes']}")
+    log_stage(
+        f"register {role} set",
+        ref,
+        reused=False,
+        detail=f"{len(coco['images'])} images, {boxes} boxes, classes {meta['classes']}",
+    )
     return ref

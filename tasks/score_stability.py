@@ -1,4 +1,4 @@
-"""Score one shard's images by checkpoint stability (ST++, DESIGN 2.3).
+"""Score one shard's images by checkpoint stability (ST++, docs/design.md §3.3).
 
 Every one of the teacher's K checkpoints predicts every image at a single scale (as the
 ST++ reference does); s_i compares checkpoints 1..K-1 with the last one (selftrain/
@@ -15,23 +15,28 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.mm.configs import config_digest, det_model, det_test_pipeline, load_config, seg_model, \
-    seg_test_pipeline
+from selftrain.mm.configs import config_digest, det_model, det_test_pipeline, load_config, seg_model, seg_test_pipeline
+from selftrain.pseudo_labels import check_all_skipped, threshold_boxes
 from selftrain.stability import det_stability, seg_stability
-from selftrain.stage import get_store, is_segmentation, log_stage, scratch_dir
-from storage.schemas import STABILITY, read_parquet, table_from_rows, to_parquet_bytes
+from selftrain.stage import fetch_checkpoint, get_store, is_segmentation, log_stage, scratch_dir
+from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
-from tasks.list_unlabeled import UNLABELED_IMAGES
-from tasks.pseudo_label_shard import check_all_skipped, threshold_boxes
-from tasks.train_model import fetch_checkpoint
 
 STAGE, VERSION = "stability", 1
 
 
 @task(name="score_stability", cache_policy=NO_CACHE)
-def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, shard: ArtifactRef,
-                    labelled: ArtifactRef, *, score_thr: float, class_thresholds: dict[str, float] | None = None,
-                    batch_size: int = 8) -> ArtifactRef:
+def score_stability(
+    store_url: str,
+    model_config: str,
+    teacher: ArtifactRef,
+    shard: ArtifactRef,
+    labelled: ArtifactRef,
+    *,
+    score_thr: float,
+    class_thresholds: dict[str, float] | None = None,
+    batch_size: int = 8,
+) -> ArtifactRef:
     from selftrain.mm.inference import build_model, load_weights, predict
 
     store = get_store(store_url)
@@ -39,10 +44,18 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
     cfg = load_config(model_config, "seg" if segmentation else "det")
     classes = store.manifest(labelled).meta["classes"]
     class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
-    params = {"score_thr": None if segmentation else float(score_thr),
-              "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())}}
-    ref = store.stage_ref(shard.dataset, STAGE, VERSION, config_digest(cfg),
-                          {"model": teacher, "shard": shard, "labelled": labelled}, params)
+    params = {
+        "score_thr": None if segmentation else float(score_thr),
+        "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
+    }
+    ref = store.stage_ref(
+        shard.dataset,
+        STAGE,
+        VERSION,
+        config_digest(cfg),
+        {"model": teacher, "shard": shard, "labelled": labelled},
+        params,
+    )
     if store.has(ref):
         log_stage("score stability", ref, reused=True)
         return ref
@@ -74,8 +87,15 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
                 scores, labels = inst.scores.tolist(), inst.labels.tolist()
                 keep = threshold_boxes(None, scores, labels, score_thr, class_thr)
                 per_image[image["image_id"]].append((inst.bboxes[keep].cpu().numpy(), [labels[i] for i in keep]))
-    all_skipped = check_all_skipped(shard.uri, [{"image_uri": im["image_uri"], "reason": unreadable[im["image_id"]]}
-                                                for im in images if im["image_id"] in unreadable], len(images))
+    all_skipped = check_all_skipped(
+        shard.uri,
+        [
+            {"image_uri": im["image_uri"], "reason": unreadable[im["image_id"]]}
+            for im in images
+            if im["image_id"] in unreadable
+        ],
+        len(images),
+    )
     rows = []
     for image in images:
         if image["image_id"] in unreadable:
@@ -83,8 +103,16 @@ def score_stability(store_url: str, model_config: str, teacher: ArtifactRef, sha
         preds = per_image[image["image_id"]]
         s = seg_stability(preds) if segmentation else det_stability(preds)
         rows.append({"image_id": image["image_id"], "image_uri": image["image_uri"], "stability": s})
-    store.write(ref, {"stability.parquet": to_parquet_bytes(table_from_rows(rows, STABILITY), STABILITY)},
-                meta={"params": params, "checkpoints": k, "num_images": len(images), "scored": len(rows),
-                      "all_skipped": all_skipped})
+    store.write(
+        ref,
+        {"stability.parquet": to_parquet_bytes(table_from_rows(rows, STABILITY), STABILITY)},
+        meta={
+            "params": params,
+            "checkpoints": k,
+            "num_images": len(images),
+            "scored": len(rows),
+            "all_skipped": all_skipped,
+        },
+    )
     log_stage("score stability", ref, reused=False, started=started, detail=f"{len(images)} images x {k} checkpoints")
     return ref

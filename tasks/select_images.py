@@ -7,24 +7,36 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from selftrain.stage import UNLABELED_STAGE as STAGE
+from selftrain.stage import UNLABELED_VERSION as VERSION
 from selftrain.stage import get_store
-from storage.schemas import RANKING, read_parquet, to_parquet_bytes
+from storage.schemas import RANKING, UNLABELED_IMAGES, read_parquet, to_parquet_bytes
 from storage.store import ArtifactRef
-from tasks.list_unlabeled import STAGE, UNLABELED_IMAGES, VERSION
 
 
 @task(name="select_images", cache_policy=NO_CACHE)
 def select_images(store_url: str, unlabeled: ArtifactRef, ranking: ArtifactRef, reliable: bool) -> ArtifactRef:
     store = get_store(store_url)
-    wanted = {r["image_id"] for r in read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
-              if r["reliable"] == reliable}
-    rows = [r for r in read_parquet(store.read(unlabeled, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-            if r["image_id"] in wanted]
-    ref = store.stage_ref(unlabeled.dataset, STAGE, VERSION, "", {"unlabeled": unlabeled, "ranking": ranking},
-                          {"reliable": reliable})
+    wanted = {
+        r["image_id"]
+        for r in read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
+        if r["reliable"] == reliable
+    }
+    rows = [
+        r
+        for r in read_parquet(store.read(unlabeled, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+        if r["image_id"] in wanted
+    ]
+    ref = store.stage_ref(
+        unlabeled.dataset, STAGE, VERSION, "", {"unlabeled": unlabeled, "ranking": ranking}, {"reliable": reliable}
+    )
     if not store.has(ref):
-        store.write(ref, {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES),
-                                                             UNLABELED_IMAGES)},
-                    meta={"source": f"{'reliable' if reliable else 'unreliable'} images of {unlabeled.uri}",
-                          "num_images": len(rows)})
+        store.write(
+            ref,
+            {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES), UNLABELED_IMAGES)},
+            meta={
+                "source": f"{'reliable' if reliable else 'unreliable'} images of {unlabeled.uri}",
+                "num_images": len(rows),
+            },
+        )
     return ref

@@ -3,7 +3,7 @@
 Without a labeller, shards are consecutive chunks of the id-sorted images. Given the key of
 the model and parameters that will label them (tasks.pseudo_label_shard.labeller_key), the
 shards that labeller already labelled are reused untouched as long as all their images are
-still listed unchanged, and only the other images - the new ones - form new shards (DESIGN 4):
+still listed unchanged, and only the other images - the new ones - form new shards (docs/design.md §4.5):
 adding 10% new images costs 10% new shards, never a re-shuffle of the old ones.
 """
 
@@ -11,25 +11,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
-from selftrain.stage import get_store
+from selftrain.stage import PSEUDO_STAGES, ShardPlan, get_store
 from storage.keys import digest_json
-from storage.schemas import read_parquet, to_parquet_bytes
+from storage.schemas import UNLABELED_IMAGES, read_parquet, to_parquet_bytes
 from storage.store import ArtifactRef, ArtifactStore
-from tasks.list_unlabeled import UNLABELED_IMAGES
 
 STAGE, VERSION = "shard", 1
-PSEUDO_STAGES = ("pseudo_boxes", "pseudo_masks")
-
-
-class ShardPlan(BaseModel):
-    """The shards to label: reused ones first (already labelled by the labeller), then new ones."""
-
-    shards: list[ArtifactRef]
-    images: int
-    new_images: int
-    reused_shards: int
 
 
 def make_shards(rows: list[dict], shard_size: int) -> list[list[dict]]:
@@ -37,7 +25,7 @@ def make_shards(rows: list[dict], shard_size: int) -> list[list[dict]]:
     if shard_size <= 0:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     rows = sorted(rows, key=lambda r: r["image_id"])
-    return [rows[i:i + shard_size] for i in range(0, len(rows), shard_size)]
+    return [rows[i : i + shard_size] for i in range(0, len(rows), shard_size)]
 
 
 def labelled_shards(store: ArtifactStore, dataset: str, labeller: str) -> list[ArtifactRef]:
@@ -51,13 +39,17 @@ def labelled_shards(store: ArtifactStore, dataset: str, labeller: str) -> list[A
     return refs
 
 
-def plan(store: ArtifactStore, rows: list[dict], dataset: str, shard_size: int, labeller: str | None) -> tuple[list[list[dict]], list[ArtifactRef]]:
+def plan(
+    store: ArtifactStore, rows: list[dict], dataset: str, shard_size: int, labeller: str | None
+) -> tuple[list[list[dict]], list[ArtifactRef]]:
     """(chunks of images needing new shards, existing shards to reuse)."""
     current = {(r["image_id"], r["size"]) for r in rows}
     reused, covered = [], set()
-    for ref in (labelled_shards(store, dataset, labeller) if labeller else []):
-        images = {(r["image_id"], r["size"]) for r in read_parquet(store.read(ref, "images.parquet"),
-                                                                   UNLABELED_IMAGES).to_pylist()}
+    for ref in labelled_shards(store, dataset, labeller) if labeller else []:
+        images = {
+            (r["image_id"], r["size"])
+            for r in read_parquet(store.read(ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+        }
         if images and images <= current and not images & covered and ref not in [r for _, r in reused]:
             reused.append((min(images), ref))
             covered |= images
@@ -80,11 +72,20 @@ def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labell
         ref = store.stage_ref(unlabeled.dataset, STAGE, VERSION, "", {"images": digest_json(chunk)}, {})
         if not store.has(ref):
             table = pa.Table.from_pylist(chunk, schema=UNLABELED_IMAGES)
-            store.write(ref, {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
-                        meta={"num_images": len(chunk), "first": chunk[0]["image_id"]})
+            store.write(
+                ref,
+                {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
+                meta={"num_images": len(chunk), "first": chunk[0]["image_id"]},
+            )
         refs.append(ref)
     new_images = sum(len(c) for c in chunks)
     if labeller:
-        get_run_logger().info("%d unlabeled images: %d already labelled in %d shards, %d new in %d new shards",
-                              len(rows), len(rows) - new_images, len(reused), new_images, len(chunks))
+        get_run_logger().info(
+            "%d unlabeled images: %d already labelled in %d shards, %d new in %d new shards",
+            len(rows),
+            len(rows) - new_images,
+            len(reused),
+            new_images,
+            len(chunks),
+        )
     return ShardPlan(shards=refs, images=len(rows), new_images=new_images, reused_shards=len(reused))

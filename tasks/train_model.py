@@ -2,7 +2,7 @@
 (Zoph et al. for detection; ST / ST++ phases for both tasks).
 
 Keeps K evenly spaced checkpoints (ckpt-1.pth .. ckpt-K.pth, the last being the end of the
-schedule) plus best.pth (best validation bbox mAP), DESIGN 2.1. A killed run resumes from
+schedule) plus best.pth (best validation bbox mAP), docs/design.md §2.3. A killed run resumes from
 its last checkpoint: the scratch folder is keyed by the stage key, so the re-run finds it.
 """
 
@@ -17,38 +17,25 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, load_config, seg_train_config
 from selftrain.mm.launch import gpus, train_distributed
-from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, load_config, \
-    seg_train_config
 from selftrain.mm.progress import quiet_openmmlab
-from selftrain.stage import get_store, is_segmentation, log_stage, read_pseudo_boxes, read_pseudo_masks, scratch_dir, \
-    stage_logger
+from selftrain.stage import (
+    fetch_checkpoint,
+    get_store,
+    is_segmentation,
+    local_coco,
+    local_seg,
+    log_stage,
+    read_pseudo_boxes,
+    read_pseudo_masks,
+    scratch_dir,
+    stage_logger,
+)
 from storage.keys import digest_json
 from storage.store import ArtifactRef, ArtifactStore
 
 STAGE, VERSION = "train", 1
-
-
-def fetch_checkpoint(store: ArtifactStore, model: ArtifactRef, which: str, path: str) -> str:
-    """A trained model's checkpoint as a local file: which = 'last', 'best' or 'ckpt-<j>'."""
-    meta = store.manifest(model).meta
-    name = meta["last"] if which == "last" else "best.pth" if which == "best" else f"{which}.pth"
-    if which == "best" and not meta.get("best"):
-        name = meta["last"]  # trained without a validation set
-    return store.get_file(model, name, path)
-
-
-def local_coco(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> CocoSource:
-    """A registered COCO set as a local annotation file + its image root."""
-    meta = store.manifest(ref).meta
-    path = store.get_file(ref, "coco.json", os.path.join(folder, f"{name}.json"))
-    return CocoSource(ann_file=path, image_root=meta["image_root"], classes=tuple(meta["classes"]))
-
-
-def local_seg(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> SegSource:
-    """A registered segmentation set as a local pair list."""
-    path = store.get_file(ref, "pairs.json", os.path.join(folder, f"{name}.json"))
-    return SegSource(pairs_file=path, classes=tuple(store.manifest(ref).meta["classes"]))
 
 
 def reliable_ids(store: ArtifactStore, ranking: ArtifactRef) -> set[str]:
@@ -61,16 +48,21 @@ def reliable_ids(store: ArtifactStore, ranking: ArtifactRef) -> set[str]:
 PseudoSources = list[tuple[list[ArtifactRef], "set[str] | None"]]
 
 
-def pseudo_sources(store: ArtifactStore, pseudo: list[ArtifactRef], reliable_only: ArtifactRef | None,
-                   relabelled: list[ArtifactRef] | None) -> PseudoSources:
+def pseudo_sources(
+    store: ArtifactStore,
+    pseudo: list[ArtifactRef],
+    reliable_only: ArtifactRef | None,
+    relabelled: list[ArtifactRef] | None,
+) -> PseudoSources:
     """Which pseudo labels a student sees: ``pseudo`` (only the ranking's reliable images when
     ``reliable_only`` is given) plus every image of ``relabelled`` (ST++ phase 2)."""
     keep = reliable_ids(store, reliable_only) if reliable_only is not None else None
     return [(list(pseudo), keep)] + ([(list(relabelled), None)] if relabelled else [])
 
 
-def pseudo_seg(store: ArtifactStore, sources: PseudoSources, classes: tuple[str, ...],
-               folder: str) -> tuple[SegSource, int]:
+def pseudo_seg(
+    store: ArtifactStore, sources: PseudoSources, classes: tuple[str, ...], folder: str
+) -> tuple[SegSource, int]:
     """Materialise pseudo-mask shards as PNG label maps + a pair list (images stay where they are)."""
     from PIL import Image
 
@@ -93,8 +85,9 @@ def pseudo_seg(store: ArtifactStore, sources: PseudoSources, classes: tuple[str,
     return SegSource(pairs_file=out, classes=classes), len(pairs)
 
 
-def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labelled: CocoSource,
-                path: str) -> tuple[CocoSource, int]:
+def pseudo_coco(
+    store: ArtifactStore, sources: PseudoSources, labelled: CocoSource, path: str
+) -> tuple[CocoSource, int]:
     """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI)."""
     with open(labelled.ann_file) as f:
         categories = json.load(f)["categories"]
@@ -110,28 +103,51 @@ def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labelled: CocoSour
         if s["status"] != "ok":
             continue
         ids[s["image_id"]] = len(images) + 1
-        images.append({"id": len(images) + 1, "file_name": s["image_uri"], "width": s["width"],
-                       "height": s["height"]})
+        images.append({"id": len(images) + 1, "file_name": s["image_uri"], "width": s["width"], "height": s["height"]})
     for b in boxes:
         w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
-        annotations.append({"id": len(annotations) + 1, "image_id": ids[b["image_id"]],
-                            "category_id": b["label"], "bbox": [b["x1"], b["y1"], w, h], "area": w * h,
-                            "iscrowd": 0, "score": b["score"]})
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": ids[b["image_id"]],
+                "category_id": b["label"],
+                "bbox": [b["x1"], b["y1"], w, h],
+                "area": w * h,
+                "iscrowd": 0,
+                "score": b["score"],
+            }
+        )
     if not annotations:
-        raise ValueError(f"no pseudo boxes to train a student on: the teacher kept no box on any of "
-                         f"{len(images)} unlabeled images; train the teacher longer or lower score_threshold (the "
-                         "model config's own test_cfg.score_thr - 0.05 in the CPU config - is a floor below it)")
+        raise ValueError(
+            f"no pseudo boxes to train a student on: the teacher kept no box on any of "
+            f"{len(images)} unlabeled images; train the teacher longer or lower score_threshold (the "
+            "model config's own test_cfg.score_thr - 0.05 in the CPU config - is a floor below it)"
+        )
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     return CocoSource(ann_file=path, image_root="", classes=labelled.classes), len(images)
 
 
 @task(name="train_model", cache_policy=NO_CACHE, log_prints=False)  # prints go to the stage's log file
-def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: ArtifactRef | None, *,
-                role: str, iters: int, k: int, seed: int, aug: str = "S1", pretrained: bool = True,
-                init: ArtifactRef | None = None, pseudo: list[ArtifactRef] | None = None,
-                method: str = "zoph", alpha: float = 1.0, reliable_only: ArtifactRef | None = None,
-                relabelled: list[ArtifactRef] | None = None) -> ArtifactRef:
+def train_model(
+    store_url: str,
+    model_config: str,
+    labelled: ArtifactRef,
+    val: ArtifactRef | None,
+    *,
+    role: str,
+    iters: int,
+    k: int,
+    seed: int,
+    aug: str = "S1",
+    pretrained: bool = True,
+    init: ArtifactRef | None = None,
+    pseudo: list[ArtifactRef] | None = None,
+    method: str = "zoph",
+    alpha: float = 1.0,
+    reliable_only: ArtifactRef | None = None,
+    relabelled: list[ArtifactRef] | None = None,
+) -> ArtifactRef:
     """role 'teacher': labelled data only. A student trains on labelled + pseudo data:
     method 'zoph' (detection): half/half batches, loss normalisation with weight alpha,
     initialised from ``init``; method 'st' (both tasks): labelled oversampled, strong
@@ -157,8 +173,15 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         inputs["reliable_only"] = reliable_only
     if relabelled:
         inputs["relabelled"] = digest_json([f"{r.stage}/{r.key}" for r in relabelled])
-    params = {"role": role, "iters": iters, "k": k, "seed": seed, "aug": aug.lower(), "pretrained": pretrained,
-              "alpha": alpha if pseudo and method == "zoph" else None}
+    params = {
+        "role": role,
+        "iters": iters,
+        "k": k,
+        "seed": seed,
+        "aug": aug.lower(),
+        "pretrained": pretrained,
+        "alpha": alpha if pseudo and method == "zoph" else None,
+    }
     if pseudo and method != "zoph":
         params["method"] = method  # absent for zoph: keys of earlier detection runs stay valid
     ref = store.stage_ref(labelled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
@@ -182,24 +205,35 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         pseudo_src, num_pseudo = None, 0
         if pseudo:
             pseudo_src, num_pseudo = pseudo_seg(store, sources, lab.classes, data)
-        train_cfg = seg_train_config(cfg, labelled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo,
-                                     **common)
+        train_cfg = seg_train_config(cfg, labelled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo, **common)
     else:
         lab = local_coco(store, labelled, data, "labelled")
         val_src = local_coco(store, val, data, "val") if val is not None else None
         pseudo_src, num_pseudo = None, 0
         if pseudo:
             pseudo_src, num_pseudo = pseudo_coco(store, sources, lab, os.path.join(data, "pseudo.json"))
-        train_cfg = det_train_config(cfg, labelled=lab, val=val_src, pseudo=pseudo_src, method=method, alpha=alpha,
-                                     num_pseudo=num_pseudo, **common)
+        train_cfg = det_train_config(
+            cfg,
+            labelled=lab,
+            val=val_src,
+            pseudo=pseudo_src,
+            method=method,
+            alpha=alpha,
+            num_pseudo=num_pseudo,
+            **common,
+        )
     if os.path.exists(os.path.join(work, "last_checkpoint")):
         # A previous attempt was killed: continue from its last checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
         with open(os.path.join(work, "last_checkpoint")) as f:
             last = f.read().strip()
         at = re.search(r"iter_(\d+)\.pth$", last)
-        stage_logger().warning("train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)",
-                               what, at.group(1) if at else "?", last)
+        stage_logger().warning(
+            "train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)",
+            what,
+            at.group(1) if at else "?",
+            last,
+        )
     train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
     train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
     train_cfg.custom_hooks = [dict(type="ProgressHook", what=f"train {what}")]
@@ -217,26 +251,34 @@ def train_model(store_url: str, model_config: str, labelled: ArtifactRef, val: A
         raise RuntimeError(f"training finished but checkpoints are missing: {missing}")
     best = sorted(glob.glob(os.path.join(work, "best_*.pth")))
     history = _scalars(work)
-    meta = {"role": role, "params": params, "model_config": model_config, "checkpoints": k,
-            "last": f"ckpt-{k}.pth",
-            "best": os.path.basename(best[-1]) if best else None,
-            "final_val": history[-1] if history and ("coco/bbox_mAP" in history[-1] or "mIoU" in history[-1])
-            else None}
+    meta = {
+        "role": role,
+        "params": params,
+        "model_config": model_config,
+        "checkpoints": k,
+        "last": f"ckpt-{k}.pth",
+        "best": os.path.basename(best[-1]) if best else None,
+        "final_val": history[-1] if history and ("coco/bbox_mAP" in history[-1] or "mIoU" in history[-1]) else None,
+    }
     with store.writer(ref, meta=meta) as w:
         for j, path in enumerate(ckpts, start=1):
             w.put_file(f"ckpt-{j}.pth", path)
         if best:
             w.put_file("best.pth", best[-1])
         w.write_json("history.json", history)
-    log_stage(f"train {what}", ref, reused=False, started=started,
-              detail=f"{iters} iterations" + (f", {num_pseudo} pseudo-labelled images" if pseudo else ""))
+    log_stage(
+        f"train {what}",
+        ref,
+        reused=False,
+        started=started,
+        detail=f"{iters} iterations" + (f", {num_pseudo} pseudo-labelled images" if pseudo else ""),
+    )
     return ref
 
 
 def _scalars(work: str) -> list[dict]:
     """The Runner's logged scalars (loss, lr, validation metrics) of the latest attempt."""
-    files = sorted(glob.glob(os.path.join(work, "*", "vis_data", "scalars.json")),
-                   key=lambda p: re.sub(r"\D", "", p))
+    files = sorted(glob.glob(os.path.join(work, "*", "vis_data", "scalars.json")), key=lambda p: re.sub(r"\D", "", p))
     if not files:
         return []
     with open(files[-1]) as f:

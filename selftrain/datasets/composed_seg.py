@@ -1,6 +1,6 @@
 """A real-photo semantic segmentation benchmark, composed at set-up time from photo cut-outs and backgrounds.
 
-No labelled segmentation set ships in the package registries reachable here (DESIGN.md section 7), but
+No labelled segmentation set ships in the package registries reachable here (docs/design.md §8), but
 Debian ships *photo cut-outs with an alpha channel* (Tux Paint's stamps): pasting them on real background
 photos gives real-looking images whose masks are exact by construction. Nothing generated is committed:
 :func:`fetch_sources` caches the source photos, :func:`prepare` composes the images from them.
@@ -150,11 +150,26 @@ CUTOUT_EXCLUDE: dict[str, dict[str, str]] = {
 }
 #: (package, path) of the background photographs (real photos without birds, flowers or fruit).
 BACKGROUND_FILES: tuple[tuple[str, str], ...] = tuple(
-    [("mate-backgrounds", f"usr/share/backgrounds/mate/nature/{name}.jpg")
-     for name in ("Aqua", "Blinds", "Dune", "GreenMeadow", "RainDrops", "Storm", "Wood")]
-    + [("plasma-workspace-wallpapers", f"usr/share/wallpapers/{name}/contents/images/2560x1600.jpg")
-       for name in ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
-                    "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")]
+    [
+        ("mate-backgrounds", f"usr/share/backgrounds/mate/nature/{name}.jpg")
+        for name in ("Aqua", "Blinds", "Dune", "GreenMeadow", "RainDrops", "Storm", "Wood")
+    ]
+    + [
+        ("plasma-workspace-wallpapers", f"usr/share/wallpapers/{name}/contents/images/2560x1600.jpg")
+        for name in (
+            "BytheWater",
+            "ColdRipple",
+            "ColorfulCups",
+            "DarkestHour",
+            "EveningGlow",
+            "FallenLeaf",
+            "Grey",
+            "Kite",
+            "OneStandsOut",
+            "Path",
+            "summer_1am",
+        )
+    ]
 )
 PACKAGES: tuple[str, ...] = (STAMPS_PACKAGE, "mate-backgrounds", "plasma-workspace-wallpapers")
 
@@ -172,8 +187,7 @@ _PNG = {"compress_level": 6}  # fixed save parameters (no optimize, no metadata)
 
 SELECTION_DIGEST = hashlib.sha256(
     json.dumps(
-        {"cutouts": CUTOUT_RULES, "exclude": CUTOUT_EXCLUDE, "backgrounds": BACKGROUND_FILES,
-         "packages": PACKAGES},
+        {"cutouts": CUTOUT_RULES, "exclude": CUTOUT_EXCLUDE, "backgrounds": BACKGROUND_FILES, "packages": PACKAGES},
         sort_keys=True,
     ).encode()
 ).hexdigest()[:16]
@@ -182,7 +196,8 @@ SELECTION_DIGEST = hashlib.sha256(
 def default_cache_dir() -> str:
     """``$SELFTRAIN_CACHE/sources``, else ``${XDG_CACHE_HOME:-~/.cache}/selftrain/sources``."""
     base = os.environ.get("SELFTRAIN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "selftrain")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "selftrain"
+    )
     return os.path.join(base, "sources")
 
 
@@ -261,8 +276,14 @@ def load_sources(cache_dir: str | None = None) -> Sources:
     return _sources_from_manifest(root, manifest)
 
 
-_MISSING_LISTS = ("Unable to locate package", "Can't select candidate", "has no installation candidate",
-                  "No packages found", "404", "Failed to fetch")
+_MISSING_LISTS = (
+    "Unable to locate package",
+    "Can't select candidate",
+    "has no installation candidate",
+    "No packages found",
+    "404",
+    "Failed to fetch",
+)
 
 
 def _apt_download(package: str, workdir: str) -> str:
@@ -272,8 +293,7 @@ def _apt_download(package: str, workdir: str) -> str:
         try:
             return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
         except FileNotFoundError as e:
-            raise RuntimeError(
-                f"cannot download Debian package {package!r}: {cmd[0]} is not available ({e})") from e
+            raise RuntimeError(f"cannot download Debian package {package!r}: {cmd[0]} is not available ({e})") from e
 
     result = run(["apt-get", "download", package])
     if result.returncode != 0 and any(s in result.stderr for s in _MISSING_LISTS):
@@ -295,8 +315,7 @@ def _apt_download(package: str, workdir: str) -> str:
 
 
 def _deb_version(deb: str) -> str:
-    return subprocess.run(["dpkg-deb", "-f", deb, "Version"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(["dpkg-deb", "-f", deb, "Version"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _extract_selected(package: str, deb: str, dest: str) -> dict[str, dict]:
@@ -348,14 +367,14 @@ def fetch_sources(cache_dir: str | None = None) -> Sources:
             if n < MIN_CUTOUTS_PER_CLASS:
                 raise FileNotFoundError(
                     f"only {n} cut-outs of class {cls!r} in {package} {versions[package]}:{folder} "
-                    f"(need {MIN_CUTOUTS_PER_CLASS})")
+                    f"(need {MIN_CUTOUTS_PER_CLASS})"
+                )
         for package in PACKAGES:  # move each package folder into place, replacing an older one
             target = os.path.join(root, package)
             if os.path.lexists(target):
                 shutil.rmtree(target)
             os.rename(os.path.join(build, "files", package), target)
-        manifest = {"selection_digest": SELECTION_DIGEST, "packages": versions,
-                    "files": dict(sorted(files.items()))}
+        manifest = {"selection_digest": SELECTION_DIGEST, "packages": versions, "files": dict(sorted(files.items()))}
         tmp = os.path.join(build, MANIFEST)
         with open(tmp, "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
@@ -409,10 +428,10 @@ def paste_cutout(
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
     if x0 >= x1 or y0 >= y1:
         return image, mask
-    part = cutout[y0 - y:y1 - y, x0 - x:x1 - x]
+    part = cutout[y0 - y : y1 - y, x0 - x : x1 - x]
     alpha = part[..., 3:4].astype(np.uint32)
     bg = image[y0:y1, x0:x1].astype(np.uint32)
-    image[y0:y1, x0:x1] = ((part[..., :3].astype(np.uint32) * alpha + bg * (255 - alpha) + 127) // 255)
+    image[y0:y1, x0:x1] = (part[..., :3].astype(np.uint32) * alpha + bg * (255 - alpha) + 127) // 255
     region = mask[y0:y1, x0:x1]
     region[part[..., 3] > 127] = class_id
     return image, mask
@@ -427,7 +446,7 @@ def _load_cutout(path: str) -> np.ndarray:
     ys, xs = np.nonzero(rgba[..., 3])
     if len(ys) == 0:
         raise ValueError(f"{path} is fully transparent")
-    return rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
 def _load_background(path: str, size: int) -> np.ndarray:
@@ -442,8 +461,10 @@ def _load_background(path: str, size: int) -> np.ndarray:
         im = im.convert("RGB")
         if min(im.size) > target:
             scale = target / min(im.size)
-            im = im.resize((max(target, round(im.size[0] * scale)), max(target, round(im.size[1] * scale))),
-                           Image.Resampling.LANCZOS)
+            im = im.resize(
+                (max(target, round(im.size[0] * scale)), max(target, round(im.size[1] * scale))),
+                Image.Resampling.LANCZOS,
+            )
         return np.asarray(im)
 
 
@@ -474,7 +495,7 @@ def compose_image(
     bh, bw = background.shape[:2]
     side = max(1, int(round(rng.uniform(*BG_CROP) * min(bh, bw))))
     top, left = int(rng.integers(0, bh - side + 1)), int(rng.integers(0, bw - side + 1))
-    crop = Image.fromarray(np.ascontiguousarray(background[top:top + side, left:left + side]))
+    crop = Image.fromarray(np.ascontiguousarray(background[top : top + side, left : left + side]))
     image = np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))
     if rng.random() < 0.5:
         image = image[:, ::-1]
@@ -551,7 +572,8 @@ def _check_params(size, seed, num_labelled, num_unlabeled, num_val, objects_per_
         if not _is_int(value, n_classes):
             raise ValueError(
                 f"{name} must be an integer >= the number of classes ({n_classes}: {', '.join(CLASSES[1:])}) "
-                f"so that every class appears, got {value!r}")
+                f"so that every class appears, got {value!r}"
+            )
     if not _is_int(num_unlabeled, 0):
         raise ValueError(f"num_unlabeled must be an integer >= 0, got {num_unlabeled!r}")
     try:
@@ -600,8 +622,11 @@ def prepare(
         "objects_per_image": [int(v) for v in objects_per_image],
         "scale": [float(v) for v in scale],
         "classes": list(CLASSES),
-        "sources": {name: sources.sha256[name] for part in chosen.values()
-                    for name in [*part["backgrounds"], *(n for v in part["cutouts"].values() for n in v)]},
+        "sources": {
+            name: sources.sha256[name]
+            for part in chosen.values()
+            for name in [*part["backgrounds"], *(n for v in part["cutouts"].values() for n in v)]
+        },
     }
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
@@ -654,8 +679,11 @@ def _build(build: str, sources: Sources, chosen: dict, params: dict) -> tuple[di
         which = "val" if split_name == "val" else "train"
         part = chosen[which]
         if which not in pools:
-            pools[which] = {i: [_load_cutout(sources.path(n)) for n in part["cutouts"][cls]]
-                            for i, cls in enumerate(CLASSES) if i > 0}
+            pools[which] = {
+                i: [_load_cutout(sources.path(n)) for n in part["cutouts"][cls]]
+                for i, cls in enumerate(CLASSES)
+                if i > 0
+            }
         cutouts = pools[which]
         img_dir, ann_dir = os.path.join(build, split_name, "img"), os.path.join(build, split_name, "ann")
         os.makedirs(img_dir)
@@ -668,8 +696,13 @@ def _build(build: str, sources: Sources, chosen: dict, params: dict) -> tuple[di
             if bg_name not in bg_cache:
                 bg_cache[bg_name] = _load_background(sources.path(bg_name), size)
             image, mask = compose_image(
-                rng, bg_cache[bg_name], cutouts, 1 + i % (len(CLASSES) - 1),
-                size=size, num_objects=int(rng.integers(lo, hi + 1)), scale=scale,
+                rng,
+                bg_cache[bg_name],
+                cutouts,
+                1 + i % (len(CLASSES) - 1),
+                size=size,
+                num_objects=int(rng.integers(lo, hi + 1)),
+                scale=scale,
             )
             hist = np.bincount(mask.ravel(), minlength=len(CLASSES))
             pixels += hist
@@ -678,8 +711,10 @@ def _build(build: str, sources: Sources, chosen: dict, params: dict) -> tuple[di
             for folder, data in ((img_dir, _png_bytes(image, "RGB")), (ann_dir, _png_bytes(mask, "L"))):
                 with open(os.path.join(folder, stem + ".png"), "wb") as f:
                     f.write(data)
-                content.update(f"{os.path.basename(os.path.dirname(folder))}/{os.path.basename(folder)}/{stem}"
-                               .encode() + hashlib.sha256(data).digest())
+                content.update(
+                    f"{os.path.basename(os.path.dirname(folder))}/{os.path.basename(folder)}/{stem}".encode()
+                    + hashlib.sha256(data).digest()
+                )
         counts[split_name] = {
             "images": number,
             "pixels": {c: int(p) for c, p in zip(CLASSES, pixels)},
@@ -716,24 +751,33 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     sources = fetch_sources(args.cache)
     if args.command == "fetch":
-        print(f"{sources.root}: sources ready in {time.perf_counter() - t0:.2f} s "
-              f"({', '.join(f'{p} {v}' for p, v in sources.packages.items())})")
+        print(
+            f"{sources.root}: sources ready in {time.perf_counter() - t0:.2f} s "
+            f"({', '.join(f'{p} {v}' for p, v in sources.packages.items())})"
+        )
         for cls, names in sources.cutouts.items():
             print(f"  {cls:<10} {len(names):>3} cut-outs")
         print(f"  {'background':<10} {len(sources.backgrounds):>3} photos")
         return 0
     t0 = time.perf_counter()
     split = prepare(
-        args.out, size=args.size, seed=args.seed, num_labelled=args.num_labelled,
-        num_unlabeled=args.num_unlabeled, num_val=args.num_val,
-        objects_per_image=(args.objects_min, args.objects_max), cache_dir=args.cache,
+        args.out,
+        size=args.size,
+        seed=args.seed,
+        num_labelled=args.num_labelled,
+        num_unlabeled=args.num_unlabeled,
+        num_val=args.num_val,
+        objects_per_image=(args.objects_min, args.objects_max),
+        cache_dir=args.cache,
     )
     counts = (read_split(split.root) or {}).get("counts", {})
     print(f"{split.root}: ready in {time.perf_counter() - t0:.2f} s; classes {', '.join(split.classes)}")
     for name in SPLITS:
         n = counts.get(name, {}).get("images", "?")
-        print(f"  {name:<10} {n:>4} images  img {getattr(split, f'{name}_img_dir')}  "
-              f"ann {getattr(split, f'{name}_ann_dir')}")
+        print(
+            f"  {name:<10} {n:>4} images  img {getattr(split, f'{name}_img_dir')}  "
+            f"ann {getattr(split, f'{name}_ann_dir')}"
+        )
     return 0
 
 

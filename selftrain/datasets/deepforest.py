@@ -81,9 +81,9 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from selftrain.datasets.common import start_build, swap_into_place
-
 import numpy as np
+
+from selftrain.datasets.common import start_build, swap_into_place
 
 __all__ = [
     "DeepForestSplit",
@@ -456,9 +456,7 @@ def prepare(
 def _build(build, data_dir, tile, num_labelled, seed, max_unlabeled, max_val, min_visible) -> dict:
     image, boxes = load_scene(data_dir, TRAIN_SCENE)
     height, width = image.shape[:2]
-    train_tiles = _tiles(
-        image, boxes, TRAIN_SCENE, _grid_spans(height, tile), _grid_spans(width, tile), min_visible
-    )
+    train_tiles = _tiles(image, boxes, TRAIN_SCENE, _grid_spans(height, tile), _grid_spans(width, tile), min_visible)
     candidates = [i for i, t in enumerate(train_tiles) if len(t["boxes"])]
     if num_labelled > len(candidates):
         raise ValueError(

@@ -31,8 +31,11 @@ class ConfigError(ValueError):
 
 def resolve_config_path(name: str, kind: str = "det") -> str:
     """'det/retinanet_mnv2_256_cpu', 'retinanet_mnv2_256_cpu' or a path to a .py config."""
-    candidates = [name] if os.path.isabs(name) else [
-        name, os.path.join(MODEL_CONFIGS, name), os.path.join(MODEL_CONFIGS, kind, name)]
+    candidates = (
+        [name]
+        if os.path.isabs(name)
+        else [name, os.path.join(MODEL_CONFIGS, name), os.path.join(MODEL_CONFIGS, kind, name)]
+    )
     for c in candidates:
         for path in (c, f"{c}.py"):
             if os.path.isfile(path):
@@ -107,8 +110,12 @@ def det_test_pipeline(model_cfg: Config, with_ann: bool = True, skip_unreadable:
     steps = [_load_image(skip_unreadable), dict(type="Resize", scale=(w, h), keep_ratio=True)]
     if with_ann:
         steps.append(dict(type="LoadAnnotations", with_bbox=True))
-    steps.append(dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
-                                                        "scale_factor", "load_error")))
+    steps.append(
+        dict(
+            type="PackDetInputs",
+            meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor", "load_error"),
+        )
+    )
     return steps
 
 
@@ -122,7 +129,8 @@ def coco_dataset(source: CocoSource, pipeline: list[dict], test_mode: bool) -> d
         filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1),
         pipeline=pipeline,
         test_mode=test_mode,
-        backend_args=None)
+        backend_args=None,
+    )
 
 
 def set_num_classes(model: dict, num_classes: int) -> dict:
@@ -153,8 +161,9 @@ def set_num_classes(model: dict, num_classes: int) -> dict:
 
     walk(model, "model")
     if not found:
-        raise ConfigError(f"the model ({model.get('type')}) has no head with num_classes to size for "
-                          f"{num_classes} classes")
+        raise ConfigError(
+            f"the model ({model.get('type')}) has no head with num_classes to size for {num_classes} classes"
+        )
     return model
 
 
@@ -163,8 +172,7 @@ def _model(model_cfg: Config, pretrained: bool, scope: str = "mmdet", num_classe
 
     ``pretrained=False`` removes every pretrained initialisation (the backbone's ``init_cfg``
     and a segmentor's model-level ``pretrained`` URL): the random-initialisation control."""
-    model = copy.deepcopy(model_cfg.model.to_dict() if isinstance(model_cfg.model, ConfigDict)
-                          else model_cfg.model)
+    model = copy.deepcopy(model_cfg.model.to_dict() if isinstance(model_cfg.model, ConfigDict) else model_cfg.model)
     name = model_cfg.get("pretrained_backbone")
     if pretrained and name:
         from selftrain.mm.pretrained import PRETRAINED
@@ -190,39 +198,66 @@ def det_model(model_cfg: Config, pretrained: bool = False, num_classes: int | No
 
 def _val_parts(model_cfg: Config, val: CocoSource) -> dict:
     return dict(
-        val_dataloader=dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
-                            sampler=dict(type="DefaultSampler", shuffle=False),
-                            dataset=coco_dataset(val, det_test_pipeline(model_cfg), test_mode=True)),
-        val_evaluator=dict(type="CocoMetric", ann_file=val.ann_file, metric="bbox", format_only=False,
-                           backend_args=None),
+        val_dataloader=dict(
+            batch_size=1,
+            num_workers=0,
+            persistent_workers=False,
+            drop_last=False,
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            dataset=coco_dataset(val, det_test_pipeline(model_cfg), test_mode=True),
+        ),
+        val_evaluator=dict(
+            type="CocoMetric", ann_file=val.ann_file, metric="bbox", format_only=False, backend_args=None
+        ),
         val_cfg=dict(type="ValLoop"),
     )
 
 
 def oversample_times(num_labelled: int, num_pseudo: int) -> int:
-    """ST: the labelled set is repeated to about the pseudo set's size (DESIGN 2.4)."""
+    """ST: the labelled set is repeated to about the pseudo set's size (docs/design.md §3.4, §3.5)."""
     if num_labelled <= 0:
         raise ConfigError("the labelled set is empty")
     return max(1, round(num_pseudo / num_labelled))
 
 
-def _train_config(scope: str, model_cfg: Config, *, work_dir: str, model: dict, train_dataset: dict,
-                  sampler: dict, val_parts: dict | None, best_metric: str, iters: int, k: int, seed: int,
-                  load_from: str | None, num_workers: int, visualizer: str) -> Config:
+def _train_config(
+    scope: str,
+    model_cfg: Config,
+    *,
+    work_dir: str,
+    model: dict,
+    train_dataset: dict,
+    sampler: dict,
+    val_parts: dict | None,
+    best_metric: str,
+    iters: int,
+    k: int,
+    seed: int,
+    load_from: str | None,
+    num_workers: int,
+    visualizer: str,
+) -> Config:
     """The schedule, hooks and runtime shared by every training: K evenly spaced checkpoints
-    (CheckpointHook(interval=iters/K) keeps iter_{j*iters/K}.pth, DESIGN 2.1), the best one by
+    (CheckpointHook(interval=iters/K) keeps iter_{j*iters/K}.pth, docs/design.md §2.3), the best one by
     validation ``best_metric``, warm-up then cosine decay, seeded."""
     if iters <= 0 or k <= 0 or iters % k:
-        raise ConfigError(f"iters ({iters}) must be a positive multiple of k ({k}) so the K checkpoints "
-                          "are evenly spaced")
+        raise ConfigError(
+            f"iters ({iters}) must be a positive multiple of k ({k}) so the K checkpoints are evenly spaced"
+        )
     interval = iters // k
     warmup = min(int(model_cfg.get("warmup_iters", 0)), iters // 2)
     hooks = dict(
         timer=dict(type="IterTimerHook"),
         logger=dict(type="LoggerHook", interval=max(1, min(50, interval // 2))),
         param_scheduler=dict(type="ParamSchedulerHook"),
-        checkpoint=dict(type="CheckpointHook", interval=interval, by_epoch=False, max_keep_ckpts=-1,
-                        save_last=True, **(dict(save_best=best_metric, rule="greater") if val_parts else {})),
+        checkpoint=dict(
+            type="CheckpointHook",
+            interval=interval,
+            by_epoch=False,
+            max_keep_ckpts=-1,
+            save_last=True,
+            **(dict(save_best=best_metric, rule="greater") if val_parts else {}),
+        ),
         sampler_seed=dict(type="DistSamplerSeedHook"),
     )
     if scope == "mmdet":
@@ -235,15 +270,22 @@ def _train_config(scope: str, model_cfg: Config, *, work_dir: str, model: dict, 
         custom_imports=CUSTOM_IMPORTS,
         work_dir=work_dir,
         model=model,
-        train_dataloader=dict(batch_size=int(model_cfg.batch_size), num_workers=num_workers,
-                              persistent_workers=num_workers > 0, sampler=sampler, dataset=train_dataset),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters,
-                       val_interval=interval if val_parts else iters + 1),
+        train_dataloader=dict(
+            batch_size=int(model_cfg.batch_size),
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            sampler=sampler,
+            dataset=train_dataset,
+        ),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=interval if val_parts else iters + 1),
         optim_wrapper=copy.deepcopy(model_cfg.optim_wrapper.to_dict()),
         param_scheduler=schedulers,
         default_hooks=hooks,
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl")),
+        env_cfg=dict(
+            cudnn_benchmark=False,
+            mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+            dist_cfg=dict(backend="nccl"),
+        ),
         log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
         log_level="INFO",
         load_from=load_from,
@@ -256,10 +298,24 @@ def _train_config(scope: str, model_cfg: Config, *, work_dir: str, model: dict, 
     return Config(cfg)
 
 
-def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, val: CocoSource | None,
-                     iters: int, k: int, seed: int, aug: str = "s1", pretrained: bool = True,
-                     load_from: str | None = None, pseudo: CocoSource | None = None, method: str = "zoph",
-                     alpha: float = 1.0, num_pseudo: int = 0, num_workers: int = 2) -> Config:
+def det_train_config(
+    model_cfg: Config,
+    *,
+    work_dir: str,
+    labelled: CocoSource,
+    val: CocoSource | None,
+    iters: int,
+    k: int,
+    seed: int,
+    aug: str = "s1",
+    pretrained: bool = True,
+    load_from: str | None = None,
+    pseudo: CocoSource | None = None,
+    method: str = "zoph",
+    alpha: float = 1.0,
+    num_pseudo: int = 0,
+    num_workers: int = 2,
+) -> Config:
     """Training config for a teacher (pseudo=None) or a student on labelled + pseudo boxes.
 
     ``zoph`` (Zoph et al.): half human-labelled, half pseudo-labelled images in every batch
@@ -278,11 +334,17 @@ def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, 
     elif method == "st":
         with open(labelled.ann_file) as f:
             num_labelled = len(json.load(f)["images"])
-        train_dataset = dict(type="ConcatDataset", datasets=[
-            dict(type="RepeatDataset", times=oversample_times(num_labelled, num_pseudo),
-                 dataset=coco_dataset(labelled, det_train_pipeline(model_cfg, WEAK), test_mode=False)),
-            coco_dataset(pseudo, det_train_pipeline(model_cfg, WEAK, strong=True), test_mode=False),
-        ])
+        train_dataset = dict(
+            type="ConcatDataset",
+            datasets=[
+                dict(
+                    type="RepeatDataset",
+                    times=oversample_times(num_labelled, num_pseudo),
+                    dataset=coco_dataset(labelled, det_train_pipeline(model_cfg, WEAK), test_mode=False),
+                ),
+                coco_dataset(pseudo, det_train_pipeline(model_cfg, WEAK, strong=True), test_mode=False),
+            ],
+        )
         sampler = dict(type="InfiniteSampler", shuffle=True)
     elif method == "zoph":
         branches = ["human", "pseudo"]
@@ -290,45 +352,71 @@ def det_train_config(model_cfg: Config, *, work_dir: str, labelled: CocoSource, 
         def branch(name: str) -> dict:
             return dict(type="MultiBranch", branch_field=branches, **{name: dict(type="PackDetInputs")})
 
-        train_dataset = dict(type="ConcatDataset", datasets=[
-            coco_dataset(labelled, det_train_pipeline(model_cfg, aug, pack=branch("human")), test_mode=False),
-            coco_dataset(pseudo, det_train_pipeline(model_cfg, aug, pack=branch("pseudo")), test_mode=False),
-        ])
+        train_dataset = dict(
+            type="ConcatDataset",
+            datasets=[
+                coco_dataset(labelled, det_train_pipeline(model_cfg, aug, pack=branch("human")), test_mode=False),
+                coco_dataset(pseudo, det_train_pipeline(model_cfg, aug, pack=branch("pseudo")), test_mode=False),
+            ],
+        )
         if batch % 2:
             raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
         sampler = dict(type="MultiSourceSampler", batch_size=batch, source_ratio=[1, 1], shuffle=True)
-        model = dict(type="LossNormalizedDetector", detector=model, alpha=alpha,
-                     data_preprocessor=dict(type="DropEmptyBranchesDataPreprocessor",
-                                            data_preprocessor=model["data_preprocessor"]))
+        model = dict(
+            type="LossNormalizedDetector",
+            detector=model,
+            alpha=alpha,
+            data_preprocessor=dict(
+                type="DropEmptyBranchesDataPreprocessor", data_preprocessor=model["data_preprocessor"]
+            ),
+        )
     else:
         raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
-    return _train_config("mmdet", model_cfg, work_dir=work_dir, model=model, train_dataset=train_dataset,
-                         sampler=sampler, val_parts=_val_parts(model_cfg, val) if val else None,
-                         best_metric="coco/bbox_mAP", iters=iters, k=k, seed=seed, load_from=load_from,
-                         num_workers=num_workers, visualizer="DetLocalVisualizer")
+    return _train_config(
+        "mmdet",
+        model_cfg,
+        work_dir=work_dir,
+        model=model,
+        train_dataset=train_dataset,
+        sampler=sampler,
+        val_parts=_val_parts(model_cfg, val) if val else None,
+        best_metric="coco/bbox_mAP",
+        iters=iters,
+        k=k,
+        seed=seed,
+        load_from=load_from,
+        num_workers=num_workers,
+        visualizer="DetLocalVisualizer",
+    )
 
 
 def _test_config(scope: str, model: dict, *, work_dir: str, parts: dict, visualizer: str) -> Config:
-    return Config(dict(
-        default_scope=scope,
-        custom_imports=CUSTOM_IMPORTS,
-        work_dir=work_dir,
-        model=model,
-        test_dataloader=parts["val_dataloader"],
-        test_evaluator=parts["val_evaluator"],
-        test_cfg=dict(type="TestLoop"),
-        default_hooks=dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=50)),
-        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
-        log_level="WARNING",
-        visualizer=dict(type=visualizer, vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
-    ))
+    return Config(
+        dict(
+            default_scope=scope,
+            custom_imports=CUSTOM_IMPORTS,
+            work_dir=work_dir,
+            model=model,
+            test_dataloader=parts["val_dataloader"],
+            test_evaluator=parts["val_evaluator"],
+            test_cfg=dict(type="TestLoop"),
+            default_hooks=dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=50)),
+            env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
+            log_level="WARNING",
+            visualizer=dict(type=visualizer, vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
+        )
+    )
 
 
 def det_test_config(model_cfg: Config, *, work_dir: str, test: CocoSource) -> Config:
     """Runner.test() config: COCO bbox metrics (mmdet CocoMetric / pycocotools) on a held-out set."""
-    return _test_config("mmdet", _model(model_cfg, pretrained=False, num_classes=len(test.classes)),
-                        work_dir=work_dir,
-                        parts=_val_parts(model_cfg, test), visualizer="DetLocalVisualizer")
+    return _test_config(
+        "mmdet",
+        _model(model_cfg, pretrained=False, num_classes=len(test.classes)),
+        work_dir=work_dir,
+        parts=_val_parts(model_cfg, test),
+        visualizer="DetLocalVisualizer",
+    )
 
 
 # ---------------------------------------------------------------- segmentation (mmseg)
@@ -349,9 +437,17 @@ def seg_model(model_cfg: Config, num_classes: int, pretrained: bool) -> dict:
 
 
 def seg_dataset(source: SegSource, pipeline: list[dict], test_mode: bool = False) -> dict:
-    return dict(type="PairListSegDataset", ann_file=source.pairs_file, data_root="", data_prefix=dict(),
-                metainfo=dict(classes=tuple(source.classes)), reduce_zero_label=False, pipeline=pipeline,
-                test_mode=test_mode, lazy_init=False)
+    return dict(
+        type="PairListSegDataset",
+        ann_file=source.pairs_file,
+        data_root="",
+        data_prefix=dict(),
+        metainfo=dict(classes=tuple(source.classes)),
+        reduce_zero_label=False,
+        pipeline=pipeline,
+        test_mode=test_mode,
+        lazy_init=False,
+    )
 
 
 def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False) -> list[dict]:
@@ -360,8 +456,10 @@ def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False) -> lis
     segmentation takes the presets' jitter and flip only and refuses a policy."""
     preset = aug_preset(aug)
     if list(preset.policy):
-        raise ConfigError(f"augmentation preset {aug!r} has a detection policy (AutoAugment / RandAugment); "
-                          "segmentation supports S1 (flip + scale jitter)")
+        raise ConfigError(
+            f"augmentation preset {aug!r} has a detection policy (AutoAugment / RandAugment); "
+            "segmentation supports S1 (flip + scale jitter)"
+        )
     h, w = model_cfg.crop_size
     return [
         dict(type="LoadImageFromFile"),
@@ -383,49 +481,99 @@ def seg_test_pipeline(model_cfg: Config, with_ann: bool = True, skip_unreadable:
     return steps
 
 
-SEG_META_KEYS = ("img_path", "seg_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip",
-                 "flip_direction", "reduce_zero_label", "load_error", "img_id")
+SEG_META_KEYS = (
+    "img_path",
+    "seg_map_path",
+    "ori_shape",
+    "img_shape",
+    "pad_shape",
+    "scale_factor",
+    "flip",
+    "flip_direction",
+    "reduce_zero_label",
+    "load_error",
+    "img_id",
+)
 
 
 def _seg_val_parts(model_cfg: Config, val: SegSource) -> dict:
     return dict(
-        val_dataloader=dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
-                            sampler=dict(type="DefaultSampler", shuffle=False),
-                            dataset=seg_dataset(val, seg_test_pipeline(model_cfg), test_mode=True)),
+        val_dataloader=dict(
+            batch_size=1,
+            num_workers=0,
+            persistent_workers=False,
+            drop_last=False,
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            dataset=seg_dataset(val, seg_test_pipeline(model_cfg), test_mode=True),
+        ),
         val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
         val_cfg=dict(type="ValLoop"),
     )
 
 
-def seg_train_config(model_cfg: Config, *, work_dir: str, labelled: SegSource, val: SegSource | None,
-                     iters: int, k: int, seed: int, aug: str = "s1", pretrained: bool = True,
-                     load_from: str | None = None, pseudo: SegSource | None = None, num_pseudo: int = 0,
-                     num_workers: int = 2) -> Config:
+def seg_train_config(
+    model_cfg: Config,
+    *,
+    work_dir: str,
+    labelled: SegSource,
+    val: SegSource | None,
+    iters: int,
+    k: int,
+    seed: int,
+    aug: str = "s1",
+    pretrained: bool = True,
+    load_from: str | None = None,
+    pseudo: SegSource | None = None,
+    num_pseudo: int = 0,
+    num_workers: int = 2,
+) -> Config:
     """Training config for a segmentation teacher (pseudo=None) or an ST / ST++ student:
     labelled pairs repeated to about the pseudo set's size, weak augmentation on all, strong
-    augmentation on the pseudo masks' images only (DESIGN 2.4)."""
+    augmentation on the pseudo masks' images only (docs/design.md §3.4, §3.5)."""
     model = seg_model(model_cfg, len(labelled.classes), pretrained and load_from is None)
     if pseudo is None:
         train_dataset = seg_dataset(labelled, seg_train_pipeline(model_cfg, aug))
     else:
         with open(labelled.pairs_file) as f:
             num_labelled = len(json.load(f))
-        train_dataset = dict(type="ConcatDataset", datasets=[
-            dict(type="RepeatDataset", times=oversample_times(num_labelled, num_pseudo),
-                 dataset=seg_dataset(labelled, seg_train_pipeline(model_cfg, WEAK))),
-            seg_dataset(pseudo, seg_train_pipeline(model_cfg, WEAK, strong=True)),
-        ])
-    return _train_config("mmseg", model_cfg, work_dir=work_dir, model=model, train_dataset=train_dataset,
-                         sampler=dict(type="InfiniteSampler", shuffle=True),
-                         val_parts=_seg_val_parts(model_cfg, val) if val else None, best_metric="mIoU",
-                         iters=iters, k=k, seed=seed, load_from=load_from, num_workers=num_workers,
-                         visualizer="SegLocalVisualizer")
+        train_dataset = dict(
+            type="ConcatDataset",
+            datasets=[
+                dict(
+                    type="RepeatDataset",
+                    times=oversample_times(num_labelled, num_pseudo),
+                    dataset=seg_dataset(labelled, seg_train_pipeline(model_cfg, WEAK)),
+                ),
+                seg_dataset(pseudo, seg_train_pipeline(model_cfg, WEAK, strong=True)),
+            ],
+        )
+    return _train_config(
+        "mmseg",
+        model_cfg,
+        work_dir=work_dir,
+        model=model,
+        train_dataset=train_dataset,
+        sampler=dict(type="InfiniteSampler", shuffle=True),
+        val_parts=_seg_val_parts(model_cfg, val) if val else None,
+        best_metric="mIoU",
+        iters=iters,
+        k=k,
+        seed=seed,
+        load_from=load_from,
+        num_workers=num_workers,
+        visualizer="SegLocalVisualizer",
+    )
 
 
 def seg_test_config(model_cfg: Config, *, work_dir: str, test: SegSource) -> Config:
     """Runner.test() config: mIoU (mmseg IoUMetric) on a held-out set."""
-    return _test_config("mmseg", seg_model(model_cfg, len(test.classes), pretrained=False), work_dir=work_dir,
-                        parts=_seg_val_parts(model_cfg, test), visualizer="SegLocalVisualizer")
+    return _test_config(
+        "mmseg",
+        seg_model(model_cfg, len(test.classes), pretrained=False),
+        work_dir=work_dir,
+        parts=_seg_val_parts(model_cfg, test),
+        visualizer="SegLocalVisualizer",
+    )
 
 
 def seg_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list[dict]:
@@ -438,43 +586,72 @@ def seg_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list
         flips.append(dict(type="RandomFlip", prob=1.0, direction="horizontal"))
     return [
         _load_image(skip_unreadable=True),
-        dict(type="TestTimeAug", transforms=[
-            [dict(type="Resize", scale=(round(w * s), round(h * s)), keep_ratio=True) for s in scales],
-            flips,
-            [dict(type="PackSegInputs", meta_keys=SEG_META_KEYS)],
-        ]),
+        dict(
+            type="TestTimeAug",
+            transforms=[
+                [dict(type="Resize", scale=(round(w * s), round(h * s)), keep_ratio=True) for s in scales],
+                flips,
+                [dict(type="PackSegInputs", meta_keys=SEG_META_KEYS)],
+            ],
+        ),
     ]
 
 
 def seg_tta_model(model_cfg: Config, num_classes: int, confidence_threshold: float) -> dict:
-    return dict(type="ConfidentSegTTAModel", module=seg_model(model_cfg, num_classes, pretrained=False),
-                confidence_threshold=confidence_threshold)
+    return dict(
+        type="ConfidentSegTTAModel",
+        module=seg_model(model_cfg, num_classes, pretrained=False),
+        confidence_threshold=confidence_threshold,
+    )
 
 
 def det_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list[dict]:
-    """Multi-scale x flip views of each image for mmdet's DetTTAModel (DESIGN 2.2)."""
+    """Multi-scale x flip views of each image for mmdet's DetTTAModel (docs/design.md §3.2)."""
     if not scales or any(s <= 0 for s in scales):
         raise ConfigError(f"TTA scales must be positive numbers, got {scales}")
     w, h = model_cfg.img_scale
-    flips = [dict(type="RandomFlip", prob=1.0), dict(type="RandomFlip", prob=0.0)] if flip else \
-        [dict(type="RandomFlip", prob=0.0)]
+    flips = (
+        [dict(type="RandomFlip", prob=1.0), dict(type="RandomFlip", prob=0.0)]
+        if flip
+        else [dict(type="RandomFlip", prob=0.0)]
+    )
     return [
         _load_image(skip_unreadable=True),
-        dict(type="TestTimeAug", transforms=[
-            [dict(type="Resize", scale=(round(w * s), round(h * s)), keep_ratio=True) for s in scales],
-            flips,
-            [dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
-                                                   "scale_factor", "flip", "flip_direction", "load_error"))],
-        ]),
+        dict(
+            type="TestTimeAug",
+            transforms=[
+                [dict(type="Resize", scale=(round(w * s), round(h * s)), keep_ratio=True) for s in scales],
+                flips,
+                [
+                    dict(
+                        type="PackDetInputs",
+                        meta_keys=(
+                            "img_id",
+                            "img_path",
+                            "ori_shape",
+                            "img_shape",
+                            "scale_factor",
+                            "flip",
+                            "flip_direction",
+                            "load_error",
+                        ),
+                    )
+                ],
+            ],
+        ),
     ]
 
 
-def det_tta_model(model_cfg: Config, merge_iou: float | None = None, max_per_img: int | None = None,
-                  num_classes: int | None = None) -> dict:
+def det_tta_model(
+    model_cfg: Config, merge_iou: float | None = None, max_per_img: int | None = None, num_classes: int | None = None
+) -> dict:
     """mmdet's DetTTAModel around the detector (heads sized for ``num_classes``); merge
     settings default to model_configs/tta/det_default.py."""
     defaults = Config.fromfile(os.path.join(MODEL_CONFIGS, "tta", "det_default.py"))
     merge_iou = defaults.merge_nms_iou if merge_iou is None else merge_iou
     max_per_img = defaults.max_per_img if max_per_img is None else max_per_img
-    return dict(type="DetTTAModel", module=_model(model_cfg, pretrained=False, num_classes=num_classes),
-                tta_cfg=dict(nms=dict(type="nms", iou_threshold=merge_iou), max_per_img=max_per_img))
+    return dict(
+        type="DetTTAModel",
+        module=_model(model_cfg, pretrained=False, num_classes=num_classes),
+        tta_cfg=dict(nms=dict(type="nms", iou_threshold=merge_iou), max_per_img=max_per_img),
+    )

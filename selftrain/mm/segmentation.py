@@ -1,5 +1,5 @@
 """mmseg extensions: a dataset over an explicit list of (image, label map) pairs, and the
-segmentation TTA merge with the confidence rule of DESIGN 2.2.
+segmentation TTA merge with the confidence rule of docs/design.md §3.2.
 
 Registered in mmseg's registries on import (``custom_imports = ['selftrain.mm']``).
 """
@@ -36,8 +36,9 @@ class PairListSegDataset(BaseSegDataset):
             # A registered set's own mapping of stored values to class indices (e.g. {255: 1} for
             # binary masks stored as 0/255) is applied by mmseg's LoadAnnotations.
             label_map = {int(k): int(v) for k, v in p["label_map"].items()} if p.get("label_map") else self.label_map
-            item = dict(img_path=p["img_path"], label_map=label_map,
-                        reduce_zero_label=self.reduce_zero_label, seg_fields=[])
+            item = dict(
+                img_path=p["img_path"], label_map=label_map, reduce_zero_label=self.reduce_zero_label, seg_fields=[]
+            )
             if p.get("seg_map_path"):
                 item["seg_map_path"] = p["seg_map_path"]
             if "image_id" in p:
@@ -48,7 +49,7 @@ class PairListSegDataset(BaseSegDataset):
 
 @MODELS.register_module()
 class ConfidentSegTTAModel(SegTTAModel):
-    """mmseg's SegTTAModel, plus the pseudo-mask confidence rule (DESIGN 2.2).
+    """mmseg's SegTTAModel, plus the pseudo-mask confidence rule (docs/design.md §3.2).
 
     The softmax of every view (scales x flip; the segmentor returns each view's logits at
     the original resolution, flips undone) is averaged; label = argmax; pixels whose max
@@ -69,9 +70,9 @@ class ConfidentSegTTAModel(SegTTAModel):
             probs = torch.stack([v.seg_logits.data.softmax(dim=0) for v in views]).mean(dim=0)
             sample = views[0]
             confidence, label = probs.max(dim=0)
-            label = torch.where(confidence >= self.confidence_threshold, label,
-                                torch.full_like(label, IGNORE_LABEL))
-            sample.set_data({"pred_sem_seg": PixelData(data=label[None]),
-                             "seg_confidence": PixelData(data=confidence[None])})
+            label = torch.where(confidence >= self.confidence_threshold, label, torch.full_like(label, IGNORE_LABEL))
+            sample.set_data(
+                {"pred_sem_seg": PixelData(data=label[None]), "seg_confidence": PixelData(data=confidence[None])}
+            )
             merged.append(sample)
         return merged

@@ -76,8 +76,7 @@ def infrastructure_kind(exc: BaseException) -> str | None:
     return None
 
 
-def with_retries(fn: Callable[[], T], uri: str, attempts: int = READ_ATTEMPTS,
-                 backoff_s: float = READ_BACKOFF_S) -> T:
+def with_retries(fn: Callable[[], T], uri: str, attempts: int = READ_ATTEMPTS, backoff_s: float = READ_BACKOFF_S) -> T:
     """``fn()``, tried again after backoff_s, 2 * backoff_s, ... while it fails with an
     infrastructure error (``infrastructure_kind``).
 
@@ -95,10 +94,18 @@ def with_retries(fn: Callable[[], T], uri: str, attempts: int = READ_ATTEMPTS,
             if kind is None:
                 raise
             if attempt == attempts:
-                raise InfrastructureError(f"{kind} while reading image {uri} (failed {attempts} times; "
-                                          f"this is not a defect of the image): {describe(exc)}") from exc
-            log.warning("reading image %s failed (%s, attempt %d of %d), retrying: %s", uri, kind, attempt,
-                        attempts, describe(exc))
+                raise InfrastructureError(
+                    f"{kind} while reading image {uri} (failed {attempts} times; "
+                    f"this is not a defect of the image): {describe(exc)}"
+                ) from exc
+            log.warning(
+                "reading image %s failed (%s, attempt %d of %d), retrying: %s",
+                uri,
+                kind,
+                attempt,
+                attempts,
+                describe(exc),
+            )
             time.sleep(backoff_s * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
 
@@ -113,8 +120,9 @@ def mark_unreadable(results: dict, reason: str) -> dict:
     """``results`` with the black PLACEHOLDER_SIZE x PLACEHOLDER_SIZE x 3 uint8 placeholder as
     the image and ``load_error`` = reason (cut to MAX_REASON characters)."""
     img = np.zeros((PLACEHOLDER_SIZE, PLACEHOLDER_SIZE, 3), dtype=np.uint8)
-    results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
-                   load_error=(reason or "unknown")[:MAX_REASON])
+    results.update(
+        img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], load_error=(reason or "unknown")[:MAX_REASON]
+    )
     return results
 
 
@@ -123,7 +131,7 @@ class LoadImageOrMarkUnreadable(LoadImageFromFile):
     """mmcv's LoadImageFromFile, except that an image's own defect does not stop the batch.
 
     Pseudo labelling must never lose a shard to one corrupt, empty or missing file
-    (DESIGN 2.2): the image is replaced by a small black placeholder and
+    (docs/design.md §6.1): the image is replaced by a small black placeholder and
     ``results['load_error']`` names the reason (starting with MISSING, EMPTY, UNDECODABLE or,
     for any other read error, READ_FAILED), so the caller records it as skipped and discards
     whatever the model predicted for the placeholder. ``load_error`` is '' for a good image.
@@ -178,7 +186,7 @@ def shift_hue(img: np.ndarray, factor: float) -> np.ndarray:
 @TRANSFORMS.register_module()
 class ColorJitter(BaseTransform):
     """Colour jitter with torchvision's semantics, as ST++'s strong augmentation uses it
-    (``ColorJitter(0.5, 0.5, 0.5, 0.25)`` applied with p=0.8, DESIGN 2.4).
+    (``ColorJitter(0.5, 0.5, 0.5, 0.25)`` applied with p=0.8, docs/design.md §3.4).
 
     Brightness, contrast and saturation factors are drawn from [1 - x, 1 + x], the hue shift
     from [-hue, hue] (fraction of the colour circle); the four are applied in a random order
@@ -186,19 +194,29 @@ class ColorJitter(BaseTransform):
     probability is ``prob`` (wrap nothing around it).
     """
 
-    def __init__(self, brightness: float = 0.5, contrast: float = 0.5, saturation: float = 0.5,
-                 hue: float = 0.25, prob: float = 0.8):
+    def __init__(
+        self,
+        brightness: float = 0.5,
+        contrast: float = 0.5,
+        saturation: float = 0.5,
+        hue: float = 0.25,
+        prob: float = 0.8,
+    ):
         if not 0.0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {hue}")
         self.brightness, self.contrast, self.saturation, self.hue, self.prob = (
-            brightness, contrast, saturation, hue, prob)
+            brightness,
+            contrast,
+            saturation,
+            hue,
+            prob,
+        )
 
     @cache_randomness
     def _params(self):
         if np.random.rand() >= self.prob:
             return None
-        factors = [np.random.uniform(max(0.0, 1 - v), 1 + v) for v in
-                   (self.brightness, self.contrast, self.saturation)]
+        factors = [np.random.uniform(max(0.0, 1 - v), 1 + v) for v in (self.brightness, self.contrast, self.saturation)]
         return np.random.permutation(4), factors, np.random.uniform(-self.hue, self.hue)
 
     def transform(self, results: dict) -> dict:

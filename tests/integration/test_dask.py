@@ -21,8 +21,18 @@ def cluster(prefect_server):
 
     # Workers report their task runs to the same Prefect server as the flow.
     env = {k: v for k, v in prefect_server.env().items() if k.startswith("PREFECT_")}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", env=env,
-                      dashboard_address=None, silence_logs=logging.ERROR) as c, Client(c) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            env=env,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as c,
+        Client(c) as client,
+    ):
         yield c, client
 
 

@@ -22,14 +22,32 @@ from storage.store import ArtifactStore
 
 pytestmark = pytest.mark.integration
 
-TINY = ["--task", "detection", "--teacher-iters", "60", "--student-iters", "6", "--k", "3", "--num-labelled", "3",
-        "--max-unlabeled", "4", "--max-val", "2", "--score-threshold", "0.0", "--shard-size", "3"]
+TINY = [
+    "--task",
+    "detection",
+    "--teacher-iters",
+    "60",
+    "--student-iters",
+    "6",
+    "--k",
+    "3",
+    "--num-labelled",
+    "3",
+    "--max-unlabeled",
+    "4",
+    "--max-val",
+    "2",
+    "--score-threshold",
+    "0.0",
+    "--shard-size",
+    "3",
+]
 
 
 def demo(out, prefect_server, extra=(), wait=True, args=TINY):
     env = prefect_server.env()
     env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
-    cmd = [sys.executable, "-m", "selftrain.demo", "--out", str(out), *args, *extra]
+    cmd = [sys.executable, "-m", "app.demo", "--out", str(out), *args, *extra]
     log = open(os.path.join(out, f"run-{time.monotonic_ns()}.log"), "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     if not wait:
@@ -86,8 +104,11 @@ def test_flow_runs_end_to_end_and_reports(first_run):
 def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labelled(first_run):
     out, _, _ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
-    stats = [s for ref in store.list("deepforest", "pseudo_boxes")
-             for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()]
+    stats = [
+        s
+        for ref in store.list("deepforest", "pseudo_boxes")
+        for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
+    ]
     by_id = {s["image_id"]: s for s in stats}
     assert len(stats) == len(by_id) == 8  # 4 tiles + 4 added files, each exactly once
     assert by_id["zz_corrupt.png"]["status"] == "skipped" and by_id["zz_corrupt.png"]["error"]
@@ -114,9 +135,12 @@ def test_st_plus_plus_for_detection_reuses_the_teacher_and_ranks_by_box_agreemen
     assert set(report["ranking"]["quality"]) == {"reliable", "unreliable"}
     unreliable = {r["image_id"] for r in rows if not r["reliable"]}
     teacher = f"train/{teachers[0].key}"
-    relabelled = {s["image_id"] for ref in store.list("deepforest", "pseudo_boxes")
-                  if store.manifest(ref).meta.get("model") not in (None, teacher)
-                  for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()}
+    relabelled = {
+        s["image_id"]
+        for ref in store.list("deepforest", "pseudo_boxes")
+        if store.manifest(ref).meta.get("model") not in (None, teacher)
+        for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
+    }
     assert relabelled == unreliable
 
 
@@ -140,9 +164,12 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, pr
     out = str(tmp_path)
     proc, log = demo(out, prefect_server, wait=False)
     deadline = time.monotonic() + 600
+
     def at_40():  # mmengine names a checkpoint in last_checkpoint only once it is fully written
-        return any(open(p).read().strip().endswith("iter_40.pth")
-                   for p in glob.glob(f"{out}/work/deepforest/train/*/last_checkpoint"))
+        return any(
+            open(p).read().strip().endswith("iter_40.pth")
+            for p in glob.glob(f"{out}/work/deepforest/train/*/last_checkpoint")
+        )
 
     while time.monotonic() < deadline and not at_40():
         assert proc.poll() is None, open(log).read()[-4000:]
@@ -161,12 +188,16 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, pr
 def test_new_unlabeled_images_cost_only_new_shards(first_run, prefect_server):
     out, _, _ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
-    teacher = next(f"train/{r.key}" for r in store.list("deepforest", "train")
-                   if store.manifest(r).meta["role"] == "teacher")
+    teacher = next(
+        f"train/{r.key}" for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"
+    )
 
     def teacher_shards():
-        return {ref.key: store.manifest(ref) for ref in store.list("deepforest", "pseudo_boxes")
-                if store.manifest(ref).meta.get("model") == teacher}
+        return {
+            ref.key: store.manifest(ref)
+            for ref in store.list("deepforest", "pseudo_boxes")
+            if store.manifest(ref).meta.get("model") == teacher
+        }
 
     before = teacher_shards()
     unlabeled = glob.glob(f"{out}/data/deepforest/images/unlabeled")[0]

@@ -4,7 +4,6 @@ trigger turns each event into a flow run for exactly that prefix."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -20,22 +19,41 @@ pytestmark = pytest.mark.integration
 
 
 def watch(server, prefix, store):
-    out = subprocess.run([sys.executable, "-m", "flows.watch_unlabeled", "--dataset", "deepforest", "--prefix",
-                          str(prefix), "--store", str(store)], env=server.env(), cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.watch_unlabeled",
+            "--dataset",
+            "deepforest",
+            "--prefix",
+            str(prefix),
+            "--store",
+            str(store),
+        ],
+        env=server.env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return int(out.stdout.strip().splitlines()[-1].split()[0])
 
 
 def relabel_runs(server):
     """Flow runs of self-training/relabel-demo, as the server sees them."""
-    code = ("import json\nfrom prefect.client.orchestration import get_client\n"
-            "from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName\n"
-            "with get_client(sync_client=True) as c:\n"
-            "    runs = c.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=['relabel-demo'])))\n"
-            "    print(json.dumps([{'id': str(r.id), 'unlabeled': r.parameters.get('unlabeled')} for r in runs]))\n")
-    out = subprocess.run([sys.executable, "-c", code], env=server.env(), cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import json\nfrom prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    only = DeploymentFilter(name=DeploymentFilterName(any_=['relabel-demo']))\n"
+        "    runs = c.read_flow_runs(deployment_filter=only)\n"
+        "    print(json.dumps([{'id': str(r.id), 'unlabeled': r.parameters.get('unlabeled')} for r in runs]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=server.env(), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
@@ -53,11 +71,14 @@ def wait_for_runs(server, n, timeout=90):
 
 
 def delete_runs(server):
-    code = ("from prefect.client.orchestration import get_client\n"
-            "from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName\n"
-            "with get_client(sync_client=True) as c:\n"
-            "    for r in c.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=['relabel-demo']))):\n"
-            "        c.delete_flow_run(r.id)\n")
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    only = DeploymentFilter(name=DeploymentFilterName(any_=['relabel-demo']))\n"
+        "    for r in c.read_flow_runs(deployment_filter=only):\n"
+        "        c.delete_flow_run(r.id)\n"
+    )
     subprocess.run([sys.executable, "-c", code], env=server.env(), cwd=REPO, timeout=120, check=True)
 
 

@@ -68,8 +68,9 @@ def detector():
     from selftrain.mm.inference import build_model
 
     cfg = load_config("det/retinanet_mnv2_256_cpu")
-    return build_model(det_model(cfg, num_classes=1), "mmdet"), det_test_pipeline(cfg, with_ann=False,
-                                                                                    skip_unreadable=True)
+    return build_model(det_model(cfg, num_classes=1), "mmdet"), det_test_pipeline(
+        cfg, with_ann=False, skip_unreadable=True
+    )
 
 
 def test_forked_inference_workers_read_s3_after_the_parent_did(s3_images, detector):
@@ -97,8 +98,9 @@ def test_spawned_inference_workers_read_s3(s3_images, detector):
     read_in_parent(images[0]["image_uri"])
     with DefaultScope.overwrite_default_scope("mmdet"):
         dataset = ImageList(images[:2], detector[1])
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1,
-                                         multiprocessing_context="spawn", collate_fn=pseudo_collate)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2, num_workers=1, multiprocessing_context="spawn", collate_fn=pseudo_collate
+    )
     samples = [s for batch in loader for s in batch["data_samples"]]
     assert [s.metainfo["load_error"] for s in samples] == ["", ""]
     assert [tuple(s.ori_shape) for s in samples] == [(48, 64), (64, 48)]
@@ -119,9 +121,16 @@ def test_training_dataloader_workers_read_s3(s3_images, tmp_path):
     pairs.write_text(json.dumps([{"img_path": im["image_uri"], "seg_map_path": m} for im, m in zip(images, maps)]))
     cfg = load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg")
     init_default_scope("mmseg")
-    loader = Runner.build_dataloader(dict(
-        batch_size=2, num_workers=2, persistent_workers=False, sampler=dict(type="DefaultSampler", shuffle=False),
-        dataset=seg_dataset(SegSource(str(pairs), ("background", "thing")), seg_train_pipeline(cfg, "s1"))), seed=0)
+    loader = Runner.build_dataloader(
+        dict(
+            batch_size=2,
+            num_workers=2,
+            persistent_workers=False,
+            sampler=dict(type="DefaultSampler", shuffle=False),
+            dataset=seg_dataset(SegSource(str(pairs), ("background", "thing")), seg_train_pipeline(cfg, "s1")),
+        ),
+        seed=0,
+    )
     samples = [s for batch in loader for s in batch["data_samples"]]
     assert [s.img_path for s in samples] == [im["image_uri"] for im in images]
     for s, (w, h) in zip(samples, SIZES):

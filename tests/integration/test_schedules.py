@@ -52,14 +52,37 @@ def test_an_active_schedule_creates_a_run_that_a_worker_completes(prefect_server
     Image.new("RGB", (8, 8)).save(prefix / "a.png")
     env = prefect_server.env()
     log_start = prefect_server.log_size()
-    out = subprocess.run([sys.executable, "-c", REGISTER, POOL, str(prefix), str(tmp_path / "store")], env=env,
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", REGISTER, POOL, str(prefix), str(tmp_path / "store")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     deployment_id = out.stdout.strip().splitlines()[-1]
     log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL,
-                               "--name", "schedule-worker", "--prefetch-seconds", "5"],
-                              env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            POOL,
+            "--name",
+            "schedule-worker",
+            "--prefetch-seconds",
+            "5",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     api = temporary_settings({PREFECT_API_URL: prefect_server.api_url})
     api.__enter__()
     try:
@@ -67,13 +90,16 @@ def test_an_active_schedule_creates_a_run_that_a_worker_completes(prefect_server
         while not completed and time.monotonic() < deadline:
             time.sleep(3)
             with get_client(sync_client=True) as client:
-                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
-                    id=DeploymentFilterId(any_=[deployment_id])))
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+                )
             completed = [r for r in runs if r.state and r.state.is_completed()]
         states = sorted({r.state.name for r in runs if r.state})
-        assert completed, (f"no scheduled run completed within 240 s (runs: {len(runs)}, states {states}); "
-                           f"server: {prefect_server.service_errors(log_start)[-5:]}; worker: "
-                           + open(tmp_path / "worker.log").read()[-3000:])
+        assert completed, (
+            f"no scheduled run completed within 240 s (runs: {len(runs)}, states {states}); "
+            f"server: {prefect_server.service_errors(log_start)[-5:]}; worker: "
+            + open(tmp_path / "worker.log").read()[-3000:]
+        )
         assert completed[0].auto_scheduled  # created by the scheduler, not by a client
         assert os.path.isdir(tmp_path / "store" / "schedule-test" / "landed")  # the run did its work
         assert prefect_server.service_errors(log_start) == []

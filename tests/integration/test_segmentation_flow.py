@@ -15,12 +15,32 @@ import pytest
 from storage.masks import IGNORE_LABEL, iter_mask_shard, read_mask, read_mask_index
 from storage.schemas import RANKING, SEG_IMAGE_STATS, read_parquet
 from storage.store import ArtifactStore
-from tests.integration.test_detection_flow import demo as run_demo, manifests
+from tests.integration.test_detection_flow import demo as run_demo
+from tests.integration.test_detection_flow import manifests
 
 pytestmark = pytest.mark.integration
 
-TINY = ["--task", "segmentation", "--methods", "st", "st++", "--teacher-iters", "30", "--student-iters", "6",
-        "--k", "3", "--num-labelled", "3", "--num-unlabeled", "6", "--num-val", "3", "--shard-size", "4"]
+TINY = [
+    "--task",
+    "segmentation",
+    "--methods",
+    "st",
+    "st++",
+    "--teacher-iters",
+    "30",
+    "--student-iters",
+    "6",
+    "--k",
+    "3",
+    "--num-labelled",
+    "3",
+    "--num-unlabeled",
+    "6",
+    "--num-val",
+    "3",
+    "--shard-size",
+    "4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +96,9 @@ def test_phase_one_student_relabels_exactly_the_unreliable_images(seg_run):
     assert all(0.0 <= r["stability"] <= 2.0 for r in rows)  # K-1 = 2 terms of at most 1
     assert [r["stability"] for r in rows] == sorted((r["stability"] for r in rows), reverse=True)
     unreliable = {r["image_id"] for r in rows if not r["reliable"]}
-    (teacher,) = [f"train/{r.key}" for r in store.list("composed-seg", "train")
-                  if store.manifest(r).meta["role"] == "teacher"]
+    (teacher,) = [
+        f"train/{r.key}" for r in store.list("composed-seg", "train") if store.manifest(r).meta["role"] == "teacher"
+    ]
     by_model: dict[str, set] = {}
     for ref in store.list("composed-seg", "pseudo_masks"):
         ids = {s["image_id"] for s in read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()}

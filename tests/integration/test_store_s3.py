@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from storage.store import (ArtifactStore, StorageAccessDenied, StorageUnavailable, StoreError,
-                           s3_defaults)
+from storage.store import ArtifactStore, StorageAccessDenied, StorageUnavailable, StoreError, s3_defaults
 from tests.s3server import S3Server
 from tests.store_contract import KEY, StoreContract
 
@@ -74,9 +73,10 @@ def test_frozen_server_times_out_within_the_configured_bound(tmp_path):
         import s3fs
 
         s3fs.S3FileSystem(skip_instance_cache=True, **server.storage_options()).mkdir("bkt")
-        options = dict(server.storage_options(),
-                       config_kwargs={"connect_timeout": 1, "read_timeout": 1,
-                                      "retries": {"max_attempts": 1, "mode": "standard"}})
+        options = dict(
+            server.storage_options(),
+            config_kwargs={"connect_timeout": 1, "read_timeout": 1, "retries": {"max_attempts": 1, "mode": "standard"}},
+        )
         store = ArtifactStore("s3://bkt/p", options)
         ref = store.ref("demo", "unit", KEY)
         os.killpg(server.proc.pid, signal.SIGSTOP)

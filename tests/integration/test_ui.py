@@ -30,10 +30,16 @@ def chromium(url: str, screenshot: str | None = None, expect: tuple[str, ...] = 
     assert exe, "Debian's chromium is missing: deploy/setup.sh installs it (apt-get install chromium)"
     dom = ""
     for attempt in range(attempts):
-        args = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", f"--virtual-time-budget={20000 * (attempt + 1)}"]
-        dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=180,
-                             check=True).stdout
+        args = [
+            exe,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,1000",
+            f"--virtual-time-budget={20000 * (attempt + 1)}",
+        ]
+        dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True).stdout
         if all(e in dom for e in expect):
             break
         time.sleep(2 * (attempt + 1))
@@ -44,29 +50,47 @@ def chromium(url: str, screenshot: str | None = None, expect: tuple[str, ...] = 
 
 def finished_run(server) -> str:
     """The id of a completed self-training flow run that published its report."""
-    code = ("import json\nfrom prefect.client.orchestration import get_client\n"
-            "from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, "
-            "FlowRunFilterState, FlowRunFilterStateType\n"
-            "with get_client(sync_client=True) as c:\n"
-            "    runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=['self-training'])),"
-            " flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=['COMPLETED']))))\n"
-            "    print(json.dumps([str(r.id) for r in runs]))\n")
-    out = subprocess.run([sys.executable, "-c", code], env=server.env(), cwd=REPO, capture_output=True, text=True,
-                         timeout=120, check=True)
+    code = (
+        "import json\nfrom prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, "
+        "FlowRunFilterState, FlowRunFilterStateType\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=['self-training'])),"
+        " flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=['COMPLETED']))))\n"
+        "    print(json.dumps([str(r.id) for r in runs]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=server.env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return (json.loads(out.stdout.strip().splitlines()[-1]) or [None])[0]
 
 
 def latest_artifact_description(server, key: str) -> str | None:
     """The description of the newest artifact with this key (the one its page shows first)."""
-    code = ("from prefect.client.orchestration import get_client\n"
-            "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey\n"
-            "from prefect.client.schemas.sorting import ArtifactSort\n"
-            "with get_client(sync_client=True) as c:\n"
-            f"    a = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[{key!r}])),"
-            " sort=ArtifactSort.CREATED_DESC, limit=1)\n"
-            "    print(a[0].description if a else None)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=server.env(), cwd=REPO, capture_output=True, text=True,
-                         timeout=120, check=True)
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey\n"
+        "from prefect.client.schemas.sorting import ArtifactSort\n"
+        "with get_client(sync_client=True) as c:\n"
+        f"    a = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[{key!r}])),"
+        " sort=ArtifactSort.CREATED_DESC, limit=1)\n"
+        "    print(a[0].description if a else None)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=server.env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     last = out.stdout.strip().splitlines()[-1]
     return None if last == "None" else last
 

@@ -28,8 +28,9 @@ def run_cli(tmp, prefect_server, params: dict) -> str:
     env = prefect_server.env()
     env["SELFTRAIN_WORK_DIR"] = os.path.join(tmp, "work")
     env["PREFECT_LOGGING_LEVEL"] = "INFO"  # what a user sees in the console
-    proc = subprocess.run([sys.executable, "-m", "selftrain.cli", "run", path], env=env, capture_output=True,
-                          text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", path], env=env, capture_output=True, text=True, timeout=1200
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return proc.stdout + proc.stderr
 
@@ -57,14 +58,35 @@ def check_skips(stats: dict[str, dict], bad: dict[str, str]) -> None:
 def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
     data = messy_data.detection_set(str(tmp_path / "data"))
     store_url = str(tmp_path / "store")
-    output = run_cli(str(tmp_path), prefect_server, dict(
-        dataset="messy", labelled=data["labeled"], val=data["val"], unlabeled=data["unlabeled"],
-        teacher_iters=30, student_iters=6, k=3, score_threshold=0.0, class_thresholds={"dog": 0.0},
-        shard_size=4, store=store_url))
+    output = run_cli(
+        str(tmp_path),
+        prefect_server,
+        dict(
+            dataset="messy",
+            labelled=data["labeled"],
+            val=data["val"],
+            unlabeled=data["unlabeled"],
+            teacher_iters=30,
+            student_iters=6,
+            k=3,
+            score_threshold=0.0,
+            class_thresholds={"dog": 0.0},
+            shard_size=4,
+            store=store_url,
+        ),
+    )
     assert "report:" in output
     # One line per stage (reused or computed, where), progress lines, no OpenMMLab dumps.
-    for line in ("register labelled set: computed", "train teacher: computed in", "train teacher: [",
-                 "it/s, ETA", "OpenMMLab log in", "pseudo label shard: computed", "images/s", "evaluate: computed"):
+    for line in (
+        "register labelled set: computed",
+        "train teacher: computed in",
+        "train teacher: [",
+        "it/s, ETA",
+        "OpenMMLab log in",
+        "pseudo label shard: computed",
+        "images/s",
+        "evaluate: computed",
+    ):
         assert line in output, line
     for dump in ("System environment", "Config:", "Average Precision  (AP)", "loading annotations into memory"):
         assert dump not in output, dump
@@ -73,8 +95,11 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
     meta = store.manifest(labeled).meta
     assert meta["classes"] == ["cat", "dog"] and meta["category_ids"] == [3, 7]
     assert meta["num_images"] == 7 and meta["num_boxes"] == 7 and meta["num_crowd"] == 1
-    boxes = [b for ref in store.list("messy", "pseudo_boxes")
-             for b in read_parquet(store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()]
+    boxes = [
+        b
+        for ref in store.list("messy", "pseudo_boxes")
+        for b in read_parquet(store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
+    ]
     assert boxes and {b["label"] for b in boxes} <= {3, 7}  # category ids, never label indices 0/1
     check_skips(stats_of(store, "messy", "pseudo_boxes", DET_IMAGE_STATS), data["bad"])
     report = [r for r in store.list("messy", "report")][0]
@@ -88,13 +113,28 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
     landed = tmp_path / "landed"
     landed.mkdir()
     messy_data.save(messy_data._canvas(64, 40, seed=9), str(landed / "n1.png"))
-    run_cli(str(tmp_path), prefect_server, dict(
-        dataset="messy", labelled=data["labeled"], val=data["val"], unlabeled=str(landed), teacher_iters=900,
-        score_threshold=0.0, retrain_student=False, teacher="latest", store=store_url))
+    run_cli(
+        str(tmp_path),
+        prefect_server,
+        dict(
+            dataset="messy",
+            labelled=data["labeled"],
+            val=data["val"],
+            unlabeled=str(landed),
+            teacher_iters=900,
+            score_threshold=0.0,
+            retrain_student=False,
+            teacher="latest",
+            store=store_url,
+        ),
+    )
     assert {r.key for r in store.list("messy", "train")} == trained  # no 900-iteration teacher appeared
-    relabelled = [store.manifest(r).meta["model"] for r in store.list("messy", "pseudo_boxes")
-                  if "n1.png" in {s["image_id"] for s in read_parquet(store.read(r, "stats.parquet"),
-                                                                      DET_IMAGE_STATS).to_pylist()}]
+    relabelled = [
+        store.manifest(r).meta["model"]
+        for r in store.list("messy", "pseudo_boxes")
+        if "n1.png"
+        in {s["image_id"] for s in read_parquet(store.read(r, "stats.parquet"), DET_IMAGE_STATS).to_pylist()}
+    ]
     assert relabelled == [f"train/{teacher.key}"]
 
 
@@ -103,10 +143,24 @@ def test_segmentation_on_users_kinds_of_data(tmp_path, prefect_server):
     for part in ("labeled", "val"):
         data[part]["label_map"] = {"255": 1}
     store_url = str(tmp_path / "store")
-    run_cli(str(tmp_path), prefect_server, dict(
-        dataset="messy-seg", task="segmentation", method="st", labelled=data["labeled"], val=data["val"],
-        unlabeled=data["unlabeled"], teacher_iters=6, student_iters=3, k=3, tta_scales=[0.75, 1.0],
-        shard_size=16, store=store_url))
+    run_cli(
+        str(tmp_path),
+        prefect_server,
+        dict(
+            dataset="messy-seg",
+            task="segmentation",
+            method="st",
+            labelled=data["labeled"],
+            val=data["val"],
+            unlabeled=data["unlabeled"],
+            teacher_iters=6,
+            student_iters=3,
+            k=3,
+            tta_scales=[0.75, 1.0],
+            shard_size=16,
+            store=store_url,
+        ),
+    )
     store = ArtifactStore(store_url)
     stats = stats_of(store, "messy-seg", "pseudo_masks", SEG_IMAGE_STATS)
     check_skips(stats, data["bad"])  # mixed sizes in one batch of 8: no crash, each at its own size

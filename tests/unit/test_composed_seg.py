@@ -220,12 +220,21 @@ def test_download_failure_names_the_package_and_updates_lists_once(tmp_path, mon
     monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(RuntimeError, match="no-such-pkg"):
         cs._apt_download("no-such-pkg", str(tmp_path))
-    assert calls == [["apt-get", "download", "no-such-pkg"], ["apt-get", "update"],
-                     ["apt-get", "download", "no-such-pkg"]]
+    assert calls == [
+        ["apt-get", "download", "no-such-pkg"],
+        ["apt-get", "update"],
+        ["apt-get", "download", "no-such-pkg"],
+    ]
 
     calls.clear()
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(
-        cmd, 100, "", "E: Could not open lock file - permission denied"))
+    monkeypatch.setattr(
+        subprocess,
+        "run",
+        lambda cmd, **kw: (
+            calls.append(cmd)
+            or subprocess.CompletedProcess(cmd, 100, "", "E: Could not open lock file - permission denied")
+        ),
+    )
     with pytest.raises(RuntimeError, match="no-such-pkg"):
         cs._apt_download("no-such-pkg", str(tmp_path))
     assert calls == [["apt-get", "download", "no-such-pkg"]]  # not a missing-lists failure: no update

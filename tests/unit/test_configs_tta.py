@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from selftrain.mm.configs import (CocoSource, ConfigError, det_train_config, det_tta_model, det_tta_pipeline,
-                                  load_config)
+from selftrain.mm.configs import CocoSource, ConfigError, det_train_config, det_tta_model, det_tta_pipeline, load_config
 
 SRC = CocoSource(ann_file="/d/l.json", image_root="/d/images", classes=("tree",))
 
@@ -31,11 +30,23 @@ def test_teacher_keeps_k_evenly_spaced_checkpoints(cfg):
 
 
 def test_student_batches_are_half_human_half_pseudo_with_loss_normalisation(cfg):
-    c = det_train_config(cfg, work_dir="/w", labelled=SRC, val=None, iters=30, k=3, seed=0, aug="S4",
-                         load_from="/t.pth", pseudo=SRC, alpha=2.0)
+    c = det_train_config(
+        cfg,
+        work_dir="/w",
+        labelled=SRC,
+        val=None,
+        iters=30,
+        k=3,
+        seed=0,
+        aug="S4",
+        load_from="/t.pth",
+        pseudo=SRC,
+        alpha=2.0,
+    )
     assert c.model.type == "LossNormalizedDetector" and c.model.alpha == 2.0
-    assert c.train_dataloader.sampler == dict(type="MultiSourceSampler", batch_size=cfg.batch_size,
-                                              source_ratio=[1, 1], shuffle=True)
+    assert c.train_dataloader.sampler == dict(
+        type="MultiSourceSampler", batch_size=cfg.batch_size, source_ratio=[1, 1], shuffle=True
+    )
     human, pseudo = c.train_dataloader.dataset.datasets
     assert human.pipeline[-1].type == "MultiBranch" and "human" in human.pipeline[-1]
     assert "pseudo" in pseudo.pipeline[-1] and "human" not in pseudo.pipeline[-1]
@@ -43,11 +54,17 @@ def test_student_batches_are_half_human_half_pseudo_with_loss_normalisation(cfg)
     assert c.load_from == "/t.pth"
 
 
-@pytest.mark.parametrize("preset,policy,jitter", [("S1", None, (0.8, 1.2)), ("S2", "AutoAugment", (0.8, 1.2)),
-                                                  ("S3", "AutoAugment", (0.5, 2.0)), ("S4", "RandAugment", (0.5, 2.0))])
+@pytest.mark.parametrize(
+    "preset,policy,jitter",
+    [
+        ("S1", None, (0.8, 1.2)),
+        ("S2", "AutoAugment", (0.8, 1.2)),
+        ("S3", "AutoAugment", (0.5, 2.0)),
+        ("S4", "RandAugment", (0.5, 2.0)),
+    ],
+)
 def test_augmentation_presets(cfg, preset, policy, jitter):
-    c = det_train_config(cfg, work_dir="/w", labelled=SRC, val=None, iters=3, k=3, seed=0, aug=preset,
-                         pretrained=False)
+    c = det_train_config(cfg, work_dir="/w", labelled=SRC, val=None, iters=3, k=3, seed=0, aug=preset, pretrained=False)
     types = [t["type"] for t in c.train_dataloader.dataset.pipeline]
     assert (policy in types) if policy else not {"AutoAugment", "RandAugment"} & set(types)
     resize = next(t for t in c.train_dataloader.dataset.pipeline if t["type"] == "RandomResize")
@@ -68,22 +85,32 @@ def test_tta_merge_maps_flipped_boxes_back_and_suppresses_duplicates(cfg):
     """Two views of a 100x80 image: as is, and flipped. The same tree seen in both views is
     one box after merging (NMS keeps the higher score); the flipped view's box is mirrored
     back to original coordinates first."""
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
     from mmengine.config import ConfigDict
     from mmengine.registry import init_default_scope
     from mmengine.structures import InstanceData
 
     import selftrain.mm  # noqa: F401
-    from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
 
     init_default_scope("mmdet")
     tta = MODELS.build(ConfigDict(det_tta_model(cfg, merge_iou=0.5, max_per_img=10)))
 
     def view(boxes, scores, flip):
-        s = DetDataSample(metainfo=dict(ori_shape=(80, 100), img_shape=(80, 100), scale_factor=(1.0, 1.0),
-                                        flip=flip, flip_direction="horizontal" if flip else None))
-        s.pred_instances = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float),
-                                        scores=torch.tensor(scores), labels=torch.zeros(len(scores), dtype=torch.long))
+        s = DetDataSample(
+            metainfo=dict(
+                ori_shape=(80, 100),
+                img_shape=(80, 100),
+                scale_factor=(1.0, 1.0),
+                flip=flip,
+                flip_direction="horizontal" if flip else None,
+            )
+        )
+        s.pred_instances = InstanceData(
+            bboxes=torch.tensor(boxes, dtype=torch.float),
+            scores=torch.tensor(scores),
+            labels=torch.zeros(len(scores), dtype=torch.long),
+        )
         return s
 
     plain = view([[10, 10, 30, 30], [60, 40, 90, 70]], [0.9, 0.3], flip=False)
@@ -96,10 +123,9 @@ def test_tta_merge_maps_flipped_boxes_back_and_suppresses_duplicates(cfg):
 
 def test_the_real_coco_config_builds_offline():
     """RetinaNet R50-FPN 640 px for COCO builds (weights are only fetched at init_weights)."""
+    from mmdet.registry import MODELS
     from mmengine.config import ConfigDict
     from mmengine.registry import init_default_scope
-
-    from mmdet.registry import MODELS
 
     init_default_scope("mmdet")
     coco = load_config("det/retinanet_r50_fpn_640_coco")

@@ -1,11 +1,10 @@
-"""Incremental sharding (DESIGN 4): images a labeller already labelled keep their shards; new
+"""Incremental sharding (docs/design.md §4.5): images a labeller already labelled keep their shards; new
 images form new shards; a changed or removed image frees its shard's images."""
 
 import pyarrow as pa
 
-from storage.schemas import to_parquet_bytes
+from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
 from storage.store import ArtifactStore
-from tasks.list_unlabeled import UNLABELED_IMAGES
 from tasks.shard_images import plan
 
 
@@ -15,10 +14,15 @@ def rows(*ids, size=1):
 
 def add_shard(store, name, images, labeller):
     shard = store.ref("d", "shard", name * 32)
-    store.write(shard, {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(images, schema=UNLABELED_IMAGES),
-                                                           UNLABELED_IMAGES)})
-    store.write(store.ref("d", "pseudo_boxes", name * 31 + "f"), {"x": b""},
-                meta={"labeller": labeller, "shard": f"shard/{shard.key}"})
+    store.write(
+        shard,
+        {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(images, schema=UNLABELED_IMAGES), UNLABELED_IMAGES)},
+    )
+    store.write(
+        store.ref("d", "pseudo_boxes", name * 31 + "f"),
+        {"x": b""},
+        meta={"labeller": labeller, "shard": f"shard/{shard.key}"},
+    )
     return shard
 
 

@@ -12,8 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from selftrain.mm.configs import (det_tta_model, det_tta_pipeline, load_config, seg_tta_model,
-                                  seg_tta_pipeline)
+from selftrain.mm.configs import det_tta_model, det_tta_pipeline, load_config, seg_tta_model, seg_tta_pipeline
 
 SEG_CLASSES = 3
 
@@ -71,8 +70,7 @@ def test_detection_skips_each_bad_image_with_its_reason_and_predicts_the_good_on
     tiny = write_png(tmp_path / "tiny.png", 1, 1)
     images = rows([thin, str(corrupt), good, str(empty), str(tmp_path / "missing.png"), tiny])
 
-    out = list(predict(det_tta, images, det_tta_pipeline(det_cfg, [1.0], flip=True), batch_size=8,
-                       num_workers=0))
+    out = list(predict(det_tta, images, det_tta_pipeline(det_cfg, [1.0], flip=True), batch_size=8, num_workers=0))
 
     assert [im["image_id"] for im, _ in out] == [im["image_id"] for im in images]
     err = {im["image_id"]: pred.metainfo["load_error"] for im, pred in out}
@@ -95,12 +93,15 @@ def test_segmentation_tta_handles_mixed_sizes_and_degenerate_images(tmp_path, se
     from selftrain.mm.inference import predict
     from selftrain.mm.transforms import REJECTED
 
-    paths = [write_png(tmp_path / "a.png", 100, 60, 1), write_png(tmp_path / "b.png", 80, 80, 2),
-             write_png(tmp_path / "c.png", 100, 60, 3), write_png(tmp_path / "thin.png", 600, 1, 4),
-             write_png(tmp_path / "dot.png", 1, 1, 5)]
+    paths = [
+        write_png(tmp_path / "a.png", 100, 60, 1),
+        write_png(tmp_path / "b.png", 80, 80, 2),
+        write_png(tmp_path / "c.png", 100, 60, 3),
+        write_png(tmp_path / "thin.png", 600, 1, 4),
+        write_png(tmp_path / "dot.png", 1, 1, 5),
+    ]
     images = rows(paths)
-    out = list(predict(seg_tta, images, seg_tta_pipeline(seg_cfg, [0.75, 1.0], flip=True), batch_size=8,
-                       num_workers=0))
+    out = list(predict(seg_tta, images, seg_tta_pipeline(seg_cfg, [0.75, 1.0], flip=True), batch_size=8, num_workers=0))
 
     assert [im["image_id"] for im, _ in out] == ["a.png", "b.png", "c.png", "thin.png", "dot.png"]
     by_id = {im["image_id"]: pred for im, pred in out}
@@ -119,10 +120,15 @@ def test_segmentation_single_scale_mixed_sizes(tmp_path, seg_cfg):
 
     model = build_model(seg_model(seg_cfg, SEG_CLASSES, pretrained=False), "mmseg")
     images = rows([write_png(tmp_path / "a.png", 100, 60), write_png(tmp_path / "b.png", 80, 80)])
-    out = list(predict(model, images, seg_test_pipeline(seg_cfg, with_ann=False, skip_unreadable=True),
-                       batch_size=8, num_workers=0))
+    out = list(
+        predict(
+            model, images, seg_test_pipeline(seg_cfg, with_ann=False, skip_unreadable=True), batch_size=8, num_workers=0
+        )
+    )
     assert [(im["image_id"], tuple(p.pred_sem_seg.data.shape)) for im, p in out] == [
-        ("a.png", (1, 60, 100)), ("b.png", (1, 80, 80))]
+        ("a.png", (1, 60, 100)),
+        ("b.png", (1, 80, 80)),
+    ]
 
 
 def test_shape_groups_key_on_every_tta_view():
@@ -135,8 +141,10 @@ def test_shape_groups_key_on_every_tta_view():
     assert shape_groups(plain) == [[0, 2], [1]]
     assert sub_batch(plain, [0, 2]) == {"inputs": [plain["inputs"][0], plain["inputs"][2]], "data_samples": ["a", "c"]}
     # two views: images 0 and 1 agree in view 0 but not in view 1
-    tta = {"inputs": [[t(4, 6), t(4, 6), t(4, 6)], [t(8, 12), t(8, 11), t(8, 12)]],
-           "data_samples": [["a0", "b0", "c0"], ["a1", "b1", "c1"]]}
+    tta = {
+        "inputs": [[t(4, 6), t(4, 6), t(4, 6)], [t(8, 12), t(8, 11), t(8, 12)]],
+        "data_samples": [["a0", "b0", "c0"], ["a1", "b1", "c1"]],
+    }
     assert shape_groups(tta) == [[0, 2], [1]]
     assert sub_batch(tta, [1])["data_samples"] == [["b0"], ["b1"]]
 
@@ -185,18 +193,24 @@ def flaky(tmp_path):
     return FlakyStorage
 
 
-@pytest.mark.parametrize("path,kind,error", [
-    ("down/x.png", "storage unavailable", "EndpointConnectionError"),
-    ("denied/x.png", "access denied", "ClientError"),
-    ("oom/x.png", "out of memory", "MemoryError"),
-])
-def test_infrastructure_errors_are_retried_then_fail_the_batch_naming_the_image(flaky, det_cfg, det_tta, path,
-                                                                                kind, error):
+@pytest.mark.parametrize(
+    "path,kind,error",
+    [
+        ("down/x.png", "storage unavailable", "EndpointConnectionError"),
+        ("denied/x.png", "access denied", "ClientError"),
+        ("oom/x.png", "out of memory", "MemoryError"),
+    ],
+)
+def test_infrastructure_errors_are_retried_then_fail_the_batch_naming_the_image(
+    flaky, det_cfg, det_tta, path, kind, error
+):
     from selftrain.mm.inference import predict
     from selftrain.mm.transforms import READ_ATTEMPTS, InfrastructureError
 
-    images = [{"image_id": "good.png", "image_uri": "flaky://good.png"},
-              {"image_id": "bad", "image_uri": f"flaky://{path}"}]
+    images = [
+        {"image_id": "good.png", "image_uri": "flaky://good.png"},
+        {"image_id": "bad", "image_uri": f"flaky://{path}"},
+    ]
     with pytest.raises(InfrastructureError, match=rf"{kind} while reading image flaky://{path} .*: {error}"):
         list(predict(det_tta, images, det_tta_pipeline(det_cfg, [1.0], flip=False), batch_size=4, num_workers=0))
     assert flaky.calls[path] == READ_ATTEMPTS
@@ -206,8 +220,10 @@ def test_a_decode_failure_on_the_same_storage_is_skipped(flaky, det_cfg, det_tta
     from selftrain.mm.inference import predict
     from selftrain.mm.transforms import UNDECODABLE
 
-    images = [{"image_id": "good.png", "image_uri": "flaky://good.png"},
-              {"image_id": "corrupt.png", "image_uri": "flaky://corrupt.png"}]
+    images = [
+        {"image_id": "good.png", "image_uri": "flaky://good.png"},
+        {"image_id": "corrupt.png", "image_uri": "flaky://corrupt.png"},
+    ]
     out = list(predict(det_tta, images, det_tta_pipeline(det_cfg, [1.0], flip=False), batch_size=4, num_workers=0))
     errors = [pred.metainfo["load_error"] for _, pred in out]
     assert errors[0] == "" and errors[1].startswith(UNDECODABLE)
@@ -226,8 +242,10 @@ def test_an_unreachable_http_server_fails_the_batch(tmp_path, det_cfg, det_tta):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     uri = f"http://127.0.0.1:{port}/images/a.png"
-    images = [{"image_id": "good.png", "image_uri": write_png(tmp_path / "good.png", 40, 30)},
-              {"image_id": "a.png", "image_uri": uri}]
+    images = [
+        {"image_id": "good.png", "image_uri": write_png(tmp_path / "good.png", 40, 30)},
+        {"image_id": "a.png", "image_uri": uri},
+    ]
     with pytest.raises(InfrastructureError, match=rf"storage unavailable while reading image {uri} .*URLError"):
         list(predict(det_tta, images, det_tta_pipeline(det_cfg, [1.0], flip=False), batch_size=4, num_workers=0))
 
@@ -264,8 +282,8 @@ class Collected(logging.Handler):
 
 def test_an_all_skipped_shard_is_a_warning_and_a_shared_foreign_error_fails_it():
     from selftrain.mm.transforms import EMPTY, READ_FAILED, UNDECODABLE
+    from selftrain.pseudo_labels import AllImagesFailed, check_all_skipped
     from selftrain.stage import stage_logger
-    from tasks.pseudo_label_shard import AllImagesFailed, check_all_skipped
 
     s = lambda uri, reason: {"image_uri": uri, "reason": reason}  # noqa: E731
     logger = stage_logger()  # outside a Prefect run: the standard 'selftrain' logger
@@ -274,18 +292,27 @@ def test_an_all_skipped_shard_is_a_warning_and_a_shared_foreign_error_fails_it()
     logger.addHandler(collected)
     try:
         assert check_all_skipped("shard-1", [s("/d/a.png", f"{EMPTY} (0 bytes)")], 2) is False
-        assert check_all_skipped("shard-2", [s("/d/a.png", f"{EMPTY} (0 bytes)"),
-                                             s("/d/b.png", f"{UNDECODABLE} (9 bytes)")], 2) is True
+        assert (
+            check_all_skipped(
+                "shard-2", [s("/d/a.png", f"{EMPTY} (0 bytes)"), s("/d/b.png", f"{UNDECODABLE} (9 bytes)")], 2
+            )
+            is True
+        )
     finally:
         logger.removeHandler(collected)
-    assert collected.lines == ["every image of shard-2 was skipped (2 of 2): 1 x 'empty file (0 bytes)'; "
-                               "1 x 'cannot decode the image (9 bytes)'"]
+    assert collected.lines == [
+        "every image of shard-2 was skipped (2 of 2): 1 x 'empty file (0 bytes)'; "
+        "1 x 'cannot decode the image (9 bytes)'"
+    ]
     # the same image defect on every image: still only a warning
     assert check_all_skipped("shard-3", [s("/d/a.png", f"{EMPTY} (0 bytes)")] * 2, 2) is True
     # the same unexplained read error on every image (the image's own URI aside): the shard fails
     same = [s(f"s3://b/{n}.png", f"{READ_FAILED}: KeyError: no reader for b/{n}.png") for n in "xy"]
-    with pytest.raises(AllImagesFailed, match=r"every image of shard-4 \(2\) failed with the same error.*"
-                                              r"no reader for <image>"):
+    with pytest.raises(
+        AllImagesFailed,
+        match=r"every image of shard-4 \(2\) failed with the same error.*"
+        r"no reader for <image>",
+    ):
         check_all_skipped("shard-4", same, 2)
     # different unexplained errors: a warning, the shard is written
     assert check_all_skipped("shard-5", [s("/a", f"{READ_FAILED}: KeyError: 1"), s("/b", f"{READ_FAILED}: X")], 2)
@@ -299,9 +326,8 @@ def shard_store(tmp_path, det_cfg, monkeypatch):
 
     from selftrain.mm.configs import det_model
     from selftrain.mm.inference import build_model
-    from storage.schemas import to_parquet_bytes
+    from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
     from storage.store import ArtifactStore
-    from tasks.list_unlabeled import UNLABELED_IMAGES
 
     monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "work"))
     store = ArtifactStore(str(tmp_path / "store"))
@@ -335,14 +361,16 @@ def image_folders(tmp_path):
     return mixed, bad
 
 
-def test_pseudo_label_shard_marks_an_all_skipped_shard_and_fails_on_a_shared_foreign_error(tmp_path, det_cfg,
-                                                                                          monkeypatch):
+def test_pseudo_label_shard_marks_an_all_skipped_shard_and_fails_on_a_shared_foreign_error(
+    tmp_path, det_cfg, monkeypatch
+):
     """The task itself (Prefect's task function, outside a run) on three shards: good and
     bad images (written, not all skipped); only bad images (written, ``all_skipped``); and
     images that all fail with the same error that no image defect explains (not written)."""
+    from selftrain.pseudo_labels import AllImagesFailed
     from storage.schemas import DET_IMAGE_STATS, read_parquet
     from tasks.list_unlabeled import list_images
-    from tasks.pseudo_label_shard import AllImagesFailed, pseudo_label_shard
+    from tasks.pseudo_label_shard import pseudo_label_shard
 
     store, labelled, model, shard = shard_store(tmp_path, det_cfg, monkeypatch)
     mixed, bad = image_folders(tmp_path)
@@ -354,10 +382,17 @@ def test_pseudo_label_shard_marks_an_all_skipped_shard_and_fails_on_a_shared_for
     ref = run(shard(1, list_images(str(mixed))))
     meta = store.manifest(ref).meta
     assert meta["all_skipped"] is False and sorted(s["image_id"] for s in meta["skipped"]) == [
-        "corrupt.png", "empty.png", "thin.png"]
+        "corrupt.png",
+        "empty.png",
+        "thin.png",
+    ]
     stats = read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
     assert [(s["image_id"], s["status"]) for s in stats] == [
-        ("corrupt.png", "skipped"), ("empty.png", "skipped"), ("good.png", "ok"), ("thin.png", "skipped")]
+        ("corrupt.png", "skipped"),
+        ("empty.png", "skipped"),
+        ("good.png", "ok"),
+        ("thin.png", "skipped"),
+    ]
 
     ref = run(shard(2, list_images(str(bad))))
     assert store.manifest(ref).meta["all_skipped"] is True
@@ -377,8 +412,9 @@ def test_score_stability_scores_the_good_images_and_marks_an_all_skipped_shard(t
     mixed, bad = image_folders(tmp_path)
 
     def run(shard_ref):
-        ref = score_stability.fn(store.url, "det/retinanet_mnv2_256_cpu", teacher, shard_ref, labelled,
-                                 score_thr=0.99, batch_size=4)
+        ref = score_stability.fn(
+            store.url, "det/retinanet_mnv2_256_cpu", teacher, shard_ref, labelled, score_thr=0.99, batch_size=4
+        )
         return store.manifest(ref).meta
 
     meta = run(shard(1, list_images(str(mixed))))

@@ -7,8 +7,13 @@ import pytest
 
 from storage.keys import KEY_LENGTH, KeyMaterialError, artifact_key, canonical_json, digest_json
 
-BASE = dict(stage="pseudo_label_shard", stage_version=1, config_digest="c0ffee",
-            inputs={"teacher": "a" * 32, "shard": "b" * 32}, params={"score_thr": 0.5, "scales": [1.0]})
+BASE = dict(
+    stage="pseudo_label_shard",
+    stage_version=1,
+    config_digest="c0ffee",
+    inputs={"teacher": "a" * 32, "shard": "b" * 32},
+    params={"score_thr": 0.5, "scales": [1.0]},
+)
 
 
 def test_canonical_json_is_sorted_compact_and_order_free():
@@ -19,30 +24,37 @@ def test_canonical_json_is_sorted_compact_and_order_free():
 
 
 def test_key_is_sha256_of_the_canonical_payload():
-    expected_text = ('{"config_digest":"c0ffee","inputs":{"shard":"' + "b" * 32 + '","teacher":"' + "a" * 32
-                     + '"},"params":{"scales":[1.0],"score_thr":0.5},"stage":"pseudo_label_shard",'
-                     '"stage_version":1}')
+    expected_text = (
+        '{"config_digest":"c0ffee","inputs":{"shard":"'
+        + "b" * 32
+        + '","teacher":"'
+        + "a" * 32
+        + '"},"params":{"scales":[1.0],"score_thr":0.5},"stage":"pseudo_label_shard",'
+        '"stage_version":1}'
+    )
     expected = hashlib.sha256(expected_text.encode()).hexdigest()[:KEY_LENGTH]
     assert artifact_key(**BASE) == expected
     assert len(expected) == 32
 
 
 def test_same_inputs_same_key_regardless_of_dict_order():
-    other = dict(BASE, inputs={"shard": "b" * 32, "teacher": "a" * 32},
-                 params={"scales": [1.0], "score_thr": 0.5})
+    other = dict(BASE, inputs={"shard": "b" * 32, "teacher": "a" * 32}, params={"scales": [1.0], "score_thr": 0.5})
     assert artifact_key(**BASE) == artifact_key(**other)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("stage", "train_model"),
-    ("stage_version", 2),
-    ("config_digest", "c0ffef"),
-    ("inputs", {"teacher": "a" * 31 + "b", "shard": "b" * 32}),
-    ("inputs", {"teacher": "a" * 32}),
-    ("params", {"score_thr": 0.4, "scales": [1.0]}),
-    ("params", {"score_thr": 0.5, "scales": [1.0, 1.5]}),
-    ("params", {"score_thr": 0.5, "scales": [1.0], "flip": True}),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("stage", "train_model"),
+        ("stage_version", 2),
+        ("config_digest", "c0ffef"),
+        ("inputs", {"teacher": "a" * 31 + "b", "shard": "b" * 32}),
+        ("inputs", {"teacher": "a" * 32}),
+        ("params", {"score_thr": 0.4, "scales": [1.0]}),
+        ("params", {"score_thr": 0.5, "scales": [1.0, 1.5]}),
+        ("params", {"score_thr": 0.5, "scales": [1.0], "flip": True}),
+    ],
+)
 def test_any_single_change_gives_a_new_key(field, value):
     assert artifact_key(**dict(BASE, **{field: value})) != artifact_key(**BASE)
 

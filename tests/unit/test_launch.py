@@ -21,14 +21,30 @@ def test_gpu_count_comes_from_the_environment(monkeypatch):
 
 def test_torchrun_command_runs_the_mmengine_entry_point_once_per_gpu():
     cmd = torchrun_command("/w/train_config.py", 8)
-    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8",
-                   "-m", "selftrain.mm.launch", "/w/train_config.py"]
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=8",
+        "-m",
+        "selftrain.mm.launch",
+        "/w/train_config.py",
+    ]
 
 
 def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tmp_path):
     lab = CocoSource(str(tmp_path / "l.json"), "/x", ("tree",))
-    cfg = det_train_config(load_config("det/retinanet_mnv2_256_cpu"), work_dir=str(tmp_path), labelled=lab, val=None,
-                           iters=30, k=3, seed=0, pretrained=False)
+    cfg = det_train_config(
+        load_config("det/retinanet_mnv2_256_cpu"),
+        work_dir=str(tmp_path),
+        labelled=lab,
+        val=None,
+        iters=30,
+        k=3,
+        seed=0,
+        pretrained=False,
+    )
     dist = distributed_config(cfg)
     assert dist.launcher == "pytorch" and dist.sync_bn == "torch"
     assert dist.env_cfg.dist_cfg.backend == "nccl"

@@ -9,6 +9,10 @@ import math
 
 import pytest
 import torch
+from mmdet.models.detectors.base import BaseDetector
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
 from torch import nn
 
 import selftrain.mm  # noqa: F401  (registers the modules)
@@ -22,11 +26,6 @@ from selftrain.mm.loss_normalization import (
     normalized_loss,
     plain_detector_state_dict,
 )
-from mmdet.models.detectors.base import BaseDetector
-from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
-from mmengine.structures import InstanceData
-
 
 
 @pytest.fixture(autouse=True)
@@ -293,8 +292,7 @@ def test_drop_empty_branches_preprocessor():
     def data():
         # a collated batch of two labelled images: the pseudo branch is None everywhere
         return {
-            "inputs": {"human": [torch.full((3, 4, 4), 2.0), torch.full((3, 4, 4), 2.0)],
-                       "pseudo": [None, None]},
+            "inputs": {"human": [torch.full((3, 4, 4), 2.0), torch.full((3, 4, 4), 2.0)], "pseudo": [None, None]},
             "data_samples": {"human": [DetDataSample(), DetDataSample()], "pseudo": [None, None]},
         }
 
@@ -321,30 +319,48 @@ def test_drop_empty_branches_preprocessor():
 def _tiny_retinanet():
     return dict(
         type="RetinaNet",
-        data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32),
+        data_preprocessor=dict(
+            type="DetDataPreprocessor",
+            mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375],
+            bgr_to_rgb=True,
+            pad_size_divisor=32,
+        ),
         backbone=dict(type="MobileNetV2", out_indices=(2, 4), widen_factor=0.25),
-        neck=dict(type="FPN", in_channels=[8, 24], out_channels=16, start_level=0,
-                  add_extra_convs="on_input", num_outs=2),
+        neck=dict(
+            type="FPN", in_channels=[8, 24], out_channels=16, start_level=0, add_extra_convs="on_input", num_outs=2
+        ),
         bbox_head=dict(
-            type="RetinaHead", num_classes=3, in_channels=16, stacked_convs=1, feat_channels=16,
-            anchor_generator=dict(type="AnchorGenerator", octave_base_scale=4, scales_per_octave=1,
-                                  ratios=[1.0], strides=[8, 16]),
+            type="RetinaHead",
+            num_classes=3,
+            in_channels=16,
+            stacked_convs=1,
+            feat_channels=16,
+            anchor_generator=dict(
+                type="AnchorGenerator", octave_base_scale=4, scales_per_octave=1, ratios=[1.0], strides=[8, 16]
+            ),
             bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
             loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-            loss_bbox=dict(type="L1Loss", loss_weight=1.0)),
-        train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4,
-                                     min_pos_iou=0, ignore_iof_thr=-1),
-                       sampler=dict(type="PseudoSampler"), allowed_border=-1, pos_weight=-1, debug=False),
-        test_cfg=dict(nms_pre=100, min_bbox_size=0, score_thr=0.0, nms=dict(type="nms", iou_threshold=0.5),
-                      max_per_img=5),
+            loss_bbox=dict(type="L1Loss", loss_weight=1.0),
+        ),
+        train_cfg=dict(
+            assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0, ignore_iof_thr=-1),
+            sampler=dict(type="PseudoSampler"),
+            allowed_border=-1,
+            pos_weight=-1,
+            debug=False,
+        ),
+        test_cfg=dict(
+            nms_pre=100, min_bbox_size=0, score_thr=0.0, nms=dict(type="nms", iou_threshold=0.5), max_per_img=5
+        ),
     )
 
 
 def _sample(boxes, labels):
     s = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1.0, 1.0)))
-    s.gt_instances = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                  labels=torch.tensor(labels, dtype=torch.long))
+    s.gt_instances = InstanceData(
+        bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), labels=torch.tensor(labels, dtype=torch.long)
+    )
     return s
 
 
@@ -355,15 +371,16 @@ def test_retinanet_smoke(tmp_path):
     torch.manual_seed(0)
     det = ConfigDict(_tiny_retinanet())
     model = LossNormalizedDetector(
-        detector=det, alpha=1.0,
-        data_preprocessor=dict(type="MultiBranchDataPreprocessor", data_preprocessor=det["data_preprocessor"]))
+        detector=det,
+        alpha=1.0,
+        data_preprocessor=dict(type="MultiBranchDataPreprocessor", data_preprocessor=det["data_preprocessor"]),
+    )
     img = lambda: torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)  # noqa: E731
     # a collated mixed batch: images 0, 1 labelled, 2, 3 pseudo-labelled (one without boxes)
     data = {
         "inputs": {"human": [img(), img(), None, None], "pseudo": [None, None, img(), img()]},
         "data_samples": {
-            "human": [_sample([[8, 8, 40, 40]], [1]), _sample([[0, 0, 30, 50], [20, 20, 60, 60]], [0, 2]),
-                      None, None],
+            "human": [_sample([[8, 8, 40, 40]], [1]), _sample([[0, 0, 30, 50], [20, 20, 60, 60]], [0, 2]), None, None],
             "pseudo": [None, None, _sample([[10, 12, 50, 44]], [2]), _sample([], [])],
         },
     }

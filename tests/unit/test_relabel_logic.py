@@ -9,9 +9,8 @@ import pyarrow as pa
 import pytest
 
 from selftrain.stage import ModelNotFound, find_model
-from storage.schemas import to_parquet_bytes
+from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
 from storage.store import ArtifactStore
-from tasks.list_unlabeled import UNLABELED_IMAGES
 
 
 def _model(store, key_char, role="teacher", config="det/retinanet_mnv2_256_cpu"):
@@ -46,8 +45,12 @@ def test_relabelling_runs_must_name_their_teacher(tmp_path):
 
     from flows.self_training import SelfTrainingParams
 
-    base = dict(labelled=dict(ann_file="a.json", image_root="i"), val=dict(ann_file="v.json", image_root="i"),
-                unlabeled="u", store=str(tmp_path / "s"))
+    base = dict(
+        labelled=dict(ann_file="a.json", image_root="i"),
+        val=dict(ann_file="v.json", image_root="i"),
+        unlabeled="u",
+        store=str(tmp_path / "s"),
+    )
     with pytest.raises(ValidationError, match="re-labelling run .* set teacher to 'latest'"):
         SelfTrainingParams(**base, retrain_student=False)
     assert SelfTrainingParams(**base, retrain_student=False, teacher="latest").teacher == "latest"
@@ -59,14 +62,21 @@ def test_the_watcher_counts_images_labelled_by_the_latest_teacher(tmp_path):
     store = ArtifactStore(str(tmp_path / "s"))
     assert labeled_by_latest_teacher(store, "d") == set()
     old, teacher = _model(store, "a"), _model(store, "b")
-    rows = [{"image_id": "x.png", "image_uri": "/p/x.png", "size": 5}, {"image_id": "y.png", "image_uri": "/p/y.png",
-                                                                       "size": 6}]
+    rows = [
+        {"image_id": "x.png", "image_uri": "/p/x.png", "size": 5},
+        {"image_id": "y.png", "image_uri": "/p/y.png", "size": 6},
+    ]
     for i, (model, part) in enumerate(((teacher, rows[:1]), (old, rows[1:]))):
         shard = store.ref("d", "shard", str(i) * 32)
-        store.write(shard, {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(part, schema=UNLABELED_IMAGES),
-                                                               UNLABELED_IMAGES)})
-        store.write(store.ref("d", "pseudo_boxes", str(i + 5) * 32), {"boxes.parquet": b""},
-                    meta={"model": f"train/{model.key}", "shard": f"shard/{shard.key}"})
+        store.write(
+            shard,
+            {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(part, schema=UNLABELED_IMAGES), UNLABELED_IMAGES)},
+        )
+        store.write(
+            store.ref("d", "pseudo_boxes", str(i + 5) * 32),
+            {"boxes.parquet": b""},
+            meta={"model": f"train/{model.key}", "shard": f"shard/{shard.key}"},
+        )
     assert labeled_by_latest_teacher(store, "d") == {("/p/x.png", 5)}  # y was labelled by an older teacher
 
 
@@ -87,7 +97,7 @@ def test_deployment_paths_resolve_where_the_flow_runs(tmp_path, monkeypatch):
 
 
 def test_artifact_keys_are_per_dataset():
-    from tasks.write_report import artifact_prefix
+    from selftrain.report import artifact_prefix
 
     assert artifact_prefix("deepforest") == "deepforest-self-training"
     assert artifact_prefix("coco_2017.v2") == "coco-2017-v2-self-training"

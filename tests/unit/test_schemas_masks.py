@@ -4,13 +4,35 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.masks import (IGNORE_LABEL, MaskError, decode_mask, encode_mask, encode_mask_shard,
-                           iter_mask_shard, read_mask)
-from storage.schemas import (DET_IMAGE_STATS, PSEUDO_BOXES, RANKING, SchemaMismatch, read_parquet,
-                             table_from_rows, to_parquet_bytes)
+from storage.masks import (
+    IGNORE_LABEL,
+    MaskError,
+    decode_mask,
+    encode_mask,
+    encode_mask_shard,
+    iter_mask_shard,
+    read_mask,
+)
+from storage.schemas import (
+    DET_IMAGE_STATS,
+    PSEUDO_BOXES,
+    RANKING,
+    SchemaMismatch,
+    read_parquet,
+    table_from_rows,
+    to_parquet_bytes,
+)
 
-BOX = {"image_id": "tiles/a.png", "image_uri": "file:///u/tiles/a.png", "label": 0,
-       "x1": 1.5, "y1": 2.0, "x2": 10.25, "y2": 20.0, "score": 0.75}
+BOX = {
+    "image_id": "tiles/a.png",
+    "image_uri": "file:///u/tiles/a.png",
+    "label": 0,
+    "x1": 1.5,
+    "y1": 2.0,
+    "x2": 10.25,
+    "y2": 20.0,
+    "score": 0.75,
+}
 
 
 def test_pseudo_boxes_round_trip_through_parquet():
@@ -36,18 +58,36 @@ def test_nulls_are_refused_where_the_schema_forbids_them():
 
 
 def test_stats_allow_skipped_images_with_a_reason():
-    rows = [{"image_id": "a", "image_uri": "u/a", "width": 4, "height": 3, "status": "ok",
-             "error": None, "num_boxes": 2, "mean_score": 0.6},
-            {"image_id": "b", "image_uri": "u/b", "width": None, "height": None, "status": "skipped",
-             "error": "cannot decode image", "num_boxes": None, "mean_score": None}]
-    back = read_parquet(to_parquet_bytes(table_from_rows(rows, DET_IMAGE_STATS), DET_IMAGE_STATS),
-                        DET_IMAGE_STATS).to_pylist()
+    rows = [
+        {
+            "image_id": "a",
+            "image_uri": "u/a",
+            "width": 4,
+            "height": 3,
+            "status": "ok",
+            "error": None,
+            "num_boxes": 2,
+            "mean_score": 0.6,
+        },
+        {
+            "image_id": "b",
+            "image_uri": "u/b",
+            "width": None,
+            "height": None,
+            "status": "skipped",
+            "error": "cannot decode image",
+            "num_boxes": None,
+            "mean_score": None,
+        },
+    ]
+    back = read_parquet(
+        to_parquet_bytes(table_from_rows(rows, DET_IMAGE_STATS), DET_IMAGE_STATS), DET_IMAGE_STATS
+    ).to_pylist()
     assert back[1]["error"] == "cannot decode image" and back[0]["mean_score"] == pytest.approx(0.6)
 
 
 def test_ranking_schema_types():
-    t = table_from_rows([{"image_id": "a", "image_uri": "u", "stability": 1.75, "rank": 0,
-                          "reliable": True}], RANKING)
+    t = table_from_rows([{"image_id": "a", "image_uri": "u", "stability": 1.75, "rank": 0, "reliable": True}], RANKING)
     assert t.schema.field("rank").type == pa.int32() and t.column("stability")[0].as_py() == 1.75
 
 
@@ -64,19 +104,27 @@ def test_mask_shard_reads_one_mask_by_row_group():
     masks = [(f"img{i}", np.full((3 + i, 5), i, dtype=np.uint8)) for i in range(4)]
     masks[2][1][0, 0] = 255
     data, index = encode_mask_shard(masks, "masks-000.parquet")
-    assert index.to_pylist()[2] == {"image_id": "img2", "shard": "masks-000.parquet", "row_group": 2,
-                                    "height": 5, "width": 5}
+    assert index.to_pylist()[2] == {
+        "image_id": "img2",
+        "shard": "masks-000.parquet",
+        "row_group": 2,
+        "height": 5,
+        "width": 5,
+    }
     got = read_mask(data, 2)
     assert np.array_equal(got, masks[2][1]) and got[0, 0] == 255
     assert [(i, m.shape) for i, m in iter_mask_shard(data)] == [(i, m.shape) for i, m in masks]
 
 
-@pytest.mark.parametrize("bad,match", [
-    (np.zeros((2, 2, 3), np.uint8), "must be 2-D"),
-    (np.full((2, 2), 300, np.int32), "0..255"),
-    (np.zeros((2, 2), np.float32), "0..255"),
-    (np.zeros((0, 4), np.uint8), "empty"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((2, 2, 3), np.uint8), "must be 2-D"),
+        (np.full((2, 2), 300, np.int32), "0..255"),
+        (np.zeros((2, 2), np.float32), "0..255"),
+        (np.zeros((0, 4), np.uint8), "empty"),
+    ],
+)
 def test_bad_masks_are_refused_naming_the_image(bad, match):
     with pytest.raises(MaskError, match=match):
         encode_mask(bad, "x.png")

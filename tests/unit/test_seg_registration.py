@@ -1,10 +1,10 @@
-"""Registering a segmentation set: every problem names its file (DESIGN 9)."""
+"""Registering a segmentation set: every problem names its file (docs/design.md §5.2)."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.register_dataset import DatasetError
+from selftrain.registration import DatasetError
 from tasks.register_seg_dataset import check_label_map, register_seg_dataset
 
 

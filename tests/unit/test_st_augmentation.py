@@ -1,5 +1,5 @@
 """ST / ST++ training configs and transforms: strong augmentation only on pseudo images, the
-labelled set oversampled, the segmentation TTA confidence rule (DESIGN 2.2, 2.4)."""
+labelled set oversampled, the segmentation TTA confidence rule (docs/design.md §3.2, §3.4, §3.5)."""
 
 import json
 
@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from selftrain.mm.configs import CocoSource, SegSource, det_train_config, load_config, oversample_times, \
-    seg_train_config
+from selftrain.mm.configs import (
+    CocoSource,
+    SegSource,
+    det_train_config,
+    load_config,
+    oversample_times,
+    seg_train_config,
+)
 
 STRONG = {"ColorJitter", "RandomGrayscale", "GaussianBlur"}
 
@@ -39,9 +45,18 @@ def test_labelled_set_is_oversampled_to_the_pseudo_set_size():
 
 def test_seg_st_strong_augmentation_only_on_pseudo_images(seg_sources, tmp_path):
     lab, pseudo = seg_sources
-    cfg = seg_train_config(load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"), work_dir=str(tmp_path),
-                           labelled=lab, val=None, iters=30, k=3, seed=0, pretrained=False, pseudo=pseudo,
-                           num_pseudo=10)
+    cfg = seg_train_config(
+        load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"),
+        work_dir=str(tmp_path),
+        labelled=lab,
+        val=None,
+        iters=30,
+        k=3,
+        seed=0,
+        pretrained=False,
+        pseudo=pseudo,
+        num_pseudo=10,
+    )
     labelled_ds, pseudo_ds = cfg.train_dataloader.dataset.datasets
     assert labelled_ds.type == "RepeatDataset" and labelled_ds.times == 2
     weak = _types(labelled_ds.dataset.pipeline)
@@ -72,9 +87,18 @@ def test_seg_st_datasets_build_with_openmmlab(seg_sources, tmp_path):
     import selftrain.mm  # noqa: F401
 
     lab, pseudo = seg_sources
-    cfg = seg_train_config(load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"), work_dir=str(tmp_path),
-                           labelled=lab, val=None, iters=30, k=3, seed=0, pretrained=False, pseudo=pseudo,
-                           num_pseudo=10)
+    cfg = seg_train_config(
+        load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"),
+        work_dir=str(tmp_path),
+        labelled=lab,
+        val=None,
+        iters=30,
+        k=3,
+        seed=0,
+        pretrained=False,
+        pseudo=pseudo,
+        num_pseudo=10,
+    )
     init_default_scope("mmseg")
     ds = DATASETS.build(cfg.train_dataloader.dataset)
     assert len(ds) == 4 * 2 + 10
@@ -84,13 +108,27 @@ def test_seg_st_datasets_build_with_openmmlab(seg_sources, tmp_path):
 
 
 def test_det_st_student_is_a_plain_detector_with_strong_pseudo_pipeline(tmp_path):
-    coco = {"images": [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in range(3)],
-            "annotations": [], "categories": [{"id": 1, "name": "tree"}]}
+    coco = {
+        "images": [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in range(3)],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "tree"}],
+    }
     (tmp_path / "l.json").write_text(json.dumps(coco))
     lab = CocoSource(str(tmp_path / "l.json"), "/x", ("tree",))
     pseudo = CocoSource(str(tmp_path / "p.json"), "", ("tree",))
-    cfg = det_train_config(load_config("det/retinanet_mnv2_256_cpu"), work_dir=str(tmp_path), labelled=lab, val=None,
-                           iters=30, k=3, seed=0, pretrained=False, pseudo=pseudo, method="st", num_pseudo=12)
+    cfg = det_train_config(
+        load_config("det/retinanet_mnv2_256_cpu"),
+        work_dir=str(tmp_path),
+        labelled=lab,
+        val=None,
+        iters=30,
+        k=3,
+        seed=0,
+        pretrained=False,
+        pseudo=pseudo,
+        method="st",
+        num_pseudo=12,
+    )
     assert cfg.model.type == "RetinaNet"  # no loss normalisation, no teacher weights
     labelled_ds, pseudo_ds = cfg.train_dataloader.dataset.datasets
     assert labelled_ds.times == 4
@@ -100,8 +138,17 @@ def test_det_st_student_is_a_plain_detector_with_strong_pseudo_pipeline(tmp_path
     resize = next(t for t in pseudo_ds.pipeline if t["type"] == "RandomResize")
     assert tuple(resize["ratio_range"]) == (0.5, 2.0)
     with pytest.raises(ValueError, match="unknown student method"):
-        det_train_config(load_config("det/retinanet_mnv2_256_cpu"), work_dir=str(tmp_path), labelled=lab, val=None,
-                         iters=30, k=3, seed=0, pseudo=pseudo, method="bogus")
+        det_train_config(
+            load_config("det/retinanet_mnv2_256_cpu"),
+            work_dir=str(tmp_path),
+            labelled=lab,
+            val=None,
+            iters=30,
+            k=3,
+            seed=0,
+            pseudo=pseudo,
+            method="bogus",
+        )
 
 
 def test_color_jitter_and_blur_probabilities_and_hue_rotation():

@@ -1,4 +1,4 @@
-"""Checkpoint-stability ranking (DESIGN 2.3) on hand-made masks and boxes, hand-computed values."""
+"""Checkpoint-stability ranking (docs/design.md §3.3) on hand-made masks and boxes, hand-computed values."""
 
 import numpy as np
 import pytest
@@ -7,10 +7,8 @@ from selftrain.stability import box_f1, det_stability, mask_mean_iou, rank, seg_
 
 
 def test_mean_iou_skips_absent_classes_and_scores_one_sided_classes_zero():
-    ref = np.array([[0, 0, 1, 1],
-                    [0, 0, 1, 1]])
-    pred = np.array([[0, 0, 0, 1],
-                     [0, 0, 2, 1]])
+    ref = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    pred = np.array([[0, 0, 0, 1], [0, 0, 2, 1]])
     # class 0: inter 4, union 5 -> 0.8; class 1: inter 2, union 4 -> 0.5;
     # class 2 only in pred -> 0; classes 3.. absent from both -> skipped.
     assert mask_mean_iou(pred, ref) == pytest.approx((0.8 + 0.5 + 0.0) / 3)

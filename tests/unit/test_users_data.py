@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from selftrain.registration import DatasetError
+from selftrain.stage import get_store
+from tasks.register_dataset import normalise_coco, register_dataset
+from tasks.register_seg_dataset import register_seg_dataset
 from tests import messy_data
 from tests.messy_data import CAT, DOG
-
-from selftrain.stage import get_store
-from tasks.register_dataset import DatasetError, normalise_coco, register_dataset
-from tasks.register_seg_dataset import register_seg_dataset
 
 
 @pytest.fixture
@@ -42,10 +42,17 @@ def test_categories_sorted_by_id_give_one_label_mapping_for_every_stage(det):
     assert meta["classes"] == ["cat", "dog"] and meta["category_ids"] == [CAT, DOG]
     assert any("categories sorted by id" in c for c in meta["normalised"])
     path = get_store(store).get_file(ref, "coco.json", os.path.join(os.path.dirname(store), "norm.json"))
-    ds = CocoDataset(ann_file=path, data_prefix=dict(img=data["labeled"]["image_root"] + "/"),
-                     metainfo=dict(classes=tuple(meta["classes"])), test_mode=True, pipeline=[])
-    labels = {info["img_path"].rsplit("/", 1)[-1]: [i["bbox_label"] for i in info["instances"]]
-              for info in ds.load_data_list()}
+    ds = CocoDataset(
+        ann_file=path,
+        data_prefix=dict(img=data["labeled"]["image_root"] + "/"),
+        metainfo=dict(classes=tuple(meta["classes"])),
+        test_mode=True,
+        pipeline=[],
+    )
+    labels = {
+        info["img_path"].rsplit("/", 1)[-1]: [i["bbox_label"] for i in info["instances"]]
+        for info in ds.load_data_list()
+    }
     assert labels["a.png"] == [1] and labels["b.jpg"] == [0]  # dog -> 1, cat -> 0
     # The teacher predicting label 1 (dog) on an unlabeled image gives a pseudo box of category 7.
     import torch
@@ -53,8 +60,11 @@ def test_categories_sorted_by_id_give_one_label_mapping_for_every_stage(det):
     from mmengine.structures import InstanceData
 
     pred = DetDataSample(metainfo=dict(ori_shape=(50, 60)))
-    pred.pred_instances = InstanceData(bboxes=torch.tensor([[1.0, 1.0, 9.0, 9.0], [2.0, 2.0, 8.0, 8.0]]),
-                                       scores=torch.tensor([0.6, 0.6]), labels=torch.tensor([1, 0]))
+    pred.pred_instances = InstanceData(
+        bboxes=torch.tensor([[1.0, 1.0, 9.0, 9.0], [2.0, 2.0, 8.0, 8.0]]),
+        scores=torch.tensor([0.6, 0.6]),
+        labels=torch.tensor([1, 0]),
+    )
     class_thr = {meta["classes"].index("dog"): 0.7}  # class_thresholds={"dog": 0.7}
     rows, _ = image_rows({"image_id": "u", "image_uri": "u"}, pred, "", meta["category_ids"], 0.5, class_thr)
     assert [r["label"] for r in rows] == [CAT]  # the dog box fell under the dog's threshold, not the cat's
@@ -82,9 +92,17 @@ def test_annotation_ids_from_zero_are_renumbered_and_perfect_predictions_score_o
         anns = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
         boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
         labels = [meta["category_ids"].index(a["category_id"]) for a in anns]
-        samples.append({"img_id": im["id"], "ori_shape": (im["height"], im["width"]),
-                        "pred_instances": {"bboxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                           "scores": torch.ones(len(anns)), "labels": torch.tensor(labels)}})
+        samples.append(
+            {
+                "img_id": im["id"],
+                "ori_shape": (im["height"], im["width"]),
+                "pred_instances": {
+                    "bboxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.ones(len(anns)),
+                    "labels": torch.tensor(labels),
+                },
+            }
+        )
     metric.process({}, samples)
     result = metric.evaluate(size=len(samples))
     assert result["coco/bbox_mAP"] == pytest.approx(1.0)
@@ -105,8 +123,11 @@ def test_registration_sees_images_as_training_decodes_them(det, tmp_path):
         a["bbox"] = [1, 1, 4, 4]
     bad = tmp_path / "rot.json"
     bad.write_text(json.dumps(coco))
-    with pytest.raises(DatasetError, match=r"c_rot.jpg is stored 80x48 with EXIF orientation 6.*decodes it "
-                                           r"rotated to 48x80"):
+    with pytest.raises(
+        DatasetError,
+        match=r"c_rot.jpg is stored 80x48 with EXIF orientation 6.*decodes it "
+        r"rotated to 48x80",
+    ):
         register_dataset.fn(store, "messy", str(bad), data["labeled"]["image_root"], "labelled")
 
 
@@ -136,16 +157,25 @@ def test_held_out_set_must_share_the_labeled_categories(det, tmp_path):
     coco["categories"] = [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}]  # names swapped
     (tmp_path / "swapped.json").write_text(json.dumps(coco))
     with pytest.raises(DatasetError, match=r"swapped.json: its categories differ .*only here: \['3:dog', '7:cat'\]"):
-        register_dataset.fn(store, "messy", str(tmp_path / "swapped.json"), data["val"]["image_root"], "val",
-                            like=labeled)
+        register_dataset.fn(
+            store, "messy", str(tmp_path / "swapped.json"), data["val"]["image_root"], "val", like=labeled
+        )
     assert _register(store, data["val"], "val", like=labeled)
 
 
 def test_binary_masks_stored_as_0_255_need_a_label_map(tmp_path):
     seg = messy_data.segmentation_set(str(tmp_path / "data"))
     lab, store = seg["labeled"], str(tmp_path / "store")
-    args = (store, "messy-seg", lab["img_dir"], lab["ann_dir"], lab["classes"], "labelled", lab["img_suffix"],
-            lab["seg_map_suffix"])
+    args = (
+        store,
+        "messy-seg",
+        lab["img_dir"],
+        lab["ann_dir"],
+        lab["classes"],
+        "labelled",
+        lab["img_suffix"],
+        lab["seg_map_suffix"],
+    )
     with pytest.raises(DatasetError, match=r"pixels of \['background'\] only.*pass label_map=\{255: 1\}"):
         register_seg_dataset.fn(*args)
     ref = register_seg_dataset.fn(*args, label_map={255: 1})
@@ -161,8 +191,13 @@ def test_binary_masks_stored_as_0_255_need_a_label_map(tmp_path):
 
     path = tmp_path / "pairs.json"
     path.write_text(json.dumps(pairs))
-    item = PairListSegDataset(ann_file=str(path), data_prefix=dict(), metainfo=dict(classes=tuple(lab["classes"])),
-                              pipeline=[], lazy_init=False).get_data_info(0)
+    item = PairListSegDataset(
+        ann_file=str(path),
+        data_prefix=dict(),
+        metainfo=dict(classes=tuple(lab["classes"])),
+        pipeline=[],
+        lazy_init=False,
+    ).get_data_info(0)
     loaded = LoadAnnotations()(dict(item))
     assert set(np.unique(loaded["gt_seg_map"]).tolist()) == {0, 1}
 
@@ -173,16 +208,33 @@ def test_label_map_in_the_stored_frame_of_a_rotated_image_is_refused(tmp_path):
     path = os.path.join(lab["ann_dir"], "s3_rot.png")
     Image.fromarray(np.asarray(Image.open(path)).T.copy(), "L").save(path)  # 80x48: the stored frame
     with pytest.raises(DatasetError, match=r"s3_rot.png is 80x48 but its image is 48x80.*EXIF orientation 6"):
-        register_seg_dataset.fn(str(tmp_path / "store"), "m", lab["img_dir"], lab["ann_dir"], lab["classes"],
-                                "labelled", lab["img_suffix"], lab["seg_map_suffix"], label_map={255: 1})
+        register_seg_dataset.fn(
+            str(tmp_path / "store"),
+            "m",
+            lab["img_dir"],
+            lab["ann_dir"],
+            lab["classes"],
+            "labelled",
+            lab["img_suffix"],
+            lab["seg_map_suffix"],
+            label_map={255: 1},
+        )
 
 
 def test_a_class_without_pixels_is_a_recorded_warning(tmp_path):
     seg = messy_data.segmentation_set(str(tmp_path / "data"))
     lab = seg["labeled"]
-    ref = register_seg_dataset.fn(str(tmp_path / "store"), "m", lab["img_dir"], lab["ann_dir"],
-                                  ["background", "lesion", "scar"], "labelled", lab["img_suffix"],
-                                  lab["seg_map_suffix"], label_map={255: 1})
+    ref = register_seg_dataset.fn(
+        str(tmp_path / "store"),
+        "m",
+        lab["img_dir"],
+        lab["ann_dir"],
+        ["background", "lesion", "scar"],
+        "labelled",
+        lab["img_suffix"],
+        lab["seg_map_suffix"],
+        label_map={255: 1},
+    )
     warnings = get_store(str(tmp_path / "store")).manifest(ref).meta["warnings"]
     assert warnings[0] == f"{lab['ann_dir']}: class 'scar' has no pixel in the labelled set"
     assert "1 image(s) carry an EXIF orientation" in warnings[1] and "s3_rot.jpg" in warnings[1]
@@ -194,8 +246,11 @@ def test_detection_heads_are_sized_from_the_registered_classes():
     cfg = load_config("det/retinanet_mnv2_256_cpu")
     assert det_model(cfg, num_classes=3)["bbox_head"]["num_classes"] == 3
     assert det_tta_model(cfg, num_classes=2)["module"]["bbox_head"]["num_classes"] == 2
-    two_stage = {"type": "FasterRCNN", "rpn_head": {"type": "RPNHead", "num_classes": 1},
-                 "roi_head": {"bbox_head": [{"num_classes": 80}, {"num_classes": 80}], "mask_head": {"num_classes": 80}}}
+    two_stage = {
+        "type": "FasterRCNN",
+        "rpn_head": {"type": "RPNHead", "num_classes": 1},
+        "roi_head": {"bbox_head": [{"num_classes": 80}, {"num_classes": 80}], "mask_head": {"num_classes": 80}},
+    }
     set_num_classes(two_stage, 5)
     assert two_stage["rpn_head"]["num_classes"] == 1
     assert [h["num_classes"] for h in two_stage["roi_head"]["bbox_head"]] == [5, 5]
@@ -213,8 +268,12 @@ def test_parameters_are_checked_before_any_work(tmp_path):
 
     from flows.self_training import SelfTrainingParams, check_class_thresholds
 
-    base = dict(labelled=dict(ann_file="a.json", image_root="i"), val=dict(ann_file="v.json", image_root="i"),
-                unlabeled="u", store=str(tmp_path / "s"))
+    base = dict(
+        labelled=dict(ann_file="a.json", image_root="i"),
+        val=dict(ann_file="v.json", image_root="i"),
+        unlabeled="u",
+        store=str(tmp_path / "s"),
+    )
     for bad in (math.nan, 40.0, -1.0):
         with pytest.raises(ValidationError, match="class_thresholds must be scores in"):
             SelfTrainingParams(**base, class_thresholds={"dog": bad})
@@ -226,9 +285,14 @@ def test_parameters_are_checked_before_any_work(tmp_path):
         SelfTrainingParams(**base, config="det/nope")
     with pytest.raises(ValidationError, match="tta_scales must be positive"):
         SelfTrainingParams(**base, tta_scales=[1.0, 0.0])
-    seg = dict(labelled=dict(img_dir="i", ann_dir="a", classes=["bg", "fg"]),
-               val=dict(img_dir="i", ann_dir="a", classes=["bg", "fg"]), unlabeled="u", task="segmentation",
-               method="st", store=str(tmp_path / "s"))
+    seg = dict(
+        labelled=dict(img_dir="i", ann_dir="a", classes=["bg", "fg"]),
+        val=dict(img_dir="i", ann_dir="a", classes=["bg", "fg"]),
+        unlabeled="u",
+        task="segmentation",
+        method="st",
+        store=str(tmp_path / "s"),
+    )
     with pytest.raises(ValidationError, match="segmentation supports S1"):
         SelfTrainingParams(**seg, aug="S2")
     with pytest.raises(ValidationError, match="val.classes .* must equal labelled.classes"):
@@ -239,8 +303,16 @@ def test_parameters_are_checked_before_any_work(tmp_path):
 
 
 def _seg_args(store, part, **kw):
-    return (store, "m", part["img_dir"], part["ann_dir"], part.get("classes_override", part["classes"]), "labelled",
-            part["img_suffix"], part["seg_map_suffix"])
+    return (
+        store,
+        "m",
+        part["img_dir"],
+        part["ann_dir"],
+        part.get("classes_override", part["classes"]),
+        "labelled",
+        part["img_suffix"],
+        part["seg_map_suffix"],
+    )
 
 
 def test_label_maps_the_way_users_export_them(tmp_path):
@@ -251,8 +323,11 @@ def test_label_maps_the_way_users_export_them(tmp_path):
     path = os.path.join(lab["ann_dir"], "s1.png")
     mask = np.asarray(Image.open(path))
     Image.fromarray((mask > 0).astype(np.uint16) * 65535).save(path)
-    with pytest.raises(DatasetError, match=r"s1.png holds values \[65535\] outside 0..255: mmseg reads label maps "
-                                           "as 8-bit"):
+    with pytest.raises(
+        DatasetError,
+        match=r"s1.png holds values \[65535\] outside 0..255: mmseg reads label maps "
+        "as 8-bit",
+    ):
         register_seg_dataset.fn(*_seg_args(store, lab), label_map={65535: 1})
     open(path, "wb").close()
     with pytest.raises(DatasetError, match=r"label map .*s1.png cannot be read"):
@@ -268,12 +343,26 @@ def test_a_held_out_set_takes_the_labeled_label_map_and_one_class_sets_are_refus
 
     seg = messy_data.segmentation_set(str(tmp_path / "data"))
     lab, val = dict(seg["labeled"], label_map={255: 1}), seg["val"]
-    p = SelfTrainingParams(task="segmentation", method="st", labelled=lab, val=val, unlabeled=seg["unlabeled"],
-                           store=str(tmp_path / "store"))
+    p = SelfTrainingParams(
+        task="segmentation",
+        method="st",
+        labelled=lab,
+        val=val,
+        unlabeled=seg["unlabeled"],
+        store=str(tmp_path / "store"),
+    )
     assert p.val.label_map == {255: 1}  # stored like the labeled set: mapped alike
     with pytest.raises(DatasetError, match=r"the val set has pixels of \['background'\] only.*be scored on 1"):
-        register_seg_dataset.fn(str(tmp_path / "store"), "m", val["img_dir"], val["ann_dir"], val["classes"], "val",
-                                val["img_suffix"], val["seg_map_suffix"])
+        register_seg_dataset.fn(
+            str(tmp_path / "store"),
+            "m",
+            val["img_dir"],
+            val["ann_dir"],
+            val["classes"],
+            "val",
+            val["img_suffix"],
+            val["seg_map_suffix"],
+        )
 
 
 def test_coco_files_the_way_tools_write_them(det, tmp_path):
@@ -316,10 +405,18 @@ def test_more_parameters_checked_at_the_start(tmp_path):
 
     from flows.self_training import SelfTrainingParams
 
-    base = dict(labelled=dict(ann_file="a.json", image_root="i"), val=dict(ann_file="v.json", image_root="i"),
-                unlabeled="u", store=str(tmp_path / "s"))
-    for field, value, match in (("seed", -1, "greater than or equal to 0"), ("seed", 2**40, "less than or equal"),
-                                ("alpha", math.inf, "finite number"), ("dataset", "../x", "invalid dataset name"),
-                                ("method", [], "at least one student method")):
+    base = dict(
+        labelled=dict(ann_file="a.json", image_root="i"),
+        val=dict(ann_file="v.json", image_root="i"),
+        unlabeled="u",
+        store=str(tmp_path / "s"),
+    )
+    for field, value, match in (
+        ("seed", -1, "greater than or equal to 0"),
+        ("seed", 2**40, "less than or equal"),
+        ("alpha", math.inf, "finite number"),
+        ("dataset", "../x", "invalid dataset name"),
+        ("method", [], "at least one student method"),
+    ):
         with pytest.raises(ValidationError, match=match):
             SelfTrainingParams(**base, **{field: value})

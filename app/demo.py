@@ -1,7 +1,7 @@
 """The demo: self-training on real data, on the embedded default (local store, embedded Prefect).
 
-    python -m selftrain.demo            (what `make demo` runs: detection, then segmentation)
-    python -m selftrain.demo --task detection --methods zoph st st++
+    python -m app.demo            (what `make demo` runs: detection, then segmentation)
+    python -m app.demo --task detection --methods zoph st st++
 
 Detection: the DeepForest tree-crown tiles shipped in the deepforest wheel (12 labelled
 tiles, 78 unlabeled, the second scene held out); Zoph et al. by default.
@@ -43,7 +43,7 @@ DEMO_PARAMS = dict(
     k=3,
     tta_scales=[1.0],
     tta_flip=True,
-    score_threshold=0.4,  # measured on this data: 0.4 beat 0.5 (DESIGN 7, README "Quality")
+    score_threshold=0.4,  # measured on this data: 0.4 beat 0.5 (docs/design.md §8, README "Quality")
     shard_size=32,
     aug="S1",
     alpha=1.0,
@@ -57,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="folder for the store, data and reports")
     parser.add_argument("--task", choices=["detection", "segmentation", "both"], default="both")
-    parser.add_argument("--methods", nargs="+", choices=["zoph", "st", "st++"], default=None,
-                        help="student methods (default: zoph for detection, st st++ for segmentation)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["zoph", "st", "st++"],
+        default=None,
+        help="student methods (default: zoph for detection, st st++ for segmentation)",
+    )
     parser.add_argument("--teacher-iters", type=int, default=None)
     parser.add_argument("--student-iters", type=int, default=None)
     parser.add_argument("--num-labelled", type=int, default=None)
@@ -99,16 +104,25 @@ def detection_params(args, out: str):
     from flows.self_training import SelfTrainingParams
     from selftrain.datasets.deepforest import prepare
 
-    data = prepare(os.path.join(out, "data", "deepforest"), num_labelled=args.num_labelled or 12,
-                   max_unlabeled=args.max_unlabeled, max_val=args.max_val)
-    print(f"data: {data.root} (labelled {data.labelled_json}, unlabeled {data.unlabeled_dir}, val {data.val_json})",
-          flush=True)
+    data = prepare(
+        os.path.join(out, "data", "deepforest"),
+        num_labelled=args.num_labelled or 12,
+        max_unlabeled=args.max_unlabeled,
+        max_val=args.max_val,
+    )
+    print(
+        f"data: {data.root} (labelled {data.labelled_json}, unlabeled {data.unlabeled_dir}, val {data.val_json})",
+        flush=True,
+    )
     return SelfTrainingParams(
-        **_overrides(args, DEMO_PARAMS), method=args.methods or "zoph",
+        **_overrides(args, DEMO_PARAMS),
+        method=args.methods or "zoph",
         labelled=dict(ann_file=data.labelled_json, image_root=data.image_root),
         val=dict(ann_file=data.val_json, image_root=data.image_root),
-        unlabeled=data.unlabeled_dir, unlabeled_gt=data.unlabeled_gt_json,
-        store=os.path.join(out, "store"))
+        unlabeled=data.unlabeled_dir,
+        unlabeled_gt=data.unlabeled_gt_json,
+        store=os.path.join(out, "store"),
+    )
 
 
 def segmentation_params(args, out: str):
@@ -116,26 +130,42 @@ def segmentation_params(args, out: str):
     from selftrain.datasets import composed_seg
 
     sizes = dict(SEG_DEMO_SIZES)
-    sizes.update({k: v for k, v in (("num_labelled", args.num_labelled), ("num_unlabeled", args.num_unlabeled),
-                                    ("num_val", args.num_val)) if v is not None})
+    sizes.update(
+        {
+            k: v
+            for k, v in (
+                ("num_labelled", args.num_labelled),
+                ("num_unlabeled", args.num_unlabeled),
+                ("num_val", args.num_val),
+            )
+            if v is not None
+        }
+    )
     data = composed_seg.prepare(os.path.join(out, "data", "composed-seg"), **sizes)
-    print(f"data: {data.root} (labelled {data.labelled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
-          f"val {data.val_img_dir}; classes {list(data.classes)})", flush=True)
+    print(
+        f"data: {data.root} (labelled {data.labelled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
+        f"val {data.val_img_dir}; classes {list(data.classes)})",
+        flush=True,
+    )
     suffixes = dict(img_suffix=data.img_suffix, seg_map_suffix=data.seg_map_suffix)
     return SelfTrainingParams(
-        **_overrides(args, SEG_DEMO_PARAMS), method=args.methods or ["st", "st++"],
-        labelled=dict(img_dir=data.labelled_img_dir, ann_dir=data.labelled_ann_dir, classes=list(data.classes),
-                      **suffixes),
+        **_overrides(args, SEG_DEMO_PARAMS),
+        method=args.methods or ["st", "st++"],
+        labelled=dict(
+            img_dir=data.labelled_img_dir, ann_dir=data.labelled_ann_dir, classes=list(data.classes), **suffixes
+        ),
         val=dict(img_dir=data.val_img_dir, ann_dir=data.val_ann_dir, classes=list(data.classes), **suffixes),
-        unlabeled=data.unlabeled_img_dir, unlabeled_gt=data.unlabeled_ann_dir,
-        store=os.path.join(out, "store"))
+        unlabeled=data.unlabeled_img_dir,
+        unlabeled_gt=data.unlabeled_ann_dir,
+        store=os.path.join(out, "store"),
+    )
 
 
 def run(params, out: str, report_name: str) -> dict:
     """Run the flow, copy its report next to the store and print the metrics."""
     from flows.self_training import run as run_flow
+    from selftrain.report import COLUMNS
     from selftrain.stage import get_store
-    from tasks.write_report import COLUMNS
 
     report_uri = run_flow(params)
     store = get_store(params.store)
@@ -152,13 +182,17 @@ def run(params, out: str, report_name: str) -> dict:
         print(f" {params.task}: {name:14s} " + " ".join(f"{m.get(k, float('nan')):9.4f}" for k, _ in cols))
     p = report["pseudo_labels"]
     if "new_images" in p:
-        print(f"{p['new_images']} of {p['images']} unlabeled images were new (labelled in "
-              f"{p['shards'] - p['reused_shards']} new shards; {p['reused_shards']} reused)")
+        print(
+            f"{p['new_images']} of {p['images']} unlabeled images were new (labelled in "
+            f"{p['shards'] - p['reused_shards']} new shards; {p['reused_shards']} reused)"
+        )
     if params.task == "detection":
         print(f"\npseudo boxes: {p['boxes']} on {p['images']} unlabeled images ({p['skipped']} skipped)")
     else:
-        print(f"\npseudo masks: {p['images']} unlabeled images ({p['skipped']} skipped), ignored pixels "
-              f"{p['ignored_fraction']:.3f}")
+        print(
+            f"\npseudo masks: {p['images']} unlabeled images ({p['skipped']} skipped), ignored pixels "
+            f"{p['ignored_fraction']:.3f}"
+        )
     print(f"report: {report_dir}/report.md (store: {report_uri})", flush=True)
     return report
 

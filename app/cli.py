@@ -10,11 +10,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="selftrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("selfcheck", help="prove the installed stack works (imports, NMS, checkpoints)")
-    run = sub.add_parser("run", help="run the self-training flow with the parameters of a JSON file "
-                                     "(the fields of flows.self_training.SelfTrainingParams)")
+    run = sub.add_parser(
+        "run",
+        help="run the self-training flow with the parameters of a JSON file "
+        "(the fields of flows.self_training.SelfTrainingParams)",
+    )
     run.add_argument("params", help="JSON file of flow parameters")
-    run.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                     help="override one field, e.g. --set teacher_iters=30 --set 'method=[\"st\"]'")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override one field, e.g. --set teacher_iters=30 --set 'method=[\"st\"]'",
+    )
     args = parser.parse_args(argv)
     if args.command == "selfcheck":
         from selftrain.selfcheck import main as selfcheck
