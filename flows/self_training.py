@@ -30,6 +30,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from selftrain.kinds import KINDS, TaskKind
 from selftrain.pseudo_labels import label_params, labeller_key
 from selftrain.stage import get_store
 from tasks.evaluate import evaluate
@@ -46,9 +47,6 @@ from tasks.train_model import train_model
 from tasks.write_report import write_report
 
 Method = Literal["zoph", "st", "st++"]
-DEFAULT_CONFIG = {"detection": "det/retinanet_mnv2_256_cpu", "segmentation": "seg/deeplabv3plus_mnv2_128_cpu"}
-# docs/design.md §3.2: detection 1.0 + flip; segmentation the scales of Zoph et al. (ST++: 0.5 .. 2.0).
-DEFAULT_TTA_SCALES = {"detection": [1.0], "segmentation": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]}
 
 
 class CocoSet(BaseModel):
@@ -76,6 +74,9 @@ class SegSet(BaseModel):
         "stored as 0/255 (255 is otherwise the ignore label); the "
         "held-out set takes the labeled set's when it has none",
     )
+
+
+SET_TYPES = {"detection": CocoSet, "segmentation": SegSet}  # the parameters each kind's sets take
 
 
 def _absolute(url: str) -> str:
@@ -200,24 +201,25 @@ class SelfTrainingParams(BaseModel):
         return v
 
     @property
+    def kind(self) -> TaskKind:
+        """Everything that differs between detection and segmentation (selftrain/kinds.py)."""
+        return KINDS[self.task]
+
+    @property
     def methods(self) -> list[str]:
         return [self.method] if isinstance(self.method, str) else list(dict.fromkeys(self.method))
 
     @model_validator(mode="after")
     def _task(self):
-        kind = CocoSet if self.task == "detection" else SegSet
+        kind, set_type = self.kind, SET_TYPES[self.task]
         for name in ("labelled", "val"):
-            if not isinstance(getattr(self, name), kind):
-                expected = (
-                    "COCO set (ann_file, image_root)"
-                    if kind is CocoSet
-                    else "segmentation set (img_dir, ann_dir, classes)"
-                )
-                raise ValueError(f"{name} must be a {expected} for task {self.task}")
-        if self.task == "segmentation" and "zoph" in self.methods:
-            raise ValueError("method zoph (loss normalisation) is detection-only; segmentation uses st or st++")
-        if self.task == "segmentation" and self.class_thresholds:
-            raise ValueError("class_thresholds apply to detection; segmentation has one confidence threshold")
+            if not isinstance(getattr(self, name), set_type):
+                raise ValueError(f"{name} must be a {set_type.__doc__.split(':')[0]} for task {self.task}")
+        unsupported = [m for m in self.methods if m not in kind.methods]
+        if unsupported:
+            raise ValueError(f"method(s) {unsupported} are not available for {kind.name}; use {list(kind.methods)}")
+        if self.class_thresholds and not kind.per_class_thresholds:
+            raise ValueError(f"class_thresholds apply to detection; {kind.name} has one confidence threshold")
         if not self.retrain_student and self.teacher is None:
             raise ValueError(
                 "a re-labelling run (retrain_student=false) labels with a trained model: set teacher "
@@ -225,47 +227,47 @@ class SelfTrainingParams(BaseModel):
             )
         if "st++" in self.methods and self.k < 2:
             raise ValueError("st++ ranks by the stability of the teacher's checkpoints: k must be at least 2")
-        if self.task == "segmentation" and self.labelled.label_map and not self.val.label_map:
+        if isinstance(self.labelled, SegSet) and self.labelled.label_map and not self.val.label_map:
             # the same stored values mean the same classes: a held-out set stored like the
             # labeled one (e.g. 0/255 masks) must be mapped alike, or mIoU is computed on nothing
             self.val = self.val.model_copy(update={"label_map": dict(self.labelled.label_map)})
-        if self.task == "segmentation" and list(self.labelled.classes) != list(self.val.classes):
+        if isinstance(self.labelled, SegSet) and list(self.labelled.classes) != list(self.val.classes):
             raise ValueError(
                 f"val.classes {self.val.classes} must equal labelled.classes {self.labelled.classes} "
                 "(the same class index means the same class in both sets)"
             )
         if self.config is None:
-            self.config = DEFAULT_CONFIG[self.task]
+            self.config = kind.default_config
         if self.tta_scales is None:
-            self.tta_scales = list(DEFAULT_TTA_SCALES[self.task])
+            self.tta_scales = list(kind.default_tta_scales)
         self._check_config()
         return self
 
     def _check_config(self) -> None:
         """The model config exists, is of the task's kind and suits the chosen recipe: checked
         when the flow starts, before any work."""
-        from selftrain.mm.configs import ConfigError, load_config
+        from selftrain.mm.configs import ConfigError
 
-        kind = "det" if self.task == "detection" else "seg"
+        kind = self.kind
         try:
-            cfg = load_config(self.config, kind)
+            cfg = kind.load_config(self.config)
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         model_type = str(cfg.get("model", {}).get("type", ""))
-        if (kind == "seg") != ("EncoderDecoder" in model_type):
+        if (kind.scope == "mmseg") != ("EncoderDecoder" in model_type):
             raise ValueError(
                 f"config {self.config!r} builds a {model_type or 'model without a type'}, not a "
-                f"{'segmentor (EncoderDecoder)' if kind == 'seg' else 'detector'} for task {self.task}"
+                f"{'segmentor (EncoderDecoder)' if kind.scope == 'mmseg' else 'detector'} for task {self.task}"
             )
         if "zoph" in self.methods and int(cfg.get("batch_size", 2)) % 2:
             raise ValueError(
                 f"method zoph splits each batch half human / half pseudo: config {self.config!r} has "
                 f"an odd batch_size {cfg.batch_size}"
             )
-        if self.task == "segmentation" and self.aug != "S1":
+        if self.aug not in kind.aug_presets:
             raise ValueError(
                 f"augmentation preset {self.aug} holds detection policies (AutoAugment / RandAugment); "
-                "segmentation supports S1"
+                f"{kind.name} supports {', '.join(kind.aug_presets)}"
             )
 
     @model_validator(mode="after")
@@ -395,7 +397,7 @@ def self_training(**fields) -> str:
     log = get_run_logger()
     p = SelfTrainingParams(**fields)
     store = p.store
-    if p.task == "detection":
+    if isinstance(p.labelled, CocoSet):
         labelled = register_dataset(store, p.dataset, p.labelled.ann_file, p.labelled.image_root, "labelled")
         val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val", like=labelled)
         check_class_thresholds(p.class_thresholds, get_store(store).manifest(labelled).meta["classes"])

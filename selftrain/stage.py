@@ -87,11 +87,6 @@ def read_pseudo_boxes(store: ArtifactStore, shards: list[ArtifactRef]) -> tuple[
     return boxes, stats
 
 
-def is_segmentation(labelled: ArtifactRef) -> bool:
-    """Whether a registered labelled set is a segmentation set (tasks/register_seg_dataset.py)."""
-    return labelled.stage == "seg_dataset"
-
-
 def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef]):
     """(image_id, mask) of every pseudo mask of the given shards, one at a time, and the
     per-image statistics rows."""

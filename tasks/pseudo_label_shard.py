@@ -21,16 +21,10 @@ from collections.abc import Mapping
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.mm.configs import (
-    config_digest,
-    det_tta_model,
-    det_tta_pipeline,
-    load_config,
-    seg_tta_model,
-    seg_tta_pipeline,
-)
+from selftrain.kinds import DETECTION, SEGMENTATION, kind_of
+from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeller_key, threshold_boxes
-from selftrain.stage import fetch_checkpoint, get_store, is_segmentation, log_stage, scratch_dir
+from selftrain.stage import fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.masks import IGNORE_LABEL, encode_mask_shard
 from storage.schemas import (
     DET_IMAGE_STATS,
@@ -46,8 +40,8 @@ from storage.schemas import (
 )
 from storage.store import ArtifactRef
 
-STAGE, VERSION = "pseudo_boxes", 1
-MASK_STAGE, MASK_VERSION = "pseudo_masks", 1
+STAGE, VERSION = DETECTION.pseudo_stage, DETECTION.pseudo_version
+MASK_STAGE, MASK_VERSION = SEGMENTATION.pseudo_stage, SEGMENTATION.pseudo_version
 
 
 def image_rows(
@@ -123,22 +117,22 @@ def pseudo_label_shard(
     from selftrain.mm.inference import build_model, predict
 
     store = get_store(store_url)
-    segmentation = is_segmentation(labelled)
-    cfg = load_config(model_config, "seg" if segmentation else "det")
+    kind = kind_of(labelled)
+    segmentation = kind is SEGMENTATION  # what the labels are: masks (one row group each) or boxes
+    cfg = kind.load_config(model_config)
     labelled_meta = store.manifest(labelled).meta
     classes = labelled_meta["classes"]
     unknown = set(class_thresholds or {}) - set(classes)
     if unknown:
         raise ValueError(f"class_thresholds names unknown classes {sorted(unknown)}; classes are {classes}")
-    if segmentation and class_thresholds:
-        raise ValueError("class_thresholds apply to detection; segmentation uses one confidence threshold")
+    if class_thresholds and not kind.per_class_thresholds:
+        raise ValueError(f"class_thresholds apply to detection; {kind.name} uses one confidence threshold")
     class_thr = {classes.index(name): float(t) for name, t in (class_thresholds or {}).items()}
     params = label_params(scales, flip, score_thr, class_thresholds)
-    stage, version = (MASK_STAGE, MASK_VERSION) if segmentation else (STAGE, VERSION)
     ref = store.stage_ref(
         shard.dataset,
-        stage,
-        version,
+        kind.pseudo_stage,
+        kind.pseudo_version,
         config_digest(cfg),
         {"model": model, "shard": shard, "labelled": labelled},
         params,
@@ -150,12 +144,8 @@ def pseudo_label_shard(
     started = time.monotonic()
     images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
-    if segmentation:
-        tta = build_model(seg_tta_model(cfg, len(classes), score_thr), "mmseg", ckpt)
-        pipeline = seg_tta_pipeline(cfg, scales, flip)
-    else:
-        tta = build_model(det_tta_model(cfg, num_classes=len(classes)), "mmdet", ckpt)
-        pipeline = det_tta_pipeline(cfg, scales, flip)
+    tta = build_model(kind.tta_model(cfg, len(classes), score_thr), kind.scope, ckpt)
+    pipeline = kind.tta_pipeline(cfg, scales, flip)
 
     boxes, stats, masks = [], [], []
     for image, pred in predict(tta, images, pipeline, batch_size, num_workers):
@@ -200,7 +190,7 @@ def pseudo_label_shard(
             w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(boxes, PSEUDO_BOXES), PSEUDO_BOXES))
             w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS), DET_IMAGE_STATS))
     seconds = time.monotonic() - started
-    made = f"{len(masks)} masks" if segmentation else f"{len(boxes)} boxes"
+    made = f"{len(masks) if segmentation else len(boxes)} {kind.made}"
     log_stage(
         "pseudo label shard",
         ref,

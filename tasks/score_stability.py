@@ -15,10 +15,11 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.mm.configs import config_digest, det_model, det_test_pipeline, load_config, seg_model, seg_test_pipeline
+from selftrain.kinds import SEGMENTATION, kind_of
+from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped, threshold_boxes
 from selftrain.stability import det_stability, seg_stability
-from selftrain.stage import fetch_checkpoint, get_store, is_segmentation, log_stage, scratch_dir
+from selftrain.stage import fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 
@@ -40,12 +41,13 @@ def score_stability(
     from selftrain.mm.inference import build_model, load_weights, predict
 
     store = get_store(store_url)
-    segmentation = is_segmentation(labelled)
-    cfg = load_config(model_config, "seg" if segmentation else "det")
+    kind = kind_of(labelled)
+    segmentation = kind is SEGMENTATION  # label maps compared by meanIoU, or boxes by F1
+    cfg = kind.load_config(model_config)
     classes = store.manifest(labelled).meta["classes"]
     class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
     params = {
-        "score_thr": None if segmentation else float(score_thr),
+        "score_thr": float(score_thr) if kind.per_class_thresholds else None,
         "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
     }
     ref = store.stage_ref(
@@ -66,12 +68,8 @@ def score_stability(
         raise ValueError(f"stability ranking needs at least 2 checkpoints; the teacher kept {k} (set k >= 2)")
     images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     work = scratch_dir(ref)
-    if segmentation:
-        model = build_model(seg_model(cfg, len(classes), pretrained=False), "mmseg")
-        pipeline = seg_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
-    else:
-        model = build_model(det_model(cfg, num_classes=len(classes)), "mmdet")
-        pipeline = det_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
+    model = build_model(kind.test_model(cfg, len(classes)), kind.scope)
+    pipeline = kind.test_pipeline(cfg)
 
     per_image: dict[str, list] = {im["image_id"]: [] for im in images}
     unreadable: dict[str, str] = {}  # image_id -> reason

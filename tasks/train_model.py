@@ -17,13 +17,13 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, load_config, seg_train_config
+from selftrain.kinds import SEGMENTATION, kind_of
+from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train_config, seg_train_config
 from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.progress import quiet_openmmlab
 from selftrain.stage import (
     fetch_checkpoint,
     get_store,
-    is_segmentation,
     local_coco,
     local_seg,
     log_stage,
@@ -156,12 +156,13 @@ def train_model(
     from mmengine.runner import Runner
 
     store = get_store(store_url)
-    segmentation = is_segmentation(labelled)
-    cfg = load_config(model_config, "seg" if segmentation else "det")
+    kind = kind_of(labelled)
+    segmentation = kind is SEGMENTATION  # the data a student's pseudo labels become: masks or a COCO file
+    cfg = kind.load_config(model_config)
     if pseudo and method not in ("zoph", "st"):
         raise ValueError(f"unknown student method {method!r}")
-    if segmentation and pseudo and method != "st":
-        raise ValueError("segmentation students train with method 'st' (ST / ST++); 'zoph' is detection-only")
+    if pseudo and method not in kind.methods:
+        raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
     inputs = {"labelled": labelled}
     if val is not None:
         inputs["val"] = val

@@ -12,6 +12,7 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from selftrain.kinds import KINDS
 from selftrain.report import (
     NUM_OVERLAYS,
     artifact_prefix,
@@ -190,7 +191,7 @@ def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     create_table_artifact(
         key=f"{prefix}-metrics",
         table=rows,
-        description="COCO bbox metrics" if report["task"] == "detection" else "mIoU metrics",
+        description=KINDS[report["task"]].metrics_description,
     )
     p = {k: v for k, v in report["pseudo_labels"].items() if not isinstance(v, (list, dict))}
     create_table_artifact(key=f"{prefix}-pseudo-labels", table=[p], description="Pseudo-label statistics")
