@@ -211,10 +211,11 @@ def relabel_trigger(dataset: str):
     return DeploymentEventTrigger(
         name=f"new unlabeled images for {dataset}",
         description=f"On every {EVENT} event whose resource is selftrain.unlabeled.{dataset} (emitted by "
-        "watch-unlabeled), run this deployment on the prefix the event names (its payload.prefix).",
+        "watch-unlabeled), run this deployment on the prefix the event names (payload.prefix), into the "
+        "store the watcher looked at (payload.store).",
         expect={EVENT},
         match={"prefect.resource.id": f"selftrain.unlabeled.{dataset}"},
-        parameters={"unlabeled": "{{ event.payload.prefix }}"},
+        parameters={"unlabeled": "{{ event.payload.prefix }}", "store": "{{ event.payload.store }}"},
     )
 
 
@@ -288,9 +289,9 @@ def register(pool: str = POOL, schedules: bool = True, reset_parameters: bool = 
     """Create the process work pool if missing and register (or update) every deployment.
 
     A deployment that exists already keeps the parameters it has on the server (edited in the
-    UI or with `prefect deployment ...`), unless ``reset_parameters``: registering again (every
-    `make serve`) never silently resets them. Returns (deployment ids, names whose edited
-    parameters were kept)."""
+    UI or with `prefect deployment ...`), unless ``reset_parameters``, and a schedule paused
+    there stays paused: registering again (every `make serve`) never silently resets them.
+    Returns (deployment ids, names whose edited parameters were kept)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -309,6 +310,12 @@ def register(pool: str = POOL, schedules: bool = True, reset_parameters: bool = 
             if not reset_parameters and existing.parameters != d.parameters:
                 d.parameters = dict(existing.parameters)
                 kept.append(f"{d.flow_name}/{d.name}")
+            # a schedule paused on the server stays paused (the same schedule, matched by its timing)
+            paused = {repr(s.schedule) for s in existing.schedules or [] if not s.active}
+            for schedule in d.schedules or []:
+                if repr(schedule.schedule) in paused and schedule.active:
+                    schedule.active = False
+                    print(f"kept the schedule {schedule.schedule!r} of {d.flow_name}/{d.name} paused")
     # RunnerDeployment.apply registers one deployment; prefect.deploy() would also look for
     # online workers, a query this server version refuses (422 on offset/limit None).
     return [str(d.apply(work_pool_name=pool)) for d in deployments], kept

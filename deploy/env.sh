@@ -2,7 +2,8 @@
 #
 #   source deploy/env.sh
 #   prefect deployment ls
-#   prefect deployment run self-training/demo --param teacher_iters=60 --watch
+#   prefect deployment run self-training/demo --param teacher_iters=60 --param student_iters=30 \
+#       --param score_threshold=0.0 --watch
 #
 # Puts the project's virtual environment first on PATH (so `prefect`, `python` and `selftrain`
 # are the locked ones) and sets PREFECT_API_URL to the server of `make serve` (port

@@ -20,14 +20,21 @@ mkdir -p "$PREFECT_HOME"
 py=.venv/bin/python
 
 server_pid="" worker_pid=""
+# Server and worker run in sessions of their own (setsid), so a Ctrl-C reaches only this script,
+# which stops the worker first (it would otherwise retry the gone server for minutes), then the
+# server; each gets 10 s after SIGTERM before it is killed.
+stop_one() {  # pid: TERM the process group, wait up to 10 s, then KILL what is left
+  local pid="$1" i
+  [ -n "$pid" ] || return 0
+  kill -TERM -- "-$pid" 2>/dev/null || return 0
+  for i in $(seq 1 20); do kill -0 -- "-$pid" 2>/dev/null || return 0; sleep 0.5; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+}
 stop() {
   trap - INT TERM EXIT
   echo "stopping the worker and the server"
-  # the worker first (it would otherwise retry the gone server for a minute), then the server
-  [ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null
-  [ -n "$worker_pid" ] && wait "$worker_pid" 2>/dev/null
-  [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null
-  [ -n "$server_pid" ] && wait "$server_pid" 2>/dev/null
+  stop_one "$worker_pid"
+  stop_one "$server_pid"
   exit 0
 }
 trap stop INT TERM EXIT
@@ -35,7 +42,7 @@ if curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1; then
   echo "a Prefect server already answers on $PREFECT_API_URL: using it"
 else
   echo "starting the Prefect server on 127.0.0.1:$port (log: $PREFECT_HOME/server.log)"
-  "$py" -m prefect server start --host 127.0.0.1 --port "$port" >>"$PREFECT_HOME/server.log" 2>&1 &
+  setsid "$py" -m prefect server start --host 127.0.0.1 --port "$port" >>"$PREFECT_HOME/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 240); do
     curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
@@ -44,7 +51,7 @@ else
   done
 fi
 "$py" -m deploy.deployments register
-"$py" -m prefect worker start --pool selftrain-process --name "local-$(hostname)" >>"$PREFECT_HOME/worker.log" 2>&1 &
+setsid "$py" -m prefect worker start --pool selftrain-process --name "local-$(hostname)" >>"$PREFECT_HOME/worker.log" 2>&1 &
 worker_pid=$!
 cat <<MSG
 
@@ -53,7 +60,8 @@ worker:  pool selftrain-process (log: $PREFECT_HOME/worker.log)
 In another shell, from $PWD:
   source deploy/env.sh
   prefect deployment ls
-  prefect deployment run self-training/demo --param teacher_iters=60 --param student_iters=30 --param score_threshold=0.05 --watch
+  prefect deployment run self-training/demo --param teacher_iters=60 --param student_iters=30 --param score_threshold=0.0 --watch
+  prefect flow-run logs <flow run id>     (one line per stage, training progress; also in $PREFECT_HOME/worker.log)
 Ctrl-C here stops the worker and the server.
 MSG
 wait "$worker_pid"

@@ -99,6 +99,7 @@ def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int
             payload={
                 "prefix": prefix,
                 "dataset": dataset,
+                "store": st.url,  # the re-labelling run labels into the store the watcher looked at
                 "new_images": len(new),
                 "images": len(rows),
                 "examples": [r["image_id"] for r in new[:5]],

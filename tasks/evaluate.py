@@ -33,8 +33,12 @@ def evaluate(
     ref = store.stage_ref(
         model.dataset, STAGE, VERSION, config_digest(cfg), {"model": model, "test": test}, {"checkpoint": checkpoint}
     )
+    trained = store.manifest(model).meta
+    what = f"evaluate {(trained.get('params') or {}).get('method', '')} {trained.get('role', 'model')}".replace(
+        "  ", " "
+    )
     if store.has(ref):
-        log_stage("evaluate", ref, reused=True)
+        log_stage(what, ref, reused=True)
         return ref
     started = time.monotonic()
     work = scratch_dir(ref)
@@ -53,5 +57,5 @@ def evaluate(
         meta={"metrics": metrics, "checkpoint": checkpoint},
     )
     main = kind.main_metric
-    log_stage("evaluate", ref, reused=False, started=started, detail=f"{main} {metrics.get(main, float('nan')):.4f}")
+    log_stage(what, ref, reused=False, started=started, detail=f"{main} {metrics.get(main, float('nan')):.4f}")
     return ref

@@ -180,6 +180,25 @@ def test_registering_again_keeps_parameters_edited_on_the_server(prefect_server,
         )
         assert "kept the parameters edited on the server for self-training/coco" in out.stdout, out.stdout
         assert run("get") == 0.3  # make serve registers again: the edit survives
+        # make serve registers the schedules active; those paused on the server stay paused
+        out = subprocess.run(
+            [sys.executable, "-m", "deploy.deployments", "register"],
+            env=prefect_server.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert "kept the schedule" in out.stdout and "of watch-unlabeled/demo paused" in out.stdout, out.stdout
+        schedules = subprocess.run(
+            [sys.executable, "-m", "prefect", "deployment", "schedule", "ls", "watch-unlabeled/demo"],
+            env=prefect_server.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        assert "False" in schedules and "True" not in schedules, schedules
     finally:
         out = subprocess.run(
             [sys.executable, "-m", "deploy.deployments", "register", "--paused-schedules", "--reset-parameters"],

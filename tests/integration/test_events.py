@@ -49,7 +49,8 @@ def relabel_runs(server):
         "with get_client(sync_client=True) as c:\n"
         "    only = DeploymentFilter(name=DeploymentFilterName(any_=['relabel-demo']))\n"
         "    runs = c.read_flow_runs(deployment_filter=only)\n"
-        "    print(json.dumps([{'id': str(r.id), 'unlabeled': r.parameters.get('unlabeled')} for r in runs]))\n"
+        "    print(json.dumps([{'id': str(r.id), 'unlabeled': r.parameters.get('unlabeled'),"
+        " 'store': r.parameters.get('store')} for r in runs]))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=server.env(), cwd=REPO, capture_output=True, text=True, timeout=120
@@ -93,6 +94,7 @@ def test_new_images_emit_one_event_that_starts_a_relabel_run_for_the_prefix(pref
         assert watch(prefect_server, prefix, store) == 2
         runs = wait_for_runs(prefect_server, 1)
         assert [r["unlabeled"] for r in runs] == [str(prefix)]  # the prefix templated from the event
+        assert [r["store"] for r in runs] == [str(store)]  # into the store the watcher looked at
 
         assert watch(prefect_server, prefix, store) == 0  # idempotent: nothing new, no event
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(prefix / "b.png")

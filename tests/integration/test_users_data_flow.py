@@ -85,7 +85,7 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
         "OpenMMLab log in",
         "pseudo label shard: computed",
         "images/s",
-        "evaluate: computed",
+        "evaluate teacher: computed",
     ):
         assert line in output, line
     for dump in ("System environment", "Config:", "Average Precision  (AP)", "loading annotations into memory"):
