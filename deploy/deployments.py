@@ -285,6 +285,13 @@ def build(pool: str = POOL, schedules: bool = True) -> list:
     return out
 
 
+def _timing(schedule) -> str:
+    """What makes two schedules the same schedule: an interval's length (its anchor is the time
+    it was registered), else the whole schedule (cron string, time zone, ...)."""
+    interval = getattr(schedule, "interval", None)
+    return f"every {interval}" if interval is not None else repr(schedule)
+
+
 def register(pool: str = POOL, schedules: bool = True, reset_parameters: bool = False) -> tuple[list[str], list[str]]:
     """Create the process work pool if missing and register (or update) every deployment.
 
@@ -311,9 +318,9 @@ def register(pool: str = POOL, schedules: bool = True, reset_parameters: bool = 
                 d.parameters = dict(existing.parameters)
                 kept.append(f"{d.flow_name}/{d.name}")
             # a schedule paused on the server stays paused (the same schedule, matched by its timing)
-            paused = {repr(s.schedule) for s in existing.schedules or [] if not s.active}
+            paused = {_timing(s.schedule) for s in existing.schedules or [] if not s.active}
             for schedule in d.schedules or []:
-                if repr(schedule.schedule) in paused and schedule.active:
+                if _timing(schedule.schedule) in paused and schedule.active:
                     schedule.active = False
                     print(f"kept the schedule {schedule.schedule!r} of {d.flow_name}/{d.name} paused")
     # RunnerDeployment.apply registers one deployment; prefect.deploy() would also look for
