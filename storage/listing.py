@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -27,6 +28,24 @@ class ListedFile:
     rel: str
     uri: str
     size: int
+
+
+def url_fs(url: str) -> tuple[Any, str]:
+    """(filesystem, path) of any URL, with the store's S3 settings for s3:// (the endpoint from
+    SELFTRAIN_S3_ENDPOINT_URL, bounded timeouts and retries), so users' data is read from the
+    same service as the store."""
+    from storage.store import s3_defaults
+
+    options = s3_defaults({}) if url.split("://", 1)[0] in ("s3", "s3a") else {}
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return fs, str(path)
+
+
+def read_url(url: str) -> bytes:
+    """The bytes of one file at any URL or local path (FileNotFoundError when missing)."""
+    fs, path = url_fs(url)
+    data: bytes = fs.cat_file(path)
+    return data
 
 
 def _walk_local(root: str) -> list[ListedFile]:
@@ -55,7 +74,7 @@ def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[Listed
 
     Raises FileNotFoundError (naming the URL) when the folder does not exist.
     """
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = url_fs(url)
     if isinstance(fs, LocalFileSystem):
         root = os.path.abspath(root)
         if not os.path.isdir(root):

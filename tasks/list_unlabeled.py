@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import fsspec
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, get_store, log_stage
 from storage.keys import digest_json
-from storage.listing import IMAGE_SUFFIXES, list_files
+from storage.listing import IMAGE_SUFFIXES, list_files, url_fs
 from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
 from storage.store import ArtifactRef
 
@@ -37,7 +36,7 @@ def list_images(source: str | list[str]) -> list[dict]:
         where = f"under {source}"
     else:
         for url in source:
-            fs, path = fsspec.core.url_to_fs(url)
+            fs, path = url_fs(url)
             try:
                 size = int(fs.size(path) or 0)
             except FileNotFoundError as exc:

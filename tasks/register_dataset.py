@@ -28,7 +28,6 @@ import math
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 
-import fsspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -42,7 +41,7 @@ from selftrain.registration import (
 )
 from selftrain.stage import get_store, log_stage, stage_logger
 from storage.keys import digest_bytes, digest_json
-from storage.listing import list_files
+from storage.listing import list_files, read_url
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "dataset", 2
@@ -215,8 +214,7 @@ def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> 
 
     def one(im: dict) -> tuple[str | None, int]:
         name = im["file_name"]
-        with fsspec.open(uris[name], "rb") as f:
-            raw = f.read()
+        raw = read_url(uris[name])
         try:
             decoded = decoded_size(raw, uris[name])
         except DatasetError as exc:
@@ -279,8 +277,7 @@ def register_dataset(
     Raises DatasetError naming the file and item for every refusal."""
     store = get_store(store_url)
     try:
-        with fsspec.open(ann_file, "rb") as f:
-            raw = f.read()
+        raw = read_url(ann_file)
     except FileNotFoundError as exc:
         raise DatasetError(f"{role} annotations not found: {ann_file}") from exc
     coco, changes = normalise_coco(raw, ann_file)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 
-import fsspec
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -24,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.registration import DatasetError, decoded_size, degenerate, exif_orientation, size_mismatch
 from selftrain.stage import get_store, log_stage, stage_logger
 from storage.keys import digest_json
-from storage.listing import IMAGE_SUFFIXES, list_files
+from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, read_url
 from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
 
@@ -32,13 +31,16 @@ STAGE, VERSION = "seg_dataset", 2
 LABEL_MAP_MODES = ("1", "L", "P", "I", "I;16")
 
 
-def _listing(url: str, suffix: str) -> dict[str, tuple[str, int]]:
-    """stem (path relative to the folder, without suffix) -> (uri, size)."""
+def _list(url: str) -> list[ListedFile]:
     try:
-        files = list_files(url, (suffix,))
+        return list_files(url)
     except FileNotFoundError as exc:
         raise DatasetError(str(exc)) from exc
-    return {f.rel[: -len(suffix)]: (f.uri, f.size) for f in files}
+
+
+def _by_stem(files: list[ListedFile], suffix: str) -> dict[str, tuple[str, int]]:
+    """stem (path relative to the folder, without suffix) -> (uri, size) of the files ending in suffix."""
+    return {f.rel[: -len(suffix)]: (f.uri, f.size) for f in files if f.rel.lower().endswith(suffix.lower())}
 
 
 def check_label_map(
@@ -155,7 +157,8 @@ def register_seg_dataset(
             f"{role}: label_map {wrong} maps to values that are neither a class index "
             f"(0..{len(classes) - 1}) nor the ignore label {IGNORE_LABEL}"
         )
-    images, maps = _listing(img_dir, img_suffix), _listing(ann_dir, seg_map_suffix)
+    img_files = _list(img_dir)  # listed once: the set's images, and the images it leaves out
+    images, maps = _by_stem(img_files, img_suffix), _by_stem(_list(ann_dir), seg_map_suffix)
     if not images:
         raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
     missing = sorted(set(images) - set(maps))
@@ -185,8 +188,7 @@ def register_seg_dataset(
     pairs, only_ignore, oriented = [], [], []
     for stem in sorted(images):
         img_uri, map_uri = images[stem][0], maps[stem][0]
-        with fsspec.open(img_uri, "rb") as f:
-            raw = f.read()
+        raw = read_url(img_uri)
         size = decoded_size(raw, img_uri)
         thin = degenerate(img_uri, size)
         if thin:
@@ -194,8 +196,7 @@ def register_seg_dataset(
         orientation = exif_orientation(raw)
         if orientation not in (0, 1):
             oriented.append(img_uri)
-        with fsspec.open(map_uri, "rb") as f:
-            raw_map = f.read()
+        raw_map = read_url(map_uri)
         try:
             counts = check_label_map(raw_map, map_uri, len(classes), size, label_map)
         except DatasetError as exc:
@@ -227,7 +228,7 @@ def register_seg_dataset(
         )
     others = [
         f.rel
-        for f in list_files(img_dir)
+        for f in img_files
         if not f.rel.lower().endswith(img_suffix.lower()) and f.rel.lower().endswith(IMAGE_SUFFIXES)
     ]
     if others:

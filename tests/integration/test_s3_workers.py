@@ -151,3 +151,31 @@ def test_wrong_credentials_fail_the_batch_naming_the_image(s3_images, detector, 
     model, pipeline = detector
     with pytest.raises(InfrastructureError, match=rf"access denied while reading image {images[0]['image_uri']}"):
         list(predict(model, images[:2], pipeline, batch_size=2, num_workers=2))
+
+
+def test_registration_and_listing_read_s3_through_the_configured_endpoint(s3_images, s3_bucket, tmp_path, monkeypatch):
+    """Users' sets on S3 are listed and read with the store's settings: SELFTRAIN_S3_ENDPOINT_URL
+    alone names the service (plain fsspec would go to AWS)."""
+    import json
+    import os
+
+    import s3fs
+
+    from tasks.list_unlabeled import list_images
+    from tasks.register_dataset import register_dataset
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    images, _ = s3_images
+    coco = {
+        "images": [{"id": 1, "file_name": "0.png", "width": SIZES[0][0], "height": SIZES[0][1]}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, endpoint_url=os.environ["SELFTRAIN_S3_ENDPOINT_URL"])
+    fs.pipe_file(f"{s3_bucket}/coco.json", json.dumps(coco).encode())
+    ref = register_dataset.fn(
+        str(tmp_path / "store"), "s3set", f"s3://{s3_bucket}/coco.json", f"s3://{s3_bucket}/img", "labelled"
+    )
+    assert ref.stage == "dataset"
+    listed = list_images(f"s3://{s3_bucket}/img")
+    assert [r["image_uri"] for r in listed] == [im["image_uri"] for im in images]
