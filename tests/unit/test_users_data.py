@@ -302,13 +302,14 @@ def test_parameters_are_checked_before_any_work(tmp_path):
     assert p.labelled.label_map == {255: 1}
 
 
-def _seg_args(store, part, **kw):
+def _seg_args(store, part):
+    """register_seg_dataset's positional arguments for a generated labeled set."""
     return (
         store,
         "m",
         part["img_dir"],
         part["ann_dir"],
-        part.get("classes_override", part["classes"]),
+        part["classes"],
         "labelled",
         part["img_suffix"],
         part["seg_map_suffix"],
