@@ -13,18 +13,17 @@ import io
 import json
 import posixpath
 
-import fsspec
 import numpy as np
 
 from selftrain.stability import matches
+from storage.listing import read_url
 from storage.masks import IGNORE_LABEL
 
 
 def load_gt_boxes(coco_url: str, image_ids: set[str]) -> dict[str, tuple[list, list]]:
     """image_id -> (boxes x1y1x2y2, category ids) from a COCO file whose file_name ends with
     the unlabeled image id (its path under the unlabeled prefix)."""
-    with fsspec.open(coco_url, "rb") as f:
-        coco = json.load(f)
+    coco = json.loads(read_url(coco_url))
     by_name = {}
     for im in coco["images"]:
         parts = im["file_name"].split("/")
@@ -62,8 +61,7 @@ def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | Non
     stem = image_id.rsplit(".", 1)[0]
     url = posixpath.join(ann_dir.rstrip("/"), stem + suffix)
     try:
-        with fsspec.open(url, "rb") as f:
-            gt = np.array(Image.open(io.BytesIO(f.read())))
+        gt = np.array(Image.open(io.BytesIO(read_url(url))))
     except FileNotFoundError:
         return None
     if label_map:

@@ -21,16 +21,23 @@ def exif_orientation(raw: bytes) -> int:
         return 1
 
 
+def decode_as_training(raw: bytes):
+    """The H x W x 3 uint8 BGR array training sees for an image file: mmcv's ``imfrombytes``
+    with OpenCV in colour mode, as mmdet / mmseg's LoadImageFromFile (EXIF orientation applied;
+    16-bit, grayscale, RGBA and CMYK read as 8-bit BGR). None when the bytes do not decode."""
+    import mmcv
+
+    return mmcv.imfrombytes(raw, flag="color", backend="cv2")
+
+
 def decoded_size(raw: bytes, name: str) -> tuple[int, int]:
     """(width, height) of an image exactly as training decodes it: mmcv's ``imfrombytes`` with
     OpenCV in colour mode (as mmdet / mmseg's LoadImageFromFile), which applies the EXIF
     orientation and reads 16-bit, grayscale, RGBA and CMYK files as 8-bit BGR.
 
     Raises DatasetError naming ``name`` when the bytes do not decode."""
-    import mmcv
-
     try:
-        img = mmcv.imfrombytes(raw, flag="color", backend="cv2")
+        img = decode_as_training(raw)
     except Exception as exc:  # noqa: BLE001 - reported with the file's name
         raise DatasetError(f"image {name} cannot be decoded: {type(exc).__name__}: {exc}") from exc
     if img is None or img.size == 0:

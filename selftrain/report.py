@@ -39,12 +39,12 @@ def _open_rgb(image_uri: str):
     """The image as the models saw it (mmcv / OpenCV decoding: EXIF orientation applied,
     16-bit, grayscale and CMYK as 8-bit colour), as an RGB PIL image, so pseudo labels
     overlay the pixels they were predicted on."""
-    import fsspec
-    import mmcv
     from PIL import Image
 
-    with fsspec.open(image_uri, "rb") as f:
-        bgr = mmcv.imfrombytes(f.read(), flag="color", backend="cv2")
+    from selftrain.registration import decode_as_training
+    from storage.listing import read_url
+
+    bgr = decode_as_training(read_url(image_uri))
     return Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
 
 
