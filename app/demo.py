@@ -3,7 +3,7 @@
     python -m app.demo            (what `make demo` runs: detection, then segmentation)
     python -m app.demo --task detection --methods zoph st st++
 
-Detection: the DeepForest tree-crown tiles shipped in the deepforest wheel (12 labelled
+Detection: the DeepForest tree-crown tiles shipped in the deepforest wheel (12 labeled
 tiles, 78 unlabeled, the second scene held out); Zoph et al. by default.
 Segmentation: the composed real-photo benchmark (selftrain/datasets/composed_seg.py: photo
 cut-outs pasted on photo backgrounds, generated at set-up); ST and ST++.
@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 
-SEG_DEMO_SIZES = dict(num_labelled=16, num_unlabeled=96, num_val=48)  # composed images, 128 px
+SEG_DEMO_SIZES = dict(num_labeled=16, num_unlabeled=96, num_val=48)  # composed images, 128 px
 SEG_DEMO_PARAMS = dict(
     dataset="composed-seg",
     task="segmentation",
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--teacher-iters", type=int, default=None)
     parser.add_argument("--student-iters", type=int, default=None)
-    parser.add_argument("--num-labelled", type=int, default=None)
+    parser.add_argument("--num-labeled", "--num-labelled", dest="num_labeled", type=int, default=None)
     parser.add_argument("--max-unlabeled", type=int, default=None, help="detection: at most this many unlabeled tiles")
     parser.add_argument("--max-val", type=int, default=None, help="detection: at most this many val tiles")
     parser.add_argument("--num-unlabeled", type=int, default=None, help="segmentation: composed unlabeled images")
@@ -106,18 +106,18 @@ def detection_params(args, out: str):
 
     data = prepare(
         os.path.join(out, "data", "deepforest"),
-        num_labelled=args.num_labelled or 12,
+        num_labeled=args.num_labeled or 12,
         max_unlabeled=args.max_unlabeled,
         max_val=args.max_val,
     )
     print(
-        f"data: {data.root} (labelled {data.labelled_json}, unlabeled {data.unlabeled_dir}, val {data.val_json})",
+        f"data: {data.root} (labeled {data.labeled_json}, unlabeled {data.unlabeled_dir}, val {data.val_json})",
         flush=True,
     )
     return SelfTrainingParams(
         **_overrides(args, DEMO_PARAMS),
         method=args.methods or "zoph",
-        labelled=dict(ann_file=data.labelled_json, image_root=data.image_root),
+        labeled=dict(ann_file=data.labeled_json, image_root=data.image_root),
         val=dict(ann_file=data.val_json, image_root=data.image_root),
         unlabeled=data.unlabeled_dir,
         unlabeled_gt=data.unlabeled_gt_json,
@@ -134,7 +134,7 @@ def segmentation_params(args, out: str):
         {
             k: v
             for k, v in (
-                ("num_labelled", args.num_labelled),
+                ("num_labeled", args.num_labeled),
                 ("num_unlabeled", args.num_unlabeled),
                 ("num_val", args.num_val),
             )
@@ -143,7 +143,7 @@ def segmentation_params(args, out: str):
     )
     data = composed_seg.prepare(os.path.join(out, "data", "composed-seg"), **sizes)
     print(
-        f"data: {data.root} (labelled {data.labelled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
+        f"data: {data.root} (labeled {data.labeled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
         f"val {data.val_img_dir}; classes {list(data.classes)})",
         flush=True,
     )
@@ -151,8 +151,8 @@ def segmentation_params(args, out: str):
     return SelfTrainingParams(
         **_overrides(args, SEG_DEMO_PARAMS),
         method=args.methods or ["st", "st++"],
-        labelled=dict(
-            img_dir=data.labelled_img_dir, ann_dir=data.labelled_ann_dir, classes=list(data.classes), **suffixes
+        labeled=dict(
+            img_dir=data.labeled_img_dir, ann_dir=data.labeled_ann_dir, classes=list(data.classes), **suffixes
         ),
         val=dict(img_dir=data.val_img_dir, ann_dir=data.val_ann_dir, classes=list(data.classes), **suffixes),
         unlabeled=data.unlabeled_img_dir,
@@ -183,7 +183,7 @@ def run(params, out: str, report_name: str) -> dict:
     p = report["pseudo_labels"]
     if "new_images" in p:
         print(
-            f"{p['new_images']} of {p['images']} unlabeled images were new (labelled in "
+            f"{p['new_images']} of {p['images']} unlabeled images were new (labeled in "
             f"{p['shards'] - p['reused_shards']} new shards; {p['reused_shards']} reused)"
         )
     if params.task == "detection":

@@ -2,12 +2,12 @@
 
     python -m benchmarks.quality_deepforest --seeds 0 1 2 [--teacher-iters 900 --extra-iters 900]
 
-For each training seed (the labelled split is fixed, so seeds vary only initialisation of the
+For each training seed (the labeled split is fixed, so seeds vary only initialisation of the
 heads, data order and augmentation):
-  teacher  trained on the labelled tiles for T iterations;
-  control  the teacher continued on labelled tiles only for exactly the student's extra
+  teacher  trained on the labeled tiles for T iterations;
+  control  the teacher continued on labeled tiles only for exactly the student's extra
            iterations, with the same schedule (warm-up, cosine) and seed;
-  student  the teacher continued on labelled + pseudo-labelled tiles (half/half batches,
+  student  the teacher continued on labeled + pseudo-labeled tiles (half/half batches,
            Zoph et al. loss normalisation) for the same extra iterations.
 All three are evaluated on the held-out scene (bbox mAP, mAP50). The table reports each seed,
 the paired differences student - control and student - teacher, their mean and standard
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-iters", type=int, default=600, help="iterations of the student and the control")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--score-threshold", type=float, default=0.4)
-    parser.add_argument("--num-labelled", type=int, default=12)
-    parser.add_argument("--split-seed", type=int, default=0, help="which tiles are labelled (fixed)")
+    parser.add_argument("--num-labeled", "--num-labelled", dest="num_labeled", type=int, default=12)
+    parser.add_argument("--split-seed", type=int, default=0, help="which tiles are labeled (fixed)")
     parser.add_argument("--tta-scales", type=float, nargs="+", default=[1.0])
     parser.add_argument("--no-flip", action="store_true")
     args = parser.parse_args(argv)
@@ -55,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.train_model import train_model
 
     out = os.path.abspath(args.out)
-    data = prepare(os.path.join(out, "data", "deepforest"), num_labelled=args.num_labelled, seed=args.split_seed)
+    data = prepare(os.path.join(out, "data", "deepforest"), num_labeled=args.num_labeled, seed=args.split_seed)
     store_url = os.path.join(out, "store")
     config = "det/retinanet_mnv2_256_cpu"
 
     @flow(name="quality-benchmark")
     def benchmark() -> list[dict]:
-        labelled = register_dataset(store_url, "deepforest", data.labelled_json, data.image_root, "labelled")
+        labeled = register_dataset(store_url, "deepforest", data.labeled_json, data.image_root, "labeled")
         val = register_dataset(store_url, "deepforest", data.val_json, data.image_root, "val")
         shards = shard_images(
             store_url, list_unlabeled(store_url, "deepforest", data.unlabeled_dir), DEMO_PARAMS["shard_size"]
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for seed in args.seeds:
             teacher = train_model(
-                store_url, config, labelled, val, role="teacher", iters=args.teacher_iters, k=args.k, seed=seed
+                store_url, config, labeled, val, role="teacher", iters=args.teacher_iters, k=args.k, seed=seed
             )
             pseudo = [
                 pseudo_label_shard(
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     config,
                     teacher,
                     s,
-                    labelled,
+                    labeled,
                     scales=args.tta_scales,
                     flip=not args.no_flip,
                     score_thr=args.score_threshold,
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             control = train_model(
                 store_url,
                 config,
-                labelled,
+                labeled,
                 val,
                 role="control",
                 iters=args.extra_iters,
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             student = train_model(
                 store_url,
                 config,
-                labelled,
+                labeled,
                 val,
                 role="student",
                 iters=args.extra_iters,
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(rows: list[dict], args) -> str:
     lines = [
-        f"DeepForest, {args.num_labelled} labelled tiles (split seed {args.split_seed}), teacher "
+        f"DeepForest, {args.num_labeled} labeled tiles (split seed {args.split_seed}), teacher "
         f"{args.teacher_iters} it, control/student +{args.extra_iters} it, threshold {args.score_threshold}, "
         f"TTA scales {args.tta_scales}{'' if args.no_flip else ' + flip'}",
         "",

@@ -7,7 +7,7 @@ registers (against PREFECT_API_URL):
 - `self-training/coco`        detection, RetinaNet R50-FPN, COCO under $SELFTRAIN_DATA/coco;
 - `self-training/voc`         segmentation, DeepLabV3+ R101, VOC 2012 + SBD aug under $SELFTRAIN_DATA/voc;
 - `self-training/cityscapes`  segmentation, DeepLabV3+ R101, Cityscapes under $SELFTRAIN_DATA/cityscapes.
-- `self-training/relabel-demo` re-labelling only (retrain_student=False) of the demo data with
+- `self-training/relabel-demo` re-labeling only (retrain_student=False) of the demo data with
   the latest teacher trained on it (teacher='latest'; it never trains one), on a daily cron
   schedule and triggered by `selftrain.unlabeled.landed` events for the dataset: the run labels
   the prefix named in the event;
@@ -96,7 +96,7 @@ def demo_parameters() -> dict:
     return dict(
         DEMO_PARAMS,
         method="zoph",
-        labelled=dict(ann_file=data.labelled_json, image_root=data.image_root),
+        labeled=dict(ann_file=data.labeled_json, image_root=data.image_root),
         val=dict(ann_file=data.val_json, image_root=data.image_root),
         unlabeled=data.unlabeled_dir,
         unlabeled_gt=data.unlabeled_gt_json,
@@ -111,7 +111,7 @@ def coco_parameters() -> dict:
         task="detection",
         config="det/retinanet_r50_fpn_640_coco",
         method="zoph",
-        labelled=dict(ann_file=f"{coco}/annotations/instances_train2017_labelled.json", image_root=f"{coco}/train2017"),
+        labeled=dict(ann_file=f"{coco}/annotations/instances_train2017_labeled.json", image_root=f"{coco}/train2017"),
         val=dict(ann_file=f"{coco}/annotations/instances_val2017.json", image_root=f"{coco}/val2017"),
         unlabeled=f"{coco}/unlabeled2017",
         teacher_iters=90000,
@@ -132,7 +132,7 @@ def voc_parameters() -> dict:
         task="segmentation",
         config="seg/deeplabv3plus_r101_512_voc12aug",
         method=["st", "st++"],
-        labelled=dict(img_dir=f"{voc}/labelled/img", ann_dir=f"{voc}/labelled/ann", classes=VOC_CLASSES),
+        labeled=dict(img_dir=f"{voc}/labeled/img", ann_dir=f"{voc}/labeled/ann", classes=VOC_CLASSES),
         val=dict(img_dir=f"{voc}/val/img", ann_dir=f"{voc}/val/ann", classes=VOC_CLASSES),
         unlabeled=f"{voc}/aug/img",
         teacher_iters=40000,
@@ -153,9 +153,9 @@ def cityscapes_parameters() -> dict:
         task="segmentation",
         config="seg/deeplabv3plus_r101_769_cityscapes",
         method=["st", "st++"],
-        labelled=dict(
-            img_dir=f"{cs}/labelled/leftImg8bit",
-            ann_dir=f"{cs}/labelled/gtFine",
+        labeled=dict(
+            img_dir=f"{cs}/labeled/leftImg8bit",
+            ann_dir=f"{cs}/labeled/gtFine",
             classes=CITYSCAPES_CLASSES,
             **suffixes,
         ),
@@ -178,19 +178,19 @@ DEPLOYMENTS = {
     ),
     "coco": (
         "Detection (Zoph et al.) on COCO with RetinaNet R50-FPN. Expects, under $SELFTRAIN_DATA on the worker: "
-        "coco/annotations/instances_train2017_labelled.json, coco/annotations/instances_val2017.json, "
+        "coco/annotations/instances_train2017_labeled.json, coco/annotations/instances_val2017.json, "
         "coco/train2017/*.jpg, coco/val2017/*.jpg, coco/unlabeled2017/*.jpg.",
         coco_parameters,
     ),
     "voc": (
         "Segmentation (ST, ST++) on PASCAL VOC 2012 + SBD aug with DeepLabV3+ R101. Expects, under "
-        "$SELFTRAIN_DATA on the worker: voc/labelled/img/*.jpg + voc/labelled/ann/*.png (class indices, 255 "
+        "$SELFTRAIN_DATA on the worker: voc/labeled/img/*.jpg + voc/labeled/ann/*.png (class indices, 255 "
         "ignore), voc/val/img + voc/val/ann, voc/aug/img/*.jpg (unlabeled).",
         voc_parameters,
     ),
     "cityscapes": (
         "Segmentation (ST, ST++) on Cityscapes with DeepLabV3+ R101. Expects, under $SELFTRAIN_DATA on "
-        "the worker: cityscapes/labelled/leftImg8bit/*_leftImg8bit.png + cityscapes/labelled/gtFine/"
+        "the worker: cityscapes/labeled/leftImg8bit/*_leftImg8bit.png + cityscapes/labeled/gtFine/"
         "*_gtFine_labelTrainIds.png, cityscapes/leftImg8bit/val + cityscapes/gtFine/val, "
         "cityscapes/leftImg8bit/train (unlabeled).",
         cityscapes_parameters,
@@ -198,12 +198,12 @@ DEPLOYMENTS = {
 }
 
 
-RELABEL_CRON = "0 3 * * *"  # daily at 03:00: new images since the last run get labelled
+RELABEL_CRON = "0 3 * * *"  # daily at 03:00: new images since the last run get labeled
 WATCH_EVERY_S = 600
 
 
 def relabel_trigger(dataset: str):
-    """Run on every `selftrain.unlabeled.landed` event for ``dataset``, labelling the event's prefix."""
+    """Run on every `selftrain.unlabeled.landed` event for ``dataset``, labeling the event's prefix."""
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
     from flows.watch_unlabeled import EVENT
@@ -303,6 +303,8 @@ def register(pool: str = POOL, schedules: bool = True, reset_parameters: bool = 
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+    from flows.params import rename_deprecated
+
     deployments, kept = build(pool, schedules), []
     with get_client(sync_client=True) as client:
         try:
@@ -316,6 +318,8 @@ def register(pool: str = POOL, schedules: bool = True, reset_parameters: bool = 
                 continue
             if not reset_parameters and existing.parameters != d.parameters:
                 d.parameters = dict(existing.parameters)
+                if d.flow_name == "self-training":  # parameters saved under a deprecated name move to the new one
+                    d.parameters = rename_deprecated(d.parameters, warn=print)
                 kept.append(f"{d.flow_name}/{d.name}")
             # a schedule paused on the server stays paused (the same schedule, matched by its timing)
             paused = {_timing(s.schedule) for s in existing.schedules or [] if not s.active}

@@ -3,8 +3,8 @@
 Lists the prefix (local folder or s3://...), compares it with every listing announced before
 for that prefix (kept in the store as `landed` artifacts), and for images it has not seen
 emits one `selftrain.unlabeled.landed` event whose resource is the prefix; a deployment
-trigger turns the event into a re-labelling run of `self-training` for that prefix
-(deploy/deployments.py). Images that the dataset's newest teacher has already pseudo-labelled
+trigger turns the event into a re-labeling run of `self-training` for that prefix
+(deploy/deployments.py). Images that the dataset's newest teacher has already pseudo-labeled
 are not new either. Idempotent: the same listing is announced once; a failed emit records
 nothing, so the next watch announces it again.
 
@@ -39,8 +39,8 @@ def resource(dataset: str, prefix: str) -> dict[str, str]:
 
 
 def labeled_by_latest_teacher(st, dataset: str) -> set[tuple[str, int]]:
-    """(image URI, size) of every image that the newest teacher of ``dataset`` has pseudo-labelled
-    (or skipped as unreadable) in the store: those are not new to a re-labelling run."""
+    """(image URI, size) of every image that the newest teacher of ``dataset`` has pseudo-labeled
+    (or skipped as unreadable) in the store: those are not new to a re-labeling run."""
     from selftrain.stage import PSEUDO_STAGES, ModelNotFound, find_model
 
     try:
@@ -99,7 +99,7 @@ def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int
             payload={
                 "prefix": prefix,
                 "dataset": dataset,
-                "store": st.url,  # the re-labelling run labels into the store the watcher looked at
+                "store": st.url,  # the re-labeling run labels into the store the watcher looked at
                 "new_images": len(new),
                 "images": len(rows),
                 "examples": [r["image_id"] for r in new[:5]],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -72,23 +73,26 @@ def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | Non
     return gt
 
 
-def seg_quality(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:
-    """mIoU and pixel accuracy of pseudo masks over the pixels they label, and their ignored share."""
+def seg_quality(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:
+    """mIoU and pixel accuracy of pseudo masks over the pixels they label, and their ignored share.
+
+    ``pairs``: (pseudo, ground truth) label maps of equal shape, consumed one at a time."""
     inter, union = np.zeros(num_classes), np.zeros(num_classes)
-    correct = labelled = total = 0
+    correct = labeled = total = images = 0
     for pseudo, gt in pairs:
+        images += 1
         valid = (pseudo != IGNORE_LABEL) & (gt != IGNORE_LABEL)
         total += int(np.count_nonzero(gt != IGNORE_LABEL))
         p, g = pseudo[valid], gt[valid]
-        labelled += p.size
+        labeled += p.size
         correct += int(np.count_nonzero(p == g))
         for c in range(num_classes):
             inter[c] += np.count_nonzero((p == c) & (g == c))
             union[c] += np.count_nonzero((p == c) | (g == c))
     present = union > 0
     return {
-        "images": len(pairs),
+        "images": images,
         "mIoU": float(np.mean(inter[present] / union[present])) if present.any() else None,
-        "pixel_accuracy": correct / labelled if labelled else None,
-        "ignored_fraction": 1 - labelled / total if total else None,
+        "pixel_accuracy": correct / labeled if labeled else None,
+        "ignored_fraction": 1 - labeled / total if total else None,
     }

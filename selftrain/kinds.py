@@ -27,17 +27,24 @@ class TaskKind:
     config_folder: str  # model_configs/<folder>/
     scope: str  # OpenMMLab registry scope
     dataset_stage: str  # registration's stage name
-    pseudo_stage: str  # pseudo labelling's stage name
+    pseudo_stage: str  # pseudo labeling's stage name
     pseudo_version: int
     main_metric: str  # the metric a report leads with (a fraction in [0, 1])
     metrics: tuple[str, ...]  # every metric evaluation stores
     metrics_description: str
     default_config: str
-    default_tta_scales: tuple[float, ...]
+    tta_defaults: str  # model_configs/tta/<file>: the default views and merge settings
     methods: tuple[str, ...]  # student methods this kind supports
     aug_presets: tuple[str, ...]  # augmentation presets it supports
     per_class_thresholds: bool
-    made: str  # what pseudo labelling makes, plural ('boxes', 'masks')
+    made: str  # what pseudo labeling makes, plural ('boxes', 'masks')
+
+    @property
+    def default_tta_scales(self) -> tuple[float, ...]:
+        """The default TTA scales, from model_configs/tta/ (relative to the test size)."""
+        from selftrain.mm.configs import tta_defaults
+
+        return tuple(float(s) for s in tta_defaults(self.tta_defaults).scales)
 
     def load_config(self, model_config: str) -> Config:
         from selftrain.mm.configs import load_config
@@ -155,7 +162,7 @@ DETECTION = Detection(
     metrics=("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"),
     metrics_description="COCO bbox metrics",
     default_config="det/retinanet_mnv2_256_cpu",
-    default_tta_scales=(1.0,),  # docs/design.md §3.2: 1.0 + flip
+    tta_defaults="det_default.py",
     methods=("zoph", "st", "st++"),
     aug_presets=("S1", "S2", "S3", "S4"),
     per_class_thresholds=True,
@@ -172,7 +179,7 @@ SEGMENTATION = Segmentation(
     metrics=("mIoU", "mAcc", "aAcc"),
     metrics_description="mIoU metrics",
     default_config="seg/deeplabv3plus_mnv2_128_cpu",
-    default_tta_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75),  # the scales of Zoph et al. (docs/design.md §3.2)
+    tta_defaults="seg_default.py",
     methods=("st", "st++"),
     aug_presets=("S1",),  # S2..S4 hold box-aware detection policies
     per_class_thresholds=False,

@@ -1,4 +1,4 @@
-"""Pseudo-label logic shared by the labelling and scoring stages: the labeller's identity,
+"""Pseudo-label logic shared by the labeling and scoring stages: the labeler's identity,
 thresholds, and the all-images-skipped rule. Pure functions over rows; no model work."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from selftrain.stage import stage_logger
+from selftrain.stage import LABELED_INPUT, stage_logger
 from storage.keys import digest_json
 from storage.store import ArtifactRef
 
@@ -52,7 +52,7 @@ def check_all_skipped(where: str, skipped: list[dict], num_images: int) -> bool:
 
 
 def label_params(scales: list[float], flip: bool, score_thr: float, class_thresholds: dict[str, float] | None) -> dict:
-    """The pseudo-labelling parameters in canonical form (part of every shard's key)."""
+    """The pseudo-labeling parameters in canonical form (part of every shard's key)."""
     return {
         "scales": list(map(float, scales)),
         "flip": bool(flip),
@@ -62,12 +62,12 @@ def label_params(scales: list[float], flip: bool, score_thr: float, class_thresh
     }
 
 
-def labeller_key(model: ArtifactRef, labelled: ArtifactRef, params: dict) -> str:
+def labeler_key(model: ArtifactRef, labeled: ArtifactRef, params: dict) -> str:
     """Who labels and how: the same for every shard a model labels with the same parameters.
     New unlabeled images are sharded apart from those that already have labels under this key
     (docs/design.md §4.5), so new data costs only new shards."""
     return digest_json(
-        {"model": f"{model.stage}/{model.key}", "labelled": f"{labelled.stage}/{labelled.key}", "params": params}
+        {"model": f"{model.stage}/{model.key}", LABELED_INPUT: f"{labeled.stage}/{labeled.key}", "params": params}
     )
 
 

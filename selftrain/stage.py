@@ -22,6 +22,11 @@ def get_store(url: str) -> ArtifactStore:
     return ArtifactStore(url)
 
 
+# The names under which stage keys record their labeled-set and re-labeled inputs. They keep
+# the spelling of the first stores ("labelled") so that stores made before the project wrote
+# "labeled" everywhere are still reused: renaming them would change every stage key.
+LABELED_INPUT, RELABELED_INPUT = "labelled", "relabelled"
+
 # The unlabeled listing's stage: list_unlabeled writes it, select_images writes subsets of it.
 UNLABELED_STAGE, UNLABELED_VERSION = "unlabeled", 1
 
@@ -105,6 +110,39 @@ def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef]):
     return masks(), stats
 
 
+class PseudoMaskReader:
+    """Random access to the pseudo masks of some shards, one mask in memory at a time.
+
+    Built from each shard's mask index (``index.parquet``: image id -> row group), so that
+    a report or an export of a pool of any size reads only the masks it asks for.
+    ``reader[image_id]`` is the (H, W) uint8 label map (255: ignored); KeyError names an
+    image that none of the shards labeled."""
+
+    def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
+        from storage.masks import read_mask_index
+
+        self._store = store
+        self._where: dict[str, tuple[ArtifactRef, int]] = {}
+        for ref in shards:
+            for row in read_mask_index(store.read(ref, "index.parquet")).to_pylist():
+                self._where[row["image_id"]] = (ref, int(row["row_group"]))
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __getitem__(self, image_id: str):
+        from storage.masks import read_mask
+
+        if image_id not in self._where:
+            raise KeyError(f"no pseudo mask for image {image_id!r} in these shards")
+        ref, row_group = self._where[image_id]
+        with self._store.open(ref, "masks.parquet") as f:
+            return read_mask(f, row_group)
+
+
 class ModelNotFound(LookupError):
     """A model reference names no completed model in the store."""
 
@@ -184,7 +222,7 @@ PSEUDO_STAGES = ("pseudo_boxes", "pseudo_masks")
 
 
 class ShardPlan(BaseModel):
-    """The shards to label: reused ones first (already labelled by the labeller), then new ones."""
+    """The shards to label: reused ones first (already labeled by the labeler), then new ones."""
 
     shards: list[ArtifactRef]
     images: int

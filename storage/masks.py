@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from storage.schemas import MASK_INDEX, conform, read_parquet
+from storage.schemas import MASK_INDEX, read_parquet
 
 IGNORE_LABEL = 255
 
@@ -107,8 +107,3 @@ def iter_mask_shard(source: bytes | str | BinaryIO) -> Iterator[tuple[str, np.nd
 
 def read_mask_index(source: bytes | str | BinaryIO) -> pa.Table:
     return read_parquet(source, MASK_INDEX)
-
-
-def concat_indexes(tables: Iterable[pa.Table]) -> pa.Table:
-    tables = [conform(t, MASK_INDEX) for t in tables]
-    return pa.concat_tables(tables) if tables else MASK_INDEX.empty_table()

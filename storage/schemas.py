@@ -18,7 +18,7 @@ PSEUDO_BOXES = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("image_uri", pa.string(), nullable=False),
-        pa.field("label", pa.int32(), nullable=False),  # category id of the labelled set
+        pa.field("label", pa.int32(), nullable=False),  # category id of the labeled set
         pa.field("x1", pa.float32(), nullable=False),
         pa.field("y1", pa.float32(), nullable=False),
         pa.field("x2", pa.float32(), nullable=False),

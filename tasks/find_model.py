@@ -1,4 +1,4 @@
-"""Find a trained model in the store by reference, instead of training one (re-labelling runs)."""
+"""Find a trained model in the store by reference, instead of training one (re-labeling runs)."""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import DETECTION, SEGMENTATION, kind_of
 from selftrain.mm.configs import config_digest
-from selftrain.pseudo_labels import check_all_skipped, label_params, labeller_key, threshold_boxes
-from selftrain.stage import fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key, threshold_boxes
+from selftrain.stage import LABELED_INPUT, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.masks import IGNORE_LABEL, encode_mask_shard
 from storage.schemas import (
     DET_IMAGE_STATS,
@@ -102,7 +102,7 @@ def pseudo_label_shard(
     model_config: str,
     model: ArtifactRef,
     shard: ArtifactRef,
-    labelled: ArtifactRef,
+    labeled: ArtifactRef,
     *,
     scales: list[float],
     flip: bool,
@@ -113,15 +113,15 @@ def pseudo_label_shard(
 ) -> ArtifactRef:
     """Pseudo labels of one shard by ``model`` with TTA: boxes (detection) or masks with the
     ignore label (segmentation; ``score_thr`` is then the confidence threshold), chosen by the
-    labelled set's kind."""
+    labeled set's kind."""
     from selftrain.mm.inference import build_model, predict
 
     store = get_store(store_url)
-    kind = kind_of(labelled)
+    kind = kind_of(labeled)
     segmentation = kind is SEGMENTATION  # what the labels are: masks (one row group each) or boxes
     cfg = kind.load_config(model_config)
-    labelled_meta = store.manifest(labelled).meta
-    classes = labelled_meta["classes"]
+    labeled_meta = store.manifest(labeled).meta
+    classes = labeled_meta["classes"]
     unknown = set(class_thresholds or {}) - set(classes)
     if unknown:
         raise ValueError(f"class_thresholds names unknown classes {sorted(unknown)}; classes are {classes}")
@@ -134,7 +134,7 @@ def pseudo_label_shard(
         kind.pseudo_stage,
         kind.pseudo_version,
         config_digest(cfg),
-        {"model": model, "shard": shard, "labelled": labelled},
+        {"model": model, "shard": shard, LABELED_INPUT: labeled},
         params,
     )
     if store.has(ref):
@@ -157,7 +157,7 @@ def pseudo_label_shard(
             if not load_error:
                 masks.append((image["image_id"], label))
         else:
-            rows, stat = image_rows(image, pred, load_error, labelled_meta["category_ids"], score_thr, class_thr)
+            rows, stat = image_rows(image, pred, load_error, labeled_meta["category_ids"], score_thr, class_thr)
             boxes += rows
             stats.append(stat)
     stats.sort(key=lambda s: s["image_id"])
@@ -174,7 +174,7 @@ def pseudo_label_shard(
         "all_skipped": all_skipped,
         "model": f"{model.stage}/{model.key}",
         "shard": f"{shard.stage}/{shard.key}",
-        "labeller": labeller_key(model, labelled, params),
+        "labeler": labeler_key(model, labeled, params),
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     if not segmentation:

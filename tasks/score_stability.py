@@ -19,7 +19,7 @@ from selftrain.kinds import SEGMENTATION, kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped, threshold_boxes
 from selftrain.stability import det_stability, seg_stability
-from selftrain.stage import fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.stage import LABELED_INPUT, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 
@@ -32,7 +32,7 @@ def score_stability(
     model_config: str,
     teacher: ArtifactRef,
     shard: ArtifactRef,
-    labelled: ArtifactRef,
+    labeled: ArtifactRef,
     *,
     score_thr: float,
     class_thresholds: dict[str, float] | None = None,
@@ -41,10 +41,10 @@ def score_stability(
     from selftrain.mm.inference import build_model, load_weights, predict
 
     store = get_store(store_url)
-    kind = kind_of(labelled)
+    kind = kind_of(labeled)
     segmentation = kind is SEGMENTATION  # label maps compared by meanIoU, or boxes by F1
     cfg = kind.load_config(model_config)
-    classes = store.manifest(labelled).meta["classes"]
+    classes = store.manifest(labeled).meta["classes"]
     class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
     params = {
         "score_thr": float(score_thr) if kind.per_class_thresholds else None,
@@ -55,7 +55,7 @@ def score_stability(
         STAGE,
         VERSION,
         config_digest(cfg),
-        {"model": teacher, "shard": shard, "labelled": labelled},
+        {"model": teacher, "shard": shard, LABELED_INPUT: labeled},
         params,
     )
     if store.has(ref):

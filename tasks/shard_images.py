@@ -1,8 +1,8 @@
 """Split the unlabeled images into fixed-size shards, deterministically and incrementally.
 
-Without a labeller, shards are consecutive chunks of the id-sorted images. Given the key of
-the model and parameters that will label them (tasks.pseudo_label_shard.labeller_key), the
-shards that labeller already labelled are reused untouched as long as all their images are
+Without a labeler, shards are consecutive chunks of the id-sorted images. Given the key of
+the model and parameters that will label them (tasks.pseudo_label_shard.labeler_key), the
+shards that labeler already labeled are reused untouched as long as all their images are
 still listed unchanged, and only the other images - the new ones - form new shards (docs/design.md §4.5):
 adding 10% new images costs 10% new shards, never a re-shuffle of the old ones.
 """
@@ -28,24 +28,24 @@ def make_shards(rows: list[dict], shard_size: int) -> list[list[dict]]:
     return [rows[i : i + shard_size] for i in range(0, len(rows), shard_size)]
 
 
-def labelled_shards(store: ArtifactStore, dataset: str, labeller: str) -> list[ArtifactRef]:
-    """The shards already labelled under ``labeller`` (from the pseudo-label manifests)."""
+def labeled_shards(store: ArtifactStore, dataset: str, labeler: str) -> list[ArtifactRef]:
+    """The shards already labeled under ``labeler`` (from the pseudo-label manifests)."""
     refs = []
     for stage in PSEUDO_STAGES:
         for ref in store.list(dataset, stage):
             meta = store.manifest(ref).meta
-            if meta.get("labeller") == labeller and meta.get("shard"):
+            if meta.get("labeler") == labeler and meta.get("shard"):
                 refs.append(store.ref(dataset, *meta["shard"].split("/", 1)))
     return refs
 
 
 def plan(
-    store: ArtifactStore, rows: list[dict], dataset: str, shard_size: int, labeller: str | None
+    store: ArtifactStore, rows: list[dict], dataset: str, shard_size: int, labeler: str | None
 ) -> tuple[list[list[dict]], list[ArtifactRef]]:
     """(chunks of images needing new shards, existing shards to reuse)."""
     current = {(r["image_id"], r["size"]) for r in rows}
     reused, covered = [], set()
-    for ref in labelled_shards(store, dataset, labeller) if labeller else []:
+    for ref in labeled_shards(store, dataset, labeler) if labeler else []:
         images = {
             (r["image_id"], r["size"])
             for r in read_parquet(store.read(ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
@@ -60,12 +60,12 @@ def plan(
 
 
 @task(name="shard_images", cache_policy=NO_CACHE)
-def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labeller: str | None = None) -> ShardPlan:
+def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labeler: str | None = None) -> ShardPlan:
     import pyarrow as pa
 
     store = get_store(store_url)
     rows = read_parquet(store.read(unlabeled, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-    chunks, reused = plan(store, rows, unlabeled.dataset, shard_size, labeller)
+    chunks, reused = plan(store, rows, unlabeled.dataset, shard_size, labeler)
     refs = list(reused)
     for chunk in chunks:
         # A shard's key is its content, so the same images re-use the same shard artifact.
@@ -79,9 +79,9 @@ def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labell
             )
         refs.append(ref)
     new_images = sum(len(c) for c in chunks)
-    if labeller:
+    if labeler:
         get_run_logger().info(
-            "%d unlabeled images: %d already labelled in %d shards, %d new in %d new shards",
+            "%d unlabeled images: %d already labeled in %d shards, %d new in %d new shards",
             len(rows),
             len(rows) - new_images,
             len(reused),

@@ -22,6 +22,8 @@ from selftrain.mm.configs import CocoSource, SegSource, config_digest, det_train
 from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.progress import quiet_openmmlab
 from selftrain.stage import (
+    LABELED_INPUT,
+    RELABELED_INPUT,
     fetch_checkpoint,
     get_store,
     local_coco,
@@ -52,12 +54,12 @@ def pseudo_sources(
     store: ArtifactStore,
     pseudo: list[ArtifactRef],
     reliable_only: ArtifactRef | None,
-    relabelled: list[ArtifactRef] | None,
+    relabeled: list[ArtifactRef] | None,
 ) -> PseudoSources:
     """Which pseudo labels a student sees: ``pseudo`` (only the ranking's reliable images when
-    ``reliable_only`` is given) plus every image of ``relabelled`` (ST++ phase 2)."""
+    ``reliable_only`` is given) plus every image of ``relabeled`` (ST++ phase 2)."""
     keep = reliable_ids(store, reliable_only) if reliable_only is not None else None
-    return [(list(pseudo), keep)] + ([(list(relabelled), None)] if relabelled else [])
+    return [(list(pseudo), keep)] + ([(list(relabeled), None)] if relabeled else [])
 
 
 def pseudo_seg(
@@ -85,11 +87,9 @@ def pseudo_seg(
     return SegSource(pairs_file=out, classes=classes), len(pairs)
 
 
-def pseudo_coco(
-    store: ArtifactStore, sources: PseudoSources, labelled: CocoSource, path: str
-) -> tuple[CocoSource, int]:
+def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labeled: CocoSource, path: str) -> tuple[CocoSource, int]:
     """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI)."""
-    with open(labelled.ann_file) as f:
+    with open(labeled.ann_file) as f:
         categories = json.load(f)["categories"]
     boxes, stats = [], []
     for shards, keep in sources:
@@ -97,7 +97,7 @@ def pseudo_coco(
         boxes += [x for x in b if keep is None or x["image_id"] in keep]
         stats += [x for x in st if keep is None or x["image_id"] in keep]
     if len({s["image_id"] for s in stats}) != len(stats):
-        raise ValueError("an image has pseudo labels from two sources; each must be labelled once")
+        raise ValueError("an image has pseudo labels from two sources; each must be labeled once")
     images, annotations, ids = [], [], {}
     for s in stats:
         if s["status"] != "ok":
@@ -125,14 +125,14 @@ def pseudo_coco(
         )
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-    return CocoSource(ann_file=path, image_root="", classes=labelled.classes), len(images)
+    return CocoSource(ann_file=path, image_root="", classes=labeled.classes), len(images)
 
 
 @task(name="train_model", cache_policy=NO_CACHE, log_prints=False)  # prints go to the stage's log file
 def train_model(
     store_url: str,
     model_config: str,
-    labelled: ArtifactRef,
+    labeled: ArtifactRef,
     val: ArtifactRef | None,
     *,
     role: str,
@@ -146,24 +146,24 @@ def train_model(
     method: str = "zoph",
     alpha: float = 1.0,
     reliable_only: ArtifactRef | None = None,
-    relabelled: list[ArtifactRef] | None = None,
+    relabeled: list[ArtifactRef] | None = None,
 ) -> ArtifactRef:
-    """role 'teacher': labelled data only. A student trains on labelled + pseudo data:
+    """role 'teacher': labeled data only. A student trains on labeled + pseudo data:
     method 'zoph' (detection): half/half batches, loss normalisation with weight alpha,
-    initialised from ``init``; method 'st' (both tasks): labelled oversampled, strong
+    initialised from ``init``; method 'st' (both tasks): labeled oversampled, strong
     augmentation on pseudo images, re-initialised. ST++: ``reliable_only`` (a ranking) keeps
-    only the reliable images of ``pseudo``; ``relabelled`` shards are added whole."""
+    only the reliable images of ``pseudo``; ``relabeled`` shards are added whole."""
     from mmengine.runner import Runner
 
     store = get_store(store_url)
-    kind = kind_of(labelled)
+    kind = kind_of(labeled)
     segmentation = kind is SEGMENTATION  # the data a student's pseudo labels become: masks or a COCO file
     cfg = kind.load_config(model_config)
     if pseudo and method not in ("zoph", "st"):
         raise ValueError(f"unknown student method {method!r}")
     if pseudo and method not in kind.methods:
         raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
-    inputs = {"labelled": labelled}
+    inputs = {LABELED_INPUT: labeled}
     if val is not None:
         inputs["val"] = val
     if init is not None:
@@ -172,8 +172,8 @@ def train_model(
         inputs["pseudo"] = digest_json([f"{r.stage}/{r.key}" for r in pseudo])
     if reliable_only is not None:
         inputs["reliable_only"] = reliable_only
-    if relabelled:
-        inputs["relabelled"] = digest_json([f"{r.stage}/{r.key}" for r in relabelled])
+    if relabeled:
+        inputs[RELABELED_INPUT] = digest_json([f"{r.stage}/{r.key}" for r in relabeled])
     params = {
         "role": role,
         "iters": iters,
@@ -185,7 +185,7 @@ def train_model(
     }
     if pseudo and method != "zoph":
         params["method"] = method  # absent for zoph: keys of earlier detection runs stay valid
-    ref = store.stage_ref(labelled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
+    ref = store.stage_ref(labeled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
     what = role if not pseudo else f"{method} {role}"
     if store.has(ref):
         log_stage(f"train {what}", ref, reused=True)
@@ -195,27 +195,27 @@ def train_model(
     work = scratch_dir(ref)
     data = os.path.join(work, "data")
     os.makedirs(data, exist_ok=True)
-    sources = pseudo_sources(store, pseudo or [], reliable_only, relabelled)
+    sources = pseudo_sources(store, pseudo or [], reliable_only, relabeled)
     load_from = None
     if init is not None:
         load_from = fetch_checkpoint(store, init, "last", os.path.join(data, "init.pth"))
     common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
     if segmentation:
-        lab = local_seg(store, labelled, data, "labelled")
+        lab = local_seg(store, labeled, data, "labeled")
         val_src = local_seg(store, val, data, "val") if val is not None else None
         pseudo_src, num_pseudo = None, 0
         if pseudo:
             pseudo_src, num_pseudo = pseudo_seg(store, sources, lab.classes, data)
-        train_cfg = seg_train_config(cfg, labelled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo, **common)
+        train_cfg = seg_train_config(cfg, labeled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo, **common)
     else:
-        lab = local_coco(store, labelled, data, "labelled")
+        lab = local_coco(store, labeled, data, "labeled")
         val_src = local_coco(store, val, data, "val") if val is not None else None
         pseudo_src, num_pseudo = None, 0
         if pseudo:
             pseudo_src, num_pseudo = pseudo_coco(store, sources, lab, os.path.join(data, "pseudo.json"))
         train_cfg = det_train_config(
             cfg,
-            labelled=lab,
+            labeled=lab,
             val=val_src,
             pseudo=pseudo_src,
             method=method,
@@ -272,7 +272,7 @@ def train_model(
         ref,
         reused=False,
         started=started,
-        detail=f"{iters} iterations" + (f", {num_pseudo} pseudo-labelled images" if pseudo else ""),
+        detail=f"{iters} iterations" + (f", {num_pseudo} pseudo-labeled images" if pseudo else ""),
     )
     return ref
 

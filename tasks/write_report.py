@@ -22,7 +22,7 @@ from selftrain.report import (
     pseudo_summary,
     thumbnail_data_uri,
 )
-from selftrain.stage import ShardPlan, get_store, log_stage, read_pseudo_boxes, read_pseudo_masks
+from selftrain.stage import PseudoMaskReader, ShardPlan, get_store, log_stage, read_pseudo_boxes, read_pseudo_masks
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -35,7 +35,7 @@ def _ranking_section(
     task: str,
     classes: list[str],
     boxes: list[dict] | None,
-    masks: dict[str, np.ndarray] | None,
+    masks: PseudoMaskReader | None,
     unlabeled_gt: str | None,
     seg_map_suffix: str,
     label_map: dict | None = None,
@@ -70,13 +70,14 @@ def _ranking_section(
         else:
             section["quality"] = {}
             for g, ids in groups.items():
-                pairs = [
-                    (masks[i], m)
+                # one (pseudo, ground truth) pair in memory at a time
+                pairs = (
+                    (pseudo_mask, m)
                     for i in ids
                     if i in masks
                     and (m := diagnostics.load_gt_mask(unlabeled_gt, i, seg_map_suffix, label_map)) is not None
-                    and m.shape == masks[i].shape
-                ]
+                    and m.shape == (pseudo_mask := masks[i]).shape
+                )
                 section["quality"][g] = diagnostics.seg_quality(pairs, len(classes))
     return section
 
@@ -109,14 +110,14 @@ def write_report(
     reused = store.has(ref)
     if not reused:
         task_name = parameters.get("task", "detection")
-        classes = store.manifest(artifacts["labelled"]).meta["classes"]
+        classes = store.manifest(artifacts["labeled"]).meta["classes"]
         metrics = {name: store.read_json(r, "metrics.json") for name, r in evaluations.items()}
         boxes, masks = None, None
         if task_name == "detection":
             boxes, stats = read_pseudo_boxes(store, pseudo)
         else:
-            mask_iter, stats = read_pseudo_masks(store, pseudo)
-            masks = dict(mask_iter)
+            _, stats = read_pseudo_masks(store, pseudo)
+            masks = PseudoMaskReader(store, pseudo)  # read one mask at a time, by its index
         summary = pseudo_summary(stats, boxes)
         if plan is not None:
             summary.update(new_images=plan.new_images, reused_shards=plan.reused_shards, shards=len(plan.shards))
@@ -143,8 +144,8 @@ def write_report(
                 boxes,
                 masks,
                 parameters.get("unlabeled_gt"),
-                (parameters.get("labelled") or {}).get("seg_map_suffix", ".png"),
-                (parameters.get("labelled") or {}).get("label_map") or {},
+                (parameters.get("labeled") or {}).get("seg_map_suffix", ".png"),
+                (parameters.get("labeled") or {}).get("label_map") or {},
             )
         files = {}
         if boxes is not None:

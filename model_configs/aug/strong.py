@@ -1,4 +1,4 @@
-# ST / ST++ strong augmentation (docs/design.md §3.4), on pseudo-labelled images only, after the weak
+# ST / ST++ strong augmentation (docs/design.md §3.4), on pseudo-labeled images only, after the weak
 # one: colour jitter p=0.8, grayscale p=0.2, Gaussian blur p=0.5, CutOut p=0.5 - the values
 # of the ST++ reference (ColorJitter(0.5, 0.5, 0.5, 0.25), blur sigma in [0.1, 2.0]).
 _photometric = [

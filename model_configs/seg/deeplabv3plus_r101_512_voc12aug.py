@@ -1,4 +1,4 @@
-# DeepLabV3+ R101-D8 at 512x512 for PASCAL VOC 2012 (21 classes): the labelled set is VOC's
+# DeepLabV3+ R101-D8 at 512x512 for PASCAL VOC 2012 (21 classes): the labeled set is VOC's
 # train split (or one of ST++'s 92..1464-image partitions), the unlabeled pool is the SBD
 # "aug" images; built on mmseg's own model definition. The pipeline builder adds data,
 # schedule and hooks.

@@ -1,6 +1,6 @@
 """A real-photo semantic segmentation benchmark, composed at set-up time from photo cut-outs and backgrounds.
 
-No labelled segmentation set ships in the package registries reachable here (docs/design.md §8), but
+No labeled segmentation set ships in the package registries reachable here (docs/design.md §8), but
 Debian ships *photo cut-outs with an alpha channel* (Tux Paint's stamps): pasting them on real background
 photos gives real-looking images whose masks are exact by construction. Nothing generated is committed:
 :func:`fetch_sources` caches the source photos, :func:`prepare` composes the images from them.
@@ -40,14 +40,14 @@ Train / validation split of the sources (:func:`split_names`)
 --------------------------------------------------------------
 Each class's cut-outs, and the backgrounds, are ordered by the SHA-256 of their name (their path in the
 package, so the rule does not depend on the file contents or on the order of a folder listing); the first
-``round(0.3 * n)`` (at least one) are *validation* sources, the others *training* sources (labelled and
+``round(0.3 * n)`` (at least one) are *validation* sources, the others *training* sources (labeled and
 unlabeled images). So no validation image shares a cut-out photo or a background photo with any training
 image: 24/10 birds, 17/7 flowers, 18/8 fruit, 13/5 backgrounds. ``split.json`` lists both sets.
 
 Composition (:func:`compose_image`, :func:`paste_cutout`)
 ----------------------------------------------------------
 Each image has its own random generator, ``numpy.random.default_rng([seed, split, index])`` (split 0
-labelled, 1 unlabeled, 2 val), so an image does not change when the number of images of any split does.
+labeled, 1 unlabeled, 2 val), so an image does not change when the number of images of any split does.
 
 1. Background: one training (or validation) background photo, uniformly; a square crop of side
    ``U(0.35, 1.0) x`` its shorter side at a uniform position, resized to ``size x size`` (Pillow's
@@ -67,11 +67,11 @@ labelled, 1 unlabeled, 2 val), so an image does not change when the number of im
 Output (``out_dir``), mmseg ``BaseSegDataset`` format (``img_suffix='.png'``, ``seg_map_suffix='.png'``)::
 
     split.json                 parameters, their digest, classes, palette, source lists, counts; written last
-    labelled/img/<id>.png      RGB images             labelled/ann/<id>.png   uint8 masks, 0..C
+    labeled/img/<id>.png      RGB images             labeled/ann/<id>.png   uint8 masks, 0..C
     unlabeled/img/<id>.png     (no labels for training) unlabeled/ann/<id>.png  true masks, diagnostics only
     val/img/<id>.png                                   val/ann/<id>.png
 
-Ids are ``labelled_00000``, ``unlabeled_00000``, ``val_00000``, ... PNGs are written with fixed parameters
+Ids are ``labeled_00000``, ``unlabeled_00000``, ``val_00000``, ... PNGs are written with fixed parameters
 (``compress_level=6``, no metadata), so the same arguments and sources give byte-identical files with the
 same Pillow/zlib; ``split.json`` also holds the SHA-256 over all written files (``content_sha256``).
 
@@ -80,13 +80,13 @@ same Pillow/zlib; ``split.json`` also holds the SHA-256 over all written files (
 otherwise it builds in a temporary sibling folder and renames it into place. A non-empty folder without
 ``split.json`` is never replaced.
 
-Defaults, sized for a CPU demo: 128 x 128 images, 16 labelled, 160 unlabeled, 48 validation images,
+Defaults, sized for a CPU demo: 128 x 128 images, 16 labeled, 160 unlabeled, 48 validation images,
 1-3 objects per image, 25-70 % of the image side (about 2 s to compose on 2 cores).
 
 Command line::
 
     python -m selftrain.datasets.composed_seg fetch [--cache DIR]
-    python -m selftrain.datasets.composed_seg prepare --out DIR [--size 128] [--seed 0] [--num-labelled 16]
+    python -m selftrain.datasets.composed_seg prepare --out DIR [--size 128] [--seed 0] [--num-labeled 16]
         [--num-unlabeled 160] [--num-val 48] [--objects-min 1] [--objects-max 3] [--cache DIR]
 """
 
@@ -182,7 +182,7 @@ MAX_OUTSIDE = 0.25  # a non-primary object may stick out of the image by this fr
 FORMAT_VERSION = 1  # bump when the output layout or any composition rule changes
 MANIFEST = "MANIFEST.json"
 SPLIT_JSON = "split.json"
-SPLITS = ("labelled", "unlabeled", "val")
+SPLITS = ("labeled", "unlabeled", "val")
 _PNG = {"compress_level": 6}  # fixed save parameters (no optimize, no metadata): reproducible bytes
 
 SELECTION_DIGEST = hashlib.sha256(
@@ -533,8 +533,8 @@ class SegSplit:
     root: str
     classes: tuple[str, ...]  # index 0 = "background"
     palette: tuple[tuple[int, int, int], ...]
-    labelled_img_dir: str
-    labelled_ann_dir: str
+    labeled_img_dir: str
+    labeled_ann_dir: str
     unlabeled_img_dir: str
     unlabeled_ann_dir: str  # true masks of the unlabeled images: diagnostics only, never for training
     val_img_dir: str
@@ -562,13 +562,13 @@ def _is_int(value, low: int) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
 
 
-def _check_params(size, seed, num_labelled, num_unlabeled, num_val, objects_per_image, scale) -> None:
+def _check_params(size, seed, num_labeled, num_unlabeled, num_val, objects_per_image, scale) -> None:
     n_classes = len(CLASSES) - 1
     if not _is_int(size, 16):
         raise ValueError(f"size must be an integer >= 16 (pixels), got {size!r}")
     if not _is_int(seed, 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    for name, value in (("num_labelled", num_labelled), ("num_val", num_val)):
+    for name, value in (("num_labeled", num_labeled), ("num_val", num_val)):
         if not _is_int(value, n_classes):
             raise ValueError(
                 f"{name} must be an integer >= the number of classes ({n_classes}: {', '.join(CLASSES[1:])}) "
@@ -595,7 +595,7 @@ def prepare(
     *,
     size: int = 128,
     seed: int = 0,
-    num_labelled: int = 16,
+    num_labeled: int = 16,
     num_unlabeled: int = 160,
     num_val: int = 48,
     objects_per_image: tuple[int, int] = (1, 3),
@@ -607,7 +607,7 @@ def prepare(
     Reads the sources cached by :func:`fetch_sources` (``cache_dir``, default :func:`default_cache_dir`)
     and never downloads: FileNotFoundError when they are missing.
     """
-    _check_params(size, seed, num_labelled, num_unlabeled, num_val, objects_per_image, scale)
+    _check_params(size, seed, num_labeled, num_unlabeled, num_val, objects_per_image, scale)
     sources = load_sources(cache_dir)
     out_dir = os.path.abspath(os.fspath(out_dir))
     split = SegSplit.at(out_dir)
@@ -616,7 +616,7 @@ def prepare(
         "format_version": FORMAT_VERSION,
         "size": int(size),
         "seed": int(seed),
-        "num_labelled": int(num_labelled),
+        "num_labeled": int(num_labeled),
         "num_unlabeled": int(num_unlabeled),
         "num_val": int(num_val),
         "objects_per_image": [int(v) for v in objects_per_image],
@@ -674,7 +674,7 @@ def _build(build: str, sources: Sources, chosen: dict, params: dict) -> tuple[di
     bg_cache: dict[str, np.ndarray] = {}  # loaded when first drawn
     pools: dict[str, dict[int, list[np.ndarray]]] = {}  # "train"/"val" -> class id -> cut-outs
     for split_index, (split_name, number) in enumerate(
-        zip(SPLITS, (params["num_labelled"], params["num_unlabeled"], params["num_val"]))
+        zip(SPLITS, (params["num_labeled"], params["num_unlabeled"], params["num_val"]))
     ):
         which = "val" if split_name == "val" else "train"
         part = chosen[which]
@@ -740,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--out", required=True, help="output folder")
     prep.add_argument("--size", type=int, default=128)
     prep.add_argument("--seed", type=int, default=0)
-    prep.add_argument("--num-labelled", type=int, default=16)
+    prep.add_argument("--num-labeled", "--num-labelled", dest="num_labeled", type=int, default=16)
     prep.add_argument("--num-unlabeled", type=int, default=160)
     prep.add_argument("--num-val", type=int, default=48)
     prep.add_argument("--objects-min", type=int, default=1)
@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         size=args.size,
         seed=args.seed,
-        num_labelled=args.num_labelled,
+        num_labeled=args.num_labeled,
         num_unlabeled=args.num_unlabeled,
         num_val=args.num_val,
         objects_per_image=(args.objects_min, args.objects_max),

@@ -4,7 +4,7 @@ The ``deepforest`` package ships two annotated NEON RGB scenes of Yellowstone (`
 ``data/`` folder, each a PNG with a Pascal VOC XML file of the same stem (class ``Tree``):
 
 * scene 1, ``2019_YELL_2_528000_4978000_image_crop2`` (2299 x 2472 px, 574 boxes) is cut into tiles that
-  become the *labelled* set (a few tiles, chosen by a seeded RNG among tiles with at least one tree) and
+  become the *labeled* set (a few tiles, chosen by a seeded RNG among tiles with at least one tree) and
   the *unlabeled* set (all other tiles; their true boxes are kept apart for diagnostics only);
 * scene 2, ``2019_YELL_2_541000_4977000_image_crop`` (1249 x 1035 px, 279 boxes) is cut into tiles that
   form the held-out *validation* set. These tiles do not overlap, so that evaluation counts every tree
@@ -16,7 +16,7 @@ Rules (all deterministic):
 * Coordinates. VOC boxes are 1-based inclusive integers; they become 0-based pixel-edge coordinates
   ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``, clipped to the image. Boxes with no area left
   after that are dropped.
-* Training grid (:func:`tile_offsets`), scene 1 (labelled and unlabeled tiles). ``ceil(size / tile)``
+* Training grid (:func:`tile_offsets`), scene 1 (labeled and unlabeled tiles). ``ceil(size / tile)``
   tiles per axis at ``0, tile, 2 * tile, ...``; the last one is shifted back so that it ends exactly at the
   image border, so the last two tiles of a row/column overlap a little. An image smaller than ``tile`` on
   an axis gives one tile as large as the image. All tiles have the same size.
@@ -42,19 +42,19 @@ Rules (all deterministic):
   ``min_visible`` 0.6 and 1.0, 18 and 62 trees are in no tile; with 0.3 none is lost and 28 pass the
   rule in two tiles.
 * Splits. Scene-1 tiles are numbered in row-major order. ``numpy.random.default_rng(seed).choice`` picks
-  ``num_labelled`` of the tiles with at least one box (without replacement); the others, in row-major
+  ``num_labeled`` of the tiles with at least one box (without replacement); the others, in row-major
   order, are the unlabeled tiles (the first ``max_unlabeled`` of them when given). The validation tiles
   are all scene-2 tiles of the partition in row-major order (the first ``max_val`` when given).
 
 Output (``out_dir``)::
 
     READY.json            parameters, their digest, counts; written last
-    labelled.json         COCO, labelled tiles
+    labeled.json         COCO, labeled tiles
     unlabeled_gt.json     COCO, the unlabeled tiles' true boxes (diagnostics only, never for training)
     val.json              COCO, validation tiles
-    images/{labelled,unlabeled,val}/<scene-stem>_r<row>_c<col>.png
+    images/{labeled,unlabeled,val}/<scene-stem>_r<row>_c<col>.png
 
-COCO ``file_name`` values are relative to ``images/`` (``image_root``), e.g. ``labelled/<stem>_r3_c4.png``;
+COCO ``file_name`` values are relative to ``images/`` (``image_root``), e.g. ``labeled/<stem>_r3_c4.png``;
 ``bbox`` is ``[x, y, w, h]`` in pixels with ``(0, 0)`` the top-left corner of the tile's first pixel.
 Each image also records the ``source`` scene stem and the tile's ``offset`` ``[x0, y0]`` in that scene.
 
@@ -114,7 +114,7 @@ class DeepForestSplit:
     """Paths of one prepared dataset (all absolute)."""
 
     root: str  # output folder
-    labelled_json: str  # COCO json of labelled tiles (images under root/images/)
+    labeled_json: str  # COCO json of labeled tiles (images under root/images/)
     unlabeled_dir: str  # folder of unlabeled tile PNGs (no annotations given to the pipeline)
     unlabeled_gt_json: str  # COCO json with the unlabeled tiles' true boxes (diagnostics only)
     val_json: str  # COCO json of the held-out scene's tiles
@@ -126,7 +126,7 @@ class DeepForestSplit:
         images = os.path.join(root, "images")
         return cls(
             root=root,
-            labelled_json=os.path.join(root, "labelled.json"),
+            labeled_json=os.path.join(root, "labeled.json"),
             unlabeled_dir=os.path.join(images, "unlabeled"),
             unlabeled_gt_json=os.path.join(root, "unlabeled_gt.json"),
             val_json=os.path.join(root, "val.json"),
@@ -396,8 +396,8 @@ def read_ready(root: str) -> dict | None:
         return None
 
 
-def _check_params(tile, num_labelled, seed, max_unlabeled, max_val, min_visible) -> None:
-    for name, value, low in (("tile", tile, 1), ("num_labelled", num_labelled, 0), ("seed", seed, 0)):
+def _check_params(tile, num_labeled, seed, max_unlabeled, max_val, min_visible) -> None:
+    for name, value, low in (("tile", tile, 1), ("num_labeled", num_labeled, 0), ("seed", seed, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     for name, value in (("max_unlabeled", max_unlabeled), ("max_val", max_val)):
@@ -411,14 +411,14 @@ def prepare(
     out_dir: str,
     *,
     tile: int = 256,
-    num_labelled: int = 12,
+    num_labeled: int = 12,
     seed: int = 0,
     max_unlabeled: int | None = None,
     max_val: int | None = None,
     min_visible: float = 0.5,
 ) -> DeepForestSplit:
     """Build (or find already built) the tiled DeepForest datasets in ``out_dir``; see the module docstring."""
-    _check_params(tile, num_labelled, seed, max_unlabeled, max_val, min_visible)
+    _check_params(tile, num_labeled, seed, max_unlabeled, max_val, min_visible)
     out_dir = os.path.abspath(os.fspath(out_dir))
     split = DeepForestSplit.at(out_dir)
     data_dir = deepforest_data_dir()
@@ -429,7 +429,7 @@ def prepare(
     params = {
         "format_version": FORMAT_VERSION,
         "tile": tile,
-        "num_labelled": num_labelled,
+        "num_labeled": num_labeled,
         "seed": seed,
         "max_unlabeled": max_unlabeled,
         "max_val": max_val,
@@ -442,7 +442,7 @@ def prepare(
     if build is None:
         return split
     try:
-        counts = _build(build, data_dir, tile, num_labelled, seed, max_unlabeled, max_val, float(min_visible))
+        counts = _build(build, data_dir, tile, num_labeled, seed, max_unlabeled, max_val, float(min_visible))
         with open(os.path.join(build, "READY.json"), "w") as f:
             json.dump({"digest": digest, "params": params, "counts": counts}, f, indent=1, sort_keys=True)
             f.write("\n")
@@ -453,19 +453,19 @@ def prepare(
     return split
 
 
-def _build(build, data_dir, tile, num_labelled, seed, max_unlabeled, max_val, min_visible) -> dict:
+def _build(build, data_dir, tile, num_labeled, seed, max_unlabeled, max_val, min_visible) -> dict:
     image, boxes = load_scene(data_dir, TRAIN_SCENE)
     height, width = image.shape[:2]
     train_tiles = _tiles(image, boxes, TRAIN_SCENE, _grid_spans(height, tile), _grid_spans(width, tile), min_visible)
     candidates = [i for i, t in enumerate(train_tiles) if len(t["boxes"])]
-    if num_labelled > len(candidates):
+    if num_labeled > len(candidates):
         raise ValueError(
-            f"num_labelled={num_labelled} but only {len(candidates)} of {len(train_tiles)} tiles of "
+            f"num_labeled={num_labeled} but only {len(candidates)} of {len(train_tiles)} tiles of "
             f"{TRAIN_SCENE} have boxes at tile={tile}"
         )
     rng = np.random.default_rng(seed)
-    picked = sorted(candidates[i] for i in rng.choice(len(candidates), size=num_labelled, replace=False))
-    labelled = [train_tiles[i] for i in picked]
+    picked = sorted(candidates[i] for i in rng.choice(len(candidates), size=num_labeled, replace=False))
+    labeled = [train_tiles[i] for i in picked]
     chosen = set(picked)
     unlabeled = [t for i, t in enumerate(train_tiles) if i not in chosen]
     if max_unlabeled is not None:
@@ -485,7 +485,7 @@ def _build(build, data_dir, tile, num_labelled, seed, max_unlabeled, max_val, mi
     val_tiles = all_val_tiles if max_val is None else all_val_tiles[:max_val]
 
     counts = {
-        "labelled": _write_split(build, "labelled", labelled, "labelled.json"),
+        "labeled": _write_split(build, "labeled", labeled, "labeled.json"),
         "unlabeled": _write_split(build, "unlabeled", unlabeled, "unlabeled_gt.json"),
         "val": _write_split(build, "val", val_tiles, "val.json"),
         "scenes": {
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="data/deepforest", help="output folder (default: %(default)s)")
     parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--num-labelled", type=int, default=12)
+    parser.add_argument("--num-labeled", "--num-labelled", dest="num_labeled", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-unlabeled", type=int, default=None)
     parser.add_argument("--max-val", type=int, default=None)
@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     split = prepare(
         args.out,
         tile=args.tile,
-        num_labelled=args.num_labelled,
+        num_labeled=args.num_labeled,
         seed=args.seed,
         max_unlabeled=args.max_unlabeled,
         max_val=args.max_val,
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     counts = (read_ready(split.root) or {}).get("counts", {})
     print(f"{split.root}: ready in {seconds:.2f} s")
-    for name in ("labelled", "unlabeled", "val"):
+    for name in ("labeled", "unlabeled", "val"):
         c = counts.get(name, {})
         print(f"  {name:<10} {c.get('tiles', '?'):>4} tiles {c.get('boxes', '?'):>5} boxes")
     for stem, s in counts.get("scenes", {}).items():

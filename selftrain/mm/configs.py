@@ -213,11 +213,11 @@ def _val_parts(model_cfg: Config, val: CocoSource) -> dict:
     )
 
 
-def oversample_times(num_labelled: int, num_pseudo: int) -> int:
-    """ST: the labelled set is repeated to about the pseudo set's size (docs/design.md §3.4, §3.5)."""
-    if num_labelled <= 0:
-        raise ConfigError("the labelled set is empty")
-    return max(1, round(num_pseudo / num_labelled))
+def oversample_times(num_labeled: int, num_pseudo: int) -> int:
+    """ST: the labeled set is repeated to about the pseudo set's size (docs/design.md §3.4, §3.5)."""
+    if num_labeled <= 0:
+        raise ConfigError("the labeled set is empty")
+    return max(1, round(num_pseudo / num_labeled))
 
 
 def _train_config(
@@ -302,7 +302,7 @@ def det_train_config(
     model_cfg: Config,
     *,
     work_dir: str,
-    labelled: CocoSource,
+    labeled: CocoSource,
     val: CocoSource | None,
     iters: int,
     k: int,
@@ -316,31 +316,31 @@ def det_train_config(
     num_pseudo: int = 0,
     num_workers: int = 2,
 ) -> Config:
-    """Training config for a teacher (pseudo=None) or a student on labelled + pseudo boxes.
+    """Training config for a teacher (pseudo=None) or a student on labeled + pseudo boxes.
 
-    ``zoph`` (Zoph et al.): half human-labelled, half pseudo-labelled images in every batch
+    ``zoph`` (Zoph et al.): half human-labeled, half pseudo-labeled images in every batch
     (mmdet's MultiSourceSampler, source_ratio [1, 1], over a ConcatDataset), trained by
     LossNormalizedDetector (selftrain/mm/loss_normalization.py), usually from the teacher.
-    ``st`` (ST / ST++ phases): the labelled set repeated to about the pseudo set's size
+    ``st`` (ST / ST++ phases): the labeled set repeated to about the pseudo set's size
     (``num_pseudo`` images), shuffled together with it; weak augmentation on all, strong
     augmentation (model_configs/aug/strong.py) on pseudo images only; plain detector.
     """
     batch = int(model_cfg.batch_size)
-    model = _model(model_cfg, pretrained and load_from is None, num_classes=len(labelled.classes))
+    model = _model(model_cfg, pretrained and load_from is None, num_classes=len(labeled.classes))
 
     if pseudo is None:
-        train_dataset = coco_dataset(labelled, det_train_pipeline(model_cfg, aug), test_mode=False)
+        train_dataset = coco_dataset(labeled, det_train_pipeline(model_cfg, aug), test_mode=False)
         sampler = dict(type="InfiniteSampler", shuffle=True)
     elif method == "st":
-        with open(labelled.ann_file) as f:
-            num_labelled = len(json.load(f)["images"])
+        with open(labeled.ann_file) as f:
+            num_labeled = len(json.load(f)["images"])
         train_dataset = dict(
             type="ConcatDataset",
             datasets=[
                 dict(
                     type="RepeatDataset",
-                    times=oversample_times(num_labelled, num_pseudo),
-                    dataset=coco_dataset(labelled, det_train_pipeline(model_cfg, WEAK), test_mode=False),
+                    times=oversample_times(num_labeled, num_pseudo),
+                    dataset=coco_dataset(labeled, det_train_pipeline(model_cfg, WEAK), test_mode=False),
                 ),
                 coco_dataset(pseudo, det_train_pipeline(model_cfg, WEAK, strong=True), test_mode=False),
             ],
@@ -355,7 +355,7 @@ def det_train_config(
         train_dataset = dict(
             type="ConcatDataset",
             datasets=[
-                coco_dataset(labelled, det_train_pipeline(model_cfg, aug, pack=branch("human")), test_mode=False),
+                coco_dataset(labeled, det_train_pipeline(model_cfg, aug, pack=branch("human")), test_mode=False),
                 coco_dataset(pseudo, det_train_pipeline(model_cfg, aug, pack=branch("pseudo")), test_mode=False),
             ],
         )
@@ -515,7 +515,7 @@ def seg_train_config(
     model_cfg: Config,
     *,
     work_dir: str,
-    labelled: SegSource,
+    labeled: SegSource,
     val: SegSource | None,
     iters: int,
     k: int,
@@ -528,21 +528,21 @@ def seg_train_config(
     num_workers: int = 2,
 ) -> Config:
     """Training config for a segmentation teacher (pseudo=None) or an ST / ST++ student:
-    labelled pairs repeated to about the pseudo set's size, weak augmentation on all, strong
+    labeled pairs repeated to about the pseudo set's size, weak augmentation on all, strong
     augmentation on the pseudo masks' images only (docs/design.md §3.4, §3.5)."""
-    model = seg_model(model_cfg, len(labelled.classes), pretrained and load_from is None)
+    model = seg_model(model_cfg, len(labeled.classes), pretrained and load_from is None)
     if pseudo is None:
-        train_dataset = seg_dataset(labelled, seg_train_pipeline(model_cfg, aug))
+        train_dataset = seg_dataset(labeled, seg_train_pipeline(model_cfg, aug))
     else:
-        with open(labelled.pairs_file) as f:
-            num_labelled = len(json.load(f))
+        with open(labeled.pairs_file) as f:
+            num_labeled = len(json.load(f))
         train_dataset = dict(
             type="ConcatDataset",
             datasets=[
                 dict(
                     type="RepeatDataset",
-                    times=oversample_times(num_labelled, num_pseudo),
-                    dataset=seg_dataset(labelled, seg_train_pipeline(model_cfg, WEAK)),
+                    times=oversample_times(num_labeled, num_pseudo),
+                    dataset=seg_dataset(labeled, seg_train_pipeline(model_cfg, WEAK)),
                 ),
                 seg_dataset(pseudo, seg_train_pipeline(model_cfg, WEAK, strong=True)),
             ],
@@ -642,12 +642,17 @@ def det_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list
     ]
 
 
+def tta_defaults(name: str) -> Config:
+    """A TTA defaults file of model_configs/tta/ (views and merge settings)."""
+    return Config.fromfile(os.path.join(MODEL_CONFIGS, "tta", name))
+
+
 def det_tta_model(
     model_cfg: Config, merge_iou: float | None = None, max_per_img: int | None = None, num_classes: int | None = None
 ) -> dict:
     """mmdet's DetTTAModel around the detector (heads sized for ``num_classes``); merge
     settings default to model_configs/tta/det_default.py."""
-    defaults = Config.fromfile(os.path.join(MODEL_CONFIGS, "tta", "det_default.py"))
+    defaults = tta_defaults("det_default.py")
     merge_iou = defaults.merge_nms_iou if merge_iou is None else merge_iou
     max_per_img = defaults.max_per_img if max_per_img is None else max_per_img
     return dict(

@@ -1,5 +1,5 @@
 """Batched inference over a list of images with an OpenMMLab model: the loop that pseudo
-labelling and stability scoring share. The model and the test-time pipeline come from the
+labeling and stability scoring share. The model and the test-time pipeline come from the
 config builder; this only loads weights and feeds batches."""
 
 from __future__ import annotations

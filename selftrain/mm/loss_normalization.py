@@ -2,7 +2,7 @@
 
 Zoph, Ghiasi, Lin, Cui, Liu, Cubuk, Le, "Rethinking Pre-training and Self-training",
 NeurIPS 2020, Section 3.2 ("loss normalization"). With ``Lh`` the loss on the
-human-labelled images and ``Lp`` the loss on the pseudo-labelled images of the same batch::
+human-labeled images and ``Lp`` the loss on the pseudo-labeled images of the same batch::
 
     L = 1/(1+a) * (Lh + a * (EMA(Lh)/EMA(Lp)) * Lp)
 
@@ -22,9 +22,9 @@ Usage in an mmdet 3.x config (``custom_imports = dict(imports=['selftrain.mm'])`
         alpha=1.0,
         data_preprocessor=dict(type='MultiBranchDataPreprocessor',
                                data_preprocessor=retinanet_cfg['data_preprocessor']))
-    # labelled dataset pipeline ends with
+    # labeled dataset pipeline ends with
     dict(type='MultiBranch', branch_field=['human', 'pseudo'], human=dict(type='PackDetInputs'))
-    # pseudo-labelled dataset pipeline ends with
+    # pseudo-labeled dataset pipeline ends with
     dict(type='MultiBranch', branch_field=['human', 'pseudo'], pseudo=dict(type='PackDetInputs'))
 
 Branches. mmdet's stock ``MultiBranchDataPreprocessor`` removes the ``None`` entries of each
@@ -46,15 +46,13 @@ Checkpoints. The EMAs are persistent buffers (``ema_human``, ``ema_pseudo``: flo
 scalars, NaN until first observed; ``ema_steps``: int64, the number of updates), so
 mmengine's CheckpointHook saves them and ``resume`` restores them. Student parameters live
 under ``detector.``; a load pre-hook maps prefix-less keys (a plain teacher checkpoint, via
-``load_from``) to ``detector.<key>``. :func:`plain_detector_state_dict` and
-:data:`REVISE_KEYS` go the other way (student checkpoint -> plain detector).
+``load_from``) to ``detector.<key>``. :data:`REVISE_KEYS` goes the other way (student checkpoint -> plain
+detector, with ``mmengine.runner.load_checkpoint``).
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,14 +64,12 @@ from mmengine.dist import all_reduce
 from torch import Tensor, nn
 
 __all__ = [
-    "EMA",
     "EMA_BUFFERS",
     "REVISE_KEYS",
     "DropEmptyBranchesDataPreprocessor",
     "LossNormalizedDetector",
     "ema_update",
     "normalized_loss",
-    "plain_detector_state_dict",
     "total_loss",
 ]
 
@@ -117,29 +113,6 @@ def ema_update(ema: float | None, x: float, decay: float) -> float:
     return decay * ema + (1.0 - decay) * float(x)
 
 
-class EMA:
-    """A scalar exponential moving average (plain Python floats; see :func:`ema_update`)."""
-
-    def __init__(self, decay: float = 0.9997, value: float | None = None) -> None:
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must be in [0, 1], got {decay}")
-        self.decay = float(decay)
-        self.value = None if value is None else float(value)
-        self.steps = 0
-
-    @property
-    def initialized(self) -> bool:
-        return self.value is not None
-
-    def update(self, x: float) -> float:
-        self.value = ema_update(self.value, x, self.decay)
-        self.steps += 1
-        return self.value
-
-    def __repr__(self) -> str:
-        return f"EMA(decay={self.decay}, value={self.value}, steps={self.steps})"
-
-
 def total_loss(losses: Mapping[str, Any]) -> Tensor:
     """Sum of the entries whose key contains ``'loss'``, as ``mmengine`` ``BaseModel.parse_losses``.
 
@@ -161,37 +134,6 @@ def total_loss(losses: Mapping[str, Any]) -> Tensor:
 
 
 # --------------------------------------------------------------------------- state dicts
-
-
-def plain_detector_state_dict(state_dict: Mapping[str, Any]) -> OrderedDict:
-    """A student (wrapper) state dict as the state dict of the plain inner detector.
-
-    Strips a leading ``module.`` and ``detector.``, drops the EMA buffers, keeps other keys
-    (so a plain state dict passes through unchanged) and carries ``_metadata`` over.
-    """
-    out: OrderedDict = OrderedDict()
-    for key, value in state_dict.items():
-        key = re.sub(r"^module\.", "", key)
-        if key in EMA_BUFFERS:
-            continue
-        if key.startswith(DETECTOR_PREFIX):
-            key = key[len(DETECTOR_PREFIX) :]
-        if key in out:
-            raise ValueError(f"key {key!r} occurs both with and without the 'detector.' prefix")
-        out[key] = value
-    metadata = getattr(state_dict, "_metadata", None)
-    if metadata is not None:
-        new_meta: OrderedDict = OrderedDict()
-        for key, value in metadata.items():
-            key = re.sub(r"^module(\.|$)", "", key)
-            if key == "detector":
-                new_meta[""] = value
-            elif key.startswith(DETECTOR_PREFIX):
-                new_meta[key[len(DETECTOR_PREFIX) :]] = value
-            else:
-                new_meta.setdefault(key, value)
-        out._metadata = new_meta
-    return out
 
 
 def _plain_keys_pre_hook(
@@ -270,7 +212,7 @@ class LossNormalizedDetector(BaseDetector):
 
     Args:
         detector: config of the inner mmdet detector (built with ``MODELS.build``).
-        alpha: ``a``, the weight of the pseudo-labelled loss; ``0`` gives exactly ``Lh``.
+        alpha: ``a``, the weight of the pseudo-labeled loss; ``0`` gives exactly ``Lh``.
         ema_decay: ``d`` in ``ema = d*ema + (1-d)*x``.
         human_branch / pseudo_branch: the ``MultiBranch`` branch names.
         data_preprocessor: normally ``MultiBranchDataPreprocessor`` (or

@@ -130,7 +130,7 @@ def mark_unreadable(results: dict, reason: str) -> dict:
 class LoadImageOrMarkUnreadable(LoadImageFromFile):
     """mmcv's LoadImageFromFile, except that an image's own defect does not stop the batch.
 
-    Pseudo labelling must never lose a shard to one corrupt, empty or missing file
+    Pseudo labeling must never lose a shard to one corrupt, empty or missing file
     (docs/design.md §6.1): the image is replaced by a small black placeholder and
     ``results['load_error']`` names the reason (starting with MISSING, EMPTY, UNDECODABLE or,
     for any other read error, READ_FAILED), so the caller records it as skipped and discards

@@ -1,6 +1,6 @@
 """The same flow fans out on Dask by configuration only: SELFTRAIN_DASK_ADDRESS points it at
 a 2-worker LocalCluster on 127.0.0.1 (no dashboard, quiet logs); every shard is
-pseudo-labelled inside a Dask worker process, and the run completes as on threads."""
+pseudo-labeled inside a Dask worker process, and the run completes as on threads."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def cluster(prefect_server):
         yield c, client
 
 
-def test_shards_are_labelled_on_dask_workers(cluster, prefect_server, tmp_path, monkeypatch):
+def test_shards_are_labeled_on_dask_workers(cluster, prefect_server, tmp_path, monkeypatch):
     c, client = cluster
     worker_pids = set(client.run(os.getpid).values())
     assert len(worker_pids) == 2
@@ -48,5 +48,5 @@ def test_shards_are_labelled_on_dask_workers(cluster, prefect_server, tmp_path, 
     shards = store.list("deepforest", "pseudo_boxes")
     assert len(shards) == 2  # 4 tiles, 2 per shard
     pids = {store.manifest(r).meta["worker"]["pid"] for r in shards}
-    assert pids <= worker_pids  # labelled in the cluster's worker processes, not in the flow's
+    assert pids <= worker_pids  # labeled in the cluster's worker processes, not in the flow's
     assert "distributed.scheduler - INFO" not in output and "dashboard" not in output.lower()

@@ -31,7 +31,7 @@ TINY = [
     "6",
     "--k",
     "3",
-    "--num-labelled",
+    "--num-labeled",
     "3",
     "--max-unlabeled",
     "4",
@@ -65,7 +65,7 @@ def manifests(out):
 def prepare_with_bad_images(out):
     from selftrain.datasets.deepforest import prepare
 
-    data = prepare(os.path.join(out, "data", "deepforest"), num_labelled=3, max_unlabeled=4, max_val=2)
+    data = prepare(os.path.join(out, "data", "deepforest"), num_labeled=3, max_unlabeled=4, max_val=2)
     unl = data.unlabeled_dir
     (open(os.path.join(unl, "zz_corrupt.png"), "wb")).write(b"\x89PNG this is not an image")
     open(os.path.join(unl, "zz_empty.png"), "wb").close()
@@ -101,7 +101,7 @@ def test_flow_runs_end_to_end_and_reports(first_run):
         assert {"ckpt-1.pth", "ckpt-2.pth", "ckpt-3.pth", "best.pth"} <= files
 
 
-def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labelled(first_run):
+def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labeled(first_run):
     out, _, _ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
     stats = [
@@ -135,13 +135,13 @@ def test_st_plus_plus_for_detection_reuses_the_teacher_and_ranks_by_box_agreemen
     assert set(report["ranking"]["quality"]) == {"reliable", "unreliable"}
     unreliable = {r["image_id"] for r in rows if not r["reliable"]}
     teacher = f"train/{teachers[0].key}"
-    relabelled = {
+    relabeled = {
         s["image_id"]
         for ref in store.list("deepforest", "pseudo_boxes")
         if store.manifest(ref).meta.get("model") not in (None, teacher)
         for s in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
     }
-    assert relabelled == unreliable
+    assert relabeled == unreliable
 
 
 def test_identical_rerun_computes_nothing(first_run, prefect_server):

@@ -1,4 +1,4 @@
-"""Event-driven re-labelling against a real Prefect server: the watcher emits
+"""Event-driven re-labeling against a real Prefect server: the watcher emits
 `selftrain.unlabeled.landed` for images it has not seen, once; the `relabel-demo` deployment's
 trigger turns each event into a flow run for exactly that prefix."""
 

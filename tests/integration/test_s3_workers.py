@@ -2,7 +2,7 @@
 
 The parent process reads one image from S3 first, so the filesystem that selftrain.mm.fileio
 caches exists (with its event loop) before the workers are forked: an s3fs filesystem used in
-a forked child raises "This class is not fork-safe". Inference (pseudo labelling) and training
+a forked child raises "This class is not fork-safe". Inference (pseudo labeling) and training
 data loading must both work, with forked and with spawned workers; wrong credentials fail the
 batch naming the image, instead of skipping every image.
 """
@@ -174,7 +174,7 @@ def test_registration_and_listing_read_s3_through_the_configured_endpoint(s3_ima
     fs = s3fs.S3FileSystem(skip_instance_cache=True, endpoint_url=os.environ["SELFTRAIN_S3_ENDPOINT_URL"])
     fs.pipe_file(f"{s3_bucket}/coco.json", json.dumps(coco).encode())
     ref = register_dataset.fn(
-        str(tmp_path / "store"), "s3set", f"s3://{s3_bucket}/coco.json", f"s3://{s3_bucket}/img", "labelled"
+        str(tmp_path / "store"), "s3set", f"s3://{s3_bucket}/coco.json", f"s3://{s3_bucket}/img", "labeled"
     )
     assert ref.stage == "dataset"
     listed = list_images(f"s3://{s3_bucket}/img")

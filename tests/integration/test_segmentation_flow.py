@@ -1,7 +1,7 @@
 """ST and ST++ for segmentation end to end on a tiny slice of the composed real-photo set,
 with real mmseg training, against a real Prefect server (the demo entry point, as a user
 runs it): TTA pseudo masks with the ignore label in mask shards, the stability ranking, the
-phase-1 student re-labelling exactly the unreliable images, and a re-run that computes nothing."""
+phase-1 student re-labeling exactly the unreliable images, and a re-run that computes nothing."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ TINY = [
     "6",
     "--k",
     "3",
-    "--num-labelled",
+    "--num-labeled",
     "3",
     "--num-unlabeled",
     "6",
@@ -83,7 +83,7 @@ def test_pseudo_masks_are_shards_with_index_stats_and_the_ignore_label(seg_run):
             assert s["ignored_fraction"] == pytest.approx(float(np.mean(mask == IGNORE_LABEL)), abs=1e-6)
             assert 0.0 < s["mean_max_prob"] <= 1.0
             seen.append(image_id)
-    # the teacher labelled all 6 images once; the phase-1 student re-labelled the 3 unreliable ones
+    # the teacher labeled all 6 images once; the phase-1 student re-labeled the 3 unreliable ones
     assert len(seen) == 9 and len(set(seen)) == 6
 
 
@@ -104,8 +104,8 @@ def test_phase_one_student_relabels_exactly_the_unreliable_images(seg_run):
         ids = {s["image_id"] for s in read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()}
         by_model.setdefault(store.manifest(ref).meta["model"], set()).update(ids)
     assert len(by_model[teacher]) == 6
-    (relabelled,) = [ids for model, ids in by_model.items() if model != teacher]
-    assert relabelled == unreliable
+    (relabeled,) = [ids for model, ids in by_model.items() if model != teacher]
+    assert relabeled == unreliable
 
 
 def test_identical_rerun_computes_nothing(seg_run, prefect_server):

@@ -63,7 +63,7 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
         prefect_server,
         dict(
             dataset="messy",
-            labelled=data["labeled"],
+            labeled=data["labeled"],
             val=data["val"],
             unlabeled=data["unlabeled"],
             teacher_iters=30,
@@ -78,7 +78,7 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
     assert "report:" in output
     # One line per stage (reused or computed, where), progress lines, no OpenMMLab dumps.
     for line in (
-        "register labelled set: computed",
+        "register labeled set: computed",
         "train teacher: computed in",
         "train teacher: [",
         "it/s, ETA",
@@ -91,7 +91,7 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
     for dump in ("System environment", "Config:", "Average Precision  (AP)", "loading annotations into memory"):
         assert dump not in output, dump
     store = ArtifactStore(store_url)
-    labeled = [r for r in store.list("messy", "dataset") if store.manifest(r).meta["role"] == "labelled"][0]
+    labeled = [r for r in store.list("messy", "dataset") if store.manifest(r).meta["role"] == "labeled"][0]
     meta = store.manifest(labeled).meta
     assert meta["classes"] == ["cat", "dog"] and meta["category_ids"] == [3, 7]
     assert meta["num_images"] == 7 and meta["num_boxes"] == 7 and meta["num_crowd"] == 1
@@ -107,7 +107,7 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
     for m in metrics.values():
         assert 0.0 <= m["bbox_mAP"] <= 1.0 and 0.0 <= m["bbox_mAP_50"] <= 1.0  # never the -1 of an empty set
 
-    # A re-labelling run of new images with the teacher just trained: it trains nothing.
+    # A re-labeling run of new images with the teacher just trained: it trains nothing.
     trained = {r.key for r in store.list("messy", "train")}
     teacher = [r for r in store.list("messy", "train") if store.manifest(r).meta["role"] == "teacher"][0]
     landed = tmp_path / "landed"
@@ -118,7 +118,7 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
         prefect_server,
         dict(
             dataset="messy",
-            labelled=data["labeled"],
+            labeled=data["labeled"],
             val=data["val"],
             unlabeled=str(landed),
             teacher_iters=900,
@@ -129,13 +129,13 @@ def test_detection_on_users_kinds_of_data(tmp_path, prefect_server):
         ),
     )
     assert {r.key for r in store.list("messy", "train")} == trained  # no 900-iteration teacher appeared
-    relabelled = [
+    relabeled = [
         store.manifest(r).meta["model"]
         for r in store.list("messy", "pseudo_boxes")
         if "n1.png"
         in {s["image_id"] for s in read_parquet(store.read(r, "stats.parquet"), DET_IMAGE_STATS).to_pylist()}
     ]
-    assert relabelled == [f"train/{teacher.key}"]
+    assert relabeled == [f"train/{teacher.key}"]
 
 
 def test_segmentation_on_users_kinds_of_data(tmp_path, prefect_server):
@@ -150,7 +150,7 @@ def test_segmentation_on_users_kinds_of_data(tmp_path, prefect_server):
             dataset="messy-seg",
             task="segmentation",
             method="st",
-            labelled=data["labeled"],
+            labeled=data["labeled"],
             val=data["val"],
             unlabeled=data["unlabeled"],
             teacher_iters=6,

@@ -17,7 +17,7 @@ from PIL import Image
 
 from selftrain.datasets import composed_seg as cs
 
-SMALL = {"size": 64, "num_labelled": 3, "num_unlabeled": 4, "num_val": 3}
+SMALL = {"size": 64, "num_labeled": 3, "num_unlabeled": 4, "num_val": 3}
 N_CLASSES = len(cs.CLASSES) - 1
 
 # ---------------------------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def test_small_split_layout_and_masks(small):
     assert len(small.palette) == len(small.classes)
     info = json.loads(open(os.path.join(small.root, "split.json")).read())
     assert info["classes"] == list(small.classes)
-    for split, n in (("labelled", 3), ("unlabeled", 4), ("val", 3)):
+    for split, n in (("labeled", 3), ("unlabeled", 4), ("val", 3)):
         img_dir, ann_dir = getattr(small, f"{split}_img_dir"), getattr(small, f"{split}_ann_dir")
         stems = sorted(os.listdir(img_dir))
         assert stems == sorted(os.listdir(ann_dir)) == [f"{split}_{i:05d}.png" for i in range(n)]
@@ -193,7 +193,7 @@ def test_bad_arguments(tmp_path, sources):
     with pytest.raises(ValueError, match="size"):
         cs.prepare(str(tmp_path / "x"), size=-64)
     with pytest.raises(ValueError, match="number of classes"):
-        cs.prepare(str(tmp_path / "x"), num_labelled=N_CLASSES - 1)
+        cs.prepare(str(tmp_path / "x"), num_labeled=N_CLASSES - 1)
     with pytest.raises(ValueError, match="number of classes"):
         cs.prepare(str(tmp_path / "x"), num_val=0)
     with pytest.raises(ValueError, match="objects_per_image"):

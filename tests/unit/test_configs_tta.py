@@ -19,21 +19,21 @@ def test_missing_config_lists_the_available_ones():
 
 
 def test_teacher_keeps_k_evenly_spaced_checkpoints(cfg):
-    c = det_train_config(cfg, work_dir="/w", labelled=SRC, val=SRC, iters=300, k=3, seed=1, pretrained=False)
+    c = det_train_config(cfg, work_dir="/w", labeled=SRC, val=SRC, iters=300, k=3, seed=1, pretrained=False)
     assert c.default_hooks.checkpoint.interval == 100 and c.default_hooks.checkpoint.max_keep_ckpts == -1
     assert c.default_hooks.checkpoint.save_best == "coco/bbox_mAP"
     assert c.train_cfg.max_iters == 300 and c.train_cfg.val_interval == 100
     assert c.train_dataloader.sampler.type == "InfiniteSampler"
     assert c.randomness.seed == 1
     with pytest.raises(ConfigError, match=r"iters \(100\) must be a positive multiple of k \(3\)"):
-        det_train_config(cfg, work_dir="/w", labelled=SRC, val=None, iters=100, k=3, seed=0)
+        det_train_config(cfg, work_dir="/w", labeled=SRC, val=None, iters=100, k=3, seed=0)
 
 
 def test_student_batches_are_half_human_half_pseudo_with_loss_normalisation(cfg):
     c = det_train_config(
         cfg,
         work_dir="/w",
-        labelled=SRC,
+        labeled=SRC,
         val=None,
         iters=30,
         k=3,
@@ -64,13 +64,13 @@ def test_student_batches_are_half_human_half_pseudo_with_loss_normalisation(cfg)
     ],
 )
 def test_augmentation_presets(cfg, preset, policy, jitter):
-    c = det_train_config(cfg, work_dir="/w", labelled=SRC, val=None, iters=3, k=3, seed=0, aug=preset, pretrained=False)
+    c = det_train_config(cfg, work_dir="/w", labeled=SRC, val=None, iters=3, k=3, seed=0, aug=preset, pretrained=False)
     types = [t["type"] for t in c.train_dataloader.dataset.pipeline]
     assert (policy in types) if policy else not {"AutoAugment", "RandAugment"} & set(types)
     resize = next(t for t in c.train_dataloader.dataset.pipeline if t["type"] == "RandomResize")
     assert tuple(resize["ratio_range"]) == jitter
     with pytest.raises(ConfigError, match="unknown augmentation preset"):
-        det_train_config(cfg, work_dir="/w", labelled=SRC, val=None, iters=3, k=3, seed=0, aug="S9")
+        det_train_config(cfg, work_dir="/w", labeled=SRC, val=None, iters=3, k=3, seed=0, aug="S9")
 
 
 def test_tta_pipeline_has_every_scale_and_flip(cfg):

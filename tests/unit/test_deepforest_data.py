@@ -178,7 +178,7 @@ def test_missing_data_names_the_path_and_the_setup_script(tmp_path, monkeypatch)
 # A real build from the installed deepforest data
 # ---------------------------------------------------------------------------------------------------------
 
-SMALL = dict(tile=256, num_labelled=4, max_unlabeled=6, max_val=3)
+SMALL = dict(tile=256, num_labeled=4, max_unlabeled=6, max_val=3)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def built(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built_full_val(tmp_path_factory):
     root = tmp_path_factory.mktemp("deepforest_val")
-    return df.prepare(str(root / "v"), tile=256, num_labelled=1, max_unlabeled=0)
+    return df.prepare(str(root / "v"), tile=256, num_labeled=1, max_unlabeled=0)
 
 
 def _coco(path):
@@ -213,7 +213,7 @@ def test_prepare_layout_and_counts(built):
     assert isinstance(built, df.DeepForestSplit)
     assert built.image_root == os.path.join(built.root, "images")
     assert built.unlabeled_dir == os.path.join(built.image_root, "unlabeled")
-    lab, unl, val = _coco(built.labelled_json), _coco(built.unlabeled_gt_json), _coco(built.val_json)
+    lab, unl, val = _coco(built.labeled_json), _coco(built.unlabeled_gt_json), _coco(built.val_json)
     assert [len(lab["images"]), len(unl["images"]), len(val["images"])] == [4, 6, 3]
     assert sorted(os.listdir(built.unlabeled_dir)) == sorted(os.path.basename(i["file_name"]) for i in unl["images"])
     for coco in (lab, unl, val):
@@ -221,7 +221,7 @@ def test_prepare_layout_and_counts(built):
         assert [i["id"] for i in coco["images"]] == list(range(1, len(coco["images"]) + 1))
         assert [a["id"] for a in coco["annotations"]] == list(range(1, len(coco["annotations"]) + 1))
     ready = _coco(os.path.join(built.root, "READY.json"))
-    assert ready["counts"]["labelled"] == {"tiles": 4, "boxes": len(lab["annotations"])}
+    assert ready["counts"]["labeled"] == {"tiles": 4, "boxes": len(lab["annotations"])}
     assert ready["counts"]["scenes"][df.TRAIN_SCENE]["tiles"] == 9 * 10
     assert ready["counts"]["scenes"][df.VAL_SCENE]["tiles"] == 4 * 5  # partition: 4 rows x 5 columns
     # The val tiles are the first three of scene 2 in row-major order.
@@ -231,11 +231,11 @@ def test_prepare_layout_and_counts(built):
     assert os.listdir(os.path.dirname(built.root)) == ["a"]
 
 
-@pytest.mark.parametrize("which", ["labelled", "unlabeled", "val", "full_val"])
+@pytest.mark.parametrize("which", ["labeled", "unlabeled", "val", "full_val"])
 def test_annotations_are_valid_and_inside_their_images(built, built_full_val, which):
     split = built_full_val if which == "full_val" else built
     path = {
-        "labelled": split.labelled_json,
+        "labeled": split.labeled_json,
         "unlabeled": split.unlabeled_gt_json,
         "val": split.val_json,
         "full_val": split.val_json,
@@ -245,7 +245,7 @@ def test_annotations_are_valid_and_inside_their_images(built, built_full_val, wh
     for im in coco["images"]:
         with Image.open(os.path.join(split.image_root, im["file_name"])) as pil:
             assert pil.mode == "RGB" and pil.size == (im["width"], im["height"])
-        if which in ("labelled", "unlabeled"):
+        if which in ("labeled", "unlabeled"):
             assert (im["width"], im["height"]) == (256, 256)  # training tiles all have the tile size
     for a in coco["annotations"]:
         im = images[a["image_id"]]
@@ -290,8 +290,8 @@ def test_full_val_partitions_the_scene_and_counts_every_tree_at_most_once(built_
     assert len(ids) == len(np.unique(ids)) == 277
 
 
-def test_labelled_tiles_all_have_boxes_and_are_disjoint_from_unlabeled(built):
-    lab, unl = _coco(built.labelled_json), _coco(built.unlabeled_gt_json)
+def test_labeled_tiles_all_have_boxes_and_are_disjoint_from_unlabeled(built):
+    lab, unl = _coco(built.labeled_json), _coco(built.unlabeled_gt_json)
     with_boxes = {a["image_id"] for a in lab["annotations"]}
     assert with_boxes == {i["id"] for i in lab["images"]}
     names = lambda coco: {os.path.basename(i["file_name"]) for i in coco["images"]}  # noqa: E731
@@ -302,7 +302,7 @@ def test_labelled_tiles_all_have_boxes_and_are_disjoint_from_unlabeled(built):
 
 def test_tile_pixels_are_the_scene_pixels(built):
     image, _ = df.load_scene(df.deepforest_data_dir(), df.TRAIN_SCENE)
-    im = _coco(built.labelled_json)["images"][0]
+    im = _coco(built.labeled_json)["images"][0]
     x0, y0 = im["offset"]
     with Image.open(os.path.join(built.image_root, im["file_name"])) as pil:
         assert np.array_equal(np.asarray(pil), image[y0 : y0 + 256, x0 : x0 + 256])  # lossless
@@ -310,25 +310,25 @@ def test_tile_pixels_are_the_scene_pixels(built):
 
 def test_deterministic_and_second_call_is_a_no_op(built, tmp_path):
     other = df.prepare(str(tmp_path / "b"), **SMALL)
-    for name in ("labelled.json", "unlabeled_gt.json", "val.json"):
+    for name in ("labeled.json", "unlabeled_gt.json", "val.json"):
         with open(os.path.join(built.root, name), "rb") as f1, open(os.path.join(other.root, name), "rb") as f2:
             assert f1.read() == f2.read(), name
 
     ready = os.path.join(other.root, "READY.json")
-    before = (os.stat(ready).st_mtime_ns, os.stat(other.labelled_json).st_mtime_ns, os.stat(other.root).st_ino)
+    before = (os.stat(ready).st_mtime_ns, os.stat(other.labeled_json).st_mtime_ns, os.stat(other.root).st_ino)
     assert df.prepare(str(tmp_path / "b"), **SMALL) == other
-    after = (os.stat(ready).st_mtime_ns, os.stat(other.labelled_json).st_mtime_ns, os.stat(other.root).st_ino)
+    after = (os.stat(ready).st_mtime_ns, os.stat(other.labeled_json).st_mtime_ns, os.stat(other.root).st_ino)
     assert before == after
 
 
 def test_other_parameters_replace_the_folder(tmp_path):
-    first = df.prepare(str(tmp_path / "c"), tile=256, num_labelled=2, seed=1, max_unlabeled=1, max_val=1)
-    lab1 = _coco(first.labelled_json)
-    second = df.prepare(str(tmp_path / "c"), tile=256, num_labelled=3, seed=1, max_unlabeled=1, max_val=1)
+    first = df.prepare(str(tmp_path / "c"), tile=256, num_labeled=2, seed=1, max_unlabeled=1, max_val=1)
+    lab1 = _coco(first.labeled_json)
+    second = df.prepare(str(tmp_path / "c"), tile=256, num_labeled=3, seed=1, max_unlabeled=1, max_val=1)
     assert second.root == first.root
-    assert len(_coco(second.labelled_json)["images"]) == 3
-    assert len(os.listdir(os.path.join(second.image_root, "labelled"))) == 3
-    assert _coco(os.path.join(second.root, "READY.json"))["params"]["num_labelled"] == 3
+    assert len(_coco(second.labeled_json)["images"]) == 3
+    assert len(os.listdir(os.path.join(second.image_root, "labeled"))) == 3
+    assert _coco(os.path.join(second.root, "READY.json"))["params"]["num_labeled"] == 3
     assert os.listdir(tmp_path) == ["c"]  # old copy and temporary folder are gone
     assert len(lab1["images"]) == 2
 
@@ -337,17 +337,17 @@ def test_refuses_to_replace_a_foreign_folder_and_checks_parameters(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError):
-        df.prepare(str(tmp_path / "d"), num_labelled=1, max_unlabeled=0, max_val=0)
+        df.prepare(str(tmp_path / "d"), num_labeled=1, max_unlabeled=0, max_val=0)
     assert (tmp_path / "d" / "keep.txt").read_text() == "mine"
-    with pytest.raises(ValueError, match="num_labelled"):
-        df.prepare(str(tmp_path / "e"), num_labelled=10_000)
+    with pytest.raises(ValueError, match="num_labeled"):
+        df.prepare(str(tmp_path / "e"), num_labeled=10_000)
     with pytest.raises(ValueError, match="min_visible"):
         df.prepare(str(tmp_path / "e"), min_visible=0)
     assert sorted(os.listdir(tmp_path)) == ["d"]
 
 
 def test_cli_prints_counts(built, capsys):
-    assert df.main(["--out", built.root, "--num-labelled", "4", "--max-unlabeled", "6", "--max-val", "3"]) == 0
+    assert df.main(["--out", built.root, "--num-labeled", "4", "--max-unlabeled", "6", "--max-val", "3"]) == 0
     out = capsys.readouterr().out
-    assert "labelled" in out and "unlabeled" in out and "val" in out
+    assert "labeled" in out and "unlabeled" in out and "val" in out
     assert "   4 tiles" in out and "   6 tiles" in out and "   3 tiles" in out

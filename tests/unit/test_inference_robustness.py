@@ -319,7 +319,7 @@ def test_an_all_skipped_shard_is_a_warning_and_a_shared_foreign_error_fails_it()
 
 
 def shard_store(tmp_path, det_cfg, monkeypatch):
-    """A local store holding what pseudo_label_shard reads: a registered one-class labelled set,
+    """A local store holding what pseudo_label_shard reads: a registered one-class labeled set,
     a 'trained' model (random weights, saved as a checkpoint) and a function making shards."""
     import pyarrow as pa
     import torch
@@ -331,8 +331,8 @@ def shard_store(tmp_path, det_cfg, monkeypatch):
 
     monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "work"))
     store = ArtifactStore(str(tmp_path / "store"))
-    labelled = store.ref("trees", "dataset", "1" * 32)
-    store.write(labelled, {"coco.json": b"{}"}, meta={"classes": ["tree"], "category_ids": [7]})
+    labeled = store.ref("trees", "dataset", "1" * 32)
+    store.write(labeled, {"coco.json": b"{}"}, meta={"classes": ["tree"], "category_ids": [7]})
     ckpt = tmp_path / "last.pth"
     torch.save({"state_dict": build_model(det_model(det_cfg, num_classes=1), "mmdet").state_dict()}, ckpt)
     model = store.ref("trees", "train", "2" * 32)
@@ -346,7 +346,7 @@ def shard_store(tmp_path, det_cfg, monkeypatch):
         store.write(ref, {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)})
         return ref
 
-    return store, labelled, model, shard
+    return store, labeled, model, shard
 
 
 def image_folders(tmp_path):
@@ -372,12 +372,12 @@ def test_pseudo_label_shard_marks_an_all_skipped_shard_and_fails_on_a_shared_for
     from tasks.list_unlabeled import list_images
     from tasks.pseudo_label_shard import pseudo_label_shard
 
-    store, labelled, model, shard = shard_store(tmp_path, det_cfg, monkeypatch)
+    store, labeled, model, shard = shard_store(tmp_path, det_cfg, monkeypatch)
     mixed, bad = image_folders(tmp_path)
     kwargs = dict(scales=[1.0], flip=False, score_thr=0.99, batch_size=4, num_workers=0)
 
     def run(shard_ref):
-        return pseudo_label_shard.fn(store.url, "det/retinanet_mnv2_256_cpu", model, shard_ref, labelled, **kwargs)
+        return pseudo_label_shard.fn(store.url, "det/retinanet_mnv2_256_cpu", model, shard_ref, labeled, **kwargs)
 
     ref = run(shard(1, list_images(str(mixed))))
     meta = store.manifest(ref).meta
@@ -408,12 +408,12 @@ def test_score_stability_scores_the_good_images_and_marks_an_all_skipped_shard(t
     from tasks.list_unlabeled import list_images
     from tasks.score_stability import score_stability
 
-    store, labelled, teacher, shard = shard_store(tmp_path, det_cfg, monkeypatch)
+    store, labeled, teacher, shard = shard_store(tmp_path, det_cfg, monkeypatch)
     mixed, bad = image_folders(tmp_path)
 
     def run(shard_ref):
         ref = score_stability.fn(
-            store.url, "det/retinanet_mnv2_256_cpu", teacher, shard_ref, labelled, score_thr=0.99, batch_size=4
+            store.url, "det/retinanet_mnv2_256_cpu", teacher, shard_ref, labeled, score_thr=0.99, batch_size=4
         )
         return store.manifest(ref).meta
 

@@ -38,7 +38,7 @@ def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tm
     cfg = det_train_config(
         load_config("det/retinanet_mnv2_256_cpu"),
         work_dir=str(tmp_path),
-        labelled=lab,
+        labeled=lab,
         val=None,
         iters=30,
         k=3,

@@ -1,5 +1,5 @@
-"""Re-labelling names its model: 'latest' resolves to the newest completed teacher in the store;
-the watcher counts images that teacher already labelled as not new."""
+"""Re-labeling names its model: 'latest' resolves to the newest completed teacher in the store;
+the watcher counts images that teacher already labeled as not new."""
 
 from __future__ import annotations
 
@@ -40,23 +40,23 @@ def test_latest_is_the_newest_completed_teacher_of_the_dataset_and_config(tmp_pa
         find_model(store, "d", f"train/{other.key}", "det/retinanet_mnv2_256_cpu")
 
 
-def test_relabelling_runs_must_name_their_teacher(tmp_path):
+def test_relabeling_runs_must_name_their_teacher(tmp_path):
     from pydantic import ValidationError
 
     from flows.self_training import SelfTrainingParams
 
     base = dict(
-        labelled=dict(ann_file="a.json", image_root="i"),
+        labeled=dict(ann_file="a.json", image_root="i"),
         val=dict(ann_file="v.json", image_root="i"),
         unlabeled="u",
         store=str(tmp_path / "s"),
     )
-    with pytest.raises(ValidationError, match="re-labelling run .* set teacher to 'latest'"):
+    with pytest.raises(ValidationError, match="re-labeling run .* set teacher to 'latest'"):
         SelfTrainingParams(**base, retrain_student=False)
     assert SelfTrainingParams(**base, retrain_student=False, teacher="latest").teacher == "latest"
 
 
-def test_the_watcher_counts_images_labelled_by_the_latest_teacher(tmp_path):
+def test_the_watcher_counts_images_labeled_by_the_latest_teacher(tmp_path):
     from flows.watch_unlabeled import labeled_by_latest_teacher
 
     store = ArtifactStore(str(tmp_path / "s"))
@@ -77,7 +77,7 @@ def test_the_watcher_counts_images_labelled_by_the_latest_teacher(tmp_path):
             {"boxes.parquet": b""},
             meta={"model": f"train/{model.key}", "shard": f"shard/{shard.key}"},
         )
-    assert labeled_by_latest_teacher(store, "d") == {("/p/x.png", 5)}  # y was labelled by an older teacher
+    assert labeled_by_latest_teacher(store, "d") == {("/p/x.png", 5)}  # y was labeled by an older teacher
 
 
 def test_deployment_paths_resolve_where_the_flow_runs(tmp_path, monkeypatch):
@@ -87,13 +87,13 @@ def test_deployment_paths_resolve_where_the_flow_runs(tmp_path, monkeypatch):
     from flows.self_training import SelfTrainingParams
 
     params = coco_parameters()
-    assert params["labelled"]["ann_file"].startswith("${SELFTRAIN_DATA}/coco/")  # not fixed at registration
+    assert params["labeled"]["ann_file"].startswith("${SELFTRAIN_DATA}/coco/")  # not fixed at registration
     monkeypatch.delenv("SELFTRAIN_DATA", raising=False)
     with pytest.raises(ValidationError, match=r"names the environment variable\(s\) \['SELFTRAIN_DATA'\], not set"):
         SelfTrainingParams(**params)
     monkeypatch.setenv("SELFTRAIN_DATA", str(tmp_path))
     p = SelfTrainingParams(**params)
-    assert p.labelled.ann_file == f"{tmp_path}/coco/annotations/instances_train2017_labelled.json"
+    assert p.labeled.ann_file == f"{tmp_path}/coco/annotations/instances_train2017_labeled.json"
 
 
 def test_artifact_keys_are_per_dataset():

@@ -45,14 +45,14 @@ def test_register_stores_pairs_and_is_content_addressed(tmp_path):
 
     img, ann = _set(tmp_path)
     store = str(tmp_path / "store")
-    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled")
+    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
     meta = get_store(store).manifest(ref).meta
     assert meta["num_images"] == 2 and meta["class_pixels"] == {"bg": 2, "fg": 46}
     pairs = get_store(store).read_json(ref, "pairs.json")
     assert [p["image_id"] for p in pairs] == ["0", "1"] and pairs[0]["width"] == 6
-    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled") == ref
+    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled") == ref
     Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "ann" / "1.png")  # content changed
-    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled") != ref
+    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled") != ref
 
 
 def test_register_refuses_missing_maps_and_bad_classes(tmp_path):
@@ -60,8 +60,8 @@ def test_register_refuses_missing_maps_and_bad_classes(tmp_path):
     (tmp_path / "ann" / "1.png").unlink()
     store = str(tmp_path / "store")
     with pytest.raises(DatasetError, match=r"1 image\(s\) have no label map .* \['1'\]"):
-        register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labelled")
+        register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
     with pytest.raises(DatasetError, match="at least two distinct names"):
-        register_seg_dataset.fn(store, "d", img, ann, ["bg"], "labelled")
+        register_seg_dataset.fn(store, "d", img, ann, ["bg"], "labeled")
     with pytest.raises(DatasetError, match="does not exist"):
-        register_seg_dataset.fn(store, "d", str(tmp_path / "nope"), ann, ["bg", "fg"], "labelled")
+        register_seg_dataset.fn(store, "d", str(tmp_path / "nope"), ann, ["bg", "fg"], "labeled")

@@ -1,5 +1,5 @@
 """ST / ST++ training configs and transforms: strong augmentation only on pseudo images, the
-labelled set oversampled, the segmentation TTA confidence rule (docs/design.md §3.2, §3.4, §3.5)."""
+labeled set oversampled, the segmentation TTA confidence rule (docs/design.md §3.2, §3.4, §3.5)."""
 
 import json
 
@@ -37,8 +37,8 @@ def seg_sources(tmp_path):
     return SegSource(str(lab), classes), SegSource(str(pseudo), classes)
 
 
-def test_labelled_set_is_oversampled_to_the_pseudo_set_size():
-    assert oversample_times(4, 10) == 2  # round(2.5) -> 2: 8 labelled next to 10 pseudo
+def test_labeled_set_is_oversampled_to_the_pseudo_set_size():
+    assert oversample_times(4, 10) == 2  # round(2.5) -> 2: 8 labeled next to 10 pseudo
     assert oversample_times(12, 78) == 6
     assert oversample_times(20, 5) == 1  # never dropped below once
 
@@ -48,7 +48,7 @@ def test_seg_st_strong_augmentation_only_on_pseudo_images(seg_sources, tmp_path)
     cfg = seg_train_config(
         load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"),
         work_dir=str(tmp_path),
-        labelled=lab,
+        labeled=lab,
         val=None,
         iters=30,
         k=3,
@@ -57,14 +57,14 @@ def test_seg_st_strong_augmentation_only_on_pseudo_images(seg_sources, tmp_path)
         pseudo=pseudo,
         num_pseudo=10,
     )
-    labelled_ds, pseudo_ds = cfg.train_dataloader.dataset.datasets
-    assert labelled_ds.type == "RepeatDataset" and labelled_ds.times == 2
-    weak = _types(labelled_ds.dataset.pipeline)
+    labeled_ds, pseudo_ds = cfg.train_dataloader.dataset.datasets
+    assert labeled_ds.type == "RepeatDataset" and labeled_ds.times == 2
+    weak = _types(labeled_ds.dataset.pipeline)
     strong = _types(pseudo_ds.pipeline)
     assert not (STRONG | {"RandomCutOut"}) & set(weak)
     assert STRONG | {"RandomCutOut"} <= set(strong)
     # weak augmentation on both: flip, resize with ratio 0.5..2.0, crop; strong after the weak part
-    for p in (labelled_ds.dataset.pipeline, pseudo_ds.pipeline):
+    for p in (labeled_ds.dataset.pipeline, pseudo_ds.pipeline):
         resize = next(t for t in p if t["type"] == "RandomResize")
         assert tuple(resize["ratio_range"]) == (0.5, 2.0)
         assert {"RandomCrop", "RandomFlip"} <= set(_types(p))
@@ -90,7 +90,7 @@ def test_seg_st_datasets_build_with_openmmlab(seg_sources, tmp_path):
     cfg = seg_train_config(
         load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"),
         work_dir=str(tmp_path),
-        labelled=lab,
+        labeled=lab,
         val=None,
         iters=30,
         k=3,
@@ -119,7 +119,7 @@ def test_det_st_student_is_a_plain_detector_with_strong_pseudo_pipeline(tmp_path
     cfg = det_train_config(
         load_config("det/retinanet_mnv2_256_cpu"),
         work_dir=str(tmp_path),
-        labelled=lab,
+        labeled=lab,
         val=None,
         iters=30,
         k=3,
@@ -130,9 +130,9 @@ def test_det_st_student_is_a_plain_detector_with_strong_pseudo_pipeline(tmp_path
         num_pseudo=12,
     )
     assert cfg.model.type == "RetinaNet"  # no loss normalisation, no teacher weights
-    labelled_ds, pseudo_ds = cfg.train_dataloader.dataset.datasets
-    assert labelled_ds.times == 4
-    assert not STRONG & set(_types(labelled_ds.dataset.pipeline))
+    labeled_ds, pseudo_ds = cfg.train_dataloader.dataset.datasets
+    assert labeled_ds.times == 4
+    assert not STRONG & set(_types(labeled_ds.dataset.pipeline))
     strong = _types(pseudo_ds.pipeline)
     assert STRONG | {"CutOut"} <= set(strong)
     resize = next(t for t in pseudo_ds.pipeline if t["type"] == "RandomResize")
@@ -141,7 +141,7 @@ def test_det_st_student_is_a_plain_detector_with_strong_pseudo_pipeline(tmp_path
         det_train_config(
             load_config("det/retinanet_mnv2_256_cpu"),
             work_dir=str(tmp_path),
-            labelled=lab,
+            labeled=lab,
             val=None,
             iters=30,
             k=3,

@@ -25,7 +25,7 @@ def det(tmp_path):
     return messy_data.detection_set(str(tmp_path / "data")), str(tmp_path / "store")
 
 
-def _register(store, part, role="labelled", like=None):
+def _register(store, part, role="labeled", like=None):
     return register_dataset.fn(store, "messy", part["ann_file"], part["image_root"], role, like=like)
 
 
@@ -128,7 +128,7 @@ def test_registration_sees_images_as_training_decodes_them(det, tmp_path):
         match=r"c_rot.jpg is stored 80x48 with EXIF orientation 6.*decodes it "
         r"rotated to 48x80",
     ):
-        register_dataset.fn(store, "messy", str(bad), data["labeled"]["image_root"], "labelled")
+        register_dataset.fn(store, "messy", str(bad), data["labeled"]["image_root"], "labeled")
 
 
 def test_empty_sets_and_bad_items_are_refused_naming_them(det, tmp_path):
@@ -140,8 +140,8 @@ def test_empty_sets_and_bad_items_are_refused_naming_them(det, tmp_path):
         register_dataset.fn(store, "messy", str(tmp_path / "empty.json"), data["val"]["image_root"], "val")
     crowd = dict(coco, annotations=[dict(a, iscrowd=1) for a in coco["annotations"]])
     (tmp_path / "crowd.json").write_text(json.dumps(crowd))
-    with pytest.raises(DatasetError, match="crowd.json: the labelled set has no boxes.*cannot learn"):
-        register_dataset.fn(store, "messy", str(tmp_path / "crowd.json"), data["val"]["image_root"], "labelled")
+    with pytest.raises(DatasetError, match="crowd.json: the labeled set has no boxes.*cannot learn"):
+        register_dataset.fn(store, "messy", str(tmp_path / "crowd.json"), data["val"]["image_root"], "labeled")
     nan_box = dict(coco, annotations=[dict(coco["annotations"][0], bbox=[1, math.nan, 3, 3])])
     with pytest.raises(DatasetError, match="annotation 0 .* non-finite bbox"):
         normalise_coco(json.dumps(nan_box).encode(), "n.json")
@@ -172,7 +172,7 @@ def test_binary_masks_stored_as_0_255_need_a_label_map(tmp_path):
         lab["img_dir"],
         lab["ann_dir"],
         lab["classes"],
-        "labelled",
+        "labeled",
         lab["img_suffix"],
         lab["seg_map_suffix"],
     )
@@ -214,7 +214,7 @@ def test_label_map_in_the_stored_frame_of_a_rotated_image_is_refused(tmp_path):
             lab["img_dir"],
             lab["ann_dir"],
             lab["classes"],
-            "labelled",
+            "labeled",
             lab["img_suffix"],
             lab["seg_map_suffix"],
             label_map={255: 1},
@@ -230,13 +230,13 @@ def test_a_class_without_pixels_is_a_recorded_warning(tmp_path):
         lab["img_dir"],
         lab["ann_dir"],
         ["background", "lesion", "scar"],
-        "labelled",
+        "labeled",
         lab["img_suffix"],
         lab["seg_map_suffix"],
         label_map={255: 1},
     )
     warnings = get_store(str(tmp_path / "store")).manifest(ref).meta["warnings"]
-    assert warnings[0] == f"{lab['ann_dir']}: class 'scar' has no pixel in the labelled set"
+    assert warnings[0] == f"{lab['ann_dir']}: class 'scar' has no pixel in the labeled set"
     assert "1 image(s) carry an EXIF orientation" in warnings[1] and "s3_rot.jpg" in warnings[1]
 
 
@@ -269,7 +269,7 @@ def test_parameters_are_checked_before_any_work(tmp_path):
     from flows.self_training import SelfTrainingParams, check_class_thresholds
 
     base = dict(
-        labelled=dict(ann_file="a.json", image_root="i"),
+        labeled=dict(ann_file="a.json", image_root="i"),
         val=dict(ann_file="v.json", image_root="i"),
         unlabeled="u",
         store=str(tmp_path / "s"),
@@ -286,7 +286,7 @@ def test_parameters_are_checked_before_any_work(tmp_path):
     with pytest.raises(ValidationError, match="tta_scales must be positive"):
         SelfTrainingParams(**base, tta_scales=[1.0, 0.0])
     seg = dict(
-        labelled=dict(img_dir="i", ann_dir="a", classes=["bg", "fg"]),
+        labeled=dict(img_dir="i", ann_dir="a", classes=["bg", "fg"]),
         val=dict(img_dir="i", ann_dir="a", classes=["bg", "fg"]),
         unlabeled="u",
         task="segmentation",
@@ -295,11 +295,11 @@ def test_parameters_are_checked_before_any_work(tmp_path):
     )
     with pytest.raises(ValidationError, match="segmentation supports S1"):
         SelfTrainingParams(**seg, aug="S2")
-    with pytest.raises(ValidationError, match="val.classes .* must equal labelled.classes"):
+    with pytest.raises(ValidationError, match="val.classes .* must equal labeled.classes"):
         SelfTrainingParams(**dict(seg, val=dict(img_dir="i", ann_dir="a", classes=["fg", "bg"])))
     # The UI and the CLI send JSON: label_map keys arrive as strings.
-    p = SelfTrainingParams(**dict(seg, labelled=dict(seg["labelled"], label_map={"255": 1})))
-    assert p.labelled.label_map == {255: 1}
+    p = SelfTrainingParams(**dict(seg, labeled=dict(seg["labeled"], label_map={"255": 1})))
+    assert p.labeled.label_map == {255: 1}
 
 
 def _seg_args(store, part):
@@ -310,7 +310,7 @@ def _seg_args(store, part):
         part["img_dir"],
         part["ann_dir"],
         part["classes"],
-        "labelled",
+        "labeled",
         part["img_suffix"],
         part["seg_map_suffix"],
     )
@@ -347,7 +347,7 @@ def test_a_held_out_set_takes_the_labeled_label_map_and_one_class_sets_are_refus
     p = SelfTrainingParams(
         task="segmentation",
         method="st",
-        labelled=lab,
+        labeled=lab,
         val=val,
         unlabeled=seg["unlabeled"],
         store=str(tmp_path / "store"),
@@ -388,7 +388,7 @@ def test_thin_and_oriented_images_in_a_coco_set(det, tmp_path):
     coco["images"].append({"id": 1, "file_name": "line.png", "width": 600, "height": 1})
     (tmp_path / "thin.json").write_text(json.dumps(coco))
     with pytest.raises(DatasetError, match=r"line.png is 600x1: too thin"):
-        register_dataset.fn(store, "messy", str(tmp_path / "thin.json"), root, "labelled")
+        register_dataset.fn(store, "messy", str(tmp_path / "thin.json"), root, "labeled")
     coco["images"].pop()
     img = messy_data._canvas(40, 30, seed=3)
     exif = Image.Exif()
@@ -396,7 +396,7 @@ def test_thin_and_oriented_images_in_a_coco_set(det, tmp_path):
     Image.fromarray(img[::-1, ::-1].copy()).save(os.path.join(root, "flip.jpg"), exif=exif.tobytes())
     coco["images"].append({"id": 2, "file_name": "flip.jpg", "width": 40, "height": 30})
     (tmp_path / "flip.json").write_text(json.dumps(coco))
-    ref = register_dataset.fn(store, "messy", str(tmp_path / "flip.json"), root, "labelled")
+    ref = register_dataset.fn(store, "messy", str(tmp_path / "flip.json"), root, "labeled")
     notes = get_store(store).manifest(ref).meta["normalised"]
     assert any("carry an EXIF orientation" in n and "flip.jpg (3)" in n and "c_rot.jpg (6)" in n for n in notes)
 
@@ -407,7 +407,7 @@ def test_more_parameters_checked_at_the_start(tmp_path):
     from flows.self_training import SelfTrainingParams
 
     base = dict(
-        labelled=dict(ann_file="a.json", image_root="i"),
+        labeled=dict(ann_file="a.json", image_root="i"),
         val=dict(ann_file="v.json", image_root="i"),
         unlabeled="u",
         store=str(tmp_path / "s"),

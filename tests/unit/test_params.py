@@ -1,0 +1,46 @@
+"""The flow's parameters: renamed names keep working, with a deprecation message."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from deploy.deployments import demo_parameters
+from flows.params import RENAMED, SelfTrainingParams, rename_deprecated
+
+
+def test_the_old_spelling_labelled_still_works_and_says_it_is_deprecated():
+    params = demo_parameters()
+    old = dict(params, labelled=params.pop("labeled"))
+    with pytest.warns(DeprecationWarning, match="'labelled' is deprecated.*use 'labeled'"):
+        p = SelfTrainingParams(**old)
+    assert p.labeled == SelfTrainingParams(**demo_parameters()).labeled
+    assert "labelled" not in p.model_dump()
+
+
+def test_both_spellings_at_once_is_an_error_naming_both():
+    params = demo_parameters()
+    with pytest.raises(ValueError, match="'labelled' is the deprecated name of 'labeled'"):
+        SelfTrainingParams(**params, labelled=params["labeled"])
+
+
+def test_rename_deprecated_moves_values_and_reports_each_old_name():
+    messages = []
+    out = rename_deprecated({"labelled": {"a": 1}, "seed": 3}, warn=messages.append)
+    assert out == {"labeled": {"a": 1}, "seed": 3}
+    assert messages == ["parameter 'labelled' is deprecated and will be removed; use 'labeled'"]
+    # the flow's signature passes None for a deprecated name that was not given
+    assert rename_deprecated({"labelled": None, "labeled": {"a": 1}}, warn=messages.append) == {"labeled": {"a": 1}}
+    assert len(messages) == 1
+    assert RENAMED == {"labelled": "labeled"}
+
+
+def test_the_flow_accepts_the_deprecated_name_so_saved_deployments_keep_running():
+    from flows.self_training import self_training
+
+    sig = inspect.signature(self_training.fn)
+    assert sig.parameters["labelled"].default is None
+    assert sig.parameters["labeled"].default is None  # one of the two is required, by the model
+    with pytest.raises(ValueError, match="labeled"):
+        SelfTrainingParams(**{k: v for k, v in demo_parameters().items() if k != "labeled"})
