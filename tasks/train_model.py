@@ -238,6 +238,8 @@ def train_model(
     train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
     train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
     train_cfg.custom_hooks = [dict(type="ProgressHook", what=f"train {what}")]
+    config_file = os.path.join(work, "config.py")
+    train_cfg.dump(config_file)
     n_gpus = gpus()
     if n_gpus > 1:
         train_distributed(train_cfg, work, n_gpus)  # torchrun + mmengine's launcher, DDP with SyncBN
@@ -267,6 +269,7 @@ def train_model(
         if best:
             w.put_file("best.pth", best[-1])
         w.write_json("history.json", history)
+        w.put_file("config.py", config_file)  # what this training ran with: `selftrain config show <uri>`
     log_stage(
         f"train {what}",
         ref,

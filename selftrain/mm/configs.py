@@ -20,7 +20,7 @@ from storage.keys import digest_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_CONFIGS = os.path.join(REPO, "model_configs")
-CUSTOM_IMPORTS = dict(imports=["selftrain.mm"], allow_failed_imports=False)
+STAGE_CONFIGS = os.path.join(MODEL_CONFIGS, "stages")  # one file per stage: what a run fills is None there
 AUG_PRESETS = ("s1", "s2", "s3", "s4")
 WEAK = "weak"  # ST / ST++ weak augmentation, model_configs/aug/weak.py
 
@@ -119,18 +119,34 @@ def det_test_pipeline(model_cfg: Config, with_ann: bool = True, skip_unreadable:
     return steps
 
 
+def stage_template(name: str) -> dict:
+    """A stage config of model_configs/stages/ (``det_teacher``, ``det_student_zoph``, ...) with
+    its ``_base_`` files resolved, as a plain dict; helper variables (names starting with
+    ``_``) dropped. Its ``None`` values are what a run fills. Raises ConfigError for an
+    unknown name, listing the stage configs."""
+    path = os.path.join(STAGE_CONFIGS, f"{name}.py")
+    if not os.path.isfile(path):
+        raise ConfigError(f"no stage config {name!r}; stage configs: {stage_names()}")
+    cfg = Config.fromfile(path).to_dict()
+    return {key: value for key, value in cfg.items() if not key.startswith("_")}
+
+
+def stage_names() -> list[str]:
+    return sorted(f[:-3] for f in os.listdir(STAGE_CONFIGS) if f.endswith(".py"))
+
+
+def _fill_coco(dataset: dict, source: CocoSource, pipeline: list[dict]) -> dict:
+    """Fill a CocoDataset of a stage template with a local set and its pipeline (in place)."""
+    dataset.update(ann_file=source.ann_file, pipeline=pipeline)
+    dataset["data_prefix"]["img"] = source.image_root.rstrip("/") + "/"
+    dataset["metainfo"]["classes"] = tuple(source.classes)
+    return dataset
+
+
 def coco_dataset(source: CocoSource, pipeline: list[dict], test_mode: bool) -> dict:
-    return dict(
-        type="CocoDataset",
-        data_root="",
-        ann_file=source.ann_file,
-        data_prefix=dict(img=source.image_root.rstrip("/") + "/"),
-        metainfo=dict(classes=tuple(source.classes)),
-        filter_cfg=None if test_mode else dict(filter_empty_gt=True, min_size=1),
-        pipeline=pipeline,
-        test_mode=test_mode,
-        backend_args=None,
-    )
+    """A CocoDataset dict (model_configs/_base_/datasets/coco_detection.py) for ``source``."""
+    part = stage_template("det_teacher")["val_dataloader" if test_mode else "train_dataloader"]
+    return _fill_coco(part["dataset"], source, pipeline)
 
 
 def set_num_classes(model: dict, num_classes: int) -> dict:
@@ -196,21 +212,9 @@ def det_model(model_cfg: Config, pretrained: bool = False, num_classes: int | No
     return _model(model_cfg, pretrained, num_classes=num_classes)
 
 
-def _val_parts(model_cfg: Config, val: CocoSource) -> dict:
-    return dict(
-        val_dataloader=dict(
-            batch_size=1,
-            num_workers=0,
-            persistent_workers=False,
-            drop_last=False,
-            sampler=dict(type="DefaultSampler", shuffle=False),
-            dataset=coco_dataset(val, det_test_pipeline(model_cfg), test_mode=True),
-        ),
-        val_evaluator=dict(
-            type="CocoMetric", ann_file=val.ann_file, metric="bbox", format_only=False, backend_args=None
-        ),
-        val_cfg=dict(type="ValLoop"),
-    )
+def _fill_det_val(cfg: dict, model_cfg: Config, val: CocoSource) -> None:
+    _fill_coco(cfg["val_dataloader"]["dataset"], val, det_test_pipeline(model_cfg))
+    cfg["val_evaluator"]["ann_file"] = val.ann_file
 
 
 def oversample_times(num_labeled: int, num_pseudo: int) -> int:
@@ -220,81 +224,53 @@ def oversample_times(num_labeled: int, num_pseudo: int) -> int:
     return max(1, round(num_pseudo / num_labeled))
 
 
-def _train_config(
-    scope: str,
+VAL_KEYS = ("val_dataloader", "val_evaluator", "val_cfg")
+
+
+def _fill_training(
+    cfg: dict,
     model_cfg: Config,
     *,
     work_dir: str,
-    model: dict,
-    train_dataset: dict,
-    sampler: dict,
-    val_parts: dict | None,
-    best_metric: str,
+    model: dict | None,
+    has_val: bool,
     iters: int,
     k: int,
     seed: int,
     load_from: str | None,
     num_workers: int,
-    visualizer: str,
 ) -> Config:
-    """The schedule, hooks and runtime shared by every training: K evenly spaced checkpoints
-    (CheckpointHook(interval=iters/K) keeps iter_{j*iters/K}.pth, docs/design.md §2.3), the best one by
-    validation ``best_metric``, warm-up then cosine decay, seeded."""
+    """Fill a training stage template: K evenly spaced checkpoints (CheckpointHook with
+    interval iters/K keeps iter_{j*iters/K}.pth, docs/design.md §2.3), the best one by
+    validation when there is a held-out set, the warm-up then cosine schedule, the model
+    config's batch size and optimiser, the seed. Raises ConfigError unless K divides iters."""
     if iters <= 0 or k <= 0 or iters % k:
         raise ConfigError(
             f"iters ({iters}) must be a positive multiple of k ({k}) so the K checkpoints are evenly spaced"
         )
     interval = iters // k
     warmup = min(int(model_cfg.get("warmup_iters", 0)), iters // 2)
-    hooks = dict(
-        timer=dict(type="IterTimerHook"),
-        logger=dict(type="LoggerHook", interval=max(1, min(50, interval // 2))),
-        param_scheduler=dict(type="ParamSchedulerHook"),
-        checkpoint=dict(
-            type="CheckpointHook",
-            interval=interval,
-            by_epoch=False,
-            max_keep_ckpts=-1,
-            save_last=True,
-            **(dict(save_best=best_metric, rule="greater") if val_parts else {}),
-        ),
-        sampler_seed=dict(type="DistSamplerSeedHook"),
+    hooks = cfg["default_hooks"]
+    hooks["logger"]["interval"] = max(1, min(50, interval // 2))
+    hooks["checkpoint"]["interval"] = interval
+    if not has_val:
+        for key in ("save_best", "rule"):
+            hooks["checkpoint"].pop(key, None)
+        for key in VAL_KEYS:
+            cfg.pop(key, None)
+    linear, cosine = cfg["param_scheduler"]
+    linear["end"] = warmup
+    cosine.update(begin=warmup, end=iters)
+    cfg["param_scheduler"] = [linear, cosine] if warmup else [cosine]
+    cfg["train_cfg"].update(max_iters=iters, val_interval=interval if has_val else iters + 1)
+    cfg["train_dataloader"].update(
+        batch_size=int(model_cfg.batch_size), num_workers=num_workers, persistent_workers=num_workers > 0
     )
-    if scope == "mmdet":
-        hooks["visualization"] = dict(type="DetVisualizationHook", draw=False)
-    schedulers = [dict(type="CosineAnnealingLR", by_epoch=False, begin=warmup, end=iters, eta_min_ratio=0.05)]
-    if warmup:
-        schedulers.insert(0, dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup))
-    cfg = dict(
-        default_scope=scope,
-        custom_imports=CUSTOM_IMPORTS,
-        work_dir=work_dir,
-        model=model,
-        train_dataloader=dict(
-            batch_size=int(model_cfg.batch_size),
-            num_workers=num_workers,
-            persistent_workers=num_workers > 0,
-            sampler=sampler,
-            dataset=train_dataset,
-        ),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=interval if val_parts else iters + 1),
-        optim_wrapper=copy.deepcopy(model_cfg.optim_wrapper.to_dict()),
-        param_scheduler=schedulers,
-        default_hooks=hooks,
-        env_cfg=dict(
-            cudnn_benchmark=False,
-            mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-            dist_cfg=dict(backend="nccl"),
-        ),
-        log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
-        log_level="INFO",
-        load_from=load_from,
-        resume=False,
-        randomness=dict(seed=seed, deterministic=False),
-        visualizer=dict(type=visualizer, vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
-    )
-    if val_parts:
-        cfg.update(val_parts)
+    cfg["optim_wrapper"] = copy.deepcopy(model_cfg.optim_wrapper.to_dict())
+    cfg["randomness"]["seed"] = seed
+    cfg.update(work_dir=work_dir, load_from=load_from)
+    if model is not None:
+        cfg["model"] = model
     return Config(cfg)
 
 
@@ -315,6 +291,7 @@ def det_train_config(
     alpha: float = 1.0,
     num_pseudo: int = 0,
     num_workers: int = 2,
+    num_labeled: int | None = None,
 ) -> Config:
     """Training config for a teacher (pseudo=None) or a student on labeled + pseudo boxes.
 
@@ -329,94 +306,79 @@ def det_train_config(
     model = _model(model_cfg, pretrained and load_from is None, num_classes=len(labeled.classes))
 
     if pseudo is None:
-        train_dataset = coco_dataset(labeled, det_train_pipeline(model_cfg, aug), test_mode=False)
-        sampler = dict(type="InfiniteSampler", shuffle=True)
+        cfg = stage_template("det_teacher")
+        _fill_coco(cfg["train_dataloader"]["dataset"], labeled, det_train_pipeline(model_cfg, aug))
     elif method == "st":
-        with open(labeled.ann_file) as f:
-            num_labeled = len(json.load(f)["images"])
-        train_dataset = dict(
-            type="ConcatDataset",
-            datasets=[
-                dict(
-                    type="RepeatDataset",
-                    times=oversample_times(num_labeled, num_pseudo),
-                    dataset=coco_dataset(labeled, det_train_pipeline(model_cfg, WEAK), test_mode=False),
-                ),
-                coco_dataset(pseudo, det_train_pipeline(model_cfg, WEAK, strong=True), test_mode=False),
-            ],
-        )
-        sampler = dict(type="InfiniteSampler", shuffle=True)
+        if num_labeled is None:
+            with open(labeled.ann_file) as f:
+                num_labeled = len(json.load(f)["images"])
+        cfg = stage_template("det_student_st")
+        repeat, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
+        repeat["times"] = oversample_times(num_labeled, num_pseudo)
+        _fill_coco(repeat["dataset"], labeled, det_train_pipeline(model_cfg, WEAK))
+        _fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, WEAK, strong=True))
     elif method == "zoph":
+        if batch % 2:
+            raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
         branches = ["human", "pseudo"]
 
         def branch(name: str) -> dict:
             return dict(type="MultiBranch", branch_field=branches, **{name: dict(type="PackDetInputs")})
 
-        train_dataset = dict(
-            type="ConcatDataset",
-            datasets=[
-                coco_dataset(labeled, det_train_pipeline(model_cfg, aug, pack=branch("human")), test_mode=False),
-                coco_dataset(pseudo, det_train_pipeline(model_cfg, aug, pack=branch("pseudo")), test_mode=False),
-            ],
-        )
-        if batch % 2:
-            raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
-        sampler = dict(type="MultiSourceSampler", batch_size=batch, source_ratio=[1, 1], shuffle=True)
-        model = dict(
-            type="LossNormalizedDetector",
-            detector=model,
-            alpha=alpha,
-            data_preprocessor=dict(
-                type="DropEmptyBranchesDataPreprocessor", data_preprocessor=model["data_preprocessor"]
-            ),
-        )
+        cfg = stage_template("det_student_zoph")
+        human_set, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
+        _fill_coco(human_set, labeled, det_train_pipeline(model_cfg, aug, pack=branch("human")))
+        _fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, aug, pack=branch("pseudo")))
+        cfg["train_dataloader"]["sampler"]["batch_size"] = batch
+        cfg["model"].update(detector=model, alpha=alpha)
+        cfg["model"]["data_preprocessor"]["data_preprocessor"] = model["data_preprocessor"]
+        model = cfg["model"]
     else:
         raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
-    return _train_config(
-        "mmdet",
+    if val:
+        _fill_det_val(cfg, model_cfg, val)
+    return _fill_training(
+        cfg,
         model_cfg,
         work_dir=work_dir,
         model=model,
-        train_dataset=train_dataset,
-        sampler=sampler,
-        val_parts=_val_parts(model_cfg, val) if val else None,
-        best_metric="coco/bbox_mAP",
+        has_val=val is not None,
         iters=iters,
         k=k,
         seed=seed,
         load_from=load_from,
         num_workers=num_workers,
-        visualizer="DetLocalVisualizer",
     )
 
 
-def _test_config(scope: str, model: dict, *, work_dir: str, parts: dict, visualizer: str) -> Config:
-    return Config(
-        dict(
-            default_scope=scope,
-            custom_imports=CUSTOM_IMPORTS,
-            work_dir=work_dir,
-            model=model,
-            test_dataloader=parts["val_dataloader"],
-            test_evaluator=parts["val_evaluator"],
-            test_cfg=dict(type="TestLoop"),
-            default_hooks=dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=50)),
-            env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
-            log_level="WARNING",
-            visualizer=dict(type=visualizer, vis_backends=[dict(type="LocalVisBackend")], name="visualizer"),
-        )
-    )
+TEST_KEYS = (
+    "default_scope",
+    "custom_imports",
+    "work_dir",
+    "model",
+    "test_dataloader",
+    "test_evaluator",
+    "test_cfg",
+    "default_hooks",
+    "env_cfg",
+    "log_level",
+    "visualizer",
+)
+
+
+def _fill_test(cfg: dict, model: dict, work_dir: str) -> Config:
+    """A test stage template filled: the model and work folder; only the test parts kept."""
+    cfg.update(model=model, work_dir=work_dir)
+    return Config({key: cfg[key] for key in TEST_KEYS})
 
 
 def det_test_config(model_cfg: Config, *, work_dir: str, test: CocoSource) -> Config:
-    """Runner.test() config: COCO bbox metrics (mmdet CocoMetric / pycocotools) on a held-out set."""
-    return _test_config(
-        "mmdet",
-        _model(model_cfg, pretrained=False, num_classes=len(test.classes)),
-        work_dir=work_dir,
-        parts=_val_parts(model_cfg, test),
-        visualizer="DetLocalVisualizer",
-    )
+    """Runner.test() config (model_configs/stages/det_test.py): COCO bbox metrics (mmdet
+    CocoMetric / pycocotools) on a held-out set."""
+    cfg = stage_template("det_test")
+    _fill_coco(cfg["test_dataloader"]["dataset"], test, det_test_pipeline(model_cfg))
+    cfg["test_evaluator"]["ann_file"] = test.ann_file
+    return _fill_test(cfg, _model(model_cfg, pretrained=False, num_classes=len(test.classes)), work_dir)
 
 
 # ---------------------------------------------------------------- segmentation (mmseg)
@@ -436,18 +398,17 @@ def seg_model(model_cfg: Config, num_classes: int, pretrained: bool) -> dict:
     return _model(model_cfg, pretrained, scope="mmseg", num_classes=num_classes)
 
 
+def _fill_pairs(dataset: dict, source: SegSource, pipeline: list[dict]) -> dict:
+    """Fill a PairListSegDataset of a stage template with a local set and its pipeline (in place)."""
+    dataset.update(ann_file=source.pairs_file, pipeline=pipeline)
+    dataset["metainfo"]["classes"] = tuple(source.classes)
+    return dataset
+
+
 def seg_dataset(source: SegSource, pipeline: list[dict], test_mode: bool = False) -> dict:
-    return dict(
-        type="PairListSegDataset",
-        ann_file=source.pairs_file,
-        data_root="",
-        data_prefix=dict(),
-        metainfo=dict(classes=tuple(source.classes)),
-        reduce_zero_label=False,
-        pipeline=pipeline,
-        test_mode=test_mode,
-        lazy_init=False,
-    )
+    """A PairListSegDataset dict (model_configs/_base_/datasets/pair_list_seg.py) for ``source``."""
+    part = stage_template("seg_teacher")["val_dataloader" if test_mode else "train_dataloader"]
+    return _fill_pairs(part["dataset"], source, pipeline)
 
 
 def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False) -> list[dict]:
@@ -496,21 +457,6 @@ SEG_META_KEYS = (
 )
 
 
-def _seg_val_parts(model_cfg: Config, val: SegSource) -> dict:
-    return dict(
-        val_dataloader=dict(
-            batch_size=1,
-            num_workers=0,
-            persistent_workers=False,
-            drop_last=False,
-            sampler=dict(type="DefaultSampler", shuffle=False),
-            dataset=seg_dataset(val, seg_test_pipeline(model_cfg), test_mode=True),
-        ),
-        val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
-        val_cfg=dict(type="ValLoop"),
-    )
-
-
 def seg_train_config(
     model_cfg: Config,
     *,
@@ -526,54 +472,46 @@ def seg_train_config(
     pseudo: SegSource | None = None,
     num_pseudo: int = 0,
     num_workers: int = 2,
+    num_labeled: int | None = None,
 ) -> Config:
     """Training config for a segmentation teacher (pseudo=None) or an ST / ST++ student:
     labeled pairs repeated to about the pseudo set's size, weak augmentation on all, strong
     augmentation on the pseudo masks' images only (docs/design.md §3.4, §3.5)."""
     model = seg_model(model_cfg, len(labeled.classes), pretrained and load_from is None)
     if pseudo is None:
-        train_dataset = seg_dataset(labeled, seg_train_pipeline(model_cfg, aug))
+        cfg = stage_template("seg_teacher")
+        _fill_pairs(cfg["train_dataloader"]["dataset"], labeled, seg_train_pipeline(model_cfg, aug))
     else:
-        with open(labeled.pairs_file) as f:
-            num_labeled = len(json.load(f))
-        train_dataset = dict(
-            type="ConcatDataset",
-            datasets=[
-                dict(
-                    type="RepeatDataset",
-                    times=oversample_times(num_labeled, num_pseudo),
-                    dataset=seg_dataset(labeled, seg_train_pipeline(model_cfg, WEAK)),
-                ),
-                seg_dataset(pseudo, seg_train_pipeline(model_cfg, WEAK, strong=True)),
-            ],
-        )
-    return _train_config(
-        "mmseg",
+        if num_labeled is None:
+            with open(labeled.pairs_file) as f:
+                num_labeled = len(json.load(f))
+        cfg = stage_template("seg_student_st")
+        repeat, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
+        repeat["times"] = oversample_times(num_labeled, num_pseudo)
+        _fill_pairs(repeat["dataset"], labeled, seg_train_pipeline(model_cfg, WEAK))
+        _fill_pairs(pseudo_set, pseudo, seg_train_pipeline(model_cfg, WEAK, strong=True))
+    if val:
+        _fill_pairs(cfg["val_dataloader"]["dataset"], val, seg_test_pipeline(model_cfg))
+    return _fill_training(
+        cfg,
         model_cfg,
         work_dir=work_dir,
         model=model,
-        train_dataset=train_dataset,
-        sampler=dict(type="InfiniteSampler", shuffle=True),
-        val_parts=_seg_val_parts(model_cfg, val) if val else None,
-        best_metric="mIoU",
+        has_val=val is not None,
         iters=iters,
         k=k,
         seed=seed,
         load_from=load_from,
         num_workers=num_workers,
-        visualizer="SegLocalVisualizer",
     )
 
 
 def seg_test_config(model_cfg: Config, *, work_dir: str, test: SegSource) -> Config:
-    """Runner.test() config: mIoU (mmseg IoUMetric) on a held-out set."""
-    return _test_config(
-        "mmseg",
-        seg_model(model_cfg, len(test.classes), pretrained=False),
-        work_dir=work_dir,
-        parts=_seg_val_parts(model_cfg, test),
-        visualizer="SegLocalVisualizer",
-    )
+    """Runner.test() config (model_configs/stages/seg_test.py): mIoU (mmseg IoUMetric) on a
+    held-out set."""
+    cfg = stage_template("seg_test")
+    _fill_pairs(cfg["test_dataloader"]["dataset"], test, seg_test_pipeline(model_cfg))
+    return _fill_test(cfg, seg_model(model_cfg, len(test.classes), pretrained=False), work_dir)
 
 
 def seg_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list[dict]:

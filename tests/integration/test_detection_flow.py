@@ -98,7 +98,23 @@ def test_flow_runs_end_to_end_and_reports(first_run):
     assert len(teacher) == 2  # teacher and student
     for ref in teacher:
         files = set(store.manifest(ref).files)
-        assert {"ckpt-1.pth", "ckpt-2.pth", "ckpt-3.pth", "best.pth"} <= files
+        assert {"ckpt-1.pth", "ckpt-2.pth", "ckpt-3.pth", "best.pth", "config.py"} <= files
+
+
+def test_config_show_prints_what_a_trained_model_ran_with(first_run, capsys):
+    from mmengine.config import Config
+
+    from app.cli import main
+
+    out, _, _ = first_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    student = next(r for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "student")
+    assert main(["config", "show", student.uri]) == 0
+    cfg = Config.fromstring(capsys.readouterr().out, ".py")
+    assert cfg.model.type == "LossNormalizedDetector"  # the zoph student's recipe, as it ran
+    assert cfg.train_dataloader.sampler.type == "MultiSourceSampler"
+    assert cfg.train_cfg.max_iters == cfg.default_hooks.checkpoint.interval * 3
+    assert main(["config", "show", f"{out}/store/deepforest/train/{'0' * 32}"]) == 1
 
 
 def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labeled(first_run):

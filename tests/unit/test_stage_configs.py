@@ -1,0 +1,107 @@
+"""Stage configs are files (model_configs/stages/ on model_configs/_base_/): a run only fills
+paths, the checkpoint interval, the schedule's length and the data lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from mmengine.config import Config
+
+from selftrain.mm import configs as C
+
+SRC = C.CocoSource("/data/lab.json", "/data/images", ("tree",))
+
+
+@pytest.mark.parametrize("name", C.stage_names())
+def test_every_stage_file_loads_with_mmengine_and_marks_what_a_run_fills(name):
+    cfg = Config.fromfile(os.path.join(C.STAGE_CONFIGS, f"{name}.py"))
+    text = json.dumps(cfg.to_dict(), default=repr)
+    assert '"default_scope": "mm' in text
+    assert "null" in text  # what a run fills is None in the file
+
+
+def test_stage_names_are_the_recipes():
+    assert C.stage_names() == [
+        "det_student_st",
+        "det_student_zoph",
+        "det_teacher",
+        "det_test",
+        "seg_student_st",
+        "seg_teacher",
+        "seg_test",
+    ]
+    with pytest.raises(C.ConfigError, match="no stage config 'det_studnet'.*det_student_zoph"):
+        C.stage_template("det_studnet")
+
+
+def test_the_zoph_student_recipe_reads_from_its_files():
+    tpl = C.stage_template("det_student_zoph")
+    assert tpl["model"]["type"] == "LossNormalizedDetector"
+    assert tpl["train_dataloader"]["sampler"] == dict(
+        type="MultiSourceSampler", batch_size=None, source_ratio=[1, 1], shuffle=True
+    )
+    assert [d["type"] for d in tpl["train_dataloader"]["dataset"]["datasets"]] == ["CocoDataset", "CocoDataset"]
+    assert not any(k.startswith("_") for k in tpl)  # helper variables are not part of a config
+
+
+def test_a_value_changed_in_a_base_file_reaches_every_built_config(tmp_path, monkeypatch):
+    copy = tmp_path / "model_configs"
+    shutil.copytree(C.MODEL_CONFIGS, copy)
+    schedule = copy / "_base_" / "schedules" / "iter_cosine.py"
+    schedule.write_text(schedule.read_text().replace("eta_min_ratio=0.05", "eta_min_ratio=0.25"))
+    runtime = copy / "_base_" / "default_runtime.py"
+    runtime.write_text(runtime.read_text().replace("window_size=20", "window_size=7"))
+    monkeypatch.setattr(C, "STAGE_CONFIGS", str(copy / "stages"))
+    model_cfg = C.load_config("det/retinanet_mnv2_256_cpu")
+    cfg = C.det_train_config(model_cfg, work_dir="/w", labeled=SRC, val=None, iters=30, k=3, seed=0, pretrained=False)
+    assert cfg.param_scheduler[-1]["eta_min_ratio"] == 0.25
+    assert cfg.log_processor.window_size == 7
+
+
+def test_a_run_fills_paths_interval_schedule_and_batch():
+    model_cfg = C.load_config("det/retinanet_mnv2_256_cpu")
+    cfg = C.det_train_config(model_cfg, work_dir="/w", labeled=SRC, val=SRC, iters=60, k=3, seed=5, pretrained=False)
+    assert cfg.default_hooks.checkpoint.interval == 20  # 60 iterations / K=3
+    assert cfg.default_hooks.checkpoint.save_best == "coco/bbox_mAP"
+    assert cfg.train_cfg.max_iters == 60 and cfg.train_cfg.val_interval == 20
+    warmup = min(model_cfg.warmup_iters, 30)
+    assert [s["type"] for s in cfg.param_scheduler] == ["LinearLR", "CosineAnnealingLR"]
+    assert cfg.param_scheduler[0]["end"] == warmup and cfg.param_scheduler[1]["begin"] == warmup
+    assert cfg.train_dataloader.batch_size == model_cfg.batch_size
+    assert cfg.train_dataloader.dataset.ann_file == "/data/lab.json"
+    assert cfg.train_dataloader.dataset.data_prefix.img == "/data/images/"
+    assert cfg.randomness.seed == 5 and cfg.work_dir == "/w"
+    no_val = C.det_train_config(model_cfg, work_dir="/w", labeled=SRC, val=None, iters=60, k=3, seed=5)
+    assert "val_dataloader" not in no_val and "save_best" not in no_val.default_hooks.checkpoint
+    assert no_val.train_cfg.val_interval == 61  # never
+
+
+def test_config_show_previews_a_stage_from_parameters(tmp_path, capsys):
+    from app.cli import main
+    from deploy.deployments import demo_parameters
+
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(demo_parameters()))
+    if not os.path.exists(demo_parameters()["labeled"]["ann_file"]):
+        coco = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], "annotations": []}
+        coco["categories"] = [{"id": 1, "name": "tree"}]
+        (tmp_path / "lab.json").write_text(json.dumps(coco))
+        fields = dict(demo_parameters())
+        fields["labeled"] = dict(fields["labeled"], ann_file=str(tmp_path / "lab.json"))
+        params.write_text(json.dumps(fields))
+    for stage, model_type in (("teacher", "RetinaNet"), ("student", "LossNormalizedDetector"), ("evaluate", None)):
+        assert main(["config", "show", str(params), "--stage", stage]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"# selftrain config show: stage {stage}")
+        cfg = Config.fromstring(text, ".py")
+        if model_type:
+            assert cfg.model.type == model_type
+        else:
+            assert cfg.test_evaluator.type == "CocoMetric"
+    assert main(["config", "show", str(params), "--stage", "student", "--method", "st", "--num-pseudo", "60"]) == 0
+    cfg = Config.fromstring(capsys.readouterr().out, ".py")
+    assert cfg.train_dataloader.dataset.datasets[0].type == "RepeatDataset"
+    assert main(["config", "show", "nothing-here"]) == 2
