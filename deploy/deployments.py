@@ -26,6 +26,8 @@ import contextlib
 import os
 import sys
 
+from storage.settings import settings
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POOL = "selftrain-process"
 
@@ -80,11 +82,11 @@ DATA = "${SELFTRAIN_DATA}"  # resolved where the flow runs (the worker's environ
 
 def data_root() -> str:
     """Where a worker finds the coco / voc / cityscapes folders when SELFTRAIN_DATA is not set."""
-    return os.environ.get("SELFTRAIN_DATA") or os.path.join(REPO, "data")
+    return settings().data
 
 
 def store_root() -> str:
-    return os.environ.get("SELFTRAIN_STORE") or os.path.join(REPO, "runs", "store")
+    return settings().store
 
 
 def demo_parameters() -> dict:

@@ -20,7 +20,6 @@ methods run in one flow share the teacher, its pseudo labels and its ranking.
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -31,6 +30,7 @@ from pydantic import BaseModel, Field
 from flows.params import RENAMED, CocoSet, SelfTrainingParams, rename_deprecated
 from selftrain.pseudo_labels import label_params, labeler_key
 from selftrain.stage import get_store
+from storage.settings import settings
 from tasks.evaluate import evaluate
 from tasks.find_model import find_model
 from tasks.list_unlabeled import list_unlabeled
@@ -44,20 +44,18 @@ from tasks.shard_images import shard_images
 from tasks.train_model import train_model
 from tasks.write_report import write_report
 
-# Shards run one at a time by default: each inference already uses every core (or the GPU).
-# SELFTRAIN_SHARD_CONCURRENCY raises it; SELFTRAIN_DASK_ADDRESS (a Dask scheduler, e.g.
-# tcp://10.0.0.5:8786) maps shard inference and stability scoring over that cluster instead.
-SHARD_CONCURRENCY = int(os.environ.get("SELFTRAIN_SHARD_CONCURRENCY", "1"))
-
 
 def task_runner():
-    """The flow's task runner, by configuration: a Dask cluster given its address, else threads."""
-    address = os.environ.get("SELFTRAIN_DASK_ADDRESS")
-    if address:
+    """The flow's task runner, by configuration (storage/settings.py): a Dask cluster given its
+    address (SELFTRAIN_DASK_ADDRESS, e.g. tcp://10.0.0.5:8786: shard inference and stability
+    scoring run on its workers), else threads, SELFTRAIN_SHARD_CONCURRENCY shards at once
+    (default 1: each inference already uses every core, or the GPU)."""
+    env = settings()
+    if env.dask_address:
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(address=address)
-    return ThreadPoolTaskRunner(max_workers=SHARD_CONCURRENCY)
+        return DaskTaskRunner(address=env.dask_address)
+    return ThreadPoolTaskRunner(max_workers=env.shard_concurrency)
 
 
 def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str):

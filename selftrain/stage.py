@@ -67,11 +67,10 @@ def log_stage(name: str, ref: ArtifactRef, reused: bool, started: float | None =
 
 
 def scratch_root() -> str:
-    return os.environ.get("SELFTRAIN_WORK_DIR") or os.path.join(
-        os.environ.get("SELFTRAIN_CACHE")
-        or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "selftrain"),
-        "work",
-    )
+    """SELFTRAIN_WORK_DIR, else <cache>/work (storage/settings.py)."""
+    from storage.settings import settings
+
+    return settings().work_dir
 
 
 def scratch_dir(ref: ArtifactRef) -> str:

@@ -535,7 +535,9 @@ def s3_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
     given in ``options``; they are never written anywhere by the store.
     """
     out = dict(options)
-    endpoint = os.environ.get("SELFTRAIN_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    from storage.settings import settings
+
+    endpoint = settings().s3_endpoint_url
     client_kwargs = dict(out.pop("client_kwargs", {}) or {})
     if endpoint and "endpoint_url" not in client_kwargs and "endpoint_url" not in out:
         client_kwargs["endpoint_url"] = endpoint

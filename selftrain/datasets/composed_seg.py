@@ -195,10 +195,9 @@ SELECTION_DIGEST = hashlib.sha256(
 
 def default_cache_dir() -> str:
     """``$SELFTRAIN_CACHE/sources``, else ``${XDG_CACHE_HOME:-~/.cache}/selftrain/sources``."""
-    base = os.environ.get("SELFTRAIN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "selftrain"
-    )
-    return os.path.join(base, "sources")
+    from storage.settings import settings
+
+    return os.path.join(settings().cache, "sources")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -21,15 +21,10 @@ from mmengine.config import Config
 
 
 def gpus() -> int:
-    """GPUs to train on (SELFTRAIN_GPUS, default 1)."""
-    value = os.environ.get("SELFTRAIN_GPUS", "1")
-    try:
-        n = int(value)
-    except ValueError as exc:
-        raise ValueError(f"SELFTRAIN_GPUS must be a whole number, got {value!r}") from exc
-    if n < 1:
-        raise ValueError(f"SELFTRAIN_GPUS must be at least 1, got {n}")
-    return n
+    """GPUs to train on (SELFTRAIN_GPUS, default 1; storage/settings.py)."""
+    from storage.settings import settings
+
+    return settings().gpus
 
 
 def distributed_config(cfg: Config) -> Config:

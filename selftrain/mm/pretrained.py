@@ -19,10 +19,9 @@ WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
 
 def _cache_dir() -> str:
-    base = os.environ.get("SELFTRAIN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "selftrain"
-    )
-    return os.path.join(base, "pretrained")
+    from storage.settings import settings
+
+    return os.path.join(settings().cache, "pretrained")
 
 
 def torchvision_mobilenet_v2_path() -> str:

@@ -56,3 +56,25 @@ def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tm
     again = Config.fromfile(str(path))
     assert again.launcher == "pytorch" and again.train_cfg.max_iters == 30
     assert again.train_dataloader.batch_size == 4  # per GPU
+
+
+def test_settings_read_every_variable_in_one_place_and_name_a_bad_one():
+    from storage.settings import Settings, SettingsError
+
+    s = Settings.from_env({"XDG_CACHE_HOME": "/xdg"})
+    assert s.cache == "/xdg/selftrain" and s.work_dir == "/xdg/selftrain/work"
+    assert s.shard_concurrency == 1 and s.gpus == 1 and s.dask_address is None and s.s3_endpoint_url is None
+    s = Settings.from_env(
+        {
+            "SELFTRAIN_CACHE": "/c",
+            "SELFTRAIN_WORK_DIR": "/w",
+            "SELFTRAIN_SHARD_CONCURRENCY": "3",
+            "AWS_ENDPOINT_URL": "http://aws",
+            "SELFTRAIN_DATA": "/d",
+        }
+    )
+    assert (s.cache, s.work_dir, s.shard_concurrency, s.s3_endpoint_url, s.data) == ("/c", "/w", 3, "http://aws", "/d")
+    both = {"AWS_ENDPOINT_URL": "http://aws", "SELFTRAIN_S3_ENDPOINT_URL": "http://mine"}
+    assert Settings.from_env(both).s3_endpoint_url == "http://mine"  # the project's own variable wins
+    with pytest.raises(SettingsError, match="SELFTRAIN_SHARD_CONCURRENCY must be a whole number, got 'two'"):
+        Settings.from_env({"SELFTRAIN_SHARD_CONCURRENCY": "two"})
