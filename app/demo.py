@@ -5,7 +5,7 @@
 
 Detection: the DeepForest tree-crown tiles shipped in the deepforest wheel (12 labeled
 tiles, 78 unlabeled, the second scene held out); Zoph et al. by default.
-Segmentation: the composed real-photo benchmark (selftrain/datasets/composed_seg.py: photo
+Segmentation: the composed real-photo benchmark (selftrain/datasets/composed_seg/: photo
 cut-outs pasted on photo backgrounds, generated at set-up); ST and ST++.
 Each runs the `self-training` flow with a store under runs/demo, prints the metrics of the
 teacher and the students and copies the report (report.json, report.md, overlays) to

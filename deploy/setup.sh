@@ -100,7 +100,7 @@ say "installing the locked stack"
 
 # Real photos for the composed segmentation benchmark: cut-outs and wallpapers taken from three
 # Debian packages with `apt-get download` (nothing installed into the system), cached in
-# $cache/sources; no network when already there (selftrain/datasets/composed_seg.py).
+# $cache/sources; no network when already there (selftrain/datasets/composed_seg/).
 say "fetching the segmentation benchmark's source photos"
 "$venv/bin/python" -m selftrain.datasets.composed_seg fetch
 
