@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 
+from storage.schemas import ImageStatus
+
 NUM_OVERLAYS = 4
 
 
@@ -76,11 +78,13 @@ def mask_overlay_png(image_uri: str, mask: np.ndarray) -> bytes:
 
 
 def pseudo_summary(stats: list[dict], boxes: list[dict] | None) -> dict:
-    ok = [s for s in stats if s["status"] == "ok"]
+    ok = [s for s in stats if s["status"] == ImageStatus.OK]
     summary = {
         "images": len(stats),
         "skipped": len(stats) - len(ok),
-        "skipped_images": [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != "ok"],
+        "skipped_images": [
+            {"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != ImageStatus.OK
+        ],
     }
     if boxes is not None:
         summary.update(

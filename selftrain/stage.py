@@ -27,6 +27,40 @@ def get_store(url: str) -> ArtifactStore:
 # "labeled" everywhere are still reused: renaming them would change every stage key.
 LABELED_INPUT, RELABELED_INPUT = "labelled", "relabelled"
 
+#: What each kind of reference a task takes may point to: the store stages that make it.
+#: Tasks check their arguments with :func:`expect`, so that two references swapped by mistake
+#: (a shard for a model, pseudo labels for a ranking) fail at once, naming the argument,
+#: instead of computing something else. tests/unit/test_references.py keeps these names equal
+#: to the tasks' own STAGE constants.
+REFERENCE_STAGES: dict[str, tuple[str, ...]] = {
+    "registered set": ("dataset", "seg_dataset"),
+    "unlabeled listing": ("unlabeled",),
+    "shard": ("shard",),
+    "model": ("train",),
+    "pseudo labels": ("pseudo_boxes", "pseudo_masks"),
+    "stability scores": ("stability",),
+    "ranking": ("ranking",),
+    "evaluation": ("eval",),
+}
+
+
+class WrongReference(TypeError):
+    """A task was given a reference to another kind of artifact than the argument takes."""
+
+
+def expect(task: str, argument: str, value: object, kind: str) -> None:
+    """Check that ``value`` (an ArtifactRef, a list of them, or None) points to a ``kind`` of
+    artifact (a key of REFERENCE_STAGES). Raises WrongReference naming the task, the argument,
+    what it takes and what it got."""
+    stages = REFERENCE_STAGES[kind]
+    for ref in value if isinstance(value, (list, tuple)) else [value]:
+        if ref is None:
+            continue
+        if not isinstance(ref, ArtifactRef) or ref.stage not in stages:
+            got = ref.uri if isinstance(ref, ArtifactRef) else repr(ref)
+            raise WrongReference(f"{task}: {argument} must be a {kind} (stage {'/'.join(stages)}), got {got}")
+
+
 # The unlabeled listing's stage: list_unlabeled writes it, select_images writes subsets of it.
 UNLABELED_STAGE, UNLABELED_VERSION = "unlabeled", 1
 

@@ -9,6 +9,7 @@ source of images fits.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -28,9 +29,16 @@ PSEUDO_BOXES = pa.schema(
     metadata={"selftrain.table": "pseudo_boxes", "selftrain.version": "1"},
 )
 
-# Status of an unlabeled image in a shard.
-IMAGE_OK = "ok"
-IMAGE_SKIPPED = "skipped"
+
+class ImageStatus(StrEnum):
+    """What happened to an unlabeled image in a shard (the ``status`` column of the per-image
+    statistics). A str enum: stored as its value, equal to it in comparisons."""
+
+    OK = "ok"  # labeled: its pseudo labels are in the shard
+    SKIPPED = "skipped"  # not labeled: the ``error`` column says why (unreadable, too thin, ...)
+
+
+IMAGE_OK, IMAGE_SKIPPED = ImageStatus.OK.value, ImageStatus.SKIPPED.value
 
 _IMAGE_COMMON = [
     pa.field("image_id", pa.string(), nullable=False),

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.mm.progress import quiet_openmmlab
-from selftrain.stage import fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.stage import expect, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "eval", 1
@@ -27,6 +27,8 @@ def evaluate(
 
     from selftrain.mm.loss_normalization import REVISE_KEYS
 
+    expect("evaluate", "model", model, "model")
+    expect("evaluate", "test", test, "registered set")
     store = get_store(store_url)
     kind = kind_of(test)
     cfg = kind.load_config(model_config)

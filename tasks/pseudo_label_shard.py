@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.kinds import DETECTION, SEGMENTATION, kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key, threshold_boxes
-from selftrain.stage import LABELED_INPUT, fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.masks import IGNORE_LABEL, encode_mask_shard
 from storage.schemas import (
     DET_IMAGE_STATS,
@@ -116,6 +116,9 @@ def pseudo_label_shard(
     labeled set's kind."""
     from selftrain.mm.inference import build_model, predict
 
+    expect("pseudo_label_shard", "model", model, "model")
+    expect("pseudo_label_shard", "shard", shard, "shard")
+    expect("pseudo_label_shard", "labeled", labeled, "registered set")
     store = get_store(store_url)
     kind = kind_of(labeled)
     segmentation = kind is SEGMENTATION  # what the labels are: masks (one row group each) or boxes

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.stability import rank
-from selftrain.stage import get_store, log_stage
+from selftrain.stage import expect, get_store, log_stage
 from storage.keys import digest_json
 from storage.schemas import RANKING, STABILITY, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
@@ -17,6 +17,8 @@ STAGE, VERSION = "ranking", 1
 
 @task(name="rank_by_stability", cache_policy=NO_CACHE)
 def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fraction: float = 0.5) -> ArtifactRef:
+    """The ST++ ranking: images by stability, the top ``reliable_fraction`` reliable (docs/design.md §3.5)."""
+    expect("rank_by_stability", "scores", scores, "stability scores")
     store = get_store(store_url)
     if not scores:
         raise ValueError("no stability scores to rank")

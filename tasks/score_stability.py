@@ -19,7 +19,7 @@ from selftrain.kinds import SEGMENTATION, kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped, threshold_boxes
 from selftrain.stability import det_stability, seg_stability
-from selftrain.stage import LABELED_INPUT, fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 
@@ -38,8 +38,12 @@ def score_stability(
     class_thresholds: dict[str, float] | None = None,
     batch_size: int = 8,
 ) -> ArtifactRef:
+    """Stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.5)."""
     from selftrain.mm.inference import build_model, load_weights, predict
 
+    expect("score_stability", "teacher", teacher, "model")
+    expect("score_stability", "shard", shard, "shard")
+    expect("score_stability", "labeled", labeled, "registered set")
     store = get_store(store_url)
     kind = kind_of(labeled)
     segmentation = kind is SEGMENTATION  # label maps compared by meanIoU, or boxes by F1

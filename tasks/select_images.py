@@ -9,13 +9,16 @@ from prefect.cache_policies import NO_CACHE
 
 from selftrain.stage import UNLABELED_STAGE as STAGE
 from selftrain.stage import UNLABELED_VERSION as VERSION
-from selftrain.stage import get_store
+from selftrain.stage import expect, get_store
 from storage.schemas import RANKING, UNLABELED_IMAGES, read_parquet, to_parquet_bytes
 from storage.store import ArtifactRef
 
 
 @task(name="select_images", cache_policy=NO_CACHE)
 def select_images(store_url: str, unlabeled: ArtifactRef, ranking: ArtifactRef, reliable: bool) -> ArtifactRef:
+    """The images of ``unlabeled`` that ``ranking`` calls reliable (or unreliable), as a new listing."""
+    expect("select_images", "unlabeled", unlabeled, "unlabeled listing")
+    expect("select_images", "ranking", ranking, "ranking")
     store = get_store(store_url)
     wanted = {
         r["image_id"]

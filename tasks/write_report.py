@@ -23,7 +23,7 @@ from selftrain.report import (
     thumbnail_data_uri,
 )
 from selftrain.stage import PseudoMaskReader, ShardPlan, get_store, log_stage, read_pseudo_boxes, read_pseudo_masks
-from storage.schemas import RANKING, read_parquet
+from storage.schemas import RANKING, ImageStatus, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
 STAGE, VERSION = "report", 2
@@ -121,7 +121,7 @@ def write_report(
         summary = pseudo_summary(stats, boxes)
         if plan is not None:
             summary.update(new_images=plan.new_images, reused_shards=plan.reused_shards, shards=len(plan.shards))
-        ok = [s for s in stats if s["status"] == "ok"]
+        ok = [s for s in stats if s["status"] == ImageStatus.OK]
         report = {
             "dataset": dataset,
             "task": task_name,
