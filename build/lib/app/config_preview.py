@@ -1,0 +1,98 @@
+"""`selftrain config show params.json --stage ...`: a stage's OpenMMLab config before a run.
+
+The config is built by the same code a run uses (selftrain/mm/configs.py on the stage files
+of model_configs/stages/), with the sets' paths as the parameters give them. A run differs in
+paths only: it trains on the registered copies in its scratch folder, and a student's pseudo
+set is written from the pseudo-label shards.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from storage.listing import read_url
+
+TEACHER_CKPT = "<the teacher's last checkpoint>"
+PSEUDO_SET = "<pseudo labels of the unlabeled images>"
+
+
+def _detection_sources(p: Any) -> tuple[Any, Any, int]:
+    from selftrain.mm.configs import CocoSource
+
+    coco = json.loads(read_url(p.labeled.ann_file))
+    classes = tuple(c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"]))
+    labeled = CocoSource(p.labeled.ann_file, p.labeled.image_root, classes)
+    val = CocoSource(p.val.ann_file, p.val.image_root, classes)
+    return labeled, val, len(coco["images"])
+
+
+def _segmentation_sources(p: Any) -> tuple[Any, Any, int | None]:
+    from selftrain.mm.configs import SegSource
+
+    def pairs(s: Any) -> str:
+        return f"<pair list of {s.img_dir}/*{s.img_suffix} + {s.ann_dir}/*{s.seg_map_suffix}>"
+
+    classes = tuple(p.labeled.classes)
+    return SegSource(pairs(p.labeled), classes), SegSource(pairs(p.val), classes), None
+
+
+def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: int | None = None) -> str:
+    """The resolved config of ``stage`` ('teacher', 'student', 'evaluate') for the flow
+    parameters ``p`` (a flows.params.SelfTrainingParams), as mmengine's pretty text under a
+    comment header. ``method``: the student's ('zoph' or 'st'; default: the first of the
+    parameters', st++ training as st). ``num_pseudo``: pseudo-labeled images the student sees
+    (default: as many as labeled images). Raises ValueError for a method the task lacks."""
+    from selftrain.mm.configs import CocoSource, SegSource, det_train_config, seg_train_config
+
+    kind = p.kind
+    cfg = kind.load_config(p.config)
+    segmentation = kind.name == "segmentation"
+    labeled, val, num_labeled = (_segmentation_sources if segmentation else _detection_sources)(p)
+    num_labeled = num_labeled or 1
+    header = [f"# selftrain config show: stage {stage}, task {kind.name}, model config {p.config}"]
+    if stage == "evaluate":
+        built = kind.test_config(cfg, "<work folder>", val)
+    else:
+        student = stage == "student"
+        method = method or ("st" if p.methods[0] == "st++" else p.methods[0])
+        if student and method not in kind.methods:
+            raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
+        pseudo_count = num_pseudo if num_pseudo is not None else num_labeled
+        common: dict[str, Any] = dict(
+            work_dir="<work folder>",
+            iters=p.student_iters if student else p.teacher_iters,
+            k=p.k,
+            seed=p.seed,
+            aug=p.aug,
+            pretrained=p.pretrained,
+            load_from=TEACHER_CKPT if student and method == "zoph" and p.init == "teacher" else None,
+        )
+        if segmentation:
+            pseudo_masks = SegSource(PSEUDO_SET, labeled.classes) if student else None
+            built = seg_train_config(
+                cfg,
+                labeled=labeled,
+                val=val,
+                pseudo=pseudo_masks,
+                num_pseudo=pseudo_count,
+                num_labeled=num_labeled,
+                **common,
+            )
+        else:
+            pseudo = CocoSource(PSEUDO_SET, "", labeled.classes) if student else None
+            built = det_train_config(
+                cfg,
+                labeled=labeled,
+                val=val,
+                pseudo=pseudo,
+                method=method,
+                alpha=p.alpha,
+                num_pseudo=pseudo_count,
+                num_labeled=num_labeled,
+                **common,
+            )
+        if student:
+            header.append(f"# student method {method}, {pseudo_count} pseudo-labeled images assumed (--num-pseudo)")
+    header.append("# paths as the parameters give them; a run uses its registered copies (same content)")
+    return "\n".join(header) + "\n" + built.pretty_text

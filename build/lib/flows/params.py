@@ -1,0 +1,286 @@
+"""The parameters of the `self-training` flow: one validated object, checked when a run starts.
+
+Every field is a deployment parameter (the Prefect UI's form, `prefect deployment run
+--param name=value`, `selftrain run params.json`); validation names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from selftrain.kinds import KINDS, TaskKind
+
+Method = Literal["zoph", "st", "st++"]
+
+
+class CocoSet(BaseModel):
+    """A COCO detection set: annotation file and image root, at any fsspec URL or local path."""
+
+    model_config = ConfigDict(extra="forbid")
+    ann_file: str
+    image_root: str
+
+
+class SegSet(BaseModel):
+    """A segmentation set: images and label maps (class indices, 255 = ignore) with the same
+    names in two folders, at any fsspec URL or local path; classes in index order."""
+
+    model_config = ConfigDict(extra="forbid")
+    img_dir: str
+    ann_dir: str
+    classes: list[str] = Field(min_length=2, description="class names by label value, background first")
+    img_suffix: str = ".jpg"
+    seg_map_suffix: str = ".png"
+    label_map: dict[int, int] = Field(
+        {},
+        description="stored label-map value -> class index, applied before "
+        "training and evaluation, e.g. {255: 1} for binary masks "
+        "stored as 0/255 (255 is otherwise the ignore label); the "
+        "held-out set takes the labeled set's when it has none",
+    )
+
+
+SET_TYPES = {"detection": CocoSet, "segmentation": SegSet}  # the parameters each kind's sets take
+
+
+def _absolute(url: str) -> str:
+    """A local path made absolute, environment variables expanded where the flow runs (a
+    deployment's '${SELFTRAIN_DATA}/coco/...' resolves on the worker); URLs as given."""
+    expanded = os.path.expandvars(url)
+    if "${" in expanded or re.search(r"\$[A-Za-z_]", expanded):
+        missing = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)))
+        raise ValueError(
+            f"{url!r} names the environment variable(s) {missing}, not set where the flow runs "
+            "(set them in the worker's environment or the work pool's job variables)"
+        )
+    return expanded if "://" in expanded else os.path.abspath(expanded)
+
+
+#: Parameter names that were renamed: old name -> new name. A run given an old name still
+#: works (the value moves to the new name) and logs a deprecation message naming both.
+RENAMED = {"labelled": "labeled"}
+
+
+def rename_deprecated(values: dict, warn=None) -> dict:
+    """``values`` with every old parameter name of RENAMED replaced by its new name.
+
+    ``warn(message)`` is called once per old name found (default: warnings.warn with a
+    DeprecationWarning). Raises ValueError when both the old and the new name are given."""
+    import warnings
+
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if value is None:  # the flow's signature passes None for a deprecated name not given
+            continue
+        if out.get(new) is not None:
+            raise ValueError(f"parameter {old!r} is the deprecated name of {new!r}: give only {new!r}")
+        out[new] = value
+        message = f"parameter {old!r} is deprecated and will be removed; use {new!r}"
+        (warn or (lambda m: warnings.warn(m, DeprecationWarning, stacklevel=3)))(message)
+    return out
+
+
+class SelfTrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values):
+        return rename_deprecated(values) if isinstance(values, dict) else values
+
+    dataset: str = Field("deepforest", description="name of the dataset in the store (a folder)")
+    task: Literal["detection", "segmentation"] = "detection"
+    labeled: CocoSet | SegSet = Field(description="COCO set (detection) or image/label-map folders (segmentation)")
+    val: CocoSet | SegSet = Field(description="held-out set for evaluation and best-checkpoint selection")
+    unlabeled: str | list[str] = Field(description="a prefix holding the unlabeled images, or a list of image URLs")
+    config: str | None = Field(
+        None, description="model config under model_configs/ or a path; default: the CPU config of the task"
+    )
+    method: Method | list[Method] = Field(
+        "zoph",
+        description="student method(s): zoph (detection), st, st++; several share one teacher and its pseudo labels",
+    )
+    rounds: int = Field(1, ge=1, description="rounds > 1: each student becomes the next round's teacher")
+    teacher_iters: int = Field(600, gt=0)
+    student_iters: int = Field(600, gt=0)
+    k: int = Field(3, gt=0, description="evenly spaced checkpoints kept per training")
+    tta_scales: list[float] | None = Field(
+        None, min_length=1, description="default: 1.0 (detection), 0.5..1.75 (segmentation)"
+    )
+    tta_flip: bool = True
+    score_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="box score threshold (detection) or pixel confidence threshold (segmentation)"
+    )
+    reliable_fraction: float = Field(0.5, gt=0.0, le=1.0, description="st++: share of images ranked reliable")
+    class_thresholds: dict[str, float] = Field({}, description="per-class score thresholds by class name")
+    shard_size: int = Field(64, gt=0)
+    alpha: float = Field(
+        1.0, ge=0.0, allow_inf_nan=False, description="weight of the pseudo loss in the normalised loss"
+    )
+    aug: Literal["S1", "S2", "S3", "S4"] = "S1"
+    init: Literal["teacher", "random"] = "teacher"
+    pretrained: bool = Field(True, description="ImageNet-pretrained backbone (offline weights)")
+    store: str = Field("runs/store", description="artifact store root: a local folder or s3://bucket/prefix")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (mmengine accepts 0 .. 2^32-1)")
+    inference_batch_size: int = Field(8, gt=0)
+    retrain_student: bool = Field(
+        True,
+        description="False: only pseudo-label (new) unlabeled images with the "
+        "teacher, no student training (a re-labeling run)",
+    )
+    teacher: str | None = Field(
+        None,
+        description="use a trained teacher instead of training one: 'latest' (the "
+        "newest completed teacher of this dataset and config in the "
+        "store) or 'train/<key>'; required when retrain_student is "
+        "false, so that re-labeling never trains a model",
+    )
+    unlabeled_gt: str | None = Field(
+        None,
+        description="ground truth of the unlabeled images, for the report's "
+        "pseudo-label quality diagnostic only (never trained on): a "
+        "COCO file (detection) or a label-map folder (segmentation)",
+    )
+
+    @field_validator("labeled", "val")
+    @classmethod
+    def _abs_set(cls, v):
+        if isinstance(v, CocoSet):
+            return CocoSet(ann_file=_absolute(v.ann_file), image_root=_absolute(v.image_root))
+        return v.model_copy(update={"img_dir": _absolute(v.img_dir), "ann_dir": _absolute(v.ann_dir)})
+
+    @field_validator("unlabeled")
+    @classmethod
+    def _abs_unlabeled(cls, v):
+        return _absolute(v) if isinstance(v, str) else [_absolute(u) for u in v]
+
+    @field_validator("store")
+    @classmethod
+    def _abs_store(cls, v: str) -> str:
+        return _absolute(v)
+
+    @field_validator("unlabeled_gt")
+    @classmethod
+    def _abs_gt(cls, v: str | None) -> str | None:
+        return None if v is None else _absolute(v)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: str) -> str:
+        from storage.keys import check_name
+
+        return check_name("dataset", v)
+
+    @field_validator("method")
+    @classmethod
+    def _some_method(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("method names at least one student method (zoph, st, st++)")
+        return v
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _class_thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {name: t for name, t in v.items() if not (math.isfinite(t) and 0.0 <= t <= 1.0)}
+        if bad:
+            raise ValueError(f"class_thresholds must be scores in [0, 1]; got {bad}")
+        return v
+
+    @field_validator("tta_scales")
+    @classmethod
+    def _scales(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(s) and 0.0 < s <= 8.0 for s in v):
+            raise ValueError(f"tta_scales must be positive factors of the test size (0 < s <= 8), got {v}")
+        return v
+
+    @property
+    def kind(self) -> TaskKind:
+        """Everything that differs between detection and segmentation (selftrain/kinds.py)."""
+        return KINDS[self.task]
+
+    @property
+    def methods(self) -> list[str]:
+        return [self.method] if isinstance(self.method, str) else list(dict.fromkeys(self.method))
+
+    @model_validator(mode="after")
+    def _task(self):
+        kind, set_type = self.kind, SET_TYPES[self.task]
+        for name in ("labeled", "val"):
+            if not isinstance(getattr(self, name), set_type):
+                raise ValueError(f"{name} must be a {(set_type.__doc__ or '').split(':')[0]} for task {self.task}")
+        unsupported = [m for m in self.methods if m not in kind.methods]
+        if unsupported:
+            raise ValueError(f"method(s) {unsupported} are not available for {kind.name}; use {list(kind.methods)}")
+        if self.class_thresholds and not kind.per_class_thresholds:
+            raise ValueError(f"class_thresholds apply to detection; {kind.name} has one confidence threshold")
+        if not self.retrain_student and self.teacher is None:
+            raise ValueError(
+                "a re-labeling run (retrain_student=false) labels with a trained model: set teacher "
+                "to 'latest' (the newest teacher of this dataset in the store) or 'train/<key>'"
+            )
+        if "st++" in self.methods and self.k < 2:
+            raise ValueError("st++ ranks by the stability of the teacher's checkpoints: k must be at least 2")
+        if isinstance(self.labeled, SegSet) and isinstance(self.val, SegSet):
+            self._same_segmentation_classes(self.labeled, self.val)
+        if self.config is None:
+            self.config = kind.default_config
+        if self.tta_scales is None:
+            self.tta_scales = list(kind.default_tta_scales)
+        self._check_config(self.config)
+        return self
+
+    def _same_segmentation_classes(self, labeled: SegSet, val: SegSet) -> None:
+        if labeled.label_map and not val.label_map:
+            # the same stored values mean the same classes: a held-out set stored like the
+            # labeled one (e.g. 0/255 masks) must be mapped alike, or mIoU is computed on nothing
+            self.val = val = val.model_copy(update={"label_map": dict(labeled.label_map)})
+        if list(labeled.classes) != list(val.classes):
+            raise ValueError(
+                f"val.classes {val.classes} must equal labeled.classes {labeled.classes} "
+                "(the same class index means the same class in both sets)"
+            )
+
+    def _check_config(self, config: str) -> None:
+        """The model config exists, is of the task's kind and suits the chosen recipe: checked
+        when the flow starts, before any work."""
+        from selftrain.mm.configs import ConfigError
+
+        kind = self.kind
+        try:
+            cfg = kind.load_config(config)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        model_type = str(cfg.get("model", {}).get("type", ""))
+        if (kind.scope == "mmseg") != ("EncoderDecoder" in model_type):
+            raise ValueError(
+                f"config {self.config!r} builds a {model_type or 'model without a type'}, not a "
+                f"{'segmentor (EncoderDecoder)' if kind.scope == 'mmseg' else 'detector'} for task {self.task}"
+            )
+        if "zoph" in self.methods and int(cfg.get("batch_size", 2)) % 2:
+            raise ValueError(
+                f"method zoph splits each batch half human / half pseudo: config {self.config!r} has "
+                f"an odd batch_size {cfg.batch_size}"
+            )
+        if self.aug not in kind.aug_presets:
+            raise ValueError(
+                f"augmentation preset {self.aug} holds detection policies (AutoAugment / RandAugment); "
+                f"{kind.name} supports {', '.join(kind.aug_presets)}"
+            )
+
+    @model_validator(mode="after")
+    def _schedule(self):
+        for name in ("teacher_iters", "student_iters"):
+            if getattr(self, name) % self.k:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be a multiple of k ({self.k}) "
+                    "so the K checkpoints are evenly spaced"
+                )
+        return self

@@ -1,0 +1,293 @@
+"""The `self-training` flow: Zoph et al. 2020 ("Rethinking Pre-training and Self-training") and
+ST / ST++ (Yang et al. 2022), for detection (mmdet) and semantic segmentation (mmseg).
+
+Reads as the algorithms (docs/design.md §2):
+1. train a teacher on the labeled set, keeping K evenly spaced checkpoints;
+2. shard the unlabeled images and pseudo-label every shard with test-time augmentation;
+3. train the student:
+   - zoph: from the teacher, half human / half pseudo batches, normalised loss (detection);
+   - st:   re-initialised, labeled oversampled, strong augmentation on pseudo images;
+   - st++: rank the images by the stability of the teacher's K checkpoints; phase 1 on the
+           labeled + reliable images; the phase-1 student re-labels the unreliable ones
+           (TTA); phase 2 on everything;
+   with rounds > 1 each student is the next round's teacher;
+4. evaluate teacher and students on the held-out set; report.
+Every step is a content-addressed stage in the store: a re-run with the same inputs returns
+the stored references instead of recomputing, and a killed run resumes where it stopped;
+methods run in one flow share the teacher, its pseudo labels and its ranking.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+
+from flows.params import RENAMED, CocoSet, SelfTrainingParams, rename_deprecated
+from selftrain.pseudo_labels import label_params, labeler_key
+from selftrain.stage import get_store
+from storage.settings import settings
+from tasks.evaluate import evaluate
+from tasks.find_model import find_model
+from tasks.list_unlabeled import list_unlabeled
+from tasks.pseudo_label_shard import pseudo_label_shard
+from tasks.rank_by_stability import rank_by_stability
+from tasks.register_dataset import register_dataset
+from tasks.register_seg_dataset import register_seg_dataset
+from tasks.score_stability import score_stability
+from tasks.select_images import select_images
+from tasks.shard_images import shard_images
+from tasks.train_model import train_model
+from tasks.write_report import write_report
+
+
+def task_runner():
+    """The flow's task runner, by configuration (storage/settings.py): a Dask cluster given its
+    address (SELFTRAIN_DASK_ADDRESS, e.g. tcp://10.0.0.5:8786: shard inference and stability
+    scoring run on its workers), else threads, SELFTRAIN_SHARD_CONCURRENCY shards at once
+    (default 1: each inference already uses every core, or the GPU)."""
+    env = settings()
+    if env.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=env.dask_address)
+    return ThreadPoolTaskRunner(max_workers=env.shard_concurrency)
+
+
+def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str):
+    """Pseudo-label every unlabeled image with ``model`` (TTA): images it already labeled keep
+    their shards untouched, new images form new shards; shards run in parallel up to the task
+    runner. Returns (pseudo-label refs, the shard plan)."""
+    log = get_run_logger()
+    labeler = labeler_key(model, labeled, label_params(p.tta_scales, p.tta_flip, p.score_threshold, p.class_thresholds))
+    plan = shard_images(p.store, unlabeled, p.shard_size, labeler=labeler)
+    shards = plan.shards
+    futures = [
+        pseudo_label_shard.submit(
+            p.store,
+            p.config,
+            model,
+            shard,
+            labeled,
+            scales=p.tta_scales,
+            flip=p.tta_flip,
+            score_thr=p.score_threshold,
+            class_thresholds=p.class_thresholds,
+            batch_size=p.inference_batch_size,
+        )
+        for shard in shards
+    ]
+    # A progress artifact in the UI, updated as shards finish (reused shards finish at once).
+    progress = create_progress_artifact(
+        progress=0.0,
+        description=f"pseudo labeling by the {what}: "
+        f"{plan.new_images} new of {plan.images} images, {len(shards)} shards",
+    )
+    refs = []
+    for i, fut in enumerate(futures, start=1):
+        refs.append(fut.result())
+        update_progress_artifact(progress, progress=100.0 * i / len(futures))
+        log.info("%s: pseudo-labeled shard %d/%d", what, i, len(futures))
+    return refs, plan
+
+
+def check_class_thresholds(class_thresholds: dict[str, float], classes: list[str]) -> None:
+    """Every per-class threshold names a class of the labeled set (checked before training)."""
+    unknown = sorted(set(class_thresholds) - set(classes))
+    if unknown:
+        raise ValueError(f"class_thresholds names unknown classes {unknown}; the labeled set's classes are {classes}")
+
+
+def rank_images(p: SelfTrainingParams, teacher, shards, labeled):
+    """ST++ ranking: stability of the teacher's K checkpoints per shard, then the top fraction."""
+    futures = [
+        score_stability.submit(
+            p.store,
+            p.config,
+            teacher,
+            shard,
+            labeled,
+            score_thr=p.score_threshold,
+            class_thresholds=p.class_thresholds,
+            batch_size=p.inference_batch_size,
+        )
+        for shard in shards
+    ]
+    return rank_by_stability(p.store, [f.result() for f in futures], p.reliable_fraction)
+
+
+def flat_parameters(model: type[BaseModel]):
+    """Give a ``**kwargs`` flow the fields of ``model`` as its signature, so that a deployment's
+    parameters are the fields themselves: `prefect deployment run ... --param score_threshold=0.4`
+    and the UI's form change one field and keep the others (Prefect merges parameters one
+    level deep). The model validates them in the flow. Deprecated names (flows/params.py
+    RENAMED) are accepted too, so that deployments saved with them keep running; their new
+    names are then optional in the signature (the model still requires one of the two)."""
+    fields = model.model_fields
+    renamed = set(RENAMED.values())
+    params = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None if name in renamed else inspect.Parameter.empty if f.is_required() else f.default,
+            annotation=Annotated[
+                f.annotation | None if name in renamed else f.annotation, Field(description=f.description)
+            ],
+        )
+        for name, f in fields.items()
+    ]
+    params += [
+        inspect.Parameter(
+            old,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[fields[new].annotation | None, Field(description=f"deprecated: use {new}")],
+        )
+        for old, new in RENAMED.items()
+    ]
+
+    def decorate(fn):
+        fn.__signature__ = inspect.Signature(params, return_annotation=str)
+        fn.__annotations__ = {p.name: p.annotation for p in params} | {"return": str}
+        return fn
+
+    return decorate
+
+
+def run(params: SelfTrainingParams) -> str:
+    """Run the flow with a validated parameter object (the demo's and benchmarks' entry)."""
+    return self_training(**params.model_dump(mode="json"))
+
+
+@flow(name="self-training", log_prints=True, validate_parameters=False, task_runner=task_runner())
+@flat_parameters(SelfTrainingParams)
+def self_training(**fields) -> str:
+    """Teacher -> TTA pseudo labels on every shard -> student(s) -> evaluation -> report."""
+    log = get_run_logger()
+    p = SelfTrainingParams(**rename_deprecated(fields, warn=log.warning))
+    store = p.store
+    if isinstance(p.labeled, CocoSet):
+        labeled = register_dataset(store, p.dataset, p.labeled.ann_file, p.labeled.image_root, "labeled")
+        val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val", like=labeled)
+        check_class_thresholds(p.class_thresholds, get_store(store).manifest(labeled).meta["classes"])
+    else:
+        labeled, val = (
+            register_seg_dataset(
+                store,
+                p.dataset,
+                s.img_dir,
+                s.ann_dir,
+                s.classes,
+                role,
+                s.img_suffix,
+                s.seg_map_suffix,
+                label_map=s.label_map,
+            )
+            for s, role in ((p.labeled, "labeled"), (p.val, "val"))
+        )
+    unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
+    train = dict(iters=p.student_iters, k=p.k, aug=p.aug, pretrained=p.pretrained)
+
+    # 1. Teacher on the labeled set, K evenly spaced checkpoints (or the trained one named).
+    if p.teacher:
+        teacher = find_model(store, p.dataset, p.teacher, p.config)
+    else:
+        teacher = train_model(
+            store,
+            p.config,
+            labeled,
+            val,
+            role="teacher",
+            iters=p.teacher_iters,
+            k=p.k,
+            seed=p.seed,
+            aug=p.aug,
+            pretrained=p.pretrained,
+        )
+    models, ranking = {"teacher": teacher}, None
+    # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
+    first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labeled, "teacher")
+    log.info("%d of %d unlabeled images were new", first_plan.new_images, first_plan.images)
+
+    for method in p.methods if p.retrain_student else []:
+        current = teacher
+        for r in range(1, p.rounds + 1):
+            seed = p.seed + r - 1
+            name = method if p.rounds == 1 else f"{method}-round{r}"
+            pseudo, plan = (
+                (first_pseudo, first_plan)
+                if r == 1
+                else pseudo_label_all(p, current, unlabeled, labeled, f"{name} teacher")
+            )
+            # 3. The student.
+            if method == "zoph":
+                student = train_model(
+                    store,
+                    p.config,
+                    labeled,
+                    val,
+                    role="student",
+                    seed=seed,
+                    **train,
+                    init=current if p.init == "teacher" else None,
+                    pseudo=pseudo,
+                    method="zoph",
+                    alpha=p.alpha,
+                )
+            elif method == "st":
+                student = train_model(
+                    store, p.config, labeled, val, role="student", seed=seed, **train, pseudo=pseudo, method="st"
+                )
+            else:  # st++
+                rank = rank_images(p, current, plan.shards, labeled)
+                ranking = ranking or rank
+                phase1 = train_model(
+                    store,
+                    p.config,
+                    labeled,
+                    val,
+                    role="student",
+                    seed=seed,
+                    **train,
+                    pseudo=pseudo,
+                    method="st",
+                    reliable_only=rank,
+                )
+                unreliable = select_images(store, unlabeled, rank, reliable=False)
+                relabeled, _ = pseudo_label_all(p, phase1, unreliable, labeled, f"{name} phase-1 student")
+                student = train_model(
+                    store,
+                    p.config,
+                    labeled,
+                    val,
+                    role="student",
+                    seed=seed,
+                    **train,
+                    pseudo=pseudo,
+                    method="st",
+                    reliable_only=rank,
+                    relabeled=relabeled,
+                )
+                models[f"{name} phase 1"] = phase1
+            models[name] = student
+            current = student
+
+    # 4. Evaluation of every model on the held-out set, and the report.
+    evaluations = {name: evaluate(store, p.config, m, val) for name, m in models.items()}
+    report = write_report(
+        store,
+        p.dataset,
+        "+".join(p.methods),
+        p.model_dump(mode="json"),
+        evaluations,
+        first_pseudo,
+        {"labeled": labeled, "val": val, "unlabeled": unlabeled, **models},
+        ranking=ranking,
+        plan=first_plan,
+    )
+    log.info("report: %s", report.uri)
+    return report.uri

@@ -1,0 +1,3 @@
+"""selftrain: self-training pipelines for detection and segmentation (Prefect + OpenMMLab)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Datasets prepared at set-up time (never committed): real benchmarks written as COCO files."""

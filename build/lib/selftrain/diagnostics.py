@@ -1,0 +1,98 @@
+"""Quality of pseudo labels against ground truth, where the unlabeled images have some
+(benchmarks): a diagnostic for the report, never an input to training.
+
+ST++'s claim is that the images its ranking marks reliable carry better pseudo labels; the
+report shows it per group: precision / recall of pseudo boxes (class-aware one-to-one at
+IoU >= 0.5, selftrain.stability.matches), or mIoU / pixel accuracy of pseudo masks over the
+pixels they label (255 left out) plus the share they leave ignored.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from collections.abc import Iterable
+
+import numpy as np
+
+from selftrain.stability import matches
+from storage.listing import read_url
+from storage.masks import IGNORE_LABEL
+
+
+def load_gt_boxes(coco_url: str, image_ids: set[str]) -> dict[str, tuple[list, list]]:
+    """image_id -> (boxes x1y1x2y2, category ids) from a COCO file whose file_name ends with
+    the unlabeled image id (its path under the unlabeled prefix)."""
+    coco = json.loads(read_url(coco_url))
+    by_name = {}
+    for im in coco["images"]:
+        parts = im["file_name"].split("/")
+        for i in range(len(parts)):
+            if "/".join(parts[i:]) in image_ids:
+                by_name[im["id"]] = "/".join(parts[i:])
+                break
+    out = {i: ([], []) for i in by_name.values()}
+    for a in coco["annotations"]:
+        if a["image_id"] in by_name:
+            x, y, w, h = a["bbox"]
+            out[by_name[a["image_id"]]][0].append([x, y, x + w, y + h])
+            out[by_name[a["image_id"]]][1].append(a["category_id"])
+    return out
+
+
+def det_quality(pseudo: dict[str, tuple[list, list]], gt: dict[str, tuple[list, list]], ids: list[str]) -> dict:
+    tp = n_pred = n_gt = 0
+    used = [i for i in ids if i in gt]
+    for i in used:
+        pb, pl = pseudo.get(i, ([], []))
+        gb, gl = gt[i]
+        tp += matches(pb, pl, gb, gl)
+        n_pred, n_gt = n_pred + len(pl), n_gt + len(gl)
+    precision = tp / n_pred if n_pred else None
+    recall = tp / n_gt if n_gt else None
+    return {"images": len(used), "pseudo_boxes": n_pred, "true_boxes": n_gt, "precision": precision, "recall": recall}
+
+
+def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | None = None) -> np.ndarray | None:
+    """The ground-truth label map of an unlabeled image (None when there is none), with the
+    labeled set's ``label_map`` (stored value -> class index) applied."""
+    from PIL import Image
+
+    stem = image_id.rsplit(".", 1)[0]
+    url = posixpath.join(ann_dir.rstrip("/"), stem + suffix)
+    try:
+        gt = np.array(Image.open(io.BytesIO(read_url(url))))
+    except FileNotFoundError:
+        return None
+    if label_map:
+        mapped = gt.copy()
+        for old, new in label_map.items():
+            mapped[gt == int(old)] = int(new)
+        gt = mapped
+    return gt
+
+
+def seg_quality(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:
+    """mIoU and pixel accuracy of pseudo masks over the pixels they label, and their ignored share.
+
+    ``pairs``: (pseudo, ground truth) label maps of equal shape, consumed one at a time."""
+    inter, union = np.zeros(num_classes), np.zeros(num_classes)
+    correct = labeled = total = images = 0
+    for pseudo, gt in pairs:
+        images += 1
+        valid = (pseudo != IGNORE_LABEL) & (gt != IGNORE_LABEL)
+        total += int(np.count_nonzero(gt != IGNORE_LABEL))
+        p, g = pseudo[valid], gt[valid]
+        labeled += p.size
+        correct += int(np.count_nonzero(p == g))
+        for c in range(num_classes):
+            inter[c] += np.count_nonzero((p == c) & (g == c))
+            union[c] += np.count_nonzero((p == c) | (g == c))
+    present = union > 0
+    return {
+        "images": images,
+        "mIoU": float(np.mean(inter[present] / union[present])) if present.any() else None,
+        "pixel_accuracy": correct / labeled if labeled else None,
+        "ignored_fraction": 1 - labeled / total if total else None,
+    }

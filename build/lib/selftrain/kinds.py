@@ -1,0 +1,199 @@
+"""The task kind - detection or semantic segmentation - decided once, from the registered set.
+
+Everything that differs between the kinds lives on one object: its OpenMMLab scope and config
+folder, the store stages of its datasets and pseudo labels, its metrics, defaults and the
+students it supports, and the builders of its test-time models, pipelines and configs. The
+stages ask ``kind_of(registered_set)`` (or ``KINDS[task]``) and call the object; none of them
+asks "is this segmentation?". A new kind (instance segmentation, say) is one more subclass and
+one more entry in KINDS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from storage.store import ArtifactRef, ArtifactStore
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """What one task kind is made of. Subclasses implement the builders."""
+
+    name: str  # the flow's `task` value
+    config_folder: str  # model_configs/<folder>/
+    scope: str  # OpenMMLab registry scope
+    dataset_stage: str  # registration's stage name
+    pseudo_stage: str  # pseudo labeling's stage name
+    pseudo_version: int
+    main_metric: str  # the metric a report leads with (a fraction in [0, 1])
+    metrics: tuple[str, ...]  # every metric evaluation stores
+    metrics_description: str
+    default_config: str
+    tta_defaults: str  # model_configs/tta/<file>: the default views and merge settings
+    methods: tuple[str, ...]  # student methods this kind supports
+    aug_presets: tuple[str, ...]  # augmentation presets it supports
+    per_class_thresholds: bool
+    made: str  # what pseudo labeling makes, plural ('boxes', 'masks')
+
+    @property
+    def default_tta_scales(self) -> tuple[float, ...]:
+        """The default TTA scales, from model_configs/tta/ (relative to the test size)."""
+        from selftrain.mm.configs import tta_defaults
+
+        return tuple(float(s) for s in tta_defaults(self.tta_defaults).scales)
+
+    def load_config(self, model_config: str) -> Config:
+        from selftrain.mm.configs import load_config
+
+        return load_config(model_config, self.config_folder)
+
+    # builders, implemented per kind --------------------------------------------------
+    def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
+        raise NotImplementedError
+
+    def test_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
+        """The plain model (single scale), for stability scoring."""
+        raise NotImplementedError
+
+    def test_pipeline(self, cfg: Config) -> list[dict[str, Any]]:
+        """Single-scale inference pipeline without annotations; unreadable images marked."""
+        raise NotImplementedError
+
+    def tta_model(self, cfg: Config, num_classes: int, score_thr: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def tta_pipeline(self, cfg: Config, scales: list[float], flip: bool) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def test_config(self, cfg: Config, work_dir: str, test: Any) -> Config:
+        raise NotImplementedError
+
+    def metrics_from(self, raw: dict[str, Any]) -> dict[str, float]:
+        """The stored metrics (fractions) from the evaluator's raw output."""
+        raise NotImplementedError
+
+
+class Detection(TaskKind):
+    def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
+        from selftrain.stage import local_coco
+
+        return local_coco(store, ref, folder, name)
+
+    def test_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
+        from selftrain.mm.configs import det_model
+
+        return det_model(cfg, num_classes=num_classes)
+
+    def test_pipeline(self, cfg: Config) -> list[dict[str, Any]]:
+        from selftrain.mm.configs import det_test_pipeline
+
+        return det_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
+
+    def tta_model(self, cfg: Config, num_classes: int, score_thr: float) -> dict[str, Any]:
+        from selftrain.mm.configs import det_tta_model
+
+        return det_tta_model(cfg, num_classes=num_classes)  # boxes are thresholded per class afterwards
+
+    def tta_pipeline(self, cfg: Config, scales: list[float], flip: bool) -> list[dict[str, Any]]:
+        from selftrain.mm.configs import det_tta_pipeline
+
+        return det_tta_pipeline(cfg, scales, flip)
+
+    def test_config(self, cfg: Config, work_dir: str, test: Any) -> Config:
+        from selftrain.mm.configs import det_test_config
+
+        return det_test_config(cfg, work_dir=work_dir, test=test)
+
+    def metrics_from(self, raw: dict[str, Any]) -> dict[str, float]:
+        metrics = {name: float(raw[f"coco/{name}"]) for name in self.metrics if f"coco/{name}" in raw}
+        # CocoMetric returns nothing when the model detected nothing on the whole set: its
+        # precision at every recall is 0, so every AP is 0.
+        return metrics or {name: 0.0 for name in self.metrics}
+
+
+class Segmentation(TaskKind):
+    def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
+        from selftrain.stage import local_seg
+
+        return local_seg(store, ref, folder, name)
+
+    def test_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
+        from selftrain.mm.configs import seg_model
+
+        return seg_model(cfg, num_classes, pretrained=False)
+
+    def test_pipeline(self, cfg: Config) -> list[dict[str, Any]]:
+        from selftrain.mm.configs import seg_test_pipeline
+
+        return seg_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
+
+    def tta_model(self, cfg: Config, num_classes: int, score_thr: float) -> dict[str, Any]:
+        from selftrain.mm.configs import seg_tta_model
+
+        return seg_tta_model(cfg, num_classes, score_thr)  # the confidence rule is part of the merge
+
+    def tta_pipeline(self, cfg: Config, scales: list[float], flip: bool) -> list[dict[str, Any]]:
+        from selftrain.mm.configs import seg_tta_pipeline
+
+        return seg_tta_pipeline(cfg, scales, flip)
+
+    def test_config(self, cfg: Config, work_dir: str, test: Any) -> Config:
+        from selftrain.mm.configs import seg_test_config
+
+        return seg_test_config(cfg, work_dir=work_dir, test=test)
+
+    def metrics_from(self, raw: dict[str, Any]) -> dict[str, float]:
+        # IoUMetric reports percentages; stored as fractions like the COCO metrics.
+        return {name: float(raw[name]) / 100.0 for name in self.metrics if name in raw}
+
+
+DETECTION = Detection(
+    name="detection",
+    config_folder="det",
+    scope="mmdet",
+    dataset_stage="dataset",
+    pseudo_stage="pseudo_boxes",
+    pseudo_version=1,
+    main_metric="bbox_mAP",
+    metrics=("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"),
+    metrics_description="COCO bbox metrics",
+    default_config="det/retinanet_mnv2_256_cpu",
+    tta_defaults="det_default.py",
+    methods=("zoph", "st", "st++"),
+    aug_presets=("S1", "S2", "S3", "S4"),
+    per_class_thresholds=True,
+    made="boxes",
+)
+SEGMENTATION = Segmentation(
+    name="segmentation",
+    config_folder="seg",
+    scope="mmseg",
+    dataset_stage="seg_dataset",
+    pseudo_stage="pseudo_masks",
+    pseudo_version=1,
+    main_metric="mIoU",
+    metrics=("mIoU", "mAcc", "aAcc"),
+    metrics_description="mIoU metrics",
+    default_config="seg/deeplabv3plus_mnv2_128_cpu",
+    tta_defaults="seg_default.py",
+    methods=("st", "st++"),
+    aug_presets=("S1",),  # S2..S4 hold box-aware detection policies
+    per_class_thresholds=False,
+    made="masks",
+)
+KINDS: dict[str, TaskKind] = {k.name: k for k in (DETECTION, SEGMENTATION)}
+
+
+def kind_of(registered: ArtifactRef) -> TaskKind:
+    """The kind of a registered (labeled, held-out) set, from the stage that registered it.
+
+    Raises ValueError naming the reference when it is not a registered set."""
+    for kind in KINDS.values():
+        if registered.stage == kind.dataset_stage:
+            return kind
+    stages = [k.dataset_stage for k in KINDS.values()]
+    raise ValueError(f"{registered.uri} is not a registered dataset (stages: {stages})")

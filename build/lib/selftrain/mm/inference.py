@@ -1,0 +1,208 @@
+"""Batched inference over a list of images with an OpenMMLab model: the loop that pseudo
+labeling and stability scoring share. The model and the test-time pipeline come from the
+config builder; this only loads weights and feeds batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from selftrain.mm.transforms import (
+    MISSING,
+    READ_FAILED,
+    REJECTED,
+    InfrastructureError,
+    describe,
+    infrastructure_kind,
+    mark_unreadable,
+    with_retries,
+)
+
+
+class ImageList:
+    """Images (dicts with image_uri) through a test pipeline: a map-style dataset for DataLoader.
+
+    ``pipeline``: a list of transform configs or an mmengine ``Compose`` whose first step
+    loads the image (mmcv's LoadImageFromFile or a subclass). Item i is the pipeline's output
+    for ``{"img_path": images[i]["image_uri"], "img_id": i}``.
+
+    Any per-image failure of the pipeline (a missing, empty or undecodable file, a degenerate
+    size that a Resize cannot handle, ...) does not stop the batch: the item is the black
+    placeholder put through the pipeline's steps after loading, with ``load_error`` naming the
+    reason, as LoadImageOrMarkUnreadable does for decode errors. Infrastructure failures
+    (storage unreachable, access denied, out of memory, not fork-safe) are retried and then
+    raised as InfrastructureError naming the image (selftrain.mm.transforms.with_retries).
+    """
+
+    def __init__(self, images: list[dict], pipeline):
+        from mmcv.transforms import LoadImageFromFile
+        from mmengine.dataset import Compose
+
+        self.images = images
+        self.pipeline = pipeline if isinstance(pipeline, Compose) else Compose(pipeline)
+        steps = list(self.pipeline.transforms)
+        if not steps or not isinstance(steps[0], LoadImageFromFile):
+            raise ValueError(
+                f"the inference pipeline must start by loading the image (LoadImageFromFile or "
+                f"a subclass), not {type(steps[0]).__name__ if steps else 'nothing'}"
+            )
+        self.after_load = Compose(steps[1:])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        uri = self.images[i]["image_uri"]
+        data, reason = with_retries(lambda: self._run(i), uri)
+        if reason is not None:
+            data = self._placeholder(i, reason)
+        return data
+
+    def _run(self, i: int) -> tuple[dict | None, str | None]:
+        """(the pipeline's output, None), or (None, the reason) when a step fails on this image.
+        Infrastructure errors are raised."""
+        data = {"img_path": self.images[i]["image_uri"], "img_id": i}
+        for n, step in enumerate(self.pipeline.transforms):
+            shape = data.get("ori_shape")
+            try:
+                out = step(data)
+            except Exception as exc:  # noqa: BLE001 - the image's own failures become its reason
+                if isinstance(exc, InfrastructureError) or infrastructure_kind(exc):
+                    raise
+                return None, step_failure(n, type(step).__name__, shape, exc)
+            if out is None:
+                return None, f"{REJECTED} in {type(step).__name__} (it dropped the image)"
+            data = out
+        return data, None
+
+    def _placeholder(self, i: int, reason: str) -> dict:
+        results = mark_unreadable({"img_path": self.images[i]["image_uri"], "img_id": i}, reason)
+        out = self.after_load(results)
+        if out is None:
+            raise RuntimeError(f"the inference pipeline drops even the placeholder of {results['img_path']}")
+        return out
+
+
+def step_failure(index: int, step: str, shape, exc: Exception) -> str:
+    """The skip reason of an image on which pipeline step ``index`` (named ``step``) raised
+    ``exc``; ``shape``: the image's (height, width) when it was loaded, else None."""
+    if index == 0:
+        return f"{MISSING if isinstance(exc, FileNotFoundError) else READ_FAILED}: {describe(exc)}"
+    size = f" ({shape[1]}x{shape[0]} px)" if shape is not None and len(shape) >= 2 else ""
+    return f"{REJECTED}{size} in {step}: {describe(exc)}"
+
+
+def build_model(model_dict: dict, scope: str, checkpoint: str | None = None):
+    """Build a model from a config dict in ``scope``, load a checkpoint, move it to the device, eval()."""
+    from mmengine.config import ConfigDict
+    from mmengine.device import get_device
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    import selftrain.mm  # noqa: F401 - registers the project's models and transforms
+    from selftrain.mm.loss_normalization import REVISE_KEYS
+
+    init_default_scope(scope)
+    if scope == "mmdet":
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    model = MODELS.build(ConfigDict(model_dict))
+    if checkpoint is not None:
+        target = model.module if hasattr(model, "module") and hasattr(model, "merge_preds") else model
+        load_checkpoint(target, checkpoint, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
+    return model.to(get_device()).eval()
+
+
+def load_weights(model, checkpoint: str) -> None:
+    """Swap another checkpoint of the same architecture into a built model (stability scoring)."""
+    from mmengine.runner import load_checkpoint
+
+    from selftrain.mm.loss_normalization import REVISE_KEYS
+
+    target = model.module if hasattr(model, "merge_preds") else model
+    load_checkpoint(target, checkpoint, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
+
+
+def predict(
+    model, images: list[dict], pipeline: list[dict], batch_size: int, num_workers: int | None = None
+) -> Iterator[tuple[dict, object]]:
+    """(image row, prediction) for every image, in batches; the image row's order is kept.
+
+    ``pipeline``: transform configs, built in the model's scope (mmseg for a segmentor, else
+    mmdet). Images whose pipeline failed come with ``pred.metainfo['load_error']`` (ImageList).
+    Segmentation models get each batch in sub-batches of equal input shapes (mmseg stacks a
+    test batch without padding and refuses mixed sizes); detection batches go whole (mmdet
+    pads them). Raises InfrastructureError, naming the image, when reading fails for a reason
+    that is not the image's own (after retries).
+    """
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from mmengine.device import get_device
+    from mmengine.registry import DefaultScope
+
+    if num_workers is None:
+        # On a CPU the model already uses every core and decoding an image costs little next to
+        # it; worker processes forked from a long-running flow process also died once here
+        # (exit code 1, no trace). On a GPU, decoding in workers keeps the GPU fed.
+        num_workers = min(4, os.cpu_count() or 1) if get_device() == "cuda" else 0
+    by_shape = is_segmentation_model(model)
+    with DefaultScope.overwrite_default_scope("mmseg" if by_shape else "mmdet"):  # the model's transforms
+        dataset = ImageList(images, pipeline)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=pseudo_collate, shuffle=False
+    )
+    with torch.no_grad():
+        for batch in loader:
+            preds = grouped_test_step(model, batch) if by_shape else model.test_step(batch)
+            for pred in preds:
+                yield images[pred.metainfo["img_id"]], pred
+
+
+def is_segmentation_model(model) -> bool:
+    """Whether ``model`` (or the model a TTA wrapper holds) is an mmseg segmentor."""
+    from mmseg.models.segmentors import BaseSegmentor
+
+    inner = model.module if hasattr(model, "merge_preds") and hasattr(model, "module") else model
+    return isinstance(inner, BaseSegmentor)
+
+
+def _is_tta_batch(batch: dict) -> bool:
+    inputs = batch["inputs"]
+    return bool(inputs) and isinstance(inputs[0], (list, tuple))
+
+
+def shape_groups(batch: dict) -> list[list[int]]:
+    """Positions of a collated batch's images grouped by input shape, groups in order of first
+    appearance, positions ascending. The key is an image's (C, H, W) input shape, or for a TTA
+    batch (``inputs`` a list over views of lists over images) the tuple of its shapes over all
+    views."""
+    inputs = batch["inputs"]
+    if _is_tta_batch(batch):
+        keys = [tuple(tuple(view[i].shape) for view in inputs) for i in range(len(inputs[0]))]
+    else:
+        keys = [tuple(x.shape) for x in inputs]
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def sub_batch(batch: dict, positions: list[int]) -> dict:
+    """The images at ``positions`` of a collated batch (plain or TTA), in that order."""
+    if _is_tta_batch(batch):
+        return {k: [[view[i] for i in positions] for view in v] for k, v in batch.items()}
+    return {k: [v[i] for i in positions] for k, v in batch.items()}
+
+
+def grouped_test_step(model, batch: dict) -> list:
+    """``model.test_step`` over the batch's sub-batches of equal input shapes; predictions in
+    the batch's image order."""
+    groups = shape_groups(batch)
+    if len(groups) == 1:
+        return list(model.test_step(batch))
+    preds: list = [None] * sum(len(g) for g in groups)
+    for positions in groups:
+        for i, pred in zip(positions, model.test_step(sub_batch(batch, positions)), strict=True):
+            preds[i] = pred
+    return preds

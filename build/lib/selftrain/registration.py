@@ -1,0 +1,91 @@
+"""What registration checks of users' images, shared by the COCO and the segmentation
+registration stages: decoding exactly as training does, EXIF orientation, degenerate sizes."""
+
+from __future__ import annotations
+
+
+class DatasetError(ValueError):
+    """A registered set is unusable; the message names the file and the item."""
+
+
+def exif_orientation(raw: bytes) -> int:
+    """The EXIF orientation tag of an image file (1..8; 1 = as stored, also when absent)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - only used to explain a size mismatch
+        return 1
+
+
+def decode_as_training(raw: bytes):
+    """The H x W x 3 uint8 BGR array training sees for an image file: mmcv's ``imfrombytes``
+    with OpenCV in colour mode, as mmdet / mmseg's LoadImageFromFile (EXIF orientation applied;
+    16-bit, grayscale, RGBA and CMYK read as 8-bit BGR). None when the bytes do not decode."""
+    import mmcv
+
+    return mmcv.imfrombytes(raw, flag="color", backend="cv2")
+
+
+def decoded_size(raw: bytes, name: str) -> tuple[int, int]:
+    """(width, height) of an image exactly as training decodes it: mmcv's ``imfrombytes`` with
+    OpenCV in colour mode (as mmdet / mmseg's LoadImageFromFile), which applies the EXIF
+    orientation and reads 16-bit, grayscale, RGBA and CMYK files as 8-bit BGR.
+
+    Raises DatasetError naming ``name`` when the bytes do not decode."""
+    try:
+        img = decode_as_training(raw)
+    except Exception as exc:  # noqa: BLE001 - reported with the file's name
+        raise DatasetError(f"image {name} cannot be decoded: {type(exc).__name__}: {exc}") from exc
+    if img is None or img.size == 0:
+        raise DatasetError(f"image {name} cannot be decoded (empty or not an image)")
+    return int(img.shape[1]), int(img.shape[0])
+
+
+MAX_ASPECT = 50.0
+
+
+def degenerate(name: str, size: tuple[int, int]) -> str | None:
+    """The error text for an image too thin to train or evaluate on, else None: an aspect ratio
+    over MAX_ASPECT (models resize every image to a fixed scale; a 600x1 image's short side
+    becomes 0 px and OpenCV's resize fails inside training)."""
+    w, h = size
+    if max(w, h) / max(min(w, h), 1) > MAX_ASPECT:
+        return (
+            f"image {name} is {w}x{h}: too thin to train or evaluate on (an aspect ratio over {MAX_ASPECT:g}:1 "
+            "vanishes when models resize it); remove it from the set"
+        )
+    return None
+
+
+def orientation_note(files: list[str], orientations: list[int]) -> str | None:
+    """The normalisation note for images with an EXIF orientation (other than 1): their
+    annotations are taken in the displayed frame, as training decodes them."""
+    rotated = [(f, o) for f, o in zip(files, orientations) if o not in (1, 0)]
+    if not rotated:
+        return None
+    examples = ", ".join(f"{f} ({o})" for f, o in rotated[:5])
+    return (
+        f"{len(rotated)} image(s) carry an EXIF orientation, e.g. {examples}: training decodes them rotated or "
+        "mirrored as a viewer shows them, so their annotations are taken in that displayed frame"
+    )
+
+
+def size_mismatch(name: str, declared: tuple[int, int], raw: bytes, decoded: tuple[int, int]) -> str | None:
+    """The error text when an image's declared size differs from its decoded size, else None."""
+    if declared == decoded:
+        return None
+    orientation = exif_orientation(raw)
+    if orientation in (5, 6, 7, 8) and declared == (decoded[1], decoded[0]):
+        return (
+            f"image {name} is stored {declared[0]}x{declared[1]} with EXIF orientation {orientation}, so "
+            f"training decodes it rotated to {decoded[0]}x{decoded[1]}, but the annotations say "
+            f"{declared[0]}x{declared[1]}: apply the rotation to the pixels (e.g. PIL ImageOps.exif_transpose) "
+            "and to the annotations, or remove the EXIF orientation tag if the annotations are in stored pixels"
+        )
+    return f"image {name} decodes as {decoded[0]}x{decoded[1]} but the annotations say {declared[0]}x{declared[1]}" + (
+        f" (EXIF orientation {orientation})" if orientation != 1 else ""
+    )

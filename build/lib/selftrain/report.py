@@ -1,0 +1,185 @@
+"""Rendering a self-training report: the markdown, pseudo-label summaries and overlay images.
+No store access: tasks/write_report.py gathers the data and writes the files."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+
+from storage.schemas import ImageStatus
+
+NUM_OVERLAYS = 4
+
+
+# Metric columns of the report per task: (key in metrics.json, header).
+COLUMNS = {
+    "detection": [("bbox_mAP", "bbox mAP"), ("bbox_mAP_50", "mAP50"), ("bbox_mAP_75", "mAP75")],
+    "segmentation": [("mIoU", "mIoU"), ("mAcc", "mAcc"), ("aAcc", "aAcc")],
+}
+
+
+PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+    ],
+    dtype=np.uint8,
+)
+
+
+def _open_rgb(image_uri: str):
+    """The image as the models saw it (mmcv / OpenCV decoding: EXIF orientation applied,
+    16-bit, grayscale and CMYK as 8-bit colour), as an RGB PIL image, so pseudo labels
+    overlay the pixels they were predicted on."""
+    from PIL import Image
+
+    from selftrain.registration import decode_as_training
+    from storage.listing import read_url
+
+    bgr = decode_as_training(read_url(image_uri))
+    return Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
+
+
+def _png(img) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def overlay_png(image_uri: str, boxes: list[dict]) -> bytes:
+    from PIL import ImageDraw
+
+    img = _open_rgb(image_uri)
+    draw = ImageDraw.Draw(img)
+    for b in boxes:
+        draw.rectangle([b["x1"], b["y1"], b["x2"], b["y2"]], outline=(255, 40, 40), width=2)
+    return _png(img)
+
+
+def mask_overlay_png(image_uri: str, mask: np.ndarray) -> bytes:
+    """The image beside it blended with its pseudo mask (class colours; ignored pixels white)."""
+    from PIL import Image
+
+    img = np.asarray(_open_rgb(image_uri), dtype=np.float32)
+    colours = PALETTE[mask % len(PALETTE)].astype(np.float32)
+    colours[mask == 255] = 255
+    blend = np.where((mask > 0)[..., None], 0.35 * img + 0.65 * colours, 0.6 * img + 0.4 * colours).astype(np.uint8)
+    return _png(Image.fromarray(np.concatenate([img.astype(np.uint8), blend], axis=1)))
+
+
+def pseudo_summary(stats: list[dict], boxes: list[dict] | None) -> dict:
+    ok = [s for s in stats if s["status"] == ImageStatus.OK]
+    summary = {
+        "images": len(stats),
+        "skipped": len(stats) - len(ok),
+        "skipped_images": [
+            {"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != ImageStatus.OK
+        ],
+    }
+    if boxes is not None:
+        summary.update(
+            boxes=len(boxes),
+            images_with_boxes=sum(1 for s in ok if s["num_boxes"]),
+            boxes_per_image=len(boxes) / len(ok) if ok else 0.0,
+            mean_score=sum(b["score"] for b in boxes) / len(boxes) if boxes else None,
+        )
+    else:
+        summary.update(
+            mean_max_prob=float(np.mean([s["mean_max_prob"] for s in ok])) if ok else None,
+            ignored_fraction=float(np.mean([s["ignored_fraction"] for s in ok])) if ok else None,
+        )
+    return summary
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(report: dict) -> str:
+    cols = COLUMNS[report["task"]]
+    lines = [
+        "# Self-training report",
+        "",
+        f"Dataset `{report['dataset']}`, task {report['task']}, method `{report['method']}`.",
+        "",
+        "| model | " + " | ".join(h for _, h in cols) + " |",
+        "| --- " * (len(cols) + 1) + "|",
+    ]
+    for name, m in report["metrics"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k), 4) for k, _ in cols) + " |")
+    p = report["pseudo_labels"]
+    lines += ["", "## Pseudo labels (first teacher)", ""]
+    if report["task"] == "detection":
+        lines.append(
+            f"{p['images']} unlabeled images, {p['skipped']} skipped, {p['boxes']} boxes kept "
+            f"({p['boxes_per_image']:.2f} per image, mean score {_fmt(p['mean_score'])}), "
+            f"threshold {report['parameters'].get('score_threshold')}."
+        )
+    else:
+        lines.append(
+            f"{p['images']} unlabeled images, {p['skipped']} skipped; mean max-probability "
+            f"{_fmt(p['mean_max_prob'])}, ignored pixels {_fmt(p['ignored_fraction'])} (confidence "
+            f"threshold {report['parameters'].get('score_threshold')})."
+        )
+    if "new_images" in p:
+        lines.append(
+            f"{p['new_images']} of them were new in this run ({p['shards'] - p['reused_shards']} new "
+            f"shards, {p['reused_shards']} reused untouched)."
+        )
+    lines.append("")
+    for s in p["skipped_images"]:
+        lines.append(f"- skipped `{s['image_id']}`: {s['reason']}")
+    r = report.get("ranking")
+    if r:
+        lines += [
+            "",
+            "## Stability ranking (st++)",
+            "",
+            f"{r['reliable']} reliable / {r['unreliable']} unreliable images (top {r['reliable_fraction']}); "
+            f"mean stability {_fmt(r['mean_stability']['reliable'])} vs {_fmt(r['mean_stability']['unreliable'])}.",
+        ]
+        q = r.get("quality")
+        if q:
+            keys = [k for k in next(iter(q.values())) if k != "images"]
+            lines += [
+                "",
+                "Pseudo-label quality against the unlabeled images' ground truth (diagnostic only):",
+                "",
+                "| group | images | " + " | ".join(keys) + " |",
+                "| --- " * (len(keys) + 2) + "|",
+            ]
+            for group, v in q.items():
+                lines.append(f"| {group} | {v['images']} | " + " | ".join(_fmt(v[k]) for k in keys) + " |")
+    lines += ["", "## Overlays (pseudo labels)", ""]
+    lines += [f"![{o['image_id']}]({o['file']})" for o in report["overlays"]]
+    lines += ["", "## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in report["artifacts"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def thumbnail_data_uri(png: bytes, width: int = 384) -> str:
+    import base64
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    if img.width > width:
+        img = img.resize((width, max(1, round(img.height * width / img.width))))
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def artifact_prefix(dataset: str) -> str:
+    """The Prefect artifact keys' prefix of a dataset: '<dataset>-self-training' with the
+    characters keys may not hold ('_', '.') as '-'; artifacts of two datasets never share a key."""
+    return re.sub(r"[^a-z0-9-]", "-", dataset.lower()) + "-self-training"

@@ -1,0 +1,263 @@
+"""What every stage task shares: the store for a root URL and a local scratch folder."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from storage.store import ArtifactRef, ArtifactStore
+
+if TYPE_CHECKING:  # the OpenMMLab config builder is imported where it is used (it loads mmengine)
+    from selftrain.mm.configs import CocoSource, SegSource
+
+
+@functools.lru_cache(maxsize=8)
+def get_store(url: str) -> ArtifactStore:
+    """One store object per root URL and process. S3 credentials and endpoint come from the
+    environment (AWS_* variables, SELFTRAIN_S3_ENDPOINT_URL), never from flow parameters."""
+    return ArtifactStore(url)
+
+
+# The names under which stage keys record their labeled-set and re-labeled inputs. They keep
+# the spelling of the first stores ("labelled") so that stores made before the project wrote
+# "labeled" everywhere are still reused: renaming them would change every stage key.
+LABELED_INPUT, RELABELED_INPUT = "labelled", "relabelled"
+
+#: What each kind of reference a task takes may point to: the store stages that make it.
+#: Tasks check their arguments with :func:`expect`, so that two references swapped by mistake
+#: (a shard for a model, pseudo labels for a ranking) fail at once, naming the argument,
+#: instead of computing something else. tests/unit/test_references.py keeps these names equal
+#: to the tasks' own STAGE constants.
+REFERENCE_STAGES: dict[str, tuple[str, ...]] = {
+    "registered set": ("dataset", "seg_dataset"),
+    "unlabeled listing": ("unlabeled",),
+    "shard": ("shard",),
+    "model": ("train",),
+    "pseudo labels": ("pseudo_boxes", "pseudo_masks"),
+    "stability scores": ("stability",),
+    "ranking": ("ranking",),
+    "evaluation": ("eval",),
+}
+
+
+class WrongReference(TypeError):
+    """A task was given a reference to another kind of artifact than the argument takes."""
+
+
+def expect(task: str, argument: str, value: object, kind: str) -> None:
+    """Check that ``value`` (an ArtifactRef, a list of them, or None) points to a ``kind`` of
+    artifact (a key of REFERENCE_STAGES). Raises WrongReference naming the task, the argument,
+    what it takes and what it got."""
+    stages = REFERENCE_STAGES[kind]
+    for ref in value if isinstance(value, (list, tuple)) else [value]:
+        if ref is None:
+            continue
+        if not isinstance(ref, ArtifactRef) or ref.stage not in stages:
+            got = ref.uri if isinstance(ref, ArtifactRef) else repr(ref)
+            raise WrongReference(f"{task}: {argument} must be a {kind} (stage {'/'.join(stages)}), got {got}")
+
+
+# The unlabeled listing's stage: list_unlabeled writes it, select_images writes subsets of it.
+UNLABELED_STAGE, UNLABELED_VERSION = "unlabeled", 1
+
+
+def stage_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow or task run (the UI shows its lines), else the
+    module's standard logger (tests, scripts)."""
+    try:
+        from prefect import get_run_logger
+        from prefect.exceptions import MissingContextError
+
+        try:
+            return get_run_logger()
+        except MissingContextError:
+            pass
+    except ImportError:  # pragma: no cover - prefect is part of the stack
+        pass
+    return logging.getLogger("selftrain")
+
+
+def duration(seconds: float) -> str:
+    """'1h 02m', '4m 05s' or '12s'."""
+    s = int(round(max(0.0, seconds)))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def log_stage(name: str, ref: ArtifactRef, reused: bool, started: float | None = None, detail: str = "") -> None:
+    """The one line a stage logs when it ends: reused from the store or computed (and how
+    long it took), what it made (``detail``) and where the result is."""
+    import time
+
+    how = "reused" if reused else "computed" + (f" in {duration(time.monotonic() - started)}" if started else "")
+    stage_logger().info("%s: %s%s -> %s", name, how, f" ({detail})" if detail else "", ref.uri)
+
+
+def scratch_root() -> str:
+    """SELFTRAIN_WORK_DIR, else <cache>/work (storage/settings.py)."""
+    from storage.settings import settings
+
+    return settings().work_dir
+
+
+def scratch_dir(ref: ArtifactRef) -> str:
+    """A local folder for one stage output, stable across re-runs so training can resume."""
+    path = os.path.join(scratch_root(), ref.dataset, ref.stage, ref.key)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def read_pseudo_boxes(store: ArtifactStore, shards: list[ArtifactRef]) -> tuple[list[dict], list[dict]]:
+    """All pseudo-box rows and per-image statistics rows of the given pseudo-label shards."""
+    from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, read_parquet
+
+    boxes, stats = [], []
+    for ref in shards:
+        boxes += read_parquet(store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
+        stats += read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
+    return boxes, stats
+
+
+def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef]):
+    """(image_id, mask) of every pseudo mask of the given shards, one at a time, and the
+    per-image statistics rows."""
+    from storage.masks import iter_mask_shard
+    from storage.schemas import SEG_IMAGE_STATS, read_parquet
+
+    stats = []
+    for ref in shards:
+        stats += read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()
+
+    def masks():
+        for ref in shards:
+            with store.open(ref, "masks.parquet") as f:
+                yield from iter_mask_shard(f)
+
+    return masks(), stats
+
+
+class PseudoMaskReader:
+    """Random access to the pseudo masks of some shards, one mask in memory at a time.
+
+    Built from each shard's mask index (``index.parquet``: image id -> row group), so that
+    a report or an export of a pool of any size reads only the masks it asks for.
+    ``reader[image_id]`` is the (H, W) uint8 label map (255: ignored); KeyError names an
+    image that none of the shards labeled."""
+
+    def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
+        from storage.masks import read_mask_index
+
+        self._store = store
+        self._where: dict[str, tuple[ArtifactRef, int]] = {}
+        for ref in shards:
+            for row in read_mask_index(store.read(ref, "index.parquet")).to_pylist():
+                self._where[row["image_id"]] = (ref, int(row["row_group"]))
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __getitem__(self, image_id: str):
+        from storage.masks import read_mask
+
+        if image_id not in self._where:
+            raise KeyError(f"no pseudo mask for image {image_id!r} in these shards")
+        ref, row_group = self._where[image_id]
+        with self._store.open(ref, "masks.parquet") as f:
+            return read_mask(f, row_group)
+
+
+class ModelNotFound(LookupError):
+    """A model reference names no completed model in the store."""
+
+
+def find_model(
+    store: ArtifactStore, dataset: str, reference: str, model_config: str | None = None, role: str = "teacher"
+) -> ArtifactRef:
+    """The trained model a reference names, in ``store`` under ``dataset``.
+
+    ``reference``: 'latest' (the most recently completed model of ``role`` - and of
+    ``model_config`` when given - by its manifest's creation time), 'train/<key>', or the
+    model's full URI '<store root>/<dataset>/train/<key>'. Raises ModelNotFound naming the
+    store, the dataset and what was looked for."""
+    if reference == "latest":
+        found = []
+        for ref in store.list(dataset, "train"):
+            manifest = store.manifest(ref)
+            if manifest.meta.get("role") == role and (
+                model_config is None or manifest.meta.get("model_config") == model_config
+            ):
+                found.append((manifest.created_at, ref))
+        if not found:
+            what = f"{role} of dataset {dataset!r}" + (f" with config {model_config!r}" if model_config else "")
+            raise ModelNotFound(
+                f"no completed {what} in the store {store.url}: run the self-training flow "
+                "once (it trains the teacher), or name a model as 'train/<key>'"
+            )
+        return max(found, key=lambda f: f[0])[1]
+    stage_key = reference.rstrip("/").split("/")[-2:]
+    if len(stage_key) != 2 or stage_key[0] != "train":
+        raise ModelNotFound(
+            f"model reference {reference!r}: expected 'latest', 'train/<key>' or '<store>/<dataset>/train/<key>'"
+        )
+    try:
+        ref = store.ref(dataset, "train", stage_key[1])
+    except ValueError as exc:
+        raise ModelNotFound(f"model reference {reference!r}: {exc}") from exc
+    if not store.has(ref):
+        raise ModelNotFound(
+            f"model {reference!r} is not a completed model of dataset {dataset!r} in the store {store.url}"
+        )
+    if model_config is not None and store.manifest(ref).meta.get("model_config") not in (None, model_config):
+        raise ModelNotFound(
+            f"model {reference!r} was trained with config "
+            f"{store.manifest(ref).meta.get('model_config')!r}, not {model_config!r}"
+        )
+    return ref
+
+
+def fetch_checkpoint(store: ArtifactStore, model: ArtifactRef, which: str, path: str) -> str:
+    """A trained model's checkpoint as a local file: which = 'last', 'best' or 'ckpt-<j>'."""
+    meta = store.manifest(model).meta
+    name = meta["last"] if which == "last" else "best.pth" if which == "best" else f"{which}.pth"
+    if which == "best" and not meta.get("best"):
+        name = meta["last"]  # trained without a validation set
+    return store.get_file(model, name, path)
+
+
+def local_coco(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> CocoSource:
+    """A registered COCO set as a local annotation file + its image root."""
+    from selftrain.mm.configs import CocoSource
+
+    meta = store.manifest(ref).meta
+    path = store.get_file(ref, "coco.json", os.path.join(folder, f"{name}.json"))
+    return CocoSource(ann_file=path, image_root=meta["image_root"], classes=tuple(meta["classes"]))
+
+
+def local_seg(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> SegSource:
+    """A registered segmentation set as a local pair list."""
+    from selftrain.mm.configs import SegSource
+
+    path = store.get_file(ref, "pairs.json", os.path.join(folder, f"{name}.json"))
+    return SegSource(pairs_file=path, classes=tuple(store.manifest(ref).meta["classes"]))
+
+
+PSEUDO_STAGES = ("pseudo_boxes", "pseudo_masks")
+
+
+class ShardPlan(BaseModel):
+    """The shards to label: reused ones first (already labeled by the labeler), then new ones."""
+
+    shards: list[ArtifactRef]
+    images: int
+    new_images: int
+    reused_shards: int

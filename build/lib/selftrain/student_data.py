@@ -1,0 +1,104 @@
+"""A student's training data from stored pseudo labels: which images it sees (ST++: the
+reliable ones, plus the re-labeled), written as the files OpenMMLab datasets read - one COCO
+file of pseudo boxes (detection), PNG label maps and a pair list (segmentation)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from selftrain.mm.configs import CocoSource, SegSource
+from selftrain.stage import read_pseudo_boxes, read_pseudo_masks
+from storage.schemas import ImageStatus
+from storage.store import ArtifactRef, ArtifactStore
+
+
+def reliable_ids(store: ArtifactStore, ranking: ArtifactRef) -> set[str]:
+    from storage.schemas import RANKING, read_parquet
+
+    rows = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
+    return {r["image_id"] for r in rows if r["reliable"]}
+
+
+PseudoSources = list[tuple[list[ArtifactRef], "set[str] | None"]]
+
+
+def pseudo_sources(
+    store: ArtifactStore,
+    pseudo: list[ArtifactRef],
+    reliable_only: ArtifactRef | None,
+    relabeled: list[ArtifactRef] | None,
+) -> PseudoSources:
+    """Which pseudo labels a student sees: ``pseudo`` (only the ranking's reliable images when
+    ``reliable_only`` is given) plus every image of ``relabeled`` (ST++ phase 2)."""
+    keep = reliable_ids(store, reliable_only) if reliable_only is not None else None
+    return [(list(pseudo), keep)] + ([(list(relabeled), None)] if relabeled else [])
+
+
+def pseudo_seg(
+    store: ArtifactStore, sources: PseudoSources, classes: tuple[str, ...], folder: str
+) -> tuple[SegSource, int]:
+    """Materialise pseudo-mask shards as PNG label maps + a pair list (images stay where they are)."""
+    from PIL import Image
+
+    os.makedirs(os.path.join(folder, "pseudo_masks"), exist_ok=True)
+    pairs: list[dict[str, str]] = []
+    for shards, keep in sources:
+        masks, stats = read_pseudo_masks(store, shards)
+        uris = {s["image_id"]: s["image_uri"] for s in stats if s["status"] == ImageStatus.OK}
+        for image_id, mask in masks:
+            if keep is not None and image_id not in keep:
+                continue
+            path = os.path.join(folder, "pseudo_masks", f"{len(pairs):07d}.png")
+            Image.fromarray(mask, mode="L").save(path)
+            pairs.append({"image_id": image_id, "img_path": uris[image_id], "seg_map_path": path})
+    if not pairs:
+        raise ValueError("no pseudo masks to train a student on")
+    out = os.path.join(folder, "pseudo.json")
+    with open(out, "w") as f:
+        json.dump(pairs, f)
+    return SegSource(pairs_file=out, classes=classes), len(pairs)
+
+
+def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labeled: CocoSource, path: str) -> tuple[CocoSource, int]:
+    """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI)."""
+    with open(labeled.ann_file) as f:
+        categories = json.load(f)["categories"]
+    boxes: list[dict] = []
+    stats: list[dict] = []
+    for shards, keep in sources:
+        shard_boxes, shard_stats = read_pseudo_boxes(store, shards)
+        boxes += [x for x in shard_boxes if keep is None or x["image_id"] in keep]
+        stats += [x for x in shard_stats if keep is None or x["image_id"] in keep]
+    if len({s["image_id"] for s in stats}) != len(stats):
+        raise ValueError("an image has pseudo labels from two sources; each must be labeled once")
+    images: list[dict] = []
+    annotations: list[dict] = []
+    ids: dict[str, int] = {}
+    for s in stats:
+        if s["status"] != ImageStatus.OK:
+            continue
+        ids[s["image_id"]] = len(images) + 1
+        images.append({"id": len(images) + 1, "file_name": s["image_uri"], "width": s["width"], "height": s["height"]})
+    for b in boxes:
+        w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": ids[b["image_id"]],
+                "category_id": b["label"],
+                "bbox": [b["x1"], b["y1"], w, h],
+                "area": w * h,
+                "iscrowd": 0,
+                "score": b["score"],
+            }
+        )
+    if not annotations:
+        raise ValueError(
+            f"no pseudo boxes to train a student on: the teacher kept no box on any of "
+            f"{len(images)} unlabeled images; train the teacher longer or lower score_threshold (the "
+            "model config's own test_cfg.score_thr - 0.05 in the CPU config - is a floor below it)"
+        )
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return CocoSource(ann_file=path, image_root="", classes=labeled.classes), len(images)

@@ -1,0 +1,68 @@
+"""List the unlabeled images (a prefix or an explicit list of URLs) into a table."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, get_store, log_stage
+from storage.keys import digest_json
+from storage.listing import IMAGE_SUFFIXES, list_files, url_fs
+from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
+from storage.store import ArtifactRef
+
+STAGE, VERSION = UNLABELED_STAGE, UNLABELED_VERSION
+
+
+class EmptyUnlabeledSet(ValueError):
+    pass
+
+
+def list_images(source: str | list[str]) -> list[dict]:
+    """(image_id, image_uri, size) of every image, sorted by id. Content = names and sizes.
+
+    ``source``: a prefix (local folder, symbolic links followed, or any fsspec URL; image_id =
+    the path relative to it) or a list of image URLs (image_id = the URL). Raises
+    FileNotFoundError for a missing prefix or image, EmptyUnlabeledSet when there is no image.
+    """
+    rows = []
+    if isinstance(source, str):
+        try:
+            files = list_files(source, IMAGE_SUFFIXES)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"unlabeled prefix {source} does not exist") from exc
+        rows = [{"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in files]
+        where = f"under {source}"
+    else:
+        for url in source:
+            fs, path = url_fs(url)
+            try:
+                size = int(fs.size(path) or 0)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"unlabeled image {url} does not exist") from exc
+            rows.append({"image_id": url, "image_uri": url, "size": size})
+        where = "in the given list"
+    if not rows:
+        raise EmptyUnlabeledSet(f"the unlabeled set is empty: no images ({', '.join(IMAGE_SUFFIXES)}) {where}")
+    ids = [r["image_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the unlabeled list names the same image twice")
+    return sorted(rows, key=lambda r: r["image_id"])
+
+
+@task(name="list_unlabeled", cache_policy=NO_CACHE)
+def list_unlabeled(store_url: str, dataset: str, source: str | list[str]) -> ArtifactRef:
+    store = get_store(store_url)
+    rows = list_images(source)
+    ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {})
+    reused = store.has(ref)
+    if not reused:
+        table = pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES)
+        store.write(
+            ref,
+            {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
+            meta={"source": source if isinstance(source, str) else f"{len(source)} URLs", "num_images": len(rows)},
+        )
+    log_stage("list unlabeled", ref, reused, detail=f"{len(rows)} images")
+    return ref

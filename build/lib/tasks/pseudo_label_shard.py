@@ -1,0 +1,204 @@
+"""Pseudo-label one shard: batched multi-scale x flip TTA inference, threshold, Parquet.
+
+docs/design.md §3.2: the views of each image are merged as mmdet's DetTTAModel does (boxes mapped
+back to the original image, NMS over the union); boxes with score >= the threshold (one
+for all classes, or per class) become pseudo boxes, one Parquet row each; every image gets
+a statistics row. An image's own defect (missing, empty, undecodable, or any per-image
+failure of the pipeline such as a degenerate size) is recorded as skipped with its reason
+and never stops the shard; an infrastructure failure (storage unreachable, access denied,
+out of memory) is retried and then fails the shard, naming the image. A shard whose every
+image was skipped is logged as a warning and marked ``all_skipped`` in its manifest; when
+they all failed with one error that is not an image defect, the shard fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.kinds import DETECTION, SEGMENTATION, kind_of
+from selftrain.mm.configs import config_digest
+from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key, threshold_boxes
+from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
+from storage.masks import IGNORE_LABEL, encode_mask_shard
+from storage.schemas import (
+    DET_IMAGE_STATS,
+    IMAGE_OK,
+    IMAGE_SKIPPED,
+    MASK_INDEX,
+    PSEUDO_BOXES,
+    SEG_IMAGE_STATS,
+    UNLABELED_IMAGES,
+    read_parquet,
+    table_from_rows,
+    to_parquet_bytes,
+)
+from storage.store import ArtifactRef
+
+STAGE, VERSION = DETECTION.pseudo_stage, DETECTION.pseudo_version
+MASK_STAGE, MASK_VERSION = SEGMENTATION.pseudo_stage, SEGMENTATION.pseudo_version
+
+
+def image_rows(
+    image: dict, pred, load_error: str, category_ids: list[int], default_thr: float, class_thr: Mapping[int, float]
+) -> tuple[list[dict], dict]:
+    """Box rows and the statistics row of one image from its merged prediction."""
+    base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
+    if load_error:
+        return [], dict(
+            base, width=None, height=None, status=IMAGE_SKIPPED, error=load_error, num_boxes=None, mean_score=None
+        )
+    h, w = pred.ori_shape
+    inst = pred.pred_instances
+    bboxes, scores, labels = inst.bboxes.tolist(), inst.scores.tolist(), inst.labels.tolist()
+    rows = []
+    for i in threshold_boxes(bboxes, scores, labels, default_thr, class_thr):
+        x1, y1, x2, y2 = bboxes[i]
+        x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        rows.append(dict(base, label=category_ids[labels[i]], x1=x1, y1=y1, x2=x2, y2=y2, score=scores[i]))
+    mean = sum(r["score"] for r in rows) / len(rows) if rows else None
+    return rows, dict(
+        base, width=int(w), height=int(h), status=IMAGE_OK, error=None, num_boxes=len(rows), mean_score=mean
+    )
+
+
+def mask_stats(image: dict, label, confidence, load_error: str) -> dict:
+    """Statistics row of one pseudo mask: mean max-probability and the ignored fraction."""
+    import numpy as np
+
+    base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
+    if load_error:
+        return dict(
+            base,
+            width=None,
+            height=None,
+            status=IMAGE_SKIPPED,
+            error=load_error,
+            mean_max_prob=None,
+            ignored_fraction=None,
+        )
+    h, w = label.shape
+    return dict(
+        base,
+        width=int(w),
+        height=int(h),
+        status=IMAGE_OK,
+        error=None,
+        mean_max_prob=float(np.mean(confidence)),
+        ignored_fraction=float(np.mean(label == IGNORE_LABEL)),
+    )
+
+
+@task(name="pseudo_label_shard", cache_policy=NO_CACHE)
+def pseudo_label_shard(
+    store_url: str,
+    model_config: str,
+    model: ArtifactRef,
+    shard: ArtifactRef,
+    labeled: ArtifactRef,
+    *,
+    scales: list[float],
+    flip: bool,
+    score_thr: float,
+    class_thresholds: dict[str, float] | None = None,
+    batch_size: int = 8,
+    num_workers: int | None = None,
+) -> ArtifactRef:
+    """Pseudo labels of one shard by ``model`` with TTA: boxes (detection) or masks with the
+    ignore label (segmentation; ``score_thr`` is then the confidence threshold), chosen by the
+    labeled set's kind."""
+    from selftrain.mm.inference import build_model, predict
+
+    expect("pseudo_label_shard", "model", model, "model")
+    expect("pseudo_label_shard", "shard", shard, "shard")
+    expect("pseudo_label_shard", "labeled", labeled, "registered set")
+    store = get_store(store_url)
+    kind = kind_of(labeled)
+    segmentation = kind is SEGMENTATION  # what the labels are: masks (one row group each) or boxes
+    cfg = kind.load_config(model_config)
+    labeled_meta = store.manifest(labeled).meta
+    classes = labeled_meta["classes"]
+    unknown = set(class_thresholds or {}) - set(classes)
+    if unknown:
+        raise ValueError(f"class_thresholds names unknown classes {sorted(unknown)}; classes are {classes}")
+    if class_thresholds and not kind.per_class_thresholds:
+        raise ValueError(f"class_thresholds apply to detection; {kind.name} uses one confidence threshold")
+    class_thr = {classes.index(name): float(t) for name, t in (class_thresholds or {}).items()}
+    params = label_params(scales, flip, score_thr, class_thresholds)
+    ref = store.stage_ref(
+        shard.dataset,
+        kind.pseudo_stage,
+        kind.pseudo_version,
+        config_digest(cfg),
+        {"model": model, "shard": shard, LABELED_INPUT: labeled},
+        params,
+    )
+    if store.has(ref):
+        log_stage("pseudo label shard", ref, reused=True)
+        return ref
+
+    started = time.monotonic()
+    images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+    ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
+    tta = build_model(kind.tta_model(cfg, len(classes), score_thr), kind.scope, ckpt)
+    pipeline = kind.tta_pipeline(cfg, scales, flip)
+
+    boxes, stats, masks = [], [], []
+    for image, pred in predict(tta, images, pipeline, batch_size, num_workers):
+        load_error = pred.metainfo.get("load_error", "")
+        if segmentation:
+            label = pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8")
+            confidence = pred.seg_confidence.data[0].cpu().numpy()
+            stats.append(mask_stats(image, label, confidence, load_error))
+            if not load_error:
+                masks.append((image["image_id"], label))
+        else:
+            rows, stat = image_rows(image, pred, load_error, labeled_meta["category_ids"], score_thr, class_thr)
+            boxes += rows
+            stats.append(stat)
+    stats.sort(key=lambda s: s["image_id"])
+    skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
+    all_skipped = check_all_skipped(
+        shard.uri,
+        [{"image_uri": s["image_uri"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK],
+        len(images),
+    )
+    meta = {
+        "params": params,
+        "num_images": len(images),
+        "skipped": skipped,
+        "all_skipped": all_skipped,
+        "model": f"{model.stage}/{model.key}",
+        "shard": f"{shard.stage}/{shard.key}",
+        "labeler": labeler_key(model, labeled, params),
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
+    if not segmentation:
+        meta["num_boxes"] = len(boxes)
+    with store.writer(ref, meta=meta) as w:
+        if segmentation:
+            masks.sort(key=lambda m: m[0])
+            data, index = encode_mask_shard(masks, "masks.parquet")
+            w.write_bytes("masks.parquet", data)
+            w.write_bytes("index.parquet", to_parquet_bytes(index, MASK_INDEX))
+            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS))
+        else:
+            w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(boxes, PSEUDO_BOXES), PSEUDO_BOXES))
+            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS), DET_IMAGE_STATS))
+    seconds = time.monotonic() - started
+    made = f"{len(masks) if segmentation else len(boxes)} {kind.made}"
+    log_stage(
+        "pseudo label shard",
+        ref,
+        reused=False,
+        started=started,
+        detail=f"{len(images)} images, {made}, {len(skipped)} skipped, {len(images) / max(seconds, 1e-9):.1f} images/s",
+    )
+    return ref

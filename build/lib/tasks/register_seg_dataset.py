@@ -1,0 +1,255 @@
+"""Register a labeled (or validation) segmentation set: image folder + label-map folder.
+
+Every image must have a label map of the same size as the image decodes in training
+(OpenCV, EXIF orientation applied) whose values, after the optional ``label_map``
+(source value -> class index, e.g. ``{255: 1}`` for binary masks stored as 0/255), are
+class indices (0 .. C-1, index = position in ``classes``) or the ignore label 255; palette
+PNGs (PASCAL VOC) are read as their indices, 1-bit PNGs as 0/1. A labeled set in which
+fewer than two classes have any pixel is refused (a model would learn one class only); a
+declared class without any pixel is a warning recorded in the manifest. The key is the
+content: the listing (names and sizes) of both folders (symbolic links followed), the
+class names, suffixes and label mapping. Every problem names the file it concerns.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.registration import DatasetError, decoded_size, degenerate, exif_orientation, size_mismatch
+from selftrain.stage import get_store, log_stage, stage_logger
+from storage.keys import digest_json
+from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, read_url
+from storage.masks import IGNORE_LABEL
+from storage.store import ArtifactRef
+
+STAGE, VERSION = "seg_dataset", 2
+LABEL_MAP_MODES = ("1", "L", "P", "I", "I;16")
+
+
+def _list(url: str) -> list[ListedFile]:
+    try:
+        return list_files(url)
+    except FileNotFoundError as exc:
+        raise DatasetError(str(exc)) from exc
+
+
+def _by_stem(files: list[ListedFile], suffix: str) -> dict[str, tuple[str, int]]:
+    """stem (path relative to the folder, without suffix) -> (uri, size) of the files ending in suffix."""
+    return {f.rel[: -len(suffix)]: (f.uri, f.size) for f in files if f.rel.lower().endswith(suffix.lower())}
+
+
+def check_label_map(
+    raw: bytes, name: str, num_classes: int, image_size: tuple[int, int] | None, label_map: dict[int, int] | None = None
+) -> dict[int, int]:
+    """Decode one label map (as mmseg's LoadAnnotations does: Pillow, unchanged), apply
+    ``label_map``, check its values and size; returns pixel counts per (mapped) value.
+
+    Raises DatasetError naming ``name``: unreadable, more than one channel, a size other than
+    ``image_size`` (width, height), or values outside 0..num_classes-1 and 255."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.mode not in LABEL_MAP_MODES:
+                raise DatasetError(
+                    f"label map {name} has mode {im.mode}: expected one channel of class indices "
+                    "(a grayscale, palette or 1-bit PNG)"
+                )
+            arr = np.array(im)
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is reported with its name
+        raise DatasetError(f"label map {name} cannot be read: {type(exc).__name__}: {exc}") from exc
+    if image_size is not None and (arr.shape[1], arr.shape[0]) != image_size:
+        raise DatasetError(
+            f"label map {name} is {arr.shape[1]}x{arr.shape[0]} but its image is "
+            f"{image_size[0]}x{image_size[1]} (as training decodes it, EXIF orientation applied)"
+        )
+    values, counts = np.unique(arr.astype(np.int64), return_counts=True)
+    wide = [int(v) for v in values if v > 255 or v < 0]
+    if wide:
+        raise DatasetError(
+            f"label map {name} holds values {wide[:5]} outside 0..255: mmseg reads label maps as "
+            "8-bit (a 16-bit value would wrap around), so store class indices (0..255) in the file"
+        )
+    mapped: dict[int, int] = {}
+    for v, c in zip(values.tolist(), counts.tolist()):
+        m = (label_map or {}).get(v, v)
+        mapped[m] = mapped.get(m, 0) + c
+    bad = sorted(v for v in mapped if v >= num_classes and v != IGNORE_LABEL)
+    if bad:
+        hint = f"; if {bad[0]} marks a class, map it with label_map, e.g. {{{bad[0]}: 1}}" if len(bad) == 1 else ""
+        raise DatasetError(
+            f"label map {name} has values {bad} outside the {num_classes} classes "
+            f"(0..{num_classes - 1}) and the ignore label {IGNORE_LABEL}"
+            + (" after label_map" if label_map else "")
+            + hint
+        )
+    return mapped
+
+
+def check_class_presence(
+    class_pixels: dict[str, int], ignored: int, role: str, source: str, label_map: dict[int, int] | None
+) -> list[str]:
+    """Classes without any pixel: refused when fewer than two classes have pixels (DatasetError;
+    a labeled set would teach one class, a held-out set would score one), else returned as
+    warnings."""
+    present = [c for c, n in class_pixels.items() if n > 0]
+    absent = [c for c, n in class_pixels.items() if n == 0]
+    if len(present) < 2:
+        hint = ""
+        if ignored and not label_map:
+            hint = (
+                f"; {ignored} pixels hold {IGNORE_LABEL}, the ignore label: if {IGNORE_LABEL} marks your "
+                f"foreground (binary masks stored as 0/{IGNORE_LABEL}), pass label_map={{{IGNORE_LABEL}: 1}}"
+            )
+        raise DatasetError(
+            f"{source}: the {role} set has pixels of {present or 'no class'} only; classes "
+            f"{absent} have none, so a model would "
+            + ("learn" if role.startswith("label") else "be scored on")
+            + f" {len(present)} class(es){hint}"
+        )
+    return [f"{source}: class {c!r} has no pixel in the {role} set" for c in absent]
+
+
+def _rotation_hint(raw_map: bytes, img_uri: str, raw_img: bytes, decoded: tuple[int, int]) -> str:
+    """' - <why>' when a label map matches its image's stored (not EXIF-rotated) pixels, else ''."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw_map)) as m:
+            stored = m.size
+    except Exception:  # noqa: BLE001 - an unreadable map has no size to compare
+        return ""
+    why = size_mismatch(img_uri, stored, raw_img, decoded)
+    return f" - {why}" if why and "EXIF" in why else ""
+
+
+@task(name="register_seg_dataset", cache_policy=NO_CACHE)
+def register_seg_dataset(
+    store_url: str,
+    dataset: str,
+    img_dir: str,
+    ann_dir: str,
+    classes: list[str],
+    role: str,
+    img_suffix: str = ".jpg",
+    seg_map_suffix: str = ".png",
+    label_map: dict[int, int] | None = None,
+) -> ArtifactRef:
+    """Validate an (image, label map) folder pair at any fsspec URL; store its pair list.
+
+    Raises DatasetError naming the file for every refusal (see the module docstring)."""
+    store = get_store(store_url)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise DatasetError(f"{role}: classes must be at least two distinct names (background first), got {classes}")
+    if len(classes) > IGNORE_LABEL:
+        raise DatasetError(f"{role}: at most {IGNORE_LABEL} classes (255 is the ignore label)")
+    label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
+    wrong = {k: v for k, v in label_map.items() if not (0 <= v < len(classes) or v == IGNORE_LABEL)}
+    if wrong:
+        raise DatasetError(
+            f"{role}: label_map {wrong} maps to values that are neither a class index "
+            f"(0..{len(classes) - 1}) nor the ignore label {IGNORE_LABEL}"
+        )
+    img_files = _list(img_dir)  # listed once: the set's images, and the images it leaves out
+    images, maps = _by_stem(img_files, img_suffix), _by_stem(_list(ann_dir), seg_map_suffix)
+    if not images:
+        raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
+    missing = sorted(set(images) - set(maps))
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DatasetError(
+            f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}: {missing[:5]}{more}"
+        )
+    listing = {stem: [images[stem][1], maps[stem][1]] for stem in sorted(images)}
+    params = {
+        "img_dir": img_dir,
+        "ann_dir": ann_dir,
+        "classes": list(classes),
+        "img_suffix": img_suffix,
+        "seg_map_suffix": seg_map_suffix,
+    }
+    if label_map:
+        params["label_map"] = {str(k): v for k, v in sorted(label_map.items())}
+    ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(listing)}, params)
+    if store.has(ref):
+        for warning in store.manifest(ref).meta.get("warnings", []):
+            stage_logger().warning(warning)
+        log_stage(f"register {role} set", ref, reused=True)
+        return ref
+    pixels = np.zeros(len(classes), dtype=np.int64)
+    ignored = 0
+    pairs, only_ignore, oriented = [], [], []
+    for stem in sorted(images):
+        img_uri, map_uri = images[stem][0], maps[stem][0]
+        raw = read_url(img_uri)
+        size = decoded_size(raw, img_uri)
+        thin = degenerate(img_uri, size)
+        if thin:
+            raise DatasetError(thin)
+        orientation = exif_orientation(raw)
+        if orientation not in (0, 1):
+            oriented.append(img_uri)
+        raw_map = read_url(map_uri)
+        try:
+            counts = check_label_map(raw_map, map_uri, len(classes), size, label_map)
+        except DatasetError as exc:
+            raise DatasetError(f"{exc}{_rotation_hint(raw_map, img_uri, raw, size)}") from exc
+        if set(counts) == {0, IGNORE_LABEL}:
+            only_ignore.append(map_uri)
+        for v, c in counts.items():
+            if v < len(classes):
+                pixels[v] += c
+            elif v == IGNORE_LABEL:
+                ignored += c
+        pair = {"image_id": stem, "img_path": img_uri, "seg_map_path": map_uri, "width": size[0], "height": size[1]}
+        if label_map:
+            pair["label_map"] = {str(k): v for k, v in label_map.items()}
+        pairs.append(pair)
+    class_pixels = {c: int(n) for c, n in zip(classes, pixels)}
+    warnings = check_class_presence(class_pixels, ignored, role, ann_dir, label_map)
+    if only_ignore:
+        warnings.append(
+            f"{ann_dir}: {len(only_ignore)} label map(s) hold only background (0) and the ignore label "
+            f"({IGNORE_LABEL}), e.g. {only_ignore[:3]}: if {IGNORE_LABEL} marks an object there (masks "
+            "exported as 0/255), those objects are ignored in training - fix them or set label_map"
+        )
+    if oriented:
+        warnings.append(
+            f"{img_dir}: {len(oriented)} image(s) carry an EXIF orientation, e.g. {oriented[:3]}: "
+            "training decodes them rotated or mirrored as a viewer shows them, so their label maps "
+            "must be in that displayed frame"
+        )
+    others = [
+        f.rel
+        for f in img_files
+        if not f.rel.lower().endswith(img_suffix.lower()) and f.rel.lower().endswith(IMAGE_SUFFIXES)
+    ]
+    if others:
+        warnings.append(
+            f"{img_dir}: {len(others)} image(s) do not end with img_suffix {img_suffix!r} and are not "
+            f"part of the set, e.g. {others[:3]}"
+        )
+    for warning in warnings:
+        stage_logger().warning(warning)
+    meta = {
+        "role": role,
+        "task": "segmentation",
+        "img_dir": img_dir,
+        "ann_dir": ann_dir,
+        "classes": list(classes),
+        "num_images": len(pairs),
+        "class_pixels": class_pixels,
+        "ignored_pixels": int(ignored),
+        "label_map": params.get("label_map", {}),
+        "warnings": warnings,
+    }
+    store.write(ref, {"pairs.json": json.dumps(pairs).encode()}, meta=meta)
+    log_stage(f"register {role} set", ref, reused=False, detail=f"{len(pairs)} images, classes {list(classes)}")
+    return ref

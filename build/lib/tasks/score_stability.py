@@ -1,0 +1,120 @@
+"""Score one shard's images by checkpoint stability (ST++, docs/design.md §3.3).
+
+Every one of the teacher's K checkpoints predicts every image at a single scale (as the
+ST++ reference does); s_i compares checkpoints 1..K-1 with the last one (selftrain/
+stability.py): meanIoU of label maps for segmentation, F1 of the score-thresholded boxes
+for detection. Unreadable images get no score (they have no pseudo labels either); a shard
+whose every image is unreadable is reported as pseudo_label_shard reports it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.kinds import SEGMENTATION, kind_of
+from selftrain.mm.configs import config_digest
+from selftrain.pseudo_labels import check_all_skipped, threshold_boxes
+from selftrain.stability import det_stability, seg_stability
+from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
+from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
+from storage.store import ArtifactRef
+
+STAGE, VERSION = "stability", 1
+
+
+@task(name="score_stability", cache_policy=NO_CACHE)
+def score_stability(
+    store_url: str,
+    model_config: str,
+    teacher: ArtifactRef,
+    shard: ArtifactRef,
+    labeled: ArtifactRef,
+    *,
+    score_thr: float,
+    class_thresholds: dict[str, float] | None = None,
+    batch_size: int = 8,
+) -> ArtifactRef:
+    """Stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.5)."""
+    from selftrain.mm.inference import build_model, load_weights, predict
+
+    expect("score_stability", "teacher", teacher, "model")
+    expect("score_stability", "shard", shard, "shard")
+    expect("score_stability", "labeled", labeled, "registered set")
+    store = get_store(store_url)
+    kind = kind_of(labeled)
+    segmentation = kind is SEGMENTATION  # label maps compared by meanIoU, or boxes by F1
+    cfg = kind.load_config(model_config)
+    classes = store.manifest(labeled).meta["classes"]
+    class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
+    params = {
+        "score_thr": float(score_thr) if kind.per_class_thresholds else None,
+        "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
+    }
+    ref = store.stage_ref(
+        shard.dataset,
+        STAGE,
+        VERSION,
+        config_digest(cfg),
+        {"model": teacher, "shard": shard, LABELED_INPUT: labeled},
+        params,
+    )
+    if store.has(ref):
+        log_stage("score stability", ref, reused=True)
+        return ref
+    started = time.monotonic()
+
+    k = int(store.manifest(teacher).meta["checkpoints"])
+    if k < 2:
+        raise ValueError(f"stability ranking needs at least 2 checkpoints; the teacher kept {k} (set k >= 2)")
+    images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+    work = scratch_dir(ref)
+    model = build_model(kind.test_model(cfg, len(classes)), kind.scope)
+    pipeline = kind.test_pipeline(cfg)
+
+    per_image: dict[str, list] = {im["image_id"]: [] for im in images}
+    unreadable: dict[str, str] = {}  # image_id -> reason
+    for j in range(1, k + 1):
+        load_weights(model, fetch_checkpoint(store, teacher, f"ckpt-{j}", os.path.join(work, f"ckpt-{j}.pth")))
+        for image, pred in predict(model, images, pipeline, batch_size):
+            if pred.metainfo.get("load_error"):
+                unreadable[image["image_id"]] = pred.metainfo["load_error"]
+            elif segmentation:
+                per_image[image["image_id"]].append(pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8"))
+            else:
+                inst = pred.pred_instances
+                scores, labels = inst.scores.tolist(), inst.labels.tolist()
+                keep = threshold_boxes(None, scores, labels, score_thr, class_thr)
+                per_image[image["image_id"]].append((inst.bboxes[keep].cpu().numpy(), [labels[i] for i in keep]))
+    all_skipped = check_all_skipped(
+        shard.uri,
+        [
+            {"image_uri": im["image_uri"], "reason": unreadable[im["image_id"]]}
+            for im in images
+            if im["image_id"] in unreadable
+        ],
+        len(images),
+    )
+    rows = []
+    for image in images:
+        if image["image_id"] in unreadable:
+            continue
+        preds = per_image[image["image_id"]]
+        s = seg_stability(preds) if segmentation else det_stability(preds)
+        rows.append({"image_id": image["image_id"], "image_uri": image["image_uri"], "stability": s})
+    store.write(
+        ref,
+        {"stability.parquet": to_parquet_bytes(table_from_rows(rows, STABILITY), STABILITY)},
+        meta={
+            "params": params,
+            "checkpoints": k,
+            "num_images": len(images),
+            "scored": len(rows),
+            "all_skipped": all_skipped,
+        },
+    )
+    log_stage("score stability", ref, reused=False, started=started, detail=f"{len(images)} images x {k} checkpoints")
+    return ref

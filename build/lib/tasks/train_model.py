@@ -1,0 +1,210 @@
+"""Train a detector or segmentor with mmengine's Runner: a teacher, or a student
+(Zoph et al. for detection; ST / ST++ phases for both tasks).
+
+Keeps K evenly spaced checkpoints (ckpt-1.pth .. ckpt-K.pth, the last being the end of the
+schedule) plus best.pth (best validation bbox mAP), docs/design.md §2.3. A killed run resumes from
+its last checkpoint: the scratch folder is keyed by the stage key, so the re-run finds it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import time
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.kinds import SEGMENTATION, kind_of
+from selftrain.mm.configs import config_digest, det_train_config, seg_train_config
+from selftrain.mm.launch import gpus, train_distributed
+from selftrain.mm.progress import quiet_openmmlab
+from selftrain.stage import (
+    LABELED_INPUT,
+    RELABELED_INPUT,
+    expect,
+    fetch_checkpoint,
+    get_store,
+    local_coco,
+    local_seg,
+    log_stage,
+    scratch_dir,
+    stage_logger,
+)
+from selftrain.student_data import pseudo_coco, pseudo_seg, pseudo_sources
+from storage.keys import digest_json
+from storage.store import ArtifactRef
+
+STAGE, VERSION = "train", 1
+
+
+@task(name="train_model", cache_policy=NO_CACHE, log_prints=False)  # prints go to the stage's log file
+def train_model(
+    store_url: str,
+    model_config: str,
+    labeled: ArtifactRef,
+    val: ArtifactRef | None,
+    *,
+    role: str,
+    iters: int,
+    k: int,
+    seed: int,
+    aug: str = "S1",
+    pretrained: bool = True,
+    init: ArtifactRef | None = None,
+    pseudo: list[ArtifactRef] | None = None,
+    method: str = "zoph",
+    alpha: float = 1.0,
+    reliable_only: ArtifactRef | None = None,
+    relabeled: list[ArtifactRef] | None = None,
+) -> ArtifactRef:
+    """role 'teacher': labeled data only. A student trains on labeled + pseudo data:
+    method 'zoph' (detection): half/half batches, loss normalisation with weight alpha,
+    initialised from ``init``; method 'st' (both tasks): labeled oversampled, strong
+    augmentation on pseudo images, re-initialised. ST++: ``reliable_only`` (a ranking) keeps
+    only the reliable images of ``pseudo``; ``relabeled`` shards are added whole."""
+    from mmengine.runner import Runner
+
+    for argument, value, what in (
+        ("labeled", labeled, "registered set"),
+        ("val", val, "registered set"),
+        ("init", init, "model"),
+        ("pseudo", pseudo, "pseudo labels"),
+        ("reliable_only", reliable_only, "ranking"),
+        ("relabeled", relabeled, "pseudo labels"),
+    ):
+        expect("train_model", argument, value, what)
+    store = get_store(store_url)
+    kind = kind_of(labeled)
+    segmentation = kind is SEGMENTATION  # the data a student's pseudo labels become: masks or a COCO file
+    cfg = kind.load_config(model_config)
+    if pseudo and method not in ("zoph", "st"):
+        raise ValueError(f"unknown student method {method!r}")
+    if pseudo and method not in kind.methods:
+        raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
+    inputs = {LABELED_INPUT: labeled}
+    if val is not None:
+        inputs["val"] = val
+    if init is not None:
+        inputs["init"] = init
+    if pseudo:
+        inputs["pseudo"] = digest_json([f"{r.stage}/{r.key}" for r in pseudo])
+    if reliable_only is not None:
+        inputs["reliable_only"] = reliable_only
+    if relabeled:
+        inputs[RELABELED_INPUT] = digest_json([f"{r.stage}/{r.key}" for r in relabeled])
+    params = {
+        "role": role,
+        "iters": iters,
+        "k": k,
+        "seed": seed,
+        "aug": aug.lower(),
+        "pretrained": pretrained,
+        "alpha": alpha if pseudo and method == "zoph" else None,
+    }
+    if pseudo and method != "zoph":
+        params["method"] = method  # absent for zoph: keys of earlier detection runs stay valid
+    ref = store.stage_ref(labeled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
+    what = role if not pseudo else f"{method} {role}"
+    if store.has(ref):
+        log_stage(f"train {what}", ref, reused=True)
+        return ref
+    started = time.monotonic()
+
+    work = scratch_dir(ref)
+    data = os.path.join(work, "data")
+    os.makedirs(data, exist_ok=True)
+    sources = pseudo_sources(store, pseudo or [], reliable_only, relabeled)
+    load_from = None
+    if init is not None:
+        load_from = fetch_checkpoint(store, init, "last", os.path.join(data, "init.pth"))
+    common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
+    if segmentation:
+        lab = local_seg(store, labeled, data, "labeled")
+        val_src = local_seg(store, val, data, "val") if val is not None else None
+        pseudo_src, num_pseudo = None, 0
+        if pseudo:
+            pseudo_src, num_pseudo = pseudo_seg(store, sources, lab.classes, data)
+        train_cfg = seg_train_config(cfg, labeled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo, **common)
+    else:
+        lab = local_coco(store, labeled, data, "labeled")
+        val_src = local_coco(store, val, data, "val") if val is not None else None
+        pseudo_src, num_pseudo = None, 0
+        if pseudo:
+            pseudo_src, num_pseudo = pseudo_coco(store, sources, lab, os.path.join(data, "pseudo.json"))
+        train_cfg = det_train_config(
+            cfg,
+            labeled=lab,
+            val=val_src,
+            pseudo=pseudo_src,
+            method=method,
+            alpha=alpha,
+            num_pseudo=num_pseudo,
+            **common,
+        )
+    if os.path.exists(os.path.join(work, "last_checkpoint")):
+        # A previous attempt was killed: continue from its last checkpoint, not from scratch.
+        train_cfg.resume, train_cfg.load_from = True, None
+        with open(os.path.join(work, "last_checkpoint")) as f:
+            last = f.read().strip()
+        at = re.search(r"iter_(\d+)\.pth$", last)
+        stage_logger().warning(
+            "train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)",
+            what,
+            at.group(1) if at else "?",
+            last,
+        )
+    train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
+    train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
+    train_cfg.custom_hooks = [dict(type="ProgressHook", what=f"train {what}")]
+    config_file = os.path.join(work, "config.py")
+    train_cfg.dump(config_file)
+    n_gpus = gpus()
+    if n_gpus > 1:
+        train_distributed(train_cfg, work, n_gpus)  # torchrun + mmengine's launcher, DDP with SyncBN
+    else:
+        with quiet_openmmlab(work, train_cfg.experiment_name, f"train {what}"):
+            Runner.from_cfg(train_cfg).train()
+
+    interval = iters // k
+    ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]
+    missing = [c for c in ckpts if not os.path.exists(c)]
+    if missing:
+        raise RuntimeError(f"training finished but checkpoints are missing: {missing}")
+    best = sorted(glob.glob(os.path.join(work, "best_*.pth")))
+    history = _scalars(work)
+    meta = {
+        "role": role,
+        "params": params,
+        "model_config": model_config,
+        "checkpoints": k,
+        "last": f"ckpt-{k}.pth",
+        "best": os.path.basename(best[-1]) if best else None,
+        "final_val": history[-1] if history and ("coco/bbox_mAP" in history[-1] or "mIoU" in history[-1]) else None,
+    }
+    with store.writer(ref, meta=meta) as w:
+        for j, path in enumerate(ckpts, start=1):
+            w.put_file(f"ckpt-{j}.pth", path)
+        if best:
+            w.put_file("best.pth", best[-1])
+        w.write_json("history.json", history)
+        w.put_file("config.py", config_file)  # what this training ran with: `selftrain config show <uri>`
+    log_stage(
+        f"train {what}",
+        ref,
+        reused=False,
+        started=started,
+        detail=f"{iters} iterations" + (f", {num_pseudo} pseudo-labeled images" if pseudo else ""),
+    )
+    return ref
+
+
+def _scalars(work: str) -> list[dict]:
+    """The Runner's logged scalars (loss, lr, validation metrics) of the latest attempt."""
+    files = sorted(glob.glob(os.path.join(work, "*", "vis_data", "scalars.json")), key=lambda p: re.sub(r"\D", "", p))
+    if not files:
+        return []
+    with open(files[-1]) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,203 @@
+"""Write the run's report: metrics of teacher and students, parameters, artifact locations,
+pseudo-label statistics, overlays of pseudo labels on sample images and, for st++, the
+ranking with the quality of reliable vs unreliable pseudo labels where ground truth for the
+unlabeled images exists (a diagnostic only); publish it as Prefect artifacts too."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.kinds import KINDS
+from selftrain.report import (
+    NUM_OVERLAYS,
+    artifact_prefix,
+    markdown,
+    mask_overlay_png,
+    overlay_png,
+    pseudo_summary,
+    thumbnail_data_uri,
+)
+from selftrain.stage import PseudoMaskReader, ShardPlan, get_store, log_stage, read_pseudo_boxes, read_pseudo_masks
+from storage.schemas import RANKING, ImageStatus, read_parquet
+from storage.store import ArtifactRef, ArtifactStore
+
+STAGE, VERSION = "report", 2
+
+
+def _ranking_section(
+    store: ArtifactStore,
+    ranking: ArtifactRef,
+    task: str,
+    classes: list[str],
+    boxes: list[dict] | None,
+    masks: PseudoMaskReader | None,
+    unlabeled_gt: str | None,
+    seg_map_suffix: str,
+    label_map: dict | None = None,
+) -> dict:
+    from selftrain import diagnostics
+
+    rows = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
+    groups = {
+        "reliable": [r["image_id"] for r in rows if r["reliable"]],
+        "unreliable": [r["image_id"] for r in rows if not r["reliable"]],
+    }
+    stab = {
+        g: float(np.mean([r["stability"] for r in rows if r["reliable"] == (g == "reliable")])) if ids else None
+        for g, ids in groups.items()
+    }
+    section = {
+        "reliable": len(groups["reliable"]),
+        "unreliable": len(groups["unreliable"]),
+        "reliable_fraction": store.manifest(ranking).meta["reliable_fraction"],
+        "mean_stability": stab,
+        "uri": ranking.uri,
+    }
+    if unlabeled_gt:
+        if task == "detection":
+            pseudo: dict[str, tuple[list, list]] = {}
+            for b in boxes:
+                entry = pseudo.setdefault(b["image_id"], ([], []))
+                entry[0].append([b["x1"], b["y1"], b["x2"], b["y2"]])
+                entry[1].append(b["label"])
+            gt = diagnostics.load_gt_boxes(unlabeled_gt, {r["image_id"] for r in rows})
+            section["quality"] = {g: diagnostics.det_quality(pseudo, gt, ids) for g, ids in groups.items()}
+        else:
+            section["quality"] = {}
+            for g, ids in groups.items():
+                # one (pseudo, ground truth) pair in memory at a time
+                pairs = (
+                    (pseudo_mask, m)
+                    for i in ids
+                    if i in masks
+                    and (m := diagnostics.load_gt_mask(unlabeled_gt, i, seg_map_suffix, label_map)) is not None
+                    and m.shape == (pseudo_mask := masks[i]).shape
+                )
+                section["quality"][g] = diagnostics.seg_quality(pairs, len(classes))
+    return section
+
+
+@task(name="write_report", cache_policy=NO_CACHE)
+def write_report(
+    store_url: str,
+    dataset: str,
+    method: str,
+    parameters: dict[str, Any],
+    evaluations: dict[str, ArtifactRef],
+    pseudo: list[ArtifactRef],
+    artifacts: dict[str, ArtifactRef],
+    ranking: ArtifactRef | None = None,
+    plan: ShardPlan | None = None,
+) -> ArtifactRef:
+    store = get_store(store_url)
+    inputs = {f"eval_{k}": v for k, v in evaluations.items()}
+    inputs.update({f"art_{k}": v for k, v in artifacts.items()})
+    if ranking is not None:
+        inputs["ranking"] = ranking
+    ref = store.stage_ref(
+        dataset,
+        STAGE,
+        VERSION,
+        "",
+        inputs,
+        {"method": method, "parameters": parameters, "pseudo": [f"{r.stage}/{r.key}" for r in pseudo]},
+    )
+    reused = store.has(ref)
+    if not reused:
+        task_name = parameters.get("task", "detection")
+        classes = store.manifest(artifacts["labeled"]).meta["classes"]
+        metrics = {name: store.read_json(r, "metrics.json") for name, r in evaluations.items()}
+        boxes, masks = None, None
+        if task_name == "detection":
+            boxes, stats = read_pseudo_boxes(store, pseudo)
+        else:
+            _, stats = read_pseudo_masks(store, pseudo)
+            masks = PseudoMaskReader(store, pseudo)  # read one mask at a time, by its index
+        summary = pseudo_summary(stats, boxes)
+        if plan is not None:
+            summary.update(new_images=plan.new_images, reused_shards=plan.reused_shards, shards=len(plan.shards))
+        ok = [s for s in stats if s["status"] == ImageStatus.OK]
+        report = {
+            "dataset": dataset,
+            "task": task_name,
+            "method": method,
+            "parameters": parameters,
+            "metrics": metrics,
+            "pseudo_labels": summary,
+            "artifacts": {
+                **{name: r.uri for name, r in artifacts.items()},
+                **{f"{name} eval": r.uri for name, r in evaluations.items()},
+            },
+            "overlays": [],
+        }
+        if ranking is not None:
+            report["ranking"] = _ranking_section(
+                store,
+                ranking,
+                task_name,
+                classes,
+                boxes,
+                masks,
+                parameters.get("unlabeled_gt"),
+                (parameters.get("labeled") or {}).get("seg_map_suffix", ".png"),
+                (parameters.get("labeled") or {}).get("label_map") or {},
+            )
+        files = {}
+        if boxes is not None:
+            by_image: dict[str, list[dict]] = {}
+            for b in boxes:
+                by_image.setdefault(b["image_id"], []).append(b)
+            samples = sorted(ok, key=lambda s: (-(s["num_boxes"] or 0), s["image_id"]))[:NUM_OVERLAYS]
+        else:
+            # spread over the confidence range: the best, the worst and between
+            ranked = sorted(ok, key=lambda s: (s["ignored_fraction"], s["image_id"]))
+            picks = sorted({round(i * (len(ranked) - 1) / max(1, NUM_OVERLAYS - 1)) for i in range(NUM_OVERLAYS)})
+            samples = [ranked[i] for i in picks] if ranked else []
+        for i, s in enumerate(samples):
+            name = f"overlay-{i}.png"
+            if boxes is not None:
+                files[name] = overlay_png(s["image_uri"], by_image.get(s["image_id"], []))
+            else:
+                files[name] = mask_overlay_png(s["image_uri"], masks[s["image_id"]])
+            report["overlays"].append({"image_id": s["image_id"], "file": name})
+        files["report.json"] = json.dumps(report, indent=1).encode()
+        files["report.md"] = markdown(report).encode()
+        store.write(ref, files, meta={"metrics": metrics})
+    log_stage("write report", ref, reused)
+    publish(store, ref)
+    return ref
+
+
+def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
+    """Show the report in the Prefect UI (markdown + metrics table), linking the store."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    report = store.read_json(ref, "report.json")
+    md = markdown(report)
+    for o in report["overlays"]:
+        # inline thumbnails: the UI cannot fetch local paths or private buckets
+        md = md.replace(f"]({o['file']})", f"]({thumbnail_data_uri(store.read(ref, o['file']))})")
+    prefix = artifact_prefix(report["dataset"])
+    create_markdown_artifact(
+        key=f"{prefix}-report",
+        markdown=md + f"\nStored at `{ref.uri}`.\n",
+        description=f"Self-training report for {report['dataset']}",
+    )
+    rows = [{"model": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in report["metrics"].items()]
+    create_table_artifact(
+        key=f"{prefix}-metrics",
+        table=rows,
+        description=KINDS[report["task"]].metrics_description,
+    )
+    p = {k: v for k, v in report["pseudo_labels"].items() if not isinstance(v, (list, dict))}
+    create_table_artifact(key=f"{prefix}-pseudo-labels", table=[p], description="Pseudo-label statistics")
+    links = [{"artifact": name, "location": uri} for name, uri in report["artifacts"].items()]
+    links.append({"artifact": "report", "location": ref.uri})
+    create_table_artifact(
+        key=f"{prefix}-artifacts", table=links, description="Where every artifact of this run lives in the store"
+    )
