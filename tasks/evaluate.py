@@ -23,6 +23,11 @@ STAGE, VERSION = "eval", 1
 def evaluate(
     store_url: str, model_config: str, model: ArtifactRef, test: ArtifactRef, checkpoint: str = "last"
 ) -> ArtifactRef:
+    """Evaluate a trained model on a held-out set: COCO bbox mAP (detection) or mIoU (segmentation).
+
+    ``checkpoint``: 'last' (the end of the schedule, default) or 'best'. Stores metrics.json
+    (fractions in [0, 1]). Raises WrongReference when ``model`` is not a model or ``test``
+    not a registered set."""
     from mmengine.runner import Runner, load_checkpoint
 
     from selftrain.mm.loss_normalization import REVISE_KEYS

@@ -12,8 +12,10 @@ from storage.store import ArtifactRef
 
 @task(name="find_model", cache_policy=NO_CACHE)
 def find_model(store_url: str, dataset: str, reference: str, model_config: str | None = None) -> ArtifactRef:
-    """The teacher a reference names: 'latest' (newest completed teacher of this dataset and
-    config) or 'train/<key>'. Raises selftrain.stage.ModelNotFound naming what was looked for."""
+    """Find the trained teacher a reference names: 'latest' or 'train/<key>'.
+
+    'latest': the newest completed teacher of this dataset and config. Raises
+    selftrain.stage.ModelNotFound naming what was looked for."""
     store = get_store(store_url)
     ref = find_model_ref(store, dataset, reference, model_config)
     meta = store.manifest(ref).meta

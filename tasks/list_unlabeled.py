@@ -53,6 +53,10 @@ def list_images(source: str | list[str]) -> list[dict]:
 
 @task(name="list_unlabeled", cache_policy=NO_CACHE)
 def list_unlabeled(store_url: str, dataset: str, source: str | list[str]) -> ArtifactRef:
+    """List the unlabeled images (a prefix at any fsspec URL, or a list of image URLs) with their sizes.
+
+    The listing is content-addressed (URI and size of each image): the same pool gives the same
+    key, so an unchanged pool costs nothing downstream."""
     store = get_store(store_url)
     rows = list_images(source)
     ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {})

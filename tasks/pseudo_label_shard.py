@@ -111,9 +111,15 @@ def pseudo_label_shard(
     batch_size: int = 8,
     num_workers: int | None = None,
 ) -> ArtifactRef:
-    """Pseudo labels of one shard by ``model`` with TTA: boxes (detection) or masks with the
-    ignore label (segmentation; ``score_thr`` is then the confidence threshold), chosen by the
-    labeled set's kind."""
+    """Pseudo-label one shard of unlabeled images with a model and test-time augmentation.
+
+    Boxes above ``score_thr`` (per class: ``class_thresholds``) for detection, masks with the
+    ignore label 255 below the ``score_thr`` confidence for segmentation, chosen by the
+    labeled set's kind; TTA views: ``scales`` (relative to the test size) x horizontal flip.
+    Stores Parquet boxes or mask shards with per-image statistics; unreadable images are
+    skipped with their reason. Raises WrongReference for a swapped reference, ValueError for
+    an unknown class name, AllImagesFailed when every image failed alike for a reason that
+    is not the images' own (docs/design.md §3.2)."""
     from selftrain.mm.inference import build_model, predict
 
     expect("pseudo_label_shard", "model", model, "model")

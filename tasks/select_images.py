@@ -16,7 +16,7 @@ from storage.store import ArtifactRef
 
 @task(name="select_images", cache_policy=NO_CACHE)
 def select_images(store_url: str, unlabeled: ArtifactRef, ranking: ArtifactRef, reliable: bool) -> ArtifactRef:
-    """The images of ``unlabeled`` that ``ranking`` calls reliable (or unreliable), as a new listing."""
+    """Select the images of ``unlabeled`` that ``ranking`` calls reliable (or unreliable), as a new listing."""
     expect("select_images", "unlabeled", unlabeled, "unlabeled listing")
     expect("select_images", "ranking", ranking, "ranking")
     store = get_store(store_url)

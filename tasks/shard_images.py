@@ -61,6 +61,10 @@ def plan(
 
 @task(name="shard_images", cache_policy=NO_CACHE)
 def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labeler: str | None = None) -> ShardPlan:
+    """Split the unlabeled listing into shards of ``shard_size`` images; images ``labeler`` already labeled keep theirs.
+
+    Returns the plan: every shard (reused ones first), how many images are new and how many
+    shards were reused."""
     import pyarrow as pa
 
     store = get_store(store_url)

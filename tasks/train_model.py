@@ -60,11 +60,15 @@ def train_model(
     reliable_only: ArtifactRef | None = None,
     relabeled: list[ArtifactRef] | None = None,
 ) -> ArtifactRef:
-    """role 'teacher': labeled data only. A student trains on labeled + pseudo data:
-    method 'zoph' (detection): half/half batches, loss normalisation with weight alpha,
-    initialised from ``init``; method 'st' (both tasks): labeled oversampled, strong
-    augmentation on pseudo images, re-initialised. ST++: ``reliable_only`` (a ranking) keeps
-    only the reliable images of ``pseudo``; ``relabeled`` shards are added whole."""
+    """Train a teacher or a student with mmengine's Runner, keeping K evenly spaced checkpoints.
+
+    role 'teacher': labeled data only. A student trains on labeled + pseudo data: method
+    'zoph' (detection): half/half batches, loss normalisation with weight alpha, initialised
+    from ``init``; method 'st' (both tasks): labeled oversampled, strong augmentation on
+    pseudo images, re-initialised. ST++: ``reliable_only`` (a ranking) keeps only the
+    reliable images of ``pseudo``; ``relabeled`` shards are added whole. ``iters`` must be a
+    multiple of ``k``. A killed training resumes from its last checkpoint. Raises
+    WrongReference for a swapped reference, ValueError for a method the task lacks."""
     from mmengine.runner import Runner
 
     for argument, value, what in (

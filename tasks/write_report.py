@@ -94,6 +94,7 @@ def write_report(
     ranking: ArtifactRef | None = None,
     plan: ShardPlan | None = None,
 ) -> ArtifactRef:
+    """Write the run's report (metrics, pseudo-label statistics, ranking, overlays) and show it in the UI."""
     store = get_store(store_url)
     inputs = {f"eval_{k}": v for k, v in evaluations.items()}
     inputs.update({f"art_{k}": v for k, v in artifacts.items()})

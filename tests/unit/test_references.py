@@ -61,3 +61,22 @@ def test_tasks_check_their_references_before_any_work(tmp_path):
         evaluate.fn(str(tmp_path), "det/retinanet_mnv2_256_cpu", val, model)  # swapped
     with pytest.raises(WrongReference, match="select_images: ranking must be a ranking"):
         select_images.fn(str(tmp_path), store.ref("d", "unlabeled", "c" * 32), model, reliable=False)
+
+
+def test_every_task_says_what_it_does_in_one_line_for_the_ui():
+    import inspect
+    import pkgutil
+
+    import tasks
+
+    found = 0
+    for info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{info.name}")
+        for obj in vars(module).values():
+            if type(obj).__name__ == "Task" and obj.fn.__module__ == module.__name__:
+                doc = inspect.getdoc(obj.fn) or ""
+                first = doc.splitlines()[0] if doc else ""
+                assert first.endswith(".") and first[0].isupper(), f"{info.name}: {first!r}"
+                assert obj.description == doc  # what the Prefect UI shows
+                found += 1
+    assert found == 12
