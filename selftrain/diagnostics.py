@@ -32,7 +32,7 @@ def load_gt_boxes(coco_url: str, image_ids: set[str]) -> dict[str, tuple[list, l
             if "/".join(parts[i:]) in image_ids:
                 by_name[im["id"]] = "/".join(parts[i:])
                 break
-    out = {i: ([], []) for i in by_name.values()}
+    out: dict[str, tuple[list, list]] = {i: ([], []) for i in by_name.values()}
     for a in coco["annotations"]:
         if a["image_id"] in by_name:
             x, y, w, h = a["bbox"]

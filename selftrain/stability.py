@@ -69,14 +69,14 @@ def matches(
 ) -> int:
     """Number of class-aware one-to-one matches of ``pred`` to ``ref`` at IoU >= iou_thr,
     greedy by IoU (highest pairs first), each box matched at most once."""
-    pred = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
-    ref = np.asarray(ref, dtype=np.float64).reshape(-1, 4)
+    p = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
+    r = np.asarray(ref, dtype=np.float64).reshape(-1, 4)
     pl, rl = np.asarray(pred_labels).reshape(-1), np.asarray(ref_labels).reshape(-1)
-    if len(pred) != len(pl) or len(ref) != len(rl):
+    if len(p) != len(pl) or len(r) != len(rl):
         raise ValueError("each box needs exactly one label")
-    if not len(pred) or not len(ref):
+    if not len(p) or not len(r):
         return 0
-    iou = box_iou(pred, ref)
+    iou = box_iou(p, r)
     iou[pl[:, None] != rl[None, :]] = 0.0
     pairs = sorted(((iou[i, j], i, j) for i, j in zip(*np.nonzero(iou >= iou_thr))), key=lambda t: (-t[0], t[1], t[2]))
     used_p, used_r, tp = set(), set(), 0

@@ -54,7 +54,8 @@ def _is_int(v) -> bool:
 
 
 def _categories(coco: dict, source: str, changes: list[str]) -> list[dict]:
-    cats, names = {}, {}
+    cats: dict = {}
+    names: dict = {}
     for c in coco["categories"]:
         if isinstance(c, dict) and isinstance(c.get("id"), float) and c["id"].is_integer():
             c = dict(c, id=int(c["id"]))  # 1.0 from a pandas export
@@ -82,7 +83,9 @@ def _categories(coco: dict, source: str, changes: list[str]) -> list[dict]:
 
 
 def _images(coco: dict, source: str, changes: list[str]) -> tuple[list[dict], dict]:
-    images, files, old_ids = [], {}, []
+    images: list[dict] = []
+    files: dict = {}
+    old_ids: list = []
     for im in coco["images"]:
         if not isinstance(im, dict) or not all(k in im for k in ("id", "file_name", "width", "height")):
             raise DatasetError(f"{source}: image {im!r} needs id, file_name, width and height")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import numpy as np
 from prefect import task
@@ -168,7 +169,7 @@ def register_seg_dataset(
             f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}: {missing[:5]}{more}"
         )
     listing = {stem: [images[stem][1], maps[stem][1]] for stem in sorted(images)}
-    params = {
+    params: dict[str, Any] = {
         "img_dir": img_dir,
         "ann_dir": ann_dir,
         "classes": list(classes),

@@ -44,7 +44,8 @@ def plan(
 ) -> tuple[list[list[dict]], list[ArtifactRef]]:
     """(chunks of images needing new shards, existing shards to reuse)."""
     current = {(r["image_id"], r["size"]) for r in rows}
-    reused, covered = [], set()
+    reused: list[tuple[tuple[str, int], ArtifactRef]] = []
+    covered: set[tuple[str, int]] = set()
     for ref in labeled_shards(store, dataset, labeler) if labeler else []:
         images = {
             (r["image_id"], r["size"])
@@ -56,7 +57,7 @@ def plan(
     new = [r for r in rows if (r["image_id"], r["size"]) not in covered]
     # Reused shards in the order of their first image (the order a first run made them in),
     # then the new ones: the same history always gives the same list.
-    return make_shards(new, shard_size), [ref for _, ref in sorted(reused)]
+    return make_shards(new, shard_size), [ref for _, ref in sorted(reused, key=lambda item: item[0])]
 
 
 @task(name="shard_images", cache_policy=NO_CACHE)

@@ -291,7 +291,7 @@ def load_scene(data_dir: str, stem: str) -> tuple[np.ndarray, np.ndarray]:
         bb = obj.find("bndbox")
         if bb is None:
             continue
-        voc.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+        voc.append([float(bb.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax")])
     return image, voc_to_pixel_boxes(np.array(voc, dtype=np.float64).reshape(-1, 4), width, height)
 
 
@@ -346,7 +346,8 @@ def _write_split(build: str, split: str, tiles: list[dict], json_name: str) -> d
 
     folder = os.path.join(build, "images", split)
     os.makedirs(folder, exist_ok=True)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for image_id, t in enumerate(tiles, start=1):
         Image.fromarray(np.ascontiguousarray(t["pixels"])).save(
             os.path.join(folder, t["name"]), format="PNG", compress_level=1
