@@ -33,8 +33,13 @@ def _segmentation_sources(p: Any) -> tuple[Any, Any, int | None]:
     def pairs(s: Any) -> str:
         return f"<pair list of {s.img_dir}/*{s.img_suffix} + {s.ann_dir}/*{s.seg_map_suffix}>"
 
+    import glob
+    import os
+
     classes = tuple(p.labeled.classes)
-    return SegSource(pairs(p.labeled), classes), SegSource(pairs(p.val), classes), None
+    local = "://" not in p.labeled.img_dir and os.path.isdir(p.labeled.img_dir)
+    count = len(glob.glob(os.path.join(p.labeled.img_dir, f"*{p.labeled.img_suffix}"))) if local else None
+    return SegSource(pairs(p.labeled), classes), SegSource(pairs(p.val), classes), count
 
 
 def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: int | None = None) -> str:
@@ -43,7 +48,7 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
     comment header. ``method``: the student's ('zoph' or 'st'; default: the first of the
     parameters', st++ training as st). ``num_pseudo``: pseudo-labeled images the student sees
     (default: as many as labeled images). Raises ValueError for a method the task lacks."""
-    from selftrain.mm.configs import CocoSource, SegSource, det_train_config, seg_train_config
+    from selftrain.mm.configs import CocoSource, SegSource, det_train_config, epoch_matched_iters, seg_train_config
 
     kind = p.kind
     cfg = kind.load_config(p.config)
@@ -59,12 +64,17 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
         if student and method not in kind.methods:
             raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
         pseudo_count = num_pseudo if num_pseudo is not None else num_labeled
+        iters = p.teacher_iters
+        if student and method == "zoph":
+            iters = p.student_iters or p.teacher_iters  # as long as the teacher (Zoph et al.)
+        elif student:  # the teacher's epochs over the student's own set (ST++)
+            iters = p.student_iters or epoch_matched_iters(p.teacher_iters, num_labeled, pseudo_count, p.k)
         common: dict[str, Any] = dict(
             work_dir="<work folder>",
-            iters=p.student_iters if student else p.teacher_iters,
+            iters=iters,
             k=p.k,
             seed=p.seed,
-            aug=p.aug,
+            aug=(p.aug if method == "zoph" else "weak") if student else p.teacher_aug,
             pretrained=p.pretrained,
             load_from=TEACHER_CKPT if student and method == "zoph" and p.init == "teacher" else None,
         )
@@ -90,6 +100,7 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
                 alpha=p.alpha,
                 num_pseudo=pseudo_count,
                 num_labeled=num_labeled,
+                zoph_batch=p.zoph_batch,
                 **common,
             )
         if student:

@@ -26,20 +26,17 @@ SEG_DEMO_SIZES = dict(num_labeled=16, num_unlabeled=96, num_val=48)  # composed 
 SEG_DEMO_PARAMS = dict(
     dataset="composed-seg",
     task="segmentation",
-    teacher_iters=300,
-    student_iters=300,  # ST students are re-initialised: the teacher's schedule
+    teacher_iters=300,  # each ST / ST++ student: the teacher's epochs over its own set (the paper's)
     k=3,
     tta_scales=[0.75, 1.0, 1.25],
     tta_flip=True,
-    score_threshold=0.5,
     shard_size=64,
     seed=0,
 )
 
 DEMO_PARAMS = dict(
     dataset="deepforest",
-    teacher_iters=900,
-    student_iters=600,
+    teacher_iters=900,  # the zoph student trains as long, on a doubled batch (the paper's)
     k=3,
     tta_scales=[1.0],
     tta_flip=True,

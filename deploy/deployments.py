@@ -116,11 +116,9 @@ def coco_parameters() -> dict:
         labeled=dict(ann_file=f"{coco}/annotations/instances_train2017_labeled.json", image_root=f"{coco}/train2017"),
         val=dict(ann_file=f"{coco}/annotations/instances_val2017.json", image_root=f"{coco}/val2017"),
         unlabeled=f"{coco}/unlabeled2017",
-        teacher_iters=90000,
-        student_iters=90000,
+        teacher_iters=90000,  # the zoph student trains as long, on a doubled batch (Zoph et al. 2020)
         k=3,
         tta_scales=[1.0],
-        score_threshold=0.5,
         shard_size=512,
         aug="S1",
         store=store_root(),
@@ -137,11 +135,11 @@ def voc_parameters() -> dict:
         labeled=dict(img_dir=f"{voc}/labeled/img", ann_dir=f"{voc}/labeled/ann", classes=VOC_CLASSES),
         val=dict(img_dir=f"{voc}/val/img", ann_dir=f"{voc}/val/ann", classes=VOC_CLASSES),
         unlabeled=f"{voc}/aug/img",
-        teacher_iters=40000,
-        student_iters=40000,
+        # the ST++ reference's PASCAL recipe: 80 epochs of the 1,464 labeled images at batch 16;
+        # each student trains as many epochs over its own set (iterations derived per run)
+        teacher_iters=7320,
         k=4,
         tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0],
-        score_threshold=0.5,
         shard_size=256,
         store=store_root(),
     )
@@ -163,11 +161,10 @@ def cityscapes_parameters() -> dict:
         ),
         val=dict(img_dir=f"{cs}/leftImg8bit/val", ann_dir=f"{cs}/gtFine/val", classes=CITYSCAPES_CLASSES, **suffixes),
         unlabeled=f"{cs}/leftImg8bit/train",
-        teacher_iters=80000,
-        student_iters=80000,
+        # the ST++ reference's Cityscapes recipe: 240 epochs of 744 labeled images (1/4) at batch 8
+        teacher_iters=22320,
         k=4,
         tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0],
-        score_threshold=0.5,
         shard_size=128,
         store=store_root(),
     )

@@ -109,15 +109,27 @@ class SelfTrainingParams(BaseModel):
         description="student method(s): zoph (detection), st, st++; several share one teacher and its pseudo labels",
     )
     rounds: int = Field(1, ge=1, description="rounds > 1: each student becomes the next round's teacher")
-    teacher_iters: int = Field(600, gt=0)
-    student_iters: int = Field(600, gt=0)
+    teacher_iters: int = Field(600, gt=0, description="the teacher's schedule, in iterations (a multiple of k)")
+    student_iters: int | None = Field(
+        None,
+        gt=0,
+        description="default (empty): the papers' schedules - a zoph student trains as long as its teacher "
+        "(Zoph et al. 2020); an st / st++ student (each ST++ phase) for as many epochs over its own training "
+        "set as the teacher over the labeled set (the ST++ reference code), about 2U/L times the teacher's "
+        "iterations; a number: every student trains that many iterations (a multiple of k)",
+    )
     k: int = Field(3, gt=0, description="evenly spaced checkpoints kept per training")
     tta_scales: list[float] | None = Field(
         None, min_length=1, description="default: 1.0 (detection), 0.5..1.75 (segmentation)"
     )
     tta_flip: bool = True
-    score_threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="box score threshold (detection) or pixel confidence threshold (segmentation)"
+    score_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="box score threshold (detection) or pixel confidence threshold (segmentation); default "
+        "(empty): each method's paper - 0.5 for boxes (Zoph et al.), none for st / st++ masks (ST++ takes the "
+        "plain argmax), 0.5 for zoph masks",
     )
     reliable_fraction: float = Field(0.5, gt=0.0, le=1.0, description="st++: share of images ranked reliable")
     class_thresholds: dict[str, float] = Field({}, description="per-class score thresholds by class name")
@@ -125,7 +137,19 @@ class SelfTrainingParams(BaseModel):
     alpha: float = Field(
         1.0, ge=0.0, allow_inf_nan=False, description="weight of the pseudo loss in the normalised loss"
     )
-    aug: Literal["S1", "S2", "S3", "S4"] = "S1"
+    aug: Literal["S1", "S2", "S3", "S4"] = Field(
+        "S1", description="augmentation preset of zoph students and of their teacher (Zoph et al. S1..S4)"
+    )
+    teacher_aug: Literal["S1", "S2", "S3", "S4", "weak"] | None = Field(
+        None,
+        description="the teacher's augmentation; default (empty): 'weak' (resize 0.5..2.0, crop, flip, as the "
+        "ST++ reference trains its teacher) when every method is st / st++, else the aug preset",
+    )
+    zoph_batch: Literal["double", "split"] = Field(
+        "double",
+        description="zoph students: 'double' (the paper: the teacher's batch of human images plus as many "
+        "pseudo-labeled ones) or 'split' (the teacher's batch, half human, half pseudo: half the compute)",
+    )
     init: Literal["teacher", "random"] = "teacher"
     pretrained: bool = Field(True, description="ImageNet-pretrained backbone (offline weights)")
     store: str = Field("runs/store", description="artifact store root: a local folder or s3://bucket/prefix")
@@ -234,6 +258,16 @@ class SelfTrainingParams(BaseModel):
             self.config = kind.default_config
         if self.tta_scales is None:
             self.tta_scales = list(kind.default_tta_scales)
+        if self.score_threshold is None:
+            thresholds = {m: kind.default_score_threshold[m] for m in self.methods}
+            if len(set(thresholds.values())) > 1:
+                raise ValueError(
+                    f"the methods' papers threshold pseudo labels differently ({thresholds}): set score_threshold, "
+                    "or run the methods in separate runs"
+                )
+            self.score_threshold = next(iter(thresholds.values()))
+        if self.teacher_aug is None:
+            self.teacher_aug = "weak" if all(m in ("st", "st++") for m in self.methods) else self.aug
         self._check_config(self.config)
         return self
 
@@ -264,10 +298,15 @@ class SelfTrainingParams(BaseModel):
                 f"config {self.config!r} builds a {model_type or 'model without a type'}, not a "
                 f"{'segmentor (EncoderDecoder)' if kind.scope == 'mmseg' else 'detector'} for task {self.task}"
             )
-        if "zoph" in self.methods and int(cfg.get("batch_size", 2)) % 2:
+        if "zoph" in self.methods and self.zoph_batch == "split" and int(cfg.get("batch_size", 2)) % 2:
             raise ValueError(
-                f"method zoph splits each batch half human / half pseudo: config {self.config!r} has "
-                f"an odd batch_size {cfg.batch_size}"
+                f"zoph_batch 'split' halves each batch into human and pseudo images: config {self.config!r} has "
+                f"an odd batch_size {cfg.batch_size} (use zoph_batch 'double', the paper's)"
+            )
+        if self.teacher_aug not in (*kind.aug_presets, "weak"):
+            raise ValueError(
+                f"teacher_aug {self.teacher_aug} holds detection policies (AutoAugment / RandAugment); "
+                f"{kind.name} supports {', '.join(kind.aug_presets)} or weak"
             )
         if self.aug not in kind.aug_presets:
             raise ValueError(
@@ -278,7 +317,7 @@ class SelfTrainingParams(BaseModel):
     @model_validator(mode="after")
     def _schedule(self):
         for name in ("teacher_iters", "student_iters"):
-            if getattr(self, name) % self.k:
+            if getattr(self, name) is not None and getattr(self, name) % self.k:
                 raise ValueError(
                     f"{name} ({getattr(self, name)}) must be a multiple of k ({self.k}) "
                     "so the K checkpoints are evenly spaced"

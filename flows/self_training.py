@@ -190,7 +190,12 @@ def self_training(**fields) -> str:
             for s, role in ((p.labeled, "labeled"), (p.val, "val"))
         )
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
-    train = dict(iters=p.student_iters, k=p.k, aug=p.aug, pretrained=p.pretrained)
+    # Students' schedules, as the papers train them unless student_iters is given: a zoph
+    # student as long as its teacher; an st / st++ student (each phase) for the teacher's
+    # epochs over its own training set (iterations derived in train_model).
+    train = dict(k=p.k, aug=p.aug, pretrained=p.pretrained)
+    zoph_train = dict(train, iters=p.student_iters or p.teacher_iters, zoph_batch=p.zoph_batch)
+    st_train = dict(train, iters=p.student_iters, teacher_iters=p.teacher_iters, aug="weak")  # st: weak + strong
 
     # 1. Teacher on the labeled set, K evenly spaced checkpoints (or the trained one named).
     if p.teacher:
@@ -205,7 +210,7 @@ def self_training(**fields) -> str:
             iters=p.teacher_iters,
             k=p.k,
             seed=p.seed,
-            aug=p.aug,
+            aug=p.teacher_aug,
             pretrained=p.pretrained,
         )
     models, ranking = {"teacher": teacher}, None
@@ -232,7 +237,7 @@ def self_training(**fields) -> str:
                     val,
                     role="student",
                     seed=seed,
-                    **train,
+                    **zoph_train,
                     init=current if p.init == "teacher" else None,
                     pseudo=pseudo,
                     method="zoph",
@@ -240,7 +245,7 @@ def self_training(**fields) -> str:
                 )
             elif method == "st":
                 student = train_model(
-                    store, p.config, labeled, val, role="student", seed=seed, **train, pseudo=pseudo, method="st"
+                    store, p.config, labeled, val, role="student", seed=seed, **st_train, pseudo=pseudo, method="st"
                 )
             else:  # st++
                 rank = rank_images(p, current, plan.shards, labeled)
@@ -252,7 +257,7 @@ def self_training(**fields) -> str:
                     val,
                     role="student",
                     seed=seed,
-                    **train,
+                    **st_train,
                     pseudo=pseudo,
                     method="st",
                     reliable_only=rank,
@@ -266,7 +271,7 @@ def self_training(**fields) -> str:
                     val,
                     role="student",
                     seed=seed,
-                    **train,
+                    **st_train,
                     pseudo=pseudo,
                     method="st",
                     reliable_only=rank,

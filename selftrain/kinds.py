@@ -37,6 +37,8 @@ class TaskKind:
     methods: tuple[str, ...]  # student methods this kind supports
     aug_presets: tuple[str, ...]  # augmentation presets it supports
     per_class_thresholds: bool
+    # the score / confidence threshold of each method's paper, for pseudo labels (docs/design.md §3.2)
+    default_score_threshold: dict[str, float]
     made: str  # what pseudo labeling makes, plural ('boxes', 'masks')
 
     @property
@@ -166,6 +168,8 @@ DETECTION = Detection(
     methods=("zoph", "st", "st++"),
     aug_presets=("S1", "S2", "S3", "S4"),
     per_class_thresholds=True,
+    # Zoph et al. 2020 §3.2: boxes above 0.5; st / st++ (this project's extension to boxes) alike
+    default_score_threshold={"zoph": 0.5, "st": 0.5, "st++": 0.5},
     made="boxes",
 )
 SEGMENTATION = Segmentation(
@@ -183,6 +187,9 @@ SEGMENTATION = Segmentation(
     methods=("st", "st++"),
     aug_presets=("S1",),  # S2..S4 hold box-aware detection policies
     per_class_thresholds=False,
+    # ST++ (appendix; reference label.py): the plain argmax of the averaged softmax, no pixel
+    # ignored; Zoph et al. 2020 (PASCAL): pixels below 0.5 confidence ignored
+    default_score_threshold={"zoph": 0.5, "st": 0.0, "st++": 0.0},
     made="masks",
 )
 KINDS: dict[str, TaskKind] = {k.name: k for k in (DETECTION, SEGMENTATION)}

@@ -117,8 +117,11 @@ def det_stability(boxes: Sequence[tuple[Sequence, Sequence[int]]], iou_thr: floa
 def rank(scores: dict[str, float], reliable_fraction: float = 0.5) -> list[dict]:
     """Rows (image_id, stability, rank, reliable), most stable first, ties by image id.
 
-    The reliable set is the first ceil(fraction * N) images (at least one when N > 0 and
-    fraction > 0), so a fraction of 0.5 of 5 images marks 3 reliable.
+    The reliable set is the first floor(fraction * N) images, as the ST++ reference code
+    takes ``id_to_reliability[:len(id_to_reliability) // 2]`` (main.py ``select_reliable``):
+    a fraction of 0.5 of 5 images marks 2 reliable. At least one when N > 0 and fraction > 0
+    (the reference would keep none of a single image, and phase 1 would have no pseudo label).
+    Raises ValueError for a fraction outside [0, 1] or a non-finite score.
     """
     if not 0.0 <= reliable_fraction <= 1.0:
         raise ValueError(f"reliable_fraction must be in [0, 1], got {reliable_fraction}")
@@ -126,7 +129,9 @@ def rank(scores: dict[str, float], reliable_fraction: float = 0.5) -> list[dict]
     if bad:
         raise ValueError(f"non-finite stability score for {bad[:5]}")
     order = sorted(scores, key=lambda i: (-scores[i], i))
-    n_reliable = math.ceil(reliable_fraction * len(order))
+    n_reliable = math.floor(reliable_fraction * len(order))
+    if reliable_fraction > 0 and order:
+        n_reliable = max(1, n_reliable)
     return [
         {"image_id": i, "stability": float(scores[i]), "rank": r, "reliable": r < n_reliable}
         for r, i in enumerate(order)

@@ -12,7 +12,7 @@ from storage.keys import digest_json
 from storage.schemas import RANKING, STABILITY, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 
-STAGE, VERSION = "ranking", 1
+STAGE, VERSION = "ranking", 2  # 2: floor(fraction * N) reliable, as the ST++ reference
 
 
 @task(name="rank_by_stability", cache_policy=NO_CACHE)

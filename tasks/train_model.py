@@ -18,7 +18,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import SEGMENTATION, kind_of
-from selftrain.mm.configs import config_digest, det_train_config, seg_train_config
+from selftrain.mm.configs import (
+    config_digest,
+    count_images,
+    det_train_config,
+    epoch_matched_iters,
+    oversample_times,
+    seg_train_config,
+)
 from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.progress import quiet_openmmlab
 from selftrain.stage import (
@@ -48,7 +55,7 @@ def train_model(
     val: ArtifactRef | None,
     *,
     role: str,
-    iters: int,
+    iters: int | None,
     k: int,
     seed: int,
     aug: str = "S1",
@@ -59,6 +66,8 @@ def train_model(
     alpha: float = 1.0,
     reliable_only: ArtifactRef | None = None,
     relabeled: list[ArtifactRef] | None = None,
+    teacher_iters: int | None = None,
+    zoph_batch: str = "double",
 ) -> ArtifactRef:
     """Train a teacher or a student with mmengine's Runner, keeping K evenly spaced checkpoints.
 
@@ -67,8 +76,11 @@ def train_model(
     from ``init``; method 'st' (both tasks): labeled oversampled, strong augmentation on
     pseudo images, re-initialised. ST++: ``reliable_only`` (a ranking) keeps only the
     reliable images of ``pseudo``; ``relabeled`` shards are added whole. ``iters`` must be a
-    multiple of ``k``. A killed training resumes from its last checkpoint. Raises
-    WrongReference for a swapped reference, ValueError for a method the task lacks."""
+    multiple of ``k``; None for an 'st' student: as many epochs over its own training set as
+    the teacher's ``teacher_iters`` over the labeled set (:func:`epoch_matched_iters`).
+    ``zoph_batch``: 'double' (the paper: B human + B pseudo images per step) or 'split'
+    (B/2 + B/2). A killed training resumes from its last checkpoint. Raises WrongReference
+    for a swapped reference, ValueError for a method the task lacks or a missing schedule."""
     from mmengine.runner import Runner
 
     for argument, value, what in (
@@ -88,6 +100,8 @@ def train_model(
         raise ValueError(f"unknown student method {method!r}")
     if pseudo and method not in kind.methods:
         raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
+    if iters is None and not (pseudo and method == "st" and teacher_iters):
+        raise ValueError("train_model: iters is required, except for an st student given teacher_iters")
     inputs = {LABELED_INPUT: labeled}
     if val is not None:
         inputs["val"] = val
@@ -110,6 +124,13 @@ def train_model(
     }
     if pseudo and method != "zoph":
         params["method"] = method  # absent for zoph: keys of earlier detection runs stay valid
+    if pseudo and method == "st":
+        # 2: the ST++ reference's recipe (ceil oversampling, random-fill CutOut, luma grayscale)
+        params["recipe"] = 2
+        if iters is None:
+            params["epochs_of_teacher_iters"] = teacher_iters
+    if pseudo and method == "zoph":
+        params["zoph_batch"] = zoph_batch
     ref = store.stage_ref(labeled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
     what = role if not pseudo else f"{method} {role}"
     if store.has(ref):
@@ -124,20 +145,33 @@ def train_model(
     load_from = None
     if init is not None:
         load_from = fetch_checkpoint(store, init, "last", os.path.join(data, "init.pth"))
-    common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
+    schedule = ""
     if segmentation:
         lab = local_seg(store, labeled, data, "labeled")
         val_src = local_seg(store, val, data, "val") if val is not None else None
         pseudo_src, num_pseudo = None, 0
         if pseudo:
             pseudo_src, num_pseudo = pseudo_seg(store, sources, lab.classes, data)
-        train_cfg = seg_train_config(cfg, labeled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo, **common)
     else:
         lab = local_coco(store, labeled, data, "labeled")
         val_src = local_coco(store, val, data, "val") if val is not None else None
         pseudo_src, num_pseudo = None, 0
         if pseudo:
             pseudo_src, num_pseudo = pseudo_coco(store, sources, lab, os.path.join(data, "pseudo.json"))
+    num_labeled = count_images(lab)
+    if iters is None:
+        assert teacher_iters is not None  # checked above
+        iters = epoch_matched_iters(teacher_iters, num_labeled, num_pseudo, k)
+        schedule = (
+            f", the teacher's epochs: {teacher_iters} x ({oversample_times(num_labeled, num_pseudo)} x {num_labeled}"
+            f" + {num_pseudo}) / {num_labeled} images"
+        )
+    common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
+    if segmentation:
+        train_cfg = seg_train_config(
+            cfg, labeled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo, num_labeled=num_labeled, **common
+        )
+    else:
         train_cfg = det_train_config(
             cfg,
             labeled=lab,
@@ -146,6 +180,8 @@ def train_model(
             method=method,
             alpha=alpha,
             num_pseudo=num_pseudo,
+            num_labeled=num_labeled,
+            zoph_batch=zoph_batch,
             **common,
         )
     if os.path.exists(os.path.join(work, "last_checkpoint")):
@@ -182,6 +218,7 @@ def train_model(
     meta = {
         "role": role,
         "params": params,
+        "iters": iters,
         "model_config": model_config,
         "checkpoints": k,
         "last": f"ckpt-{k}.pth",
@@ -200,7 +237,7 @@ def train_model(
         ref,
         reused=False,
         started=started,
-        detail=f"{iters} iterations" + (f", {num_pseudo} pseudo-labeled images" if pseudo else ""),
+        detail=f"{iters} iterations{schedule}" + (f", {num_pseudo} pseudo-labeled images" if pseudo else ""),
     )
     return ref
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -218,10 +219,37 @@ def _fill_det_val(cfg: dict, model_cfg: Config, val: CocoSource) -> None:
 
 
 def oversample_times(num_labeled: int, num_pseudo: int) -> int:
-    """ST: the labeled set is repeated to about the pseudo set's size (docs/design.md §3.4, §3.5)."""
+    """ST: the labeled set is repeated ceil(P / L) times beside the P pseudo-labeled images, as
+    the ST++ reference code does (dataset/semi.py: ``labeled_ids * math.ceil(len(unlabeled_ids)
+    / len(labeled_ids))``; docs/design.md §3.5). At least once. Raises ConfigError for L = 0."""
     if num_labeled <= 0:
         raise ConfigError("the labeled set is empty")
-    return max(1, round(num_pseudo / num_labeled))
+    return max(1, math.ceil(num_pseudo / num_labeled))
+
+
+def epoch_matched_iters(teacher_iters: int, num_labeled: int, num_pseudo: int, k: int) -> int:
+    """An ST / ST++ student's iterations: as many epochs over its own training set as the
+    teacher trained over the labeled set, at the same batch size (the ST++ reference code
+    trains every stage for the same ``--epochs``, main.py).
+
+    The teacher's epochs are ``teacher_iters * B / L``; the student's set holds
+    ``ceil(P / L) * L + P`` images (:func:`oversample_times`), so its iterations are
+    ``teacher_iters * (ceil(P / L) * L + P) / L``, about ``2 P / L`` times the teacher's,
+    rounded up to a multiple of ``k`` (the K checkpoints stay evenly spaced). E.g. 300
+    teacher iterations, 16 labeled, 96 pseudo: 300 * (6 * 16 + 96) / 16 = 3600. Raises
+    ConfigError for an empty labeled set or non-positive iterations / k."""
+    if teacher_iters <= 0 or k <= 0:
+        raise ConfigError(f"teacher_iters ({teacher_iters}) and k ({k}) must be positive")
+    size = oversample_times(num_labeled, num_pseudo) * num_labeled + num_pseudo
+    return math.ceil(teacher_iters * size / num_labeled / k) * k
+
+
+def count_images(source: CocoSource | SegSource) -> int:
+    """Images of a local set: a COCO file's images, or a pair list's entries."""
+    path = source.ann_file if isinstance(source, CocoSource) else source.pairs_file
+    with open(path) as f:
+        data = json.load(f)
+    return len(data["images"] if isinstance(source, CocoSource) else data)
 
 
 VAL_KEYS = ("val_dataloader", "val_evaluator", "val_cfg")
@@ -239,6 +267,7 @@ def _fill_training(
     seed: int,
     load_from: str | None,
     num_workers: int,
+    batch_size: int | None = None,
 ) -> Config:
     """Fill a training stage template: K evenly spaced checkpoints (CheckpointHook with
     interval iters/K keeps iter_{j*iters/K}.pth, docs/design.md §2.3), the best one by
@@ -264,7 +293,7 @@ def _fill_training(
     cfg["param_scheduler"] = [linear, cosine] if warmup else [cosine]
     cfg["train_cfg"].update(max_iters=iters, val_interval=interval if has_val else iters + 1)
     cfg["train_dataloader"].update(
-        batch_size=int(model_cfg.batch_size), num_workers=num_workers, persistent_workers=num_workers > 0
+        batch_size=batch_size or int(model_cfg.batch_size), num_workers=num_workers, persistent_workers=num_workers > 0
     )
     cfg["optim_wrapper"] = copy.deepcopy(model_cfg.optim_wrapper.to_dict())
     cfg["randomness"]["seed"] = seed
@@ -292,12 +321,16 @@ def det_train_config(
     num_pseudo: int = 0,
     num_workers: int = 2,
     num_labeled: int | None = None,
+    zoph_batch: str = "double",
 ) -> Config:
     """Training config for a teacher (pseudo=None) or a student on labeled + pseudo boxes.
 
     ``zoph`` (Zoph et al.): half human-labeled, half pseudo-labeled images in every batch
     (mmdet's MultiSourceSampler, source_ratio [1, 1], over a ConcatDataset), trained by
     LossNormalizedDetector (selftrain/mm/loss_normalization.py), usually from the teacher.
+    ``zoph_batch`` 'double' (the paper, §3.2: 256 human + 256 pseudo images where supervised
+    training uses 256): the model config's batch B of human images plus B pseudo-labeled ones;
+    'split': B in all, B/2 of each (half the compute; B must be even).
     ``st`` (ST / ST++ phases): the labeled set repeated to about the pseudo set's size
     (``num_pseudo`` images), shuffled together with it; weak augmentation on all, strong
     augmentation (model_configs/aug/strong.py) on pseudo images only; plain detector.
@@ -318,7 +351,11 @@ def det_train_config(
         _fill_coco(repeat["dataset"], labeled, det_train_pipeline(model_cfg, WEAK))
         _fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, WEAK, strong=True))
     elif method == "zoph":
-        if batch % 2:
+        if zoph_batch not in ("double", "split"):
+            raise ConfigError(f"zoph_batch must be 'double' or 'split', got {zoph_batch!r}")
+        if zoph_batch == "double":
+            batch = 2 * batch
+        elif batch % 2:
             raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
         branches = ["human", "pseudo"]
 
@@ -348,6 +385,7 @@ def det_train_config(
         seed=seed,
         load_from=load_from,
         num_workers=num_workers,
+        batch_size=batch,
     )
 
 

@@ -255,3 +255,66 @@ class GaussianBlur(BaseTransform):
         if sigma is not None:
             results["img"] = cv2.GaussianBlur(results["img"], (0, 0), sigmaX=sigma, sigmaY=sigma)
         return results
+
+
+@TRANSFORMS.register_module()
+class RandomFillCutOut(BaseTransform):
+    """One rectangular hole filled with uniform random values, as ST++'s strong augmentation
+    cuts (reference code dataset/transform.py ``cutout``; Yang et al. 2022, §3.1).
+
+    With probability ``prob``: the hole's area is a fraction of the image drawn from
+    U(``area_range``) (0.02 .. 0.4 of H x W), its aspect h/w from U(``ratio_range``)
+    (0.3 .. 1/0.3), width ``int(sqrt(area / ratio))`` and height ``int(sqrt(area * ratio))``,
+    its top-left corner uniform over the image, drawn again until the hole lies inside the
+    image (the reference's rule: mean hole area about 0.14 of the image on square crops). Its
+    pixels get independent uniform values in [0, 255) per channel (``pixel_level``; else one
+    value), and a segmentation map's pixels there get ``seg_fill`` (255: ignored in the loss,
+    as the reference does). Boxes are untouched (the reference is segmentation only; for
+    detection the hole is an occlusion). Modifies ``img`` (H, W, C uint8) and ``gt_seg_map``.
+    """
+
+    def __init__(
+        self,
+        prob: float = 0.5,
+        area_range: tuple[float, float] = (0.02, 0.4),
+        ratio_range: tuple[float, float] = (0.3, 1 / 0.3),
+        pixel_level: bool = True,
+        seg_fill: int = 255,
+        max_tries: int = 1000,
+    ):
+        if not (0.0 < area_range[0] <= area_range[1] <= 1.0):
+            raise ValueError(f"area_range must lie in (0, 1], got {area_range}")
+        self.prob, self.area_range, self.ratio_range = prob, tuple(area_range), tuple(ratio_range)
+        self.pixel_level, self.seg_fill, self.max_tries = pixel_level, seg_fill, max_tries
+
+    @cache_randomness
+    def _hole(self, h: int, w: int) -> tuple[int, int, int, int] | None:
+        if np.random.rand() >= self.prob:
+            return None
+        for _ in range(self.max_tries):
+            area = np.random.uniform(*self.area_range) * h * w
+            ratio = np.random.uniform(*self.ratio_range)
+            hole_w, hole_h = int(np.sqrt(area / ratio)), int(np.sqrt(area * ratio))
+            x, y = np.random.randint(0, w), np.random.randint(0, h)
+            if x + hole_w <= w and y + hole_h <= h:
+                return x, y, hole_w, hole_h
+        return None  # a very thin image: no hole fits
+
+    def transform(self, results: dict) -> dict:
+        img = results["img"]
+        h, w = img.shape[:2]
+        hole = self._hole(h, w)
+        if hole is None:
+            return results
+        x, y, hole_w, hole_h = hole
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        shape = (hole_h, hole_w) if img.ndim == 2 else (hole_h, hole_w, channels)
+        value = np.random.uniform(0, 255, shape) if self.pixel_level else np.random.uniform(0, 255)
+        img = img.copy()
+        img[y : y + hole_h, x : x + hole_w] = value
+        results["img"] = img
+        if results.get("gt_seg_map") is not None:
+            seg = results["gt_seg_map"].copy()
+            seg[y : y + hole_h, x : x + hole_w] = self.seg_fill
+            results["gt_seg_map"] = seg
+        return results

@@ -44,14 +44,43 @@ def test_student_batches_are_half_human_half_pseudo_with_loss_normalisation(cfg)
         alpha=2.0,
     )
     assert c.model.type == "LossNormalizedDetector" and c.model.alpha == 2.0
+    # Zoph et al. §3.2: the supervised batch of human images plus as many pseudo-labeled ones
+    b = cfg.batch_size
+    assert c.train_dataloader.batch_size == 2 * b
     assert c.train_dataloader.sampler == dict(
-        type="MultiSourceSampler", batch_size=cfg.batch_size, source_ratio=[1, 1], shuffle=True
+        type="MultiSourceSampler", batch_size=2 * b, source_ratio=[1, 1], shuffle=True
     )
     human, pseudo = c.train_dataloader.dataset.datasets
     assert human.pipeline[-1].type == "MultiBranch" and "human" in human.pipeline[-1]
     assert "pseudo" in pseudo.pipeline[-1] and "human" not in pseudo.pipeline[-1]
     assert human.pipeline[2].type == "RandAugment"  # S4
     assert c.load_from == "/t.pth"
+    # the documented option: the teacher's batch, half of each (the sampler draws b/2 + b/2)
+    split = det_train_config(
+        cfg, work_dir="/w", labeled=SRC, val=None, iters=30, k=3, seed=0, pseudo=SRC, zoph_batch="split"
+    )
+    assert split.train_dataloader.batch_size == split.train_dataloader.sampler.batch_size == b
+    with pytest.raises(ConfigError, match="zoph_batch"):
+        det_train_config(cfg, work_dir="/w", labeled=SRC, val=None, iters=30, k=3, seed=0, pseudo=SRC, zoph_batch="x")
+
+
+def test_a_mixed_batch_holds_as_many_human_images_as_the_teachers_batch():
+    """mmdet's MultiSourceSampler with source_ratio [1, 1] and batch 2b yields b indices from
+    each source per batch: b human images, as the teacher's whole batch."""
+    from mmdet.datasets.samplers import MultiSourceSampler
+
+    class Concat:  # what the sampler reads of a ConcatDataset: its sources and their offsets
+        datasets = [range(12), range(78)]
+        cumulative_sizes = [12, 90]
+
+        def __len__(self):
+            return 90
+
+    sampler = MultiSourceSampler(Concat(), batch_size=8, source_ratio=[1, 1], shuffle=True, seed=0)
+    it = iter(sampler)
+    for _ in range(5):
+        batch = [next(it) for _ in range(8)]
+        assert sum(i < 12 for i in batch) == 4 and sum(i >= 12 for i in batch) == 4
 
 
 @pytest.mark.parametrize(

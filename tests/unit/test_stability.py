@@ -62,8 +62,10 @@ def test_rank_top_fraction_with_ties_broken_by_image_id():
     rows = rank({"c": 1.0, "a": 1.0, "b": 2.0, "d": 0.5, "e": 0.0}, 0.5)
     assert [r["image_id"] for r in rows] == ["b", "a", "c", "d", "e"]
     assert [r["rank"] for r in rows] == [0, 1, 2, 3, 4]
-    assert [r["reliable"] for r in rows] == [True, True, True, False, False]  # ceil(2.5) = 3
+    assert [r["reliable"] for r in rows] == [True, True, False, False, False]  # floor(2.5) = 2, as ST++
     assert [r["reliable"] for r in rank({"a": 1.0, "b": 0.0}, 0.0)] == [False, False]
+    assert [r["reliable"] for r in rank({"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.7}, 0.5)] == [True, True, False, False]
+    assert [r["reliable"] for r in rank({"a": 1.0}, 0.5)] == [True]  # floor(0.5) = 0, kept at one
     with pytest.raises(ValueError, match="reliable_fraction"):
         rank({"a": 1.0}, 1.5)
     with pytest.raises(ValueError, match="non-finite"):
