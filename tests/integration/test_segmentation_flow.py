@@ -27,9 +27,7 @@ TINY = [
     "st",
     "st++",
     "--teacher-iters",
-    "30",
-    "--student-iters",
-    "6",
+    "12",
     "--k",
     "3",
     "--num-labeled",
@@ -85,6 +83,26 @@ def test_pseudo_masks_are_shards_with_index_stats_and_the_ignore_label(seg_run):
             seen.append(image_id)
     # the teacher labeled all 6 images once; the phase-1 student re-labeled the 3 unreliable ones
     assert len(seen) == 9 and len(set(seen)) == 6
+
+
+def test_students_train_the_teachers_epochs_and_st_masks_ignore_no_pixel(seg_run):
+    """The papers' defaults: each ST / ST++ student trains as many epochs over its own set as
+    the teacher over the 3 labeled images (12 iterations), and ST's pseudo masks are the plain
+    argmax (no confidence threshold, no ignored pixel)."""
+    out, output = seg_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    iters = {}
+    for ref in store.list("composed-seg", "train"):
+        meta = store.manifest(ref).meta
+        iters.setdefault(meta["role"], []).append(meta["iters"])
+    assert iters["teacher"] == [12]
+    # st: 2 x 3 + 6 = 12 images -> 12 * 12 / 3 = 48; st++ phase 1 on the 3 reliable images:
+    # 1 x 3 + 3 = 6 -> 24; st++ phase 2 on all 6: 48
+    assert sorted(iters["student"]) == [24, 48, 48]
+    assert "the teacher's epochs: 12 x (2 x 3 + 6) / 3 images" in output
+    for ref in store.list("composed-seg", "pseudo_masks"):
+        stats = read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()
+        assert all(s["ignored_fraction"] == 0.0 for s in stats if s["status"] == "ok")
 
 
 def test_phase_one_student_relabels_exactly_the_unreliable_images(seg_run):
