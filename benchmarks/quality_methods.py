@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-    from selftrain import demo
+    from app import demo
 
     methods = args.methods or (["zoph", "st", "st++"] if args.task == "detection" else ["st", "st++"])
     out = os.path.abspath(args.out)
