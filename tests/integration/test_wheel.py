@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,8 +12,28 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_a_wheel_builds_configs_from_its_own_files(tmp_path):
+    # built from a copy of the tracked files, as from a source archive: setuptools' build/
+    # folder must neither land in the checkout nor feed stale files into the wheel
+    source = tmp_path / "source"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert not [f for f in files if f.startswith(("build/", "dist/"))], "build output is tracked"
+    for name in files:
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.path.join(REPO, name), target)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", REPO, "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
         check=True,
         timeout=300,
     )
@@ -20,6 +41,10 @@ def test_a_wheel_builds_configs_from_its_own_files(tmp_path):
     with zipfile.ZipFile(tmp_path / wheel) as z:
         names = set(z.namelist())
         z.extractall(tmp_path / "site")
+        # every module and config file in the wheel is the checkout's, byte for byte
+        for name in names:
+            if name.endswith(".py"):
+                assert z.read(name) == open(os.path.join(REPO, name), "rb").read(), name
     for name in (
         "model_configs/stages/det_student_zoph.py",
         "model_configs/_base_/default_runtime.py",

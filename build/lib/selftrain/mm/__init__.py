@@ -1,9 +1,0 @@
-"""OpenMMLab extensions of selftrain; importing this package registers them in the registries:
-mmdet (LossNormalizedDetector, DropEmptyBranchesDataPreprocessor), mmseg (PairListSegDataset,
-ConfidentSegTTAModel) and mmcv's root transforms (LoadImageOrMarkUnreadable, ColorJitter,
-GaussianBlur) and mmengine's hooks (ProgressHook).
-
-In configs: ``custom_imports = dict(imports=['selftrain.mm'], allow_failed_imports=False)``.
-"""
-
-from selftrain.mm import fileio, loss_normalization, progress, segmentation, transforms  # noqa: F401
