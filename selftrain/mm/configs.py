@@ -137,9 +137,12 @@ def stage_names() -> list[str]:
 
 
 def _fill_coco(dataset: dict, source: CocoSource, pipeline: list[dict]) -> dict:
-    """Fill a CocoDataset of a stage template with a local set and its pipeline (in place)."""
+    """Fill a CocoDataset of a stage template with a local set and its pipeline (in place).
+
+    An empty ``image_root`` (a pseudo set, whose file names are the images' full URIs) gives
+    an empty prefix: mmdet joins prefix and file name, and "/" + "s3://b/x.jpg" is no URL."""
     dataset.update(ann_file=source.ann_file, pipeline=pipeline)
-    dataset["data_prefix"]["img"] = source.image_root.rstrip("/") + "/"
+    dataset["data_prefix"]["img"] = source.image_root.rstrip("/") + "/" if source.image_root else ""
     dataset["metainfo"]["classes"] = tuple(source.classes)
     return dataset
 

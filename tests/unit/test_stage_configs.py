@@ -105,3 +105,31 @@ def test_config_show_previews_a_stage_from_parameters(tmp_path, capsys):
     cfg = Config.fromstring(capsys.readouterr().out, ".py")
     assert cfg.train_dataloader.dataset.datasets[0].type == "RepeatDataset"
     assert main(["config", "show", "nothing-here"]) == 2
+
+
+def test_a_pseudo_set_of_image_urls_loads_its_images_where_they_are(tmp_path):
+    """Pseudo boxes name each image by its URI (s3://..., memory://...): no prefix is added."""
+    import io
+
+    import fsspec
+    import numpy as np
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+    from PIL import Image
+
+    import selftrain.mm  # noqa: F401
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 48, 3), 7, np.uint8)).save(buf, "PNG")
+    fsspec.filesystem("memory").pipe("memory://pool/u0.png", buf.getvalue())
+    coco = {
+        "images": [{"id": 1, "file_name": "memory://pool/u0.png", "width": 48, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "tree"}],
+    }
+    (tmp_path / "pseudo.json").write_text(json.dumps(coco))
+    pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True)]
+    init_default_scope("mmdet")
+    ds = DATASETS.build(C.coco_dataset(C.CocoSource(str(tmp_path / "pseudo.json"), "", ("tree",)), pipeline, False))
+    assert ds[0]["img_path"] == "memory://pool/u0.png" and ds[0]["img"].shape == (32, 48, 3)
+    assert C.coco_dataset(SRC, pipeline, False)["data_prefix"]["img"] == "/data/images/"
