@@ -63,7 +63,12 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
     their shards untouched, new images form new shards; shards run in parallel up to the task
     runner. Returns (pseudo-label refs, the shard plan)."""
     log = get_run_logger()
-    labeler = labeler_key(model, labeled, label_params(p.tta_scales, p.tta_flip, p.score_threshold, p.class_thresholds))
+    from selftrain.mm.configs import recipe_digest
+
+    recipe = recipe_digest(tta=p.kind.tta_defaults)
+    labeler = labeler_key(
+        model, labeled, label_params(p.tta_scales, p.tta_flip, p.score_threshold, p.class_thresholds, recipe)
+    )
     plan = shard_images(p.store, unlabeled, p.shard_size, labeler=labeler)
     shards = plan.shards
     futures = [

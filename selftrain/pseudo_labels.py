@@ -51,14 +51,23 @@ def check_all_skipped(where: str, skipped: list[dict], num_images: int) -> bool:
     return True
 
 
-def label_params(scales: list[float], flip: bool, score_thr: float, class_thresholds: dict[str, float] | None) -> dict:
-    """The pseudo-labeling parameters in canonical form (part of every shard's key)."""
+def label_params(
+    scales: list[float],
+    flip: bool,
+    score_thr: float,
+    class_thresholds: dict[str, float] | None,
+    recipe: str = "",
+) -> dict:
+    """The pseudo-labeling parameters in canonical form (part of every shard's key and of the
+    labeler's identity). ``recipe``: the digest of the TTA defaults file (merge settings;
+    selftrain.mm.configs.recipe_digest), so that editing it re-labels instead of reusing."""
     return {
         "scales": list(map(float, scales)),
         "flip": bool(flip),
         "score_thr": float(score_thr),
         "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
         "checkpoint": "last",
+        "recipe": recipe,
     }
 
 

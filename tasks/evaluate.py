@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import kind_of
-from selftrain.mm.configs import config_digest
+from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.mm.progress import quiet_openmmlab
 from selftrain.stage import expect, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.store import ArtifactRef
@@ -38,7 +38,12 @@ def evaluate(
     kind = kind_of(test)
     cfg = kind.load_config(model_config)
     ref = store.stage_ref(
-        model.dataset, STAGE, VERSION, config_digest(cfg), {"model": model, "test": test}, {"checkpoint": checkpoint}
+        model.dataset,
+        STAGE,
+        VERSION,
+        config_digest(cfg),
+        {"model": model, "test": test},
+        {"checkpoint": checkpoint, "recipe": recipe_digest((f"{kind.config_folder}_test",))},
     )
     trained = store.manifest(model).meta
     what = f"evaluate {(trained.get('params') or {}).get('method', '')} {trained.get('role', 'model')}".replace(

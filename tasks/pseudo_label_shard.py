@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import DETECTION, SEGMENTATION, kind_of
-from selftrain.mm.configs import config_digest
+from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key, threshold_boxes
 from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.masks import IGNORE_LABEL, encode_mask_shard
@@ -137,7 +137,7 @@ def pseudo_label_shard(
     if class_thresholds and not kind.per_class_thresholds:
         raise ValueError(f"class_thresholds apply to detection; {kind.name} uses one confidence threshold")
     class_thr = {classes.index(name): float(t) for name, t in (class_thresholds or {}).items()}
-    params = label_params(scales, flip, score_thr, class_thresholds)
+    params = label_params(scales, flip, score_thr, class_thresholds, recipe_digest(tta=kind.tta_defaults))
     ref = store.stage_ref(
         shard.dataset,
         kind.pseudo_stage,

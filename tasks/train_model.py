@@ -24,7 +24,9 @@ from selftrain.mm.configs import (
     det_train_config,
     epoch_matched_iters,
     oversample_times,
+    recipe_digest,
     seg_train_config,
+    training_stage,
 )
 from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.progress import quiet_openmmlab
@@ -124,9 +126,12 @@ def train_model(
     }
     if pseudo and method != "zoph":
         params["method"] = method  # absent for zoph: keys of earlier detection runs stay valid
+    # the recipe files this training is built from (stage config, _base_ files, augmentation)
+    params["recipe"] = recipe_digest(
+        (training_stage(kind.config_folder, method if pseudo else None),),
+        ("weak", "strong") if pseudo and method == "st" else (aug,),
+    )
     if pseudo and method == "st":
-        # 2: the ST++ reference's recipe (ceil oversampling, random-fill CutOut, luma grayscale)
-        params["recipe"] = 2
         if iters is None:
             params["epochs_of_teacher_iters"] = teacher_iters
     if pseudo and method == "zoph":

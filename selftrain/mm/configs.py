@@ -621,6 +621,26 @@ def det_tta_pipeline(model_cfg: Config, scales: list[float], flip: bool) -> list
     ]
 
 
+def training_stage(kind_folder: str, student_method: str | None) -> str:
+    """The stage config (model_configs/stages/) of a training: '<det|seg>_teacher' or
+    '<det|seg>_student_<method>'."""
+    return f"{kind_folder}_teacher" if student_method is None else f"{kind_folder}_student_{student_method}"
+
+
+def recipe_digest(stages: tuple[str, ...] = (), aug: tuple[str, ...] = (), tta: str | None = None) -> str:
+    """Digest of the recipe files a stage is built from, for its store key: the stage configs
+    (with their ``_base_`` files resolved), the augmentation presets (model_configs/aug/, and
+    strong.py when 'strong' is named) and a TTA defaults file. Editing any of them changes the
+    keys of the stages built from it, so that nothing trained with the old recipe is reused."""
+    parts: dict[str, object] = {f"stage:{name}": stage_template(name) for name in stages}
+    for name in aug:
+        path = os.path.join(MODEL_CONFIGS, "aug", "strong.py") if name == "strong" else None
+        parts[f"aug:{name.lower()}"] = Config.fromfile(path).to_dict() if path else aug_preset(name).to_dict()
+    if tta is not None:
+        parts[f"tta:{tta}"] = tta_defaults(tta).to_dict()
+    return config_digest(parts)
+
+
 def tta_defaults(name: str) -> Config:
     """A TTA defaults file of model_configs/tta/ (views and merge settings)."""
     return Config.fromfile(os.path.join(MODEL_CONFIGS, "tta", name))

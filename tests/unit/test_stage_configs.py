@@ -133,3 +133,40 @@ def test_a_pseudo_set_of_image_urls_loads_its_images_where_they_are(tmp_path):
     ds = DATASETS.build(C.coco_dataset(C.CocoSource(str(tmp_path / "pseudo.json"), "", ("tree",)), pipeline, False))
     assert ds[0]["img_path"] == "memory://pool/u0.png" and ds[0]["img"].shape == (32, 48, 3)
     assert C.coco_dataset(SRC, pipeline, False)["data_prefix"]["img"] == "/data/images/"
+
+
+def test_editing_a_recipe_file_changes_the_keys_of_exactly_the_stages_built_from_it(tmp_path, monkeypatch):
+    copy = tmp_path / "model_configs"
+    shutil.copytree(C.MODEL_CONFIGS, copy)
+    monkeypatch.setattr(C, "MODEL_CONFIGS", str(copy))
+    monkeypatch.setattr(C, "STAGE_CONFIGS", str(copy / "stages"))
+
+    def digests():
+        return {
+            "teacher": C.recipe_digest((C.training_stage("det", None),), ("S1",)),
+            "zoph": C.recipe_digest((C.training_stage("det", "zoph"),), ("S1",)),
+            "st": C.recipe_digest((C.training_stage("det", "st"),), ("weak", "strong")),
+            "seg st": C.recipe_digest((C.training_stage("seg", "st"),), ("weak", "strong")),
+            "eval": C.recipe_digest(("det_test",)),
+            "tta": C.recipe_digest(tta="det_default.py"),
+        }
+
+    def edit(path, old, new):
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new))
+
+    before = digests()
+    assert len(set(before.values())) == len(before)
+    edit(copy / "_base_" / "datasets" / "semi_coco_detection_zoph.py", "shuffle=True", "shuffle=False")
+    after = digests()
+    assert [k for k in before if before[k] != after[k]] == ["zoph"]
+    edit(copy / "aug" / "strong.py", "prob=0.8", "prob=0.7")
+    again = digests()
+    assert [k for k in after if after[k] != again[k]] == ["st", "seg st"]
+    edit(copy / "tta" / "det_default.py", "merge_nms_iou = 0.5", "merge_nms_iou = 0.6")
+    last = digests()
+    assert [k for k, v in last.items() if v != again[k]] == ["tta"]
+    edit(copy / "_base_" / "default_runtime.py", "window_size=20", "window_size=10")
+    changed = [k for k, v in digests().items() if v != last[k]]
+    assert changed == ["teacher", "zoph", "st", "seg st"]  # every training; not evaluation
