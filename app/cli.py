@@ -57,18 +57,28 @@ def show_config(source: str, stage: str, method: str | None, num_pseudo: int | N
 
     from pydantic import ValidationError
 
-    if os.path.isfile(source) and source.endswith(".json"):
+    if source.endswith(".json"):
         from app.config_preview import preview_config
         from flows.params import SelfTrainingParams
 
-        with open(source) as f:
-            fields = json.load(f)
+        if not os.path.isfile(source):
+            print(f"no parameters file {source}", file=sys.stderr)
+            return 2
         try:
+            with open(source) as f:
+                fields = json.load(f)
             params = SelfTrainingParams(**fields)
         except ValidationError as exc:
             print(f"invalid parameters in {source}:\n{exc}", file=sys.stderr)
             return 2
-        print(preview_config(params, stage, method, num_pseudo))
+        except json.JSONDecodeError as exc:
+            print(f"{source} is not JSON: {exc}", file=sys.stderr)
+            return 2
+        try:
+            print(preview_config(params, stage, method, num_pseudo))
+        except Exception as exc:  # noqa: BLE001 - one line naming the problem, not a traceback
+            print(f"cannot preview stage {stage} for {source}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
         return 0
     from selftrain.stage import get_store
     from storage.store import StoreError
@@ -83,11 +93,17 @@ def show_config(source: str, stage: str, method: str | None, num_pseudo: int | N
             file=sys.stderr,
         )
         return 2
-    store = get_store(store_root)
-    ref = store.ref(dataset, "train", rest.strip("/"))
+    if stage != "teacher" or method or num_pseudo is not None:
+        print(
+            "note: --stage, --method and --num-pseudo preview a parameters file; a stored model's config is "
+            "shown as it ran",
+            file=sys.stderr,
+        )
     try:
+        store = get_store(store_root)
+        ref = store.ref(dataset, "train", rest.strip("/"))
         print(store.read(ref, "config.py").decode())
-    except StoreError as exc:
+    except (StoreError, ValueError) as exc:
         print(
             f"no stored config for {source}: {exc} (models trained before configs were stored have none)",
             file=sys.stderr,

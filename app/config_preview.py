@@ -8,7 +8,6 @@ set is written from the pseudo-label shards.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from storage.listing import read_url
@@ -18,12 +17,15 @@ PSEUDO_SET = "<pseudo labels of the unlabeled images>"
 
 
 def _detection_sources(p: Any) -> tuple[Any, Any, int]:
+    """The sets as registration normalises them (categories by id: label i is the i-th class),
+    named by placeholders for the registered copies a run trains on."""
     from selftrain.mm.configs import CocoSource
+    from tasks.register_dataset import normalise_coco
 
-    coco = json.loads(read_url(p.labeled.ann_file))
-    classes = tuple(c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"]))
-    labeled = CocoSource(p.labeled.ann_file, p.labeled.image_root, classes)
-    val = CocoSource(p.val.ann_file, p.val.image_root, classes)
+    coco, _ = normalise_coco(read_url(p.labeled.ann_file), p.labeled.ann_file)
+    classes = tuple(c["name"] for c in coco["categories"])
+    labeled = CocoSource(f"<registered copy of {p.labeled.ann_file}>", p.labeled.image_root, classes)
+    val = CocoSource(f"<registered copy of {p.val.ann_file}>", p.val.image_root, classes)
     return labeled, val, len(coco["images"])
 
 
@@ -105,5 +107,5 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
             )
         if student:
             header.append(f"# student method {method}, {pseudo_count} pseudo-labeled images assumed (--num-pseudo)")
-    header.append("# paths as the parameters give them; a run uses its registered copies (same content)")
+    header.append("# image folders as the parameters give them; annotations: the registered, normalised copies")
     return "\n".join(header) + "\n" + built.pretty_text

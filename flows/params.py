@@ -70,7 +70,8 @@ def rename_deprecated(values: dict, warn=None) -> dict:
     """``values`` with every old parameter name of RENAMED replaced by its new name.
 
     ``warn(message)`` is called once per old name found (default: warnings.warn with a
-    DeprecationWarning). Raises ValueError when both the old and the new name are given."""
+    FutureWarning, which Python shows by default, unlike a DeprecationWarning raised outside
+    ``__main__``). Raises ValueError when both the old and the new name are given."""
     import warnings
 
     out = dict(values)
@@ -84,7 +85,7 @@ def rename_deprecated(values: dict, warn=None) -> dict:
             raise ValueError(f"parameter {old!r} is the deprecated name of {new!r}: give only {new!r}")
         out[new] = value
         message = f"parameter {old!r} is deprecated and will be removed; use {new!r}"
-        (warn or (lambda m: warnings.warn(m, DeprecationWarning, stacklevel=3)))(message)
+        (warn or (lambda m: warnings.warn(m, FutureWarning, stacklevel=3)))(message)
     return out
 
 
@@ -104,9 +105,10 @@ class SelfTrainingParams(BaseModel):
     config: str | None = Field(
         None, description="model config under model_configs/ or a path; default: the CPU config of the task"
     )
-    method: Method | list[Method] = Field(
-        "zoph",
-        description="student method(s): zoph (detection), st, st++; several share one teacher and its pseudo labels",
+    method: Method | list[Method] | None = Field(
+        None,
+        description="student method(s): zoph (detection), st, st++; several share one teacher and its pseudo "
+        "labels; default (empty): zoph for detection, st++ for segmentation",
     )
     rounds: int = Field(1, ge=1, description="rounds > 1: each student becomes the next round's teacher")
     teacher_iters: int = Field(600, gt=0, description="the teacher's schedule, in iterations (a multiple of k)")
@@ -232,11 +234,15 @@ class SelfTrainingParams(BaseModel):
 
     @property
     def methods(self) -> list[str]:
+        if self.method is None:
+            return [self.kind.default_method]
         return [self.method] if isinstance(self.method, str) else list(dict.fromkeys(self.method))
 
     @model_validator(mode="after")
     def _task(self):
         kind, set_type = self.kind, SET_TYPES[self.task]
+        if self.method is None:
+            self.method = kind.default_method
         for name in ("labeled", "val"):
             if not isinstance(getattr(self, name), set_type):
                 raise ValueError(f"{name} must be a {(set_type.__doc__ or '').split(':')[0]} for task {self.task}")

@@ -35,6 +35,7 @@ class TaskKind:
     default_config: str
     tta_defaults: str  # model_configs/tta/<file>: the default views and merge settings
     methods: tuple[str, ...]  # student methods this kind supports
+    default_method: str
     aug_presets: tuple[str, ...]  # augmentation presets it supports
     per_class_thresholds: bool
     # the score / confidence threshold of each method's paper, for pseudo labels (docs/design.md §3.2)
@@ -166,6 +167,7 @@ DETECTION = Detection(
     default_config="det/retinanet_mnv2_256_cpu",
     tta_defaults="det_default.py",
     methods=("zoph", "st", "st++"),
+    default_method="zoph",
     aug_presets=("S1", "S2", "S3", "S4"),
     per_class_thresholds=True,
     # Zoph et al. 2020 §3.2: boxes above 0.5; st / st++ (this project's extension to boxes) alike
@@ -185,6 +187,7 @@ SEGMENTATION = Segmentation(
     default_config="seg/deeplabv3plus_mnv2_128_cpu",
     tta_defaults="seg_default.py",
     methods=("st", "st++"),
+    default_method="st++",
     aug_presets=("S1",),  # S2..S4 hold box-aware detection policies
     per_class_thresholds=False,
     # ST++ (appendix; reference label.py): the plain argmax of the averaged softmax, no pixel

@@ -17,7 +17,7 @@ STAGE, VERSION = "ranking", 2  # 2: floor(fraction * N) reliable, as the ST++ re
 
 @task(name="rank_by_stability", cache_policy=NO_CACHE)
 def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fraction: float = 0.5) -> ArtifactRef:
-    """Rank the images by stability (ST++): the top ``reliable_fraction`` are reliable (docs/design.md §3.5)."""
+    """Rank the images by stability (ST++): the top ``reliable_fraction`` are reliable (docs/design.md §3.3)."""
     expect("rank_by_stability", "scores", scores, "stability scores")
     store = get_store(store_url)
     if not scores:

@@ -38,7 +38,7 @@ def score_stability(
     class_thresholds: dict[str, float] | None = None,
     batch_size: int = 8,
 ) -> ArtifactRef:
-    """Score the stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.5)."""
+    """Score the stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.3)."""
     from selftrain.mm.inference import build_model, load_weights, predict
 
     expect("score_stability", "teacher", teacher, "model")

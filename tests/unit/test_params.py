@@ -13,7 +13,7 @@ from flows.params import RENAMED, SelfTrainingParams, rename_deprecated
 def test_the_old_spelling_labelled_still_works_and_says_it_is_deprecated():
     params = demo_parameters()
     old = dict(params, labelled=params.pop("labeled"))
-    with pytest.warns(DeprecationWarning, match="'labelled' is deprecated.*use 'labeled'"):
+    with pytest.warns(FutureWarning, match="'labelled' is deprecated.*use 'labeled'"):
         p = SelfTrainingParams(**old)
     assert p.labeled == SelfTrainingParams(**demo_parameters()).labeled
     assert "labelled" not in p.model_dump()

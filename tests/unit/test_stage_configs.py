@@ -170,3 +170,33 @@ def test_editing_a_recipe_file_changes_the_keys_of_exactly_the_stages_built_from
     edit(copy / "_base_" / "default_runtime.py", "window_size=20", "window_size=10")
     changed = [k for k, v in digests().items() if v != last[k]]
     assert changed == ["teacher", "zoph", "st", "seg st"]  # every training; not evaluation
+
+
+def test_config_show_previews_users_sets_as_registration_normalises_them(tmp_path, capsys):
+    from app.cli import main
+
+    coco = {
+        "images": [{"id": 5, "file_name": "a.png", "width": 8, "height": 8}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 42, "bbox": [1, 1, 3, 3], "area": 9, "iscrowd": 0}],
+        "categories": [{"id": 17, "name": "zebra"}, {"id": 3, "name": "cat"}, {"id": 42, "name": "apple"}],
+    }
+    (tmp_path / "lab.json").write_text(json.dumps(coco))
+    (tmp_path / "img").mkdir()
+    det = dict(ann_file=str(tmp_path / "lab.json"), image_root=str(tmp_path / "img"))
+    params = tmp_path / "det.json"
+    params.write_text(json.dumps(dict(dataset="d", labeled=det, val=det, unlabeled=str(tmp_path / "img"))))
+    assert main(["config", "show", str(params)]) == 0
+    cfg = Config.fromstring(capsys.readouterr().out, ".py")
+    # label i is the i-th category by id, as every stage of a run sees it
+    assert cfg.train_dataloader.dataset.metainfo.classes == ("cat", "zebra", "apple")
+    assert cfg.train_dataloader.dataset.ann_file.startswith("<registered copy of ")
+    seg = dict(img_dir=str(tmp_path / "img"), ann_dir=str(tmp_path / "img"), classes=["background", "thing"])
+    params.write_text(json.dumps(dict(dataset="s", task="segmentation", labeled=seg, val=seg, unlabeled="/u")))
+    assert main(["config", "show", str(params), "--stage", "student"]) == 0
+    cfg = Config.fromstring(capsys.readouterr().out, ".py")
+    assert cfg.train_dataloader.dataset.datasets[0].type == "RepeatDataset"
+    assert main(["config", "show", str(params), "--stage", "student", "--method", "zoph"]) == 1
+    assert "segmentation students train with" in capsys.readouterr().err
+    params.write_text("{")
+    assert main(["config", "show", str(params)]) == 2
+    assert "is not JSON" in capsys.readouterr().err
