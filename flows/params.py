@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -242,7 +242,7 @@ class SelfTrainingParams(BaseModel):
     def _task(self):
         kind, set_type = self.kind, SET_TYPES[self.task]
         if self.method is None:
-            self.method = kind.default_method
+            self.method = cast(Method, kind.default_method)
         for name in ("labeled", "val"):
             if not isinstance(getattr(self, name), set_type):
                 raise ValueError(f"{name} must be a {(set_type.__doc__ or '').split(':')[0]} for task {self.task}")
