@@ -89,6 +89,9 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
                 pseudo=pseudo_masks,
                 num_pseudo=pseudo_count,
                 num_labeled=num_labeled,
+                method=method,
+                alpha=p.alpha,
+                zoph_batch=p.zoph_batch,
                 **common,
             )
         else:

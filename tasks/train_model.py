@@ -74,7 +74,7 @@ def train_model(
     """Train a teacher or a student with mmengine's Runner, keeping K evenly spaced checkpoints.
 
     role 'teacher': labeled data only. A student trains on labeled + pseudo data: method
-    'zoph' (detection): half/half batches, loss normalisation with weight alpha, initialised
+    'zoph' (both tasks): half/half batches, loss normalisation with weight alpha, initialised
     from ``init``; method 'st' (both tasks): labeled oversampled, strong augmentation on
     pseudo images, re-initialised. ST++: ``reliable_only`` (a ranking) keeps only the
     reliable images of ``pseudo``; ``relabeled`` shards are added whole. ``iters`` must be a
@@ -174,7 +174,16 @@ def train_model(
     common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
     if segmentation:
         train_cfg = seg_train_config(
-            cfg, labeled=lab, val=val_src, pseudo=pseudo_src, num_pseudo=num_pseudo, num_labeled=num_labeled, **common
+            cfg,
+            labeled=lab,
+            val=val_src,
+            pseudo=pseudo_src,
+            num_pseudo=num_pseudo,
+            num_labeled=num_labeled,
+            method=method,
+            alpha=alpha,
+            zoph_batch=zoph_batch,
+            **common,
         )
     else:
         train_cfg = det_train_config(

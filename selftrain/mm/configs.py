@@ -452,7 +452,7 @@ def seg_dataset(source: SegSource, pipeline: list[dict], test_mode: bool = False
     return _fill_pairs(part["dataset"], source, pipeline)
 
 
-def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False) -> list[dict]:
+def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False, pack: dict | None = None) -> list[dict]:
     """Load -> resize with the preset's ratio jitter -> crop -> flip [-> ST strong] -> pack.
     The detection presets' AutoAugment / RandAugment policies are box-aware mmdet transforms:
     segmentation takes the presets' jitter and flip only and refuses a policy."""
@@ -470,7 +470,7 @@ def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False) -> lis
         dict(type="RandomCrop", crop_size=(h, w), cat_max_ratio=0.75),
         dict(type="RandomFlip", prob=float(preset.flip_prob)),
         *(strong_transforms("seg") if strong else []),
-        dict(type="PackSegInputs"),
+        pack or dict(type="PackSegInputs"),
     ]
 
 
@@ -514,14 +514,47 @@ def seg_train_config(
     num_pseudo: int = 0,
     num_workers: int = 2,
     num_labeled: int | None = None,
+    method: str = "st",
+    alpha: float = 1.0,
+    zoph_batch: str = "double",
 ) -> Config:
-    """Training config for a segmentation teacher (pseudo=None) or an ST / ST++ student:
-    labeled pairs repeated to about the pseudo set's size, weak augmentation on all, strong
-    augmentation on the pseudo masks' images only (docs/design.md §3.4, §3.5)."""
+    """Training config for a segmentation teacher (pseudo=None) or a student.
+
+    ``st`` (ST / ST++): labeled pairs repeated beside the pseudo masks, weak augmentation on
+    all, strong augmentation on the pseudo masks' images only (docs/design.md §3.4, §3.5).
+    ``zoph`` (Zoph et al. §4.2): as for detection - half human / half pseudo batches
+    (``zoph_batch`` 'double': B + B, 'split': B/2 + B/2), the ``aug`` preset on both,
+    LossNormalizedSegmentor with weight ``alpha``, usually initialised from the teacher."""
     model = seg_model(model_cfg, len(labeled.classes), pretrained and load_from is None)
+    batch = int(model_cfg.batch_size)
     if pseudo is None:
         cfg = stage_template("seg_teacher")
         _fill_pairs(cfg["train_dataloader"]["dataset"], labeled, seg_train_pipeline(model_cfg, aug))
+    elif method == "zoph":
+        if zoph_batch not in ("double", "split"):
+            raise ConfigError(f"zoph_batch must be 'double' or 'split', got {zoph_batch!r}")
+        if zoph_batch == "double":
+            batch = 2 * batch
+        elif batch % 2:
+            raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
+
+        def branch(name: str) -> dict:
+            # mmdet's MultiBranch packs each source into its branch; the scope prefix finds it
+            # from mmseg's registry
+            return dict(
+                type="mmdet.MultiBranch", branch_field=["human", "pseudo"], **{name: dict(type="PackSegInputs")}
+            )
+
+        cfg = stage_template("seg_student_zoph")
+        human_set, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
+        _fill_pairs(human_set, labeled, seg_train_pipeline(model_cfg, aug, pack=branch("human")))
+        _fill_pairs(pseudo_set, pseudo, seg_train_pipeline(model_cfg, aug, pack=branch("pseudo")))
+        cfg["train_dataloader"]["sampler"]["batch_size"] = batch
+        cfg["model"].update(detector=model, alpha=alpha)
+        cfg["model"]["data_preprocessor"]["data_preprocessor"] = model["data_preprocessor"]
+        model = cfg["model"]
+    elif method != "st":
+        raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
     else:
         if num_labeled is None:
             with open(labeled.pairs_file) as f:
@@ -544,6 +577,7 @@ def seg_train_config(
         seed=seed,
         load_from=load_from,
         num_workers=num_workers,
+        batch_size=batch,
     )
 
 

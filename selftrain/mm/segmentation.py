@@ -7,6 +7,7 @@ Registered in mmseg's registries on import (``custom_imports = ['selftrain.mm']`
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import torch
 from mmengine.structures import PixelData
@@ -14,6 +15,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.models.segmentors.seg_tta import SegTTAModel
 from mmseg.registry import DATASETS, MODELS
 
+from selftrain.mm.loss_normalization import LossNormalizedDetector
 from storage.masks import IGNORE_LABEL
 
 
@@ -76,3 +78,21 @@ class ConfidentSegTTAModel(SegTTAModel):
             )
             merged.append(sample)
         return merged
+
+
+@MODELS.register_module()
+class LossNormalizedSegmentor(LossNormalizedDetector):
+    """Zoph et al. (2020)'s student for semantic segmentation: the same loss normalisation,
+    ``L = 1/(1+a) * (Lh + a * EMA(Lh)/EMA(Lp) * Lp)`` (selftrain/mm/loss_normalization.py),
+    around any mmseg segmentor (``detector``: its config, e.g. an EncoderDecoder).
+
+    The paper's PASCAL experiments (§4.2 and Appendix B) use this recipe for segmentation as
+    for detection: half human / half pseudo-labeled batches, pseudo masks whose pixels under
+    0.5 confidence are ignored (255, mmseg's ignore index). Batches come from mmdet's
+    ``MultiBranch`` packing (``PackSegInputs`` per branch) and
+    ``DropEmptyBranchesDataPreprocessor`` around the segmentor's ``SegDataPreProcessor``.
+    Prediction and validation delegate to the segmentor (``pred_sem_seg``)."""
+
+    def predict(self, batch_inputs, batch_data_samples=None, rescale: bool = True):
+        segmentor: Any = self.detector  # an mmseg segmentor: predict(inputs, data_samples)
+        return segmentor.predict(batch_inputs, batch_data_samples)

@@ -30,6 +30,7 @@ def test_stage_names_are_the_recipes():
         "det_teacher",
         "det_test",
         "seg_student_st",
+        "seg_student_zoph",
         "seg_teacher",
         "seg_test",
     ]
@@ -195,8 +196,8 @@ def test_config_show_previews_users_sets_as_registration_normalises_them(tmp_pat
     assert main(["config", "show", str(params), "--stage", "student"]) == 0
     cfg = Config.fromstring(capsys.readouterr().out, ".py")
     assert cfg.train_dataloader.dataset.datasets[0].type == "RepeatDataset"
-    assert main(["config", "show", str(params), "--stage", "student", "--method", "zoph"]) == 1
-    assert "segmentation students train with" in capsys.readouterr().err
+    assert main(["config", "show", str(params), "--stage", "student", "--method", "zoph"]) == 0
+    assert Config.fromstring(capsys.readouterr().out, ".py").model.type == "LossNormalizedSegmentor"
     params.write_text("{")
     assert main(["config", "show", str(params)]) == 2
     assert "is not JSON" in capsys.readouterr().err
