@@ -107,7 +107,7 @@ class SelfTrainingParams(BaseModel):
     )
     method: Method | list[Method] | None = Field(
         None,
-        description="student method(s): zoph (detection), st, st++; several share one teacher and its pseudo "
+        description="student method(s): zoph, st, st++; several share one teacher and its pseudo "
         "labels; default (empty): zoph for detection, st++ for segmentation",
     )
     rounds: int = Field(1, ge=1, description="rounds > 1: each student becomes the next round's teacher")

@@ -134,3 +134,24 @@ def test_identical_rerun_computes_nothing(seg_run, prefect_server):
     assert "Iter(train)" not in output
     lines = lambda text: [x for x in text.splitlines() if x.startswith(" segmentation:")]  # noqa: E731
     assert lines(output) == lines(first_output) and len(lines(output)) == 5
+
+
+def test_zoph_student_for_segmentation_runs_in_the_flow(seg_run, prefect_server):
+    """method zoph for segmentation: its own teacher (the S1 preset), pseudo masks ignoring pixels
+    under 0.5 confidence, a loss-normalised student from the teacher on doubled mixed batches."""
+    out, _ = seg_run
+    args = [a for a in TINY if a not in ("st", "st++")]
+    args[args.index("--methods") + 1 : args.index("--methods") + 1] = ["zoph"]
+    output = run_demo(out, prefect_server, args=[*args, "--student-iters", "6"])
+    assert "segmentation: zoph" in output
+    report = json.load(open(os.path.join(out, "report-seg", "report.json")))
+    assert set(report["metrics"]) == {"teacher", "zoph"}
+    assert report["parameters"]["score_threshold"] == 0.5 and report["parameters"]["teacher_aug"] == "S1"
+    store = ArtifactStore(os.path.join(out, "store"))
+    (student,) = [
+        r
+        for r in store.list("composed-seg", "train")
+        if store.manifest(r).meta["role"] == "student" and store.manifest(r).meta["params"].get("zoph_batch")
+    ]
+    assert store.manifest(student).meta["params"]["zoph_batch"] == "double"
+    assert "LossNormalizedSegmentor" in store.read(student, "config.py").decode()
