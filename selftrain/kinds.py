@@ -30,6 +30,7 @@ class TaskKind:
     pseudo_stage: str  # pseudo labeling's stage name
     pseudo_version: int
     main_metric: str  # the metric a report leads with (a fraction in [0, 1])
+    val_metric: str  # the validation metric a training logs and keeps its best checkpoint by
     metrics: tuple[str, ...]  # every metric evaluation stores
     metrics_description: str
     default_config: str
@@ -62,6 +63,15 @@ class TaskKind:
         """The plain model (single scale), for stability scoring."""
         raise NotImplementedError
 
+    def student_data(self, store: ArtifactStore, sources: Any, labeled: Any, folder: str) -> tuple[Any, int]:
+        """A student's pseudo-labeled set written as its dataset reads it (selftrain/student_data.py)
+        under ``folder``, and its number of images."""
+        raise NotImplementedError
+
+    def train_config(self, cfg: Config, **kwargs: Any) -> Config:
+        """The training config of a teacher or student (selftrain/mm/configs.py)."""
+        raise NotImplementedError
+
     def test_pipeline(self, cfg: Config) -> list[dict[str, Any]]:
         """Single-scale inference pipeline without annotations; unreadable images marked."""
         raise NotImplementedError
@@ -85,6 +95,18 @@ class Detection(TaskKind):
         from selftrain.stage import local_coco
 
         return local_coco(store, ref, folder, name)
+
+    def student_data(self, store: ArtifactStore, sources: Any, labeled: Any, folder: str) -> tuple[Any, int]:
+        import os
+
+        from selftrain.student_data import pseudo_coco
+
+        return pseudo_coco(store, sources, labeled, os.path.join(folder, "pseudo.json"))
+
+    def train_config(self, cfg: Config, **kwargs: Any) -> Config:
+        from selftrain.mm.configs import det_train_config
+
+        return det_train_config(cfg, **kwargs)
 
     def test_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
         from selftrain.mm.configs import det_model
@@ -124,6 +146,16 @@ class Segmentation(TaskKind):
 
         return local_seg(store, ref, folder, name)
 
+    def student_data(self, store: ArtifactStore, sources: Any, labeled: Any, folder: str) -> tuple[Any, int]:
+        from selftrain.student_data import pseudo_seg
+
+        return pseudo_seg(store, sources, labeled.classes, folder)
+
+    def train_config(self, cfg: Config, **kwargs: Any) -> Config:
+        from selftrain.mm.configs import seg_train_config
+
+        return seg_train_config(cfg, **kwargs)
+
     def test_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
         from selftrain.mm.configs import seg_model
 
@@ -162,6 +194,7 @@ DETECTION = Detection(
     pseudo_stage="pseudo_boxes",
     pseudo_version=1,
     main_metric="bbox_mAP",
+    val_metric="coco/bbox_mAP",
     metrics=("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"),
     metrics_description="COCO bbox metrics",
     default_config="det/retinanet_mnv2_256_cpu",
@@ -182,6 +215,7 @@ SEGMENTATION = Segmentation(
     pseudo_stage="pseudo_masks",
     pseudo_version=1,
     main_metric="mIoU",
+    val_metric="mIoU",
     metrics=("mIoU", "mAcc", "aAcc"),
     metrics_description="mIoU metrics",
     default_config="seg/deeplabv3plus_mnv2_128_cpu",

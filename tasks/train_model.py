@@ -17,15 +17,13 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.kinds import SEGMENTATION, kind_of
+from selftrain.kinds import kind_of
 from selftrain.mm.configs import (
     config_digest,
     count_images,
-    det_train_config,
     epoch_matched_iters,
     oversample_times,
     recipe_digest,
-    seg_train_config,
     training_stage,
 )
 from selftrain.mm.launch import gpus, train_distributed
@@ -36,13 +34,11 @@ from selftrain.stage import (
     expect,
     fetch_checkpoint,
     get_store,
-    local_coco,
-    local_seg,
     log_stage,
     scratch_dir,
     stage_logger,
 )
-from selftrain.student_data import pseudo_coco, pseudo_seg, pseudo_sources
+from selftrain.student_data import pseudo_sources
 from storage.keys import digest_json
 from storage.store import ArtifactRef
 
@@ -96,7 +92,6 @@ def train_model(
         expect("train_model", argument, value, what)
     store = get_store(store_url)
     kind = kind_of(labeled)
-    segmentation = kind is SEGMENTATION  # the data a student's pseudo labels become: masks or a COCO file
     cfg = kind.load_config(model_config)
     if pseudo and method not in ("zoph", "st"):
         raise ValueError(f"unknown student method {method!r}")
@@ -151,18 +146,9 @@ def train_model(
     if init is not None:
         load_from = fetch_checkpoint(store, init, "last", os.path.join(data, "init.pth"))
     schedule = ""
-    if segmentation:
-        lab = local_seg(store, labeled, data, "labeled")
-        val_src = local_seg(store, val, data, "val") if val is not None else None
-        pseudo_src, num_pseudo = None, 0
-        if pseudo:
-            pseudo_src, num_pseudo = pseudo_seg(store, sources, lab.classes, data)
-    else:
-        lab = local_coco(store, labeled, data, "labeled")
-        val_src = local_coco(store, val, data, "val") if val is not None else None
-        pseudo_src, num_pseudo = None, 0
-        if pseudo:
-            pseudo_src, num_pseudo = pseudo_coco(store, sources, lab, os.path.join(data, "pseudo.json"))
+    lab = kind.local_set(store, labeled, data, "labeled")
+    val_src = kind.local_set(store, val, data, "val") if val is not None else None
+    pseudo_src, num_pseudo = kind.student_data(store, sources, lab, data) if pseudo else (None, 0)
     num_labeled = count_images(lab)
     if iters is None:
         assert teacher_iters is not None  # checked above
@@ -172,32 +158,18 @@ def train_model(
             f" + {num_pseudo}) / {num_labeled} images"
         )
     common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
-    if segmentation:
-        train_cfg = seg_train_config(
-            cfg,
-            labeled=lab,
-            val=val_src,
-            pseudo=pseudo_src,
-            num_pseudo=num_pseudo,
-            num_labeled=num_labeled,
-            method=method,
-            alpha=alpha,
-            zoph_batch=zoph_batch,
-            **common,
-        )
-    else:
-        train_cfg = det_train_config(
-            cfg,
-            labeled=lab,
-            val=val_src,
-            pseudo=pseudo_src,
-            method=method,
-            alpha=alpha,
-            num_pseudo=num_pseudo,
-            num_labeled=num_labeled,
-            zoph_batch=zoph_batch,
-            **common,
-        )
+    train_cfg = kind.train_config(
+        cfg,
+        labeled=lab,
+        val=val_src,
+        pseudo=pseudo_src,
+        method=method,
+        alpha=alpha,
+        num_pseudo=num_pseudo,
+        num_labeled=num_labeled,
+        zoph_batch=zoph_batch,
+        **common,
+    )
     if os.path.exists(os.path.join(work, "last_checkpoint")):
         # A previous attempt was killed: continue from its last checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
@@ -237,7 +209,7 @@ def train_model(
         "checkpoints": k,
         "last": f"ckpt-{k}.pth",
         "best": os.path.basename(best[-1]) if best else None,
-        "final_val": history[-1] if history and ("coco/bbox_mAP" in history[-1] or "mIoU" in history[-1]) else None,
+        "final_val": history[-1] if history and kind.val_metric in history[-1] else None,
     }
     with store.writer(ref, meta=meta) as w:
         for j, path in enumerate(ckpts, start=1):
