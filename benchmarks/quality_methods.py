@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             teacher_iters=args.teacher_iters,
             student_iters=args.student_iters,
             score_threshold=None,
+            teacher_aug=None,
             k=None,
             shard_size=None,
             seed=seed,

@@ -263,7 +263,13 @@ class SelfTrainingParams(BaseModel):
         if self.config is None:
             self.config = kind.default_config
         if self.tta_scales is None:
-            self.tta_scales = list(kind.default_tta_scales)
+            per_method = {m: kind.default_tta_scales(m) for m in self.methods}
+            if len(set(per_method.values())) > 1:
+                raise ValueError(
+                    f"the methods' papers use different TTA scales ({per_method}): set tta_scales, or run the "
+                    "methods in separate runs"
+                )
+            self.tta_scales = list(next(iter(per_method.values())))
         if self.score_threshold is None:
             thresholds = {m: kind.default_score_threshold[m] for m in self.methods}
             if len(set(thresholds.values())) > 1:

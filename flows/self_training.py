@@ -125,6 +125,11 @@ def rank_images(p: SelfTrainingParams, teacher, shards, labeled):
     return rank_by_stability(p.store, [f.result() for f in futures], p.reliable_fraction)
 
 
+def trained_iters(meta: dict, default: int) -> int:
+    """The iterations a stored model trained (its manifest; older manifests hold them in params)."""
+    return int(meta.get("iters") or (meta.get("params") or {}).get("iters") or default)
+
+
 def flat_parameters(model: type[BaseModel]):
     """Give a ``**kwargs`` flow the fields of ``model`` as its signature, so that a deployment's
     parameters are the fields themselves: `prefect deployment run ... --param score_threshold=0.4`
@@ -195,12 +200,6 @@ def self_training(**fields) -> str:
             for s, role in ((p.labeled, "labeled"), (p.val, "val"))
         )
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
-    # Students' schedules, as the papers train them unless student_iters is given: a zoph
-    # student as long as its teacher; an st / st++ student (each phase) for the teacher's
-    # epochs over its own training set (iterations derived in train_model).
-    train = dict(k=p.k, aug=p.aug, pretrained=p.pretrained)
-    zoph_train = dict(train, iters=p.student_iters or p.teacher_iters, zoph_batch=p.zoph_batch)
-    st_train = dict(train, iters=p.student_iters, teacher_iters=p.teacher_iters, aug="weak")  # st: weak + strong
 
     # 1. Teacher on the labeled set, K evenly spaced checkpoints (or the trained one named).
     if p.teacher:
@@ -218,6 +217,14 @@ def self_training(**fields) -> str:
             aug=p.teacher_aug,
             pretrained=p.pretrained,
         )
+    # Students' schedules, as the papers train them unless student_iters is given: a zoph
+    # student as long as its teacher; an st / st++ student (each phase) for the teacher's
+    # epochs over its own training set (iterations derived in train_model). A named teacher's
+    # own length counts, not the teacher_iters parameter.
+    teacher_iters = trained_iters(get_store(store).manifest(teacher).meta, p.teacher_iters)
+    train = dict(k=p.k, aug=p.aug, pretrained=p.pretrained)
+    zoph_train = dict(train, iters=p.student_iters or teacher_iters, zoph_batch=p.zoph_batch)
+    st_train = dict(train, iters=p.student_iters, teacher_iters=teacher_iters, aug="weak")  # st: weak + strong
     models, ranking = {"teacher": teacher}, None
     # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
     first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labeled, "teacher")

@@ -43,12 +43,15 @@ class TaskKind:
     default_score_threshold: dict[str, float]
     made: str  # what pseudo labeling makes, plural ('boxes', 'masks')
 
-    @property
-    def default_tta_scales(self) -> tuple[float, ...]:
-        """The default TTA scales, from model_configs/tta/ (relative to the test size)."""
+    def default_tta_scales(self, method: str) -> tuple[float, ...]:
+        """The TTA scales (relative to the test size) of ``method``'s paper, from model_configs/tta/
+        (one tuple for every method, or one per method with 'st' covering st++)."""
         from selftrain.mm.configs import tta_defaults
 
-        return tuple(float(s) for s in tta_defaults(self.tta_defaults).scales)
+        scales = tta_defaults(self.tta_defaults).scales
+        if isinstance(scales, dict):
+            scales = scales["st" if method == "st++" else method]
+        return tuple(float(s) for s in scales)
 
     def load_config(self, model_config: str) -> Config:
         from selftrain.mm.configs import load_config
@@ -222,7 +225,7 @@ SEGMENTATION = Segmentation(
     tta_defaults="seg_default.py",
     methods=("zoph", "st", "st++"),
     default_method="st++",
-    aug_presets=("S1",),  # S2..S4 hold box-aware detection policies
+    aug_presets=("S1", "S2", "S3", "S4"),  # mmdet's policies, scoped for mmseg pipelines
     per_class_thresholds=False,
     # ST++ (appendix; reference label.py): the plain argmax of the averaged softmax, no pixel
     # ignored; Zoph et al. 2020 (PASCAL): pixels below 0.5 confidence ignored

@@ -61,7 +61,10 @@ def pseudo_seg(
 
 
 def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labeled: CocoSource, path: str) -> tuple[CocoSource, int]:
-    """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI)."""
+    """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI).
+
+    Returns the set and its number of images with at least one box (those the student's
+    dataset keeps: mmdet drops images without a box), which sizes oversampling and schedule."""
     with open(labeled.ann_file) as f:
         categories = json.load(f)["categories"]
     boxes: list[dict] = []
@@ -101,4 +104,6 @@ def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labeled: CocoSourc
         )
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-    return CocoSource(ann_file=path, image_root="", classes=labeled.classes), len(images)
+    # the images the student trains on: mmdet drops images without a box (filter_empty_gt)
+    trained = len({a["image_id"] for a in annotations})
+    return CocoSource(ann_file=path, image_root="", classes=labeled.classes), trained

@@ -24,6 +24,7 @@ from selftrain.mm.configs import (
     epoch_matched_iters,
     oversample_times,
     recipe_digest,
+    teacher_set_size,
     training_stage,
 )
 from selftrain.mm.launch import gpus, train_distributed
@@ -155,7 +156,7 @@ def train_model(
         iters = epoch_matched_iters(teacher_iters, num_labeled, num_pseudo, k)
         schedule = (
             f", the teacher's epochs: {teacher_iters} x ({oversample_times(num_labeled, num_pseudo)} x {num_labeled}"
-            f" + {num_pseudo}) / {num_labeled} images"
+            f" + {num_pseudo}) / {teacher_set_size(num_labeled)} images"
         )
     common = dict(work_dir=work, iters=iters, k=k, seed=seed, aug=aug, pretrained=pretrained, load_from=load_from)
     train_cfg = kind.train_config(

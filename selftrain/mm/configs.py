@@ -235,16 +235,24 @@ def epoch_matched_iters(teacher_iters: int, num_labeled: int, num_pseudo: int, k
     teacher trained over the labeled set, at the same batch size (the ST++ reference code
     trains every stage for the same ``--epochs``, main.py).
 
-    The teacher's epochs are ``teacher_iters * B / L``; the student's set holds
+    The teacher's epochs are ``teacher_iters * B / L_t``, where ``L_t`` is the teacher's set:
+    the L labeled images, doubled when L < 200 as the reference does (main.py:
+    ``trainset.ids = 2 * trainset.ids if len(trainset.ids) < 200``); the student's set holds
     ``ceil(P / L) * L + P`` images (:func:`oversample_times`), so its iterations are
-    ``teacher_iters * (ceil(P / L) * L + P) / L``, about ``2 P / L`` times the teacher's,
-    rounded up to a multiple of ``k`` (the K checkpoints stay evenly spaced). E.g. 300
-    teacher iterations, 16 labeled, 96 pseudo: 300 * (6 * 16 + 96) / 16 = 3600. Raises
-    ConfigError for an empty labeled set or non-positive iterations / k."""
+    ``teacher_iters * (ceil(P / L) * L + P) / L_t``, rounded up to a multiple of ``k`` (the K
+    checkpoints stay evenly spaced). E.g. 300 teacher iterations, 16 labeled, 96 pseudo:
+    300 * (6 * 16 + 96) / 32 = 1800. Raises ConfigError for an empty labeled set or
+    non-positive iterations / k."""
     if teacher_iters <= 0 or k <= 0:
         raise ConfigError(f"teacher_iters ({teacher_iters}) and k ({k}) must be positive")
     size = oversample_times(num_labeled, num_pseudo) * num_labeled + num_pseudo
-    return math.ceil(teacher_iters * size / num_labeled / k) * k
+    return math.ceil(teacher_iters * size / teacher_set_size(num_labeled) / k) * k
+
+
+def teacher_set_size(num_labeled: int) -> int:
+    """The images of a teacher's epoch: the labeled set, twice when it has fewer than 200
+    images (the ST++ reference's rule, main.py)."""
+    return 2 * num_labeled if num_labeled < 200 else num_labeled
 
 
 def count_images(source: CocoSource | SegSource) -> int:
@@ -452,21 +460,50 @@ def seg_dataset(source: SegSource, pipeline: list[dict], test_mode: bool = False
     return _fill_pairs(part["dataset"], source, pipeline)
 
 
+def mmdet_scoped(policy: list[dict]) -> list[dict]:
+    """A preset's AutoAugment / RandAugment policy for an mmseg pipeline: every transform named
+    with its mmdet scope (``mmdet.Rotate``...), and mmdet's default sub-policies written out so
+    that they are scoped too. mmdet's geometric ops move a label map with the image and fill
+    what they uncover with 255 (ignored), its colour ops leave the map alone."""
+    import inspect
+
+    from mmdet.datasets.transforms.augment_wrappers import AutoAugment, RandAugment
+
+    # mmdet's own defaults (its ImageNet AutoAugment sub-policies; the RandAugment op space)
+    defaults = {
+        "AutoAugment": ("policies", inspect.signature(AutoAugment.__init__).parameters["policies"].default),
+        "RandAugment": ("aug_space", inspect.signature(RandAugment.__init__).parameters["aug_space"].default),
+    }
+
+    def scope(t: dict) -> dict:
+        t = dict(t)
+        if not str(t["type"]).startswith("mmdet."):
+            t["type"] = f"mmdet.{t['type']}"
+        return t
+
+    out = []
+    for t in copy.deepcopy(policy):
+        if t["type"] in defaults:
+            key, default = defaults[t["type"]]
+            t[key] = [[scope(op) for op in sub] for sub in t.get(key, default)]
+        out.append(scope(t))
+    return out
+
+
 def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False, pack: dict | None = None) -> list[dict]:
-    """Load -> resize with the preset's ratio jitter -> crop -> flip [-> ST strong] -> pack.
-    The detection presets' AutoAugment / RandAugment policies are box-aware mmdet transforms:
-    segmentation takes the presets' jitter and flip only and refuses a policy."""
+    """Load -> [preset policy] -> resize with the preset's ratio jitter -> crop -> flip
+    [-> ST strong] -> pack. The S2..S4 policies are mmdet's AutoAugment / RandAugment, scoped
+    for mmseg (:func:`mmdet_scoped`), as Zoph et al. use the presets for segmentation too."""
     preset = aug_preset(aug)
-    if list(preset.policy):
-        raise ConfigError(
-            f"augmentation preset {aug!r} has a detection policy (AutoAugment / RandAugment); "
-            "segmentation supports S1 (flip + scale jitter)"
-        )
+    # resize around the model's image scale (as mmseg's own configs: (2048, 512) for VOC aug,
+    # (2049, 1025) for Cityscapes; ST++: the base size times 0.5 .. 2.0), then crop
+    scale_w, scale_h = model_cfg.img_scale
     h, w = model_cfg.crop_size
     return [
         dict(type="LoadImageFromFile"),
         dict(type="LoadAnnotations"),
-        dict(type="RandomResize", scale=(w, h), ratio_range=tuple(preset.scale_jitter), keep_ratio=True),
+        *mmdet_scoped(list(preset.policy)),
+        dict(type="RandomResize", scale=(scale_w, scale_h), ratio_range=tuple(preset.scale_jitter), keep_ratio=True),
         dict(type="RandomCrop", crop_size=(h, w), cat_max_ratio=0.75),
         dict(type="RandomFlip", prob=float(preset.flip_prob)),
         *(strong_transforms("seg") if strong else []),

@@ -138,7 +138,9 @@ def test_st_plus_plus_for_detection_reuses_the_teacher_and_ranks_by_box_agreemen
     out, _, _ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
     teachers = [r for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"]
-    output = demo(out, prefect_server, extra=["--methods", "st", "st++"])
+    # the first run's teacher (S1 preset, shared with its zoph student); an ST-only run would
+    # otherwise train its own with the weak augmentation, as the ST++ reference does
+    output = demo(out, prefect_server, extra=["--methods", "st", "st++", "--teacher-aug", "S1"])
     assert [r for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"] == teachers
     assert "Iter(train) [ 1/60]" not in output  # the teacher was not trained again
     report = json.load(open(os.path.join(out, "report", "report.json")))

@@ -13,14 +13,17 @@ from selftrain.mm.configs import ConfigError, epoch_matched_iters, oversample_ti
 
 
 def test_st_students_train_the_teachers_epochs_over_their_own_set():
-    # 16 labeled, 96 pseudo: the set is 6 x 16 + 96 = 192 images, 12 times the labeled set
-    assert epoch_matched_iters(300, 16, 96, 3) == 3600
-    # ST++ phase 1 on the 48 reliable images: 3 x 16 + 48 = 96 images
-    assert epoch_matched_iters(300, 16, 48, 3) == 1800
-    # 12 labeled, 78 pseudo: ceil(6.5) = 7 -> 84 + 78 = 162 images; 900 * 162 / 12 = 12150
-    assert epoch_matched_iters(900, 12, 78, 3) == 12150
-    # rounded up to a multiple of k: 100 * (1 * 3 + 2) / 3 = 166.7 -> 168 (k = 4)
-    assert epoch_matched_iters(100, 3, 2, 4) == 168
+    # 16 labeled (doubled in the teacher's epochs: fewer than 200), 96 pseudo: the student's set
+    # is 6 x 16 + 96 = 192 images, 6 teacher epochs of 32 -> 300 * 192 / 32 = 1800
+    assert epoch_matched_iters(300, 16, 96, 3) == 1800
+    # ST++ phase 1 on the 48 reliable images: 3 x 16 + 48 = 96 images -> 900
+    assert epoch_matched_iters(300, 16, 48, 3) == 900
+    # 12 labeled, 78 pseudo: ceil(6.5) = 7 -> 84 + 78 = 162 images; 900 * 162 / 24 = 6075
+    assert epoch_matched_iters(900, 12, 78, 3) == 6075
+    # 400 labeled (not doubled), 1000 pseudo: ceil(2.5) = 3 -> 2200 images; 600 * 2200 / 400 = 3300
+    assert epoch_matched_iters(600, 400, 1000, 3) == 3300
+    # rounded up to a multiple of k: 100 * (1 * 3 + 2) / 6 = 83.3 -> 84 (k = 4)
+    assert epoch_matched_iters(100, 3, 2, 4) == 84
     assert oversample_times(3, 2) == 1
     with pytest.raises(ConfigError):
         epoch_matched_iters(0, 16, 96, 3)
@@ -30,9 +33,8 @@ def test_st_students_train_the_teachers_epochs_over_their_own_set():
 
 def _seg_params(**extra):
     seg = dict(img_dir="/d/img", ann_dir="/d/ann", classes=["background", "thing"])
-    return SelfTrainingParams(
-        dataset="s", task="segmentation", labeled=seg, val=seg, unlabeled="/d/u", method=["st", "st++"], **extra
-    )
+    extra.setdefault("method", ["st", "st++"])
+    return SelfTrainingParams(dataset="s", task="segmentation", labeled=seg, val=seg, unlabeled="/d/u", **extra)
 
 
 def test_each_method_gets_its_papers_pseudo_label_threshold_and_teacher_augmentation():
@@ -66,3 +68,37 @@ def test_the_deployments_use_the_papers_defaults():
     voc = DEPLOYMENTS["voc"][1]()
     assert voc["teacher_iters"] == 80 * 1464 // 16  # the reference's PASCAL recipe
     json.dumps(voc)
+
+
+@pytest.mark.parametrize(
+    ("config", "scale", "crop"),
+    [
+        ("seg/deeplabv3plus_r101_512_voc12aug", (2048, 512), (512, 512)),  # mmseg's VOC aug pipeline
+        ("seg/deeplabv3plus_r101_769_cityscapes", (2049, 1025), (769, 769)),  # mmseg's Cityscapes 769
+        ("seg/deeplabv3plus_mnv2_128_cpu", (128, 128), (128, 128)),
+    ],
+)
+def test_segmentation_training_resizes_around_the_image_scale_then_crops(config, scale, crop):
+    from selftrain.mm.configs import load_config, seg_train_pipeline
+
+    for aug in ("S1", "weak"):
+        pipeline = seg_train_pipeline(load_config(config, "seg"), aug)
+        resize = next(t for t in pipeline if t["type"] == "RandomResize")
+        assert resize["scale"] == scale and resize["keep_ratio"]
+        assert next(t for t in pipeline if t["type"] == "RandomCrop")["crop_size"] == crop
+
+
+def test_each_methods_papers_tta_scales_by_default():
+    seg = _seg_params()
+    assert seg.tta_scales == [0.5, 0.75, 1.0, 1.5, 2.0]  # ST++'s reference label.py
+    zoph = _seg_params(method="zoph")
+    assert zoph.tta_scales == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]  # Zoph et al.'s PASCAL views
+    assert zoph.score_threshold == 0.5 and zoph.teacher_aug == "S1"
+    with pytest.raises(ValueError, match="different TTA scales"):
+        _seg_params(method=["zoph", "st"], score_threshold=0.5)
+    with pytest.raises(ValueError, match="threshold pseudo labels differently"):
+        _seg_params(method=["zoph", "st"], tta_scales=[1.0])
+    both = _seg_params(method=["zoph", "st"], tta_scales=[1.0], score_threshold=0.3)
+    assert both.tta_scales == [1.0] and both.score_threshold == 0.3
+    det = SelfTrainingParams(**dict(demo_parameters(), method=["zoph", "st"], tta_scales=None))
+    assert det.tta_scales == [1.0]  # flip TTA at the test scale for boxes (Zoph et al.)

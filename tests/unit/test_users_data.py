@@ -293,8 +293,9 @@ def test_parameters_are_checked_before_any_work(tmp_path):
         method="st",
         store=str(tmp_path / "s"),
     )
-    with pytest.raises(ValidationError, match="segmentation supports S1"):
-        SelfTrainingParams(**seg, aug="S2")
+    assert SelfTrainingParams(**seg, aug="S2").aug == "S2"  # Zoph et al.'s presets apply to segmentation too
+    with pytest.raises(ValidationError, match="aug"):
+        SelfTrainingParams(**seg, aug="S9")
     with pytest.raises(ValidationError, match="val.classes .* must equal labeled.classes"):
         SelfTrainingParams(**dict(seg, val=dict(img_dir="i", ann_dir="a", classes=["fg", "bg"])))
     # The UI and the CLI send JSON: label_map keys arrive as strings.

@@ -91,3 +91,29 @@ def test_a_zoph_segmentation_student_trains_on_mixed_batches(sets, tmp_path):
     assert np.isfinite(float(model.ema_human)) and np.isfinite(float(model.ema_pseudo))
     metrics = runner.val_loop.run()  # validation delegates to the segmentor
     assert 0.0 <= metrics["mIoU"] <= 100.0
+
+
+@pytest.mark.parametrize("preset", ["S2", "S3", "S4"])
+def test_zoph_presets_s2_to_s4_augment_segmentation_images_and_maps_alike(preset):
+    """Zoph et al. use S1..S4 for segmentation too: mmdet's AutoAugment / RandAugment, scoped for
+    mmseg; geometric ops move the label map with the image and fill uncovered pixels with 255."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import TRANSFORMS
+
+    import selftrain.mm  # noqa: F401
+    from selftrain.mm.configs import seg_train_pipeline
+
+    init_default_scope("mmseg")
+    pipeline = seg_train_pipeline(load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"), preset)
+    policy = TRANSFORMS.build(pipeline[2])
+    assert type(policy).__name__ in ("AutoAugment", "RandAugment")
+    rng = np.random.default_rng(0)
+    changed = 0
+    for _ in range(30):
+        seg = np.zeros((64, 64), np.uint8)
+        seg[10:40, 20:50] = 1
+        img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        out = policy({"img": img, "gt_seg_map": seg.copy(), "img_shape": (64, 64), "seg_fields": ["gt_seg_map"]})
+        assert out["img"].shape == (64, 64, 3) and set(np.unique(out["gt_seg_map"])) <= {0, 1, 255}
+        changed += not np.array_equal(out["gt_seg_map"], seg)
+    assert changed > 0  # some draws are geometric: the map follows the image
