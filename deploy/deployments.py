@@ -138,7 +138,7 @@ def voc_parameters() -> dict:
         # the ST++ reference's PASCAL recipe: 80 epochs of the 1,464 labeled images at batch 16;
         # each student trains as many epochs over its own set (iterations derived per run)
         teacher_iters=7320,
-        k=4,
+        k=3,  # the ST++ reference keeps 3 checkpoints (epochs // 3, 2 epochs // 3, epochs)
         tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0],
         shard_size=256,
         store=store_root(),
@@ -163,7 +163,7 @@ def cityscapes_parameters() -> dict:
         unlabeled=f"{cs}/leftImg8bit/train",
         # the ST++ reference's Cityscapes recipe: 240 epochs of 744 labeled images (1/4) at batch 8
         teacher_iters=22320,
-        k=4,
+        k=3,  # the ST++ reference keeps 3 checkpoints (epochs // 3, 2 epochs // 3, epochs)
         tta_scales=[0.5, 0.75, 1.0, 1.5, 2.0],
         shard_size=128,
         store=store_root(),
