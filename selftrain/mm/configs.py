@@ -263,6 +263,30 @@ def count_images(source: CocoSource | SegSource) -> int:
     return len(data["images"] if isinstance(source, CocoSource) else data)
 
 
+def zoph_batch_size(batch: int, zoph_batch: str) -> int:
+    """A Zoph et al. student's batch from the model config's B: 'double' (the paper, §3.2: B human
+    + B pseudo images) or 'split' (B/2 + B/2; B must be even). Raises ConfigError otherwise."""
+    if zoph_batch not in ("double", "split"):
+        raise ConfigError(f"zoph_batch must be 'double' or 'split', got {zoph_batch!r}")
+    if zoph_batch == "split" and batch % 2:
+        raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
+    return 2 * batch if zoph_batch == "double" else batch
+
+
+def _branch(pack: str, name: str, scope: str = "") -> dict:
+    """mmdet's MultiBranch packing one source's samples into branch ``name`` (human / pseudo)."""
+    return dict(type=f"{scope}MultiBranch", branch_field=["human", "pseudo"], **{name: dict(type=pack)})
+
+
+def _fill_zoph_student(cfg: dict, model: dict, alpha: float, batch: int) -> dict:
+    """Fill a zoph stage template's sampler and loss-normalised wrapper around ``model``; the
+    wrapped model (in place, and returned)."""
+    cfg["train_dataloader"]["sampler"]["batch_size"] = batch
+    cfg["model"].update(detector=model, alpha=alpha)
+    cfg["model"]["data_preprocessor"]["data_preprocessor"] = model["data_preprocessor"]
+    return cfg["model"]
+
+
 VAL_KEYS = ("val_dataloader", "val_evaluator", "val_cfg")
 
 
@@ -362,25 +386,12 @@ def det_train_config(
         _fill_coco(repeat["dataset"], labeled, det_train_pipeline(model_cfg, WEAK))
         _fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, WEAK, strong=True))
     elif method == "zoph":
-        if zoph_batch not in ("double", "split"):
-            raise ConfigError(f"zoph_batch must be 'double' or 'split', got {zoph_batch!r}")
-        if zoph_batch == "double":
-            batch = 2 * batch
-        elif batch % 2:
-            raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
-        branches = ["human", "pseudo"]
-
-        def branch(name: str) -> dict:
-            return dict(type="MultiBranch", branch_field=branches, **{name: dict(type="PackDetInputs")})
-
+        batch = zoph_batch_size(batch, zoph_batch)
         cfg = stage_template("det_student_zoph")
         human_set, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
-        _fill_coco(human_set, labeled, det_train_pipeline(model_cfg, aug, pack=branch("human")))
-        _fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, aug, pack=branch("pseudo")))
-        cfg["train_dataloader"]["sampler"]["batch_size"] = batch
-        cfg["model"].update(detector=model, alpha=alpha)
-        cfg["model"]["data_preprocessor"]["data_preprocessor"] = model["data_preprocessor"]
-        model = cfg["model"]
+        _fill_coco(human_set, labeled, det_train_pipeline(model_cfg, aug, pack=_branch("PackDetInputs", "human")))
+        _fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, aug, pack=_branch("PackDetInputs", "pseudo")))
+        model = _fill_zoph_student(cfg, model, alpha, batch)
     else:
         raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
     if val:
@@ -568,28 +579,14 @@ def seg_train_config(
         cfg = stage_template("seg_teacher")
         _fill_pairs(cfg["train_dataloader"]["dataset"], labeled, seg_train_pipeline(model_cfg, aug))
     elif method == "zoph":
-        if zoph_batch not in ("double", "split"):
-            raise ConfigError(f"zoph_batch must be 'double' or 'split', got {zoph_batch!r}")
-        if zoph_batch == "double":
-            batch = 2 * batch
-        elif batch % 2:
-            raise ConfigError(f"the student's batch size ({batch}) must be even: half human, half pseudo")
-
-        def branch(name: str) -> dict:
-            # mmdet's MultiBranch packs each source into its branch; the scope prefix finds it
-            # from mmseg's registry
-            return dict(
-                type="mmdet.MultiBranch", branch_field=["human", "pseudo"], **{name: dict(type="PackSegInputs")}
-            )
-
+        batch = zoph_batch_size(batch, zoph_batch)
+        # mmdet's MultiBranch packs each source into its branch; the scope prefix finds it from mmseg's registry
+        pack = {name: _branch("PackSegInputs", name, scope="mmdet.") for name in ("human", "pseudo")}
         cfg = stage_template("seg_student_zoph")
         human_set, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
-        _fill_pairs(human_set, labeled, seg_train_pipeline(model_cfg, aug, pack=branch("human")))
-        _fill_pairs(pseudo_set, pseudo, seg_train_pipeline(model_cfg, aug, pack=branch("pseudo")))
-        cfg["train_dataloader"]["sampler"]["batch_size"] = batch
-        cfg["model"].update(detector=model, alpha=alpha)
-        cfg["model"]["data_preprocessor"]["data_preprocessor"] = model["data_preprocessor"]
-        model = cfg["model"]
+        _fill_pairs(human_set, labeled, seg_train_pipeline(model_cfg, aug, pack=pack["human"]))
+        _fill_pairs(pseudo_set, pseudo, seg_train_pipeline(model_cfg, aug, pack=pack["pseudo"]))
+        model = _fill_zoph_student(cfg, model, alpha, batch)
     elif method != "st":
         raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
     else:
