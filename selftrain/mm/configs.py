@@ -378,8 +378,7 @@ def det_train_config(
         _fill_coco(cfg["train_dataloader"]["dataset"], labeled, det_train_pipeline(model_cfg, aug))
     elif method == "st":
         if num_labeled is None:
-            with open(labeled.ann_file) as f:
-                num_labeled = len(json.load(f)["images"])
+            num_labeled = count_images(labeled)
         cfg = stage_template("det_student_st")
         repeat, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
         repeat["times"] = oversample_times(num_labeled, num_pseudo)
@@ -591,8 +590,7 @@ def seg_train_config(
         raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
     else:
         if num_labeled is None:
-            with open(labeled.pairs_file) as f:
-                num_labeled = len(json.load(f))
+            num_labeled = count_images(labeled)
         cfg = stage_template("seg_student_st")
         repeat, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
         repeat["times"] = oversample_times(num_labeled, num_pseudo)
