@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -155,6 +156,7 @@ class PseudoMaskReader:
         from storage.masks import read_mask_index
 
         self._store = store
+        self._open: tuple[ArtifactRef, contextlib.ExitStack, Any] | None = None
         self._where: dict[str, tuple[ArtifactRef, int]] = {}
         for ref in shards:
             for row in read_mask_index(store.read(ref, "index.parquet")).to_pylist():
@@ -166,14 +168,28 @@ class PseudoMaskReader:
     def __len__(self) -> int:
         return len(self._where)
 
+    def in_shard_order(self, image_ids) -> list[str]:
+        """``image_ids`` that have a mask, ordered by shard and row group: read in this order,
+        each shard file is opened once."""
+        have = [i for i in image_ids if i in self._where]
+        return sorted(have, key=lambda i: (self._where[i][0].key, self._where[i][1]))
+
     def __getitem__(self, image_id: str):
         from storage.masks import read_mask
 
         if image_id not in self._where:
             raise KeyError(f"no pseudo mask for image {image_id!r} in these shards")
         ref, row_group = self._where[image_id]
-        with self._store.open(ref, "masks.parquet") as f:
-            return read_mask(f, row_group)
+        if self._open is None or self._open[0] != ref:  # keep one shard file open, not one per mask
+            self.close()
+            stack = contextlib.ExitStack()
+            self._open = (ref, stack, stack.enter_context(self._store.open(ref, "masks.parquet")))
+        return read_mask(self._open[2], row_group)
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
 
 
 class ModelNotFound(LookupError):

@@ -73,9 +73,8 @@ def _ranking_section(
                 # one (pseudo, ground truth) pair in memory at a time
                 pairs = (
                     (pseudo_mask, m)
-                    for i in ids
-                    if i in masks
-                    and (m := diagnostics.load_gt_mask(unlabeled_gt, i, seg_map_suffix, label_map)) is not None
+                    for i in masks.in_shard_order(ids)
+                    if (m := diagnostics.load_gt_mask(unlabeled_gt, i, seg_map_suffix, label_map)) is not None
                     and m.shape == (pseudo_mask := masks[i]).shape
                 )
                 section["quality"][g] = diagnostics.seg_quality(pairs, len(classes))
@@ -166,6 +165,8 @@ def write_report(
             else:
                 files[name] = mask_overlay_png(s["image_uri"], masks[s["image_id"]])
             report["overlays"].append({"image_id": s["image_id"], "file": name})
+        if masks is not None:
+            masks.close()
         files["report.json"] = json.dumps(report, indent=1).encode()
         files["report.md"] = markdown(report).encode()
         store.write(ref, files, meta={"metrics": metrics})
