@@ -1,0 +1,50 @@
+"""The quality benchmark's paired statistics, against values computed by hand."""
+
+import math
+
+import pytest
+
+from benchmarks.quality import paired, table
+
+
+def test_paired_differences_and_one_sided_p_values():
+    student = [0.50, 0.52, 0.54, 0.56, 0.58]
+    control = [0.49, 0.50, 0.51, 0.52, 0.53]  # differences 0.01 .. 0.05
+    s = paired(student, control)
+    assert s["mean"] == pytest.approx(0.03)
+    assert s["sd"] == pytest.approx(math.sqrt(0.00025))  # sample SD of 0.01..0.05
+    assert s["wins"] == 5 and s["n"] == 5
+    # t = 0.03 / (0.015811 / sqrt 5) = 4.2426 with 4 degrees of freedom: one-sided p = 0.00659
+    assert s["t_p"] == pytest.approx(0.00659, abs=5e-5)
+    # all five signed ranks positive: exact one-sided Wilcoxon p = 1 / 2**5
+    assert s["wilcoxon_p"] == pytest.approx(1 / 32)
+
+
+def test_paired_worse_student_gets_a_large_p_and_no_wins():
+    s = paired([0.4, 0.41, 0.39], [0.5, 0.5, 0.5])
+    assert s["wins"] == 0 and s["mean"] == pytest.approx(-0.1)
+    assert s["t_p"] > 0.99 and s["wilcoxon_p"] == pytest.approx(1.0)
+
+
+def test_paired_without_spread_has_no_p_value():
+    s = paired([0.2, 0.2], [0.2, 0.2])
+    assert s["mean"] == 0 and s["wins"] == 0
+    assert math.isnan(s["t_p"]) and math.isnan(s["wilcoxon_p"])
+
+
+def test_table_lists_every_seed_and_comparison():
+    rows = [
+        {
+            "seed": seed,
+            "metric": "mIoU",
+            "teacher": 0.5,
+            "students": {"st": 0.5 + d, "st++": 0.5 + 2 * d},
+            "controls": {"st": 0.5, "st++": 0.5},
+            "iters": {"teacher": 324, "st": 1944, "st++": 1944},
+        }
+        for seed, d in ((0, 0.01), (1, 0.02))
+    ]
+    text = table(rows, "segmentation", ["st", "st++"])
+    assert "| 0 | 0.5000 | 0.5100 | 0.5000 | 0.5200 | 0.5000 |" in text
+    assert "| st++ - st | +0.0150 | 0.0071 | 2/2 |" in text
+    assert "teacher 324 it" in text and "st student and its control 1944 it" in text
