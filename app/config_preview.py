@@ -16,9 +16,10 @@ TEACHER_CKPT = "<the teacher's last checkpoint>"
 PSEUDO_SET = "<pseudo labels of the unlabeled images>"
 
 
-def _detection_sources(p: Any) -> tuple[Any, Any, int]:
+def _detection_sources(p: Any) -> tuple[Any, Any, Any, int]:
     """The sets as registration normalises them (categories by id: label i is the i-th class),
-    named by placeholders for the registered copies a run trains on."""
+    named by placeholders for the registered copies a run trains on: labeled, held-out, a
+    student's pseudo set, and the number of labeled images."""
     from selftrain.mm.configs import CocoSource
     from tasks.register_dataset import normalise_coco
 
@@ -26,10 +27,10 @@ def _detection_sources(p: Any) -> tuple[Any, Any, int]:
     classes = tuple(c["name"] for c in coco["categories"])
     labeled = CocoSource(f"<registered copy of {p.labeled.ann_file}>", p.labeled.image_root, classes)
     val = CocoSource(f"<registered copy of {p.val.ann_file}>", p.val.image_root, classes)
-    return labeled, val, len(coco["images"])
+    return labeled, val, CocoSource(PSEUDO_SET, "", classes), len(coco["images"])
 
 
-def _segmentation_sources(p: Any) -> tuple[Any, Any, int | None]:
+def _segmentation_sources(p: Any) -> tuple[Any, Any, Any, int | None]:
     from selftrain.mm.configs import SegSource
 
     def pairs(s: Any) -> str:
@@ -41,7 +42,10 @@ def _segmentation_sources(p: Any) -> tuple[Any, Any, int | None]:
     classes = tuple(p.labeled.classes)
     local = "://" not in p.labeled.img_dir and os.path.isdir(p.labeled.img_dir)
     count = len(glob.glob(os.path.join(p.labeled.img_dir, f"*{p.labeled.img_suffix}"))) if local else None
-    return SegSource(pairs(p.labeled), classes), SegSource(pairs(p.val), classes), count
+    return SegSource(pairs(p.labeled), classes), SegSource(pairs(p.val), classes), SegSource(PSEUDO_SET, classes), count
+
+
+SOURCES = {"detection": _detection_sources, "segmentation": _segmentation_sources}  # by the kind's name
 
 
 def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: int | None = None) -> str:
@@ -50,12 +54,11 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
     comment header. ``method``: the student's ('zoph' or 'st'; default: the first of the
     parameters', st++ training as st). ``num_pseudo``: pseudo-labeled images the student sees
     (default: as many as labeled images). Raises ValueError for a method the task lacks."""
-    from selftrain.mm.configs import CocoSource, SegSource, det_train_config, epoch_matched_iters, seg_train_config
+    from selftrain.mm.configs import epoch_matched_iters
 
     kind = p.kind
     cfg = kind.load_config(p.config)
-    segmentation = kind.name == "segmentation"
-    labeled, val, num_labeled = (_segmentation_sources if segmentation else _detection_sources)(p)
+    labeled, val, pseudo, num_labeled = SOURCES[kind.name](p)
     num_labeled = num_labeled or 1
     header = [f"# selftrain config show: stage {stage}, task {kind.name}, model config {p.config}"]
     if stage == "evaluate":
@@ -80,34 +83,18 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
             pretrained=p.pretrained,
             load_from=TEACHER_CKPT if student and method == "zoph" and p.init == "teacher" else None,
         )
-        if segmentation:
-            pseudo_masks = SegSource(PSEUDO_SET, labeled.classes) if student else None
-            built = seg_train_config(
-                cfg,
-                labeled=labeled,
-                val=val,
-                pseudo=pseudo_masks,
-                num_pseudo=pseudo_count,
-                num_labeled=num_labeled,
-                method=method,
-                alpha=p.alpha,
-                zoph_batch=p.zoph_batch,
-                **common,
-            )
-        else:
-            pseudo = CocoSource(PSEUDO_SET, "", labeled.classes) if student else None
-            built = det_train_config(
-                cfg,
-                labeled=labeled,
-                val=val,
-                pseudo=pseudo,
-                method=method,
-                alpha=p.alpha,
-                num_pseudo=pseudo_count,
-                num_labeled=num_labeled,
-                zoph_batch=p.zoph_batch,
-                **common,
-            )
+        built = kind.train_config(
+            cfg,
+            labeled=labeled,
+            val=val,
+            pseudo=pseudo if student else None,
+            method=method,
+            alpha=p.alpha,
+            num_pseudo=pseudo_count,
+            num_labeled=num_labeled,
+            zoph_batch=p.zoph_batch,
+            **common,
+        )
         if student:
             header.append(f"# student method {method}, {pseudo_count} pseudo-labeled images assumed (--num-pseudo)")
     header.append("# image folders as the parameters give them; annotations: the registered, normalised copies")

@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     t0 = time.time()
     out = os.path.abspath(args.out)
-    tasks = ["detection", "segmentation"] if args.task == "both" else [args.task]
+    tasks = list(DEMOS) if args.task == "both" else [args.task]
     for task in tasks:
-        params = detection_params(args, out) if task == "detection" else segmentation_params(args, out)
-        run(params, out, "report" if task == "detection" else "report-seg")
+        make_params, report_name = DEMOS[task]
+        run(make_params(args, out), out, report_name)
     print(f"finished in {time.time() - t0:.0f} s")
     return 0
 
@@ -167,10 +167,14 @@ def segmentation_params(args, out: str):
     )
 
 
+# each task's demo: its parameters from the command line, and the folder of its report
+DEMOS = {"detection": (detection_params, "report"), "segmentation": (segmentation_params, "report-seg")}
+
+
 def run(params, out: str, report_name: str) -> dict:
     """Run the flow, copy its report next to the store and print the metrics."""
     from flows.self_training import run as run_flow
-    from selftrain.report import COLUMNS
+    from selftrain.kinds import KINDS
     from selftrain.stage import get_store
 
     report_uri = run_flow(params)
@@ -182,7 +186,8 @@ def run(params, out: str, report_name: str) -> dict:
     for name in store.manifest(ref).files:
         store.get_file(ref, name, os.path.join(report_dir, name))
     report = json.loads(open(os.path.join(report_dir, "report.json")).read())
-    cols = COLUMNS[params.task][:2]
+    kind = KINDS[params.task]
+    cols = kind.report_columns[:2]
     print(f"\n {params.task}: {'model':14s} " + " ".join(f"{h:>9s}" for _, h in cols))
     for name, m in report["metrics"].items():
         print(f" {params.task}: {name:14s} " + " ".join(f"{m.get(k, float('nan')):9.4f}" for k, _ in cols))
@@ -192,13 +197,7 @@ def run(params, out: str, report_name: str) -> dict:
             f"{p['new_images']} of {p['images']} unlabeled images were new (labeled in "
             f"{p['shards'] - p['reused_shards']} new shards; {p['reused_shards']} reused)"
         )
-    if params.task == "detection":
-        print(f"\npseudo boxes: {p['boxes']} on {p['images']} unlabeled images ({p['skipped']} skipped)")
-    else:
-        print(
-            f"\npseudo masks: {p['images']} unlabeled images ({p['skipped']} skipped), ignored pixels "
-            f"{p['ignored_fraction']:.3f}"
-        )
+    print(f"\npseudo labels: {kind.describe_pseudo(p, report['parameters'].get('score_threshold'))}")
     print(f"report: {report_dir}/report.md (store: {report_uri})", flush=True)
     return report
 

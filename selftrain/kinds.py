@@ -42,6 +42,7 @@ class TaskKind:
     # the score / confidence threshold of each method's paper, for pseudo labels (docs/design.md §3.2)
     default_score_threshold: dict[str, float]
     made: str  # what pseudo labeling makes, plural ('boxes', 'masks')
+    report_columns: tuple[tuple[str, str], ...]  # the report's metric columns: (key in metrics.json, header)
 
     def default_tta_scales(self, method: str) -> tuple[float, ...]:
         """The TTA scales (relative to the test size) of ``method``'s paper, from model_configs/tta/
@@ -90,6 +91,38 @@ class TaskKind:
 
     def metrics_from(self, raw: dict[str, Any]) -> dict[str, float]:
         """The stored metrics (fractions) from the evaluator's raw output."""
+        raise NotImplementedError
+
+    # pseudo labels (selftrain/pseudo_sets.py) ------------------------------------------
+    def label_image(
+        self, image: dict, pred: Any, load_error: str, labeled_meta: dict, score_thr: float, class_thr: dict
+    ) -> tuple[list, dict]:
+        """One image's pseudo labels from its merged TTA prediction - box rows, or one
+        (image_id, label map) - and its statistics row; no labels for an unreadable image."""
+        raise NotImplementedError
+
+    def shard_files(self, labels: list, stats: list[dict]) -> dict[str, bytes]:
+        """The files a pseudo-label shard stores, from its images' labels and statistics rows."""
+        raise NotImplementedError
+
+    def open_pseudo(self, store: ArtifactStore, shards: list[ArtifactRef]) -> Any:
+        """The pseudo labels of ``shards`` read back (a selftrain.pseudo_sets.PseudoSet)."""
+        return self._pseudo_set()(store, shards)
+
+    def describe_pseudo(self, summary: dict, threshold: Any) -> str:
+        """One sentence on a run's pseudo labels (a report's pseudo-label summary)."""
+        return self._pseudo_set().describe(summary, threshold)
+
+    def _pseudo_set(self) -> Any:
+        raise NotImplementedError
+
+    def stability_view(self, pred: Any, score_thr: float, class_thr: dict) -> Any:
+        """What ST++'s stability compares of one checkpoint's prediction of one image."""
+        raise NotImplementedError
+
+    def stability(self, views: list) -> float:
+        """The stability score of one image from its K views, the last checkpoint's last
+        (selftrain/stability.py)."""
         raise NotImplementedError
 
 
@@ -142,6 +175,39 @@ class Detection(TaskKind):
         # precision at every recall is 0, so every AP is 0.
         return metrics or {name: 0.0 for name in self.metrics}
 
+    def label_image(
+        self, image: dict, pred: Any, load_error: str, labeled_meta: dict, score_thr: float, class_thr: dict
+    ) -> tuple[list, dict]:
+        from selftrain.pseudo_sets import image_rows
+
+        return image_rows(image, pred, load_error, labeled_meta["category_ids"], score_thr, class_thr)
+
+    def shard_files(self, labels: list, stats: list[dict]) -> dict[str, bytes]:
+        from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, table_from_rows, to_parquet_bytes
+
+        return {
+            "boxes.parquet": to_parquet_bytes(table_from_rows(labels, PSEUDO_BOXES), PSEUDO_BOXES),
+            "stats.parquet": to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS), DET_IMAGE_STATS),
+        }
+
+    def _pseudo_set(self) -> Any:
+        from selftrain.pseudo_sets import PseudoBoxSet
+
+        return PseudoBoxSet
+
+    def stability_view(self, pred: Any, score_thr: float, class_thr: dict) -> Any:
+        from selftrain.pseudo_labels import threshold_boxes
+
+        inst = pred.pred_instances
+        scores, labels = inst.scores.tolist(), inst.labels.tolist()
+        keep = threshold_boxes(None, scores, labels, score_thr, class_thr)
+        return inst.bboxes[keep].cpu().numpy(), [labels[i] for i in keep]
+
+    def stability(self, views: list) -> float:
+        from selftrain.stability import det_stability
+
+        return det_stability(views)
+
 
 class Segmentation(TaskKind):
     def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
@@ -188,6 +254,41 @@ class Segmentation(TaskKind):
         # IoUMetric reports percentages; stored as fractions like the COCO metrics.
         return {name: float(raw[name]) / 100.0 for name in self.metrics if name in raw}
 
+    def label_image(
+        self, image: dict, pred: Any, load_error: str, labeled_meta: dict, score_thr: float, class_thr: dict
+    ) -> tuple[list, dict]:
+        from selftrain.pseudo_sets import mask_stats
+
+        if load_error:
+            return [], mask_stats(image, None, None, load_error)
+        label = pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8")  # the threshold is part of the merge
+        confidence = pred.seg_confidence.data[0].cpu().numpy()
+        return [(image["image_id"], label)], mask_stats(image, label, confidence, load_error)
+
+    def shard_files(self, labels: list, stats: list[dict]) -> dict[str, bytes]:
+        from storage.masks import encode_mask_shard
+        from storage.schemas import MASK_INDEX, SEG_IMAGE_STATS, table_from_rows, to_parquet_bytes
+
+        data, index = encode_mask_shard(sorted(labels, key=lambda m: m[0]), "masks.parquet")
+        return {
+            "masks.parquet": data,
+            "index.parquet": to_parquet_bytes(index, MASK_INDEX),
+            "stats.parquet": to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS),
+        }
+
+    def _pseudo_set(self) -> Any:
+        from selftrain.pseudo_sets import PseudoMaskSet
+
+        return PseudoMaskSet
+
+    def stability_view(self, pred: Any, score_thr: float, class_thr: dict) -> Any:
+        return pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8")
+
+    def stability(self, views: list) -> float:
+        from selftrain.stability import seg_stability
+
+        return seg_stability(views)
+
 
 DETECTION = Detection(
     name="detection",
@@ -209,6 +310,7 @@ DETECTION = Detection(
     # Zoph et al. 2020 §3.2: boxes above 0.5; st / st++ (this project's extension to boxes) alike
     default_score_threshold={"zoph": 0.5, "st": 0.5, "st++": 0.5},
     made="boxes",
+    report_columns=(("bbox_mAP", "bbox mAP"), ("bbox_mAP_50", "mAP50"), ("bbox_mAP_75", "mAP75")),
 )
 SEGMENTATION = Segmentation(
     name="segmentation",
@@ -231,6 +333,7 @@ SEGMENTATION = Segmentation(
     # ignored; Zoph et al. 2020 (PASCAL): pixels below 0.5 confidence ignored
     default_score_threshold={"zoph": 0.5, "st": 0.0, "st++": 0.0},
     made="masks",
+    report_columns=(("mIoU", "mIoU"), ("mAcc", "mAcc"), ("aAcc", "aAcc")),
 )
 KINDS: dict[str, TaskKind] = {k.name: k for k in (DETECTION, SEGMENTATION)}
 

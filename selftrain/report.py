@@ -13,13 +13,6 @@ from storage.schemas import ImageStatus
 NUM_OVERLAYS = 4
 
 
-# Metric columns of the report per task: (key in metrics.json, header).
-COLUMNS = {
-    "detection": [("bbox_mAP", "bbox mAP"), ("bbox_mAP_50", "mAP50"), ("bbox_mAP_75", "mAP75")],
-    "segmentation": [("mIoU", "mIoU"), ("mAcc", "mAcc"), ("aAcc", "aAcc")],
-}
-
-
 PALETTE = np.array(
     [
         [0, 0, 0],
@@ -77,36 +70,27 @@ def mask_overlay_png(image_uri: str, mask: np.ndarray) -> bytes:
     return _png(Image.fromarray(np.concatenate([img.astype(np.uint8), blend], axis=1)))
 
 
-def pseudo_summary(stats: list[dict], boxes: list[dict] | None) -> dict:
+def pseudo_summary(stats: list[dict]) -> dict:
+    """The counts every kind's pseudo-label summary starts with: images, skipped and why."""
     ok = [s for s in stats if s["status"] == ImageStatus.OK]
-    summary = {
+    return {
         "images": len(stats),
         "skipped": len(stats) - len(ok),
         "skipped_images": [
             {"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != ImageStatus.OK
         ],
     }
-    if boxes is not None:
-        summary.update(
-            boxes=len(boxes),
-            images_with_boxes=sum(1 for s in ok if s["num_boxes"]),
-            boxes_per_image=len(boxes) / len(ok) if ok else 0.0,
-            mean_score=sum(b["score"] for b in boxes) / len(boxes) if boxes else None,
-        )
-    else:
-        summary.update(
-            mean_max_prob=float(np.mean([s["mean_max_prob"] for s in ok])) if ok else None,
-            ignored_fraction=float(np.mean([s["ignored_fraction"] for s in ok])) if ok else None,
-        )
-    return summary
 
 
-def _fmt(v, digits: int = 3) -> str:
+def fmt(v, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def markdown(report: dict) -> str:
-    cols = COLUMNS[report["task"]]
+    from selftrain.kinds import KINDS
+
+    kind = KINDS[report["task"]]
+    cols = kind.report_columns
     lines = [
         "# Self-training report",
         "",
@@ -116,21 +100,10 @@ def markdown(report: dict) -> str:
         "| --- " * (len(cols) + 1) + "|",
     ]
     for name, m in report["metrics"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(k), 4) for k, _ in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(fmt(m.get(k), 4) for k, _ in cols) + " |")
     p = report["pseudo_labels"]
     lines += ["", "## Pseudo labels (first teacher)", ""]
-    if report["task"] == "detection":
-        lines.append(
-            f"{p['images']} unlabeled images, {p['skipped']} skipped, {p['boxes']} boxes kept "
-            f"({p['boxes_per_image']:.2f} per image, mean score {_fmt(p['mean_score'])}), "
-            f"threshold {report['parameters'].get('score_threshold')}."
-        )
-    else:
-        lines.append(
-            f"{p['images']} unlabeled images, {p['skipped']} skipped; mean max-probability "
-            f"{_fmt(p['mean_max_prob'])}, ignored pixels {_fmt(p['ignored_fraction'])} (confidence "
-            f"threshold {report['parameters'].get('score_threshold')})."
-        )
+    lines.append(kind.describe_pseudo(p, report["parameters"].get("score_threshold")))
     if "new_images" in p:
         lines.append(
             f"{p['new_images']} of them were new in this run ({p['shards'] - p['reused_shards']} new "
@@ -146,7 +119,7 @@ def markdown(report: dict) -> str:
             "## Stability ranking (st++)",
             "",
             f"{r['reliable']} reliable / {r['unreliable']} unreliable images (top {r['reliable_fraction']}); "
-            f"mean stability {_fmt(r['mean_stability']['reliable'])} vs {_fmt(r['mean_stability']['unreliable'])}.",
+            f"mean stability {fmt(r['mean_stability']['reliable'])} vs {fmt(r['mean_stability']['unreliable'])}.",
         ]
         q = r.get("quality")
         if q:
@@ -159,7 +132,7 @@ def markdown(report: dict) -> str:
                 "| --- " * (len(keys) + 2) + "|",
             ]
             for group, v in q.items():
-                lines.append(f"| {group} | {v['images']} | " + " | ".join(_fmt(v[k]) for k in keys) + " |")
+                lines.append(f"| {group} | {v['images']} | " + " | ".join(fmt(v[k]) for k in keys) + " |")
     lines += ["", "## Overlays (pseudo labels)", ""]
     lines += [f"![{o['image_id']}]({o['file']})" for o in report["overlays"]]
     lines += ["", "## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in report["artifacts"].items()]

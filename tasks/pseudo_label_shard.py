@@ -16,84 +16,19 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import DETECTION, SEGMENTATION, kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
-from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key, threshold_boxes
+from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key
 from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
-from storage.masks import IGNORE_LABEL, encode_mask_shard
-from storage.schemas import (
-    DET_IMAGE_STATS,
-    IMAGE_OK,
-    IMAGE_SKIPPED,
-    MASK_INDEX,
-    PSEUDO_BOXES,
-    SEG_IMAGE_STATS,
-    UNLABELED_IMAGES,
-    read_parquet,
-    table_from_rows,
-    to_parquet_bytes,
-)
+from storage.schemas import IMAGE_OK, UNLABELED_IMAGES, read_parquet
 from storage.store import ArtifactRef
 
 STAGE, VERSION = DETECTION.pseudo_stage, DETECTION.pseudo_version
 MASK_STAGE, MASK_VERSION = SEGMENTATION.pseudo_stage, SEGMENTATION.pseudo_version
-
-
-def image_rows(
-    image: dict, pred, load_error: str, category_ids: list[int], default_thr: float, class_thr: Mapping[int, float]
-) -> tuple[list[dict], dict]:
-    """Box rows and the statistics row of one image from its merged prediction."""
-    base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
-    if load_error:
-        return [], dict(
-            base, width=None, height=None, status=IMAGE_SKIPPED, error=load_error, num_boxes=None, mean_score=None
-        )
-    h, w = pred.ori_shape
-    inst = pred.pred_instances
-    bboxes, scores, labels = inst.bboxes.tolist(), inst.scores.tolist(), inst.labels.tolist()
-    rows = []
-    for i in threshold_boxes(bboxes, scores, labels, default_thr, class_thr):
-        x1, y1, x2, y2 = bboxes[i]
-        x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
-        if x2 <= x1 or y2 <= y1:
-            continue
-        rows.append(dict(base, label=category_ids[labels[i]], x1=x1, y1=y1, x2=x2, y2=y2, score=scores[i]))
-    mean = sum(r["score"] for r in rows) / len(rows) if rows else None
-    return rows, dict(
-        base, width=int(w), height=int(h), status=IMAGE_OK, error=None, num_boxes=len(rows), mean_score=mean
-    )
-
-
-def mask_stats(image: dict, label, confidence, load_error: str) -> dict:
-    """Statistics row of one pseudo mask: mean max-probability and the ignored fraction."""
-    import numpy as np
-
-    base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
-    if load_error:
-        return dict(
-            base,
-            width=None,
-            height=None,
-            status=IMAGE_SKIPPED,
-            error=load_error,
-            mean_max_prob=None,
-            ignored_fraction=None,
-        )
-    h, w = label.shape
-    return dict(
-        base,
-        width=int(w),
-        height=int(h),
-        status=IMAGE_OK,
-        error=None,
-        mean_max_prob=float(np.mean(confidence)),
-        ignored_fraction=float(np.mean(label == IGNORE_LABEL)),
-    )
 
 
 @task(name="pseudo_label_shard", cache_policy=NO_CACHE)
@@ -127,7 +62,6 @@ def pseudo_label_shard(
     expect("pseudo_label_shard", "labeled", labeled, "registered set")
     store = get_store(store_url)
     kind = kind_of(labeled)
-    segmentation = kind is SEGMENTATION  # what the labels are: masks (one row group each) or boxes
     cfg = kind.load_config(model_config)
     labeled_meta = store.manifest(labeled).meta
     classes = labeled_meta["classes"]
@@ -156,19 +90,13 @@ def pseudo_label_shard(
     tta = build_model(kind.tta_model(cfg, len(classes), score_thr), kind.scope, ckpt)
     pipeline = kind.tta_pipeline(cfg, scales, flip)
 
-    boxes, stats, masks = [], [], []
+    labels, stats = [], []
     for image, pred in predict(tta, images, pipeline, batch_size, num_workers):
-        load_error = pred.metainfo.get("load_error", "")
-        if segmentation:
-            label = pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8")
-            confidence = pred.seg_confidence.data[0].cpu().numpy()
-            stats.append(mask_stats(image, label, confidence, load_error))
-            if not load_error:
-                masks.append((image["image_id"], label))
-        else:
-            rows, stat = image_rows(image, pred, load_error, labeled_meta["category_ids"], score_thr, class_thr)
-            boxes += rows
-            stats.append(stat)
+        image_labels, stat = kind.label_image(
+            image, pred, pred.metainfo.get("load_error", ""), labeled_meta, score_thr, class_thr
+        )
+        labels += image_labels
+        stats.append(stat)
     stats.sort(key=lambda s: s["image_id"])
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
     all_skipped = check_all_skipped(
@@ -186,20 +114,12 @@ def pseudo_label_shard(
         "labeler": labeler_key(model, labeled, params),
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
     }
-    if not segmentation:
-        meta["num_boxes"] = len(boxes)
+    meta[f"num_{kind.made}"] = len(labels)
     with store.writer(ref, meta=meta) as w:
-        if segmentation:
-            masks.sort(key=lambda m: m[0])
-            data, index = encode_mask_shard(masks, "masks.parquet")
-            w.write_bytes("masks.parquet", data)
-            w.write_bytes("index.parquet", to_parquet_bytes(index, MASK_INDEX))
-            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS))
-        else:
-            w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(boxes, PSEUDO_BOXES), PSEUDO_BOXES))
-            w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, DET_IMAGE_STATS), DET_IMAGE_STATS))
+        for name, data in kind.shard_files(labels, stats).items():
+            w.write_bytes(name, data)
     seconds = time.monotonic() - started
-    made = f"{len(masks) if segmentation else len(boxes)} {kind.made}"
+    made = f"{len(labels)} {kind.made}"
     log_stage(
         "pseudo label shard",
         ref,

@@ -15,10 +15,9 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.kinds import SEGMENTATION, kind_of
+from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest
-from selftrain.pseudo_labels import check_all_skipped, threshold_boxes
-from selftrain.stability import det_stability, seg_stability
+from selftrain.pseudo_labels import check_all_skipped
 from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
@@ -46,7 +45,6 @@ def score_stability(
     expect("score_stability", "labeled", labeled, "registered set")
     store = get_store(store_url)
     kind = kind_of(labeled)
-    segmentation = kind is SEGMENTATION  # label maps compared by meanIoU, or boxes by F1
     cfg = kind.load_config(model_config)
     classes = store.manifest(labeled).meta["classes"]
     class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
@@ -82,13 +80,8 @@ def score_stability(
         for image, pred in predict(model, images, pipeline, batch_size):
             if pred.metainfo.get("load_error"):
                 unreadable[image["image_id"]] = pred.metainfo["load_error"]
-            elif segmentation:
-                per_image[image["image_id"]].append(pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8"))
             else:
-                inst = pred.pred_instances
-                scores, labels = inst.scores.tolist(), inst.labels.tolist()
-                keep = threshold_boxes(None, scores, labels, score_thr, class_thr)
-                per_image[image["image_id"]].append((inst.bboxes[keep].cpu().numpy(), [labels[i] for i in keep]))
+                per_image[image["image_id"]].append(kind.stability_view(pred, score_thr, class_thr))
     all_skipped = check_all_skipped(
         shard.uri,
         [
@@ -103,7 +96,7 @@ def score_stability(
         if image["image_id"] in unreadable:
             continue
         preds = per_image[image["image_id"]]
-        s = seg_stability(preds) if segmentation else det_stability(preds)
+        s = kind.stability(preds)
         rows.append({"image_id": image["image_id"], "image_uri": image["image_uri"], "stability": s})
     store.write(
         ref,

@@ -13,35 +13,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import KINDS
-from selftrain.report import (
-    NUM_OVERLAYS,
-    artifact_prefix,
-    markdown,
-    mask_overlay_png,
-    overlay_png,
-    pseudo_summary,
-    thumbnail_data_uri,
-)
-from selftrain.stage import PseudoMaskReader, ShardPlan, get_store, log_stage, read_pseudo_boxes, read_pseudo_masks
-from storage.schemas import RANKING, ImageStatus, read_parquet
+from selftrain.pseudo_sets import PseudoSet
+from selftrain.report import NUM_OVERLAYS, artifact_prefix, markdown, pseudo_summary, thumbnail_data_uri
+from selftrain.stage import ShardPlan, get_store, log_stage
+from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
 STAGE, VERSION = "report", 2
 
 
 def _ranking_section(
-    store: ArtifactStore,
-    ranking: ArtifactRef,
-    task: str,
-    classes: list[str],
-    boxes: list[dict] | None,
-    masks: PseudoMaskReader | None,
-    unlabeled_gt: str | None,
-    seg_map_suffix: str,
-    label_map: dict | None = None,
+    store: ArtifactStore, ranking: ArtifactRef, pseudo: PseudoSet, parameters: dict, num_classes: int
 ) -> dict:
-    from selftrain import diagnostics
-
+    """The report's ST++ section: reliable / unreliable counts, their mean stability and, where
+    the unlabeled images' ground truth is given, their pseudo labels' quality (a diagnostic)."""
     rows = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
     groups = {
         "reliable": [r["image_id"] for r in rows if r["reliable"]],
@@ -58,26 +43,8 @@ def _ranking_section(
         "mean_stability": stab,
         "uri": ranking.uri,
     }
-    if unlabeled_gt:
-        if task == "detection":
-            pseudo: dict[str, tuple[list, list]] = {}
-            for b in boxes:
-                entry = pseudo.setdefault(b["image_id"], ([], []))
-                entry[0].append([b["x1"], b["y1"], b["x2"], b["y2"]])
-                entry[1].append(b["label"])
-            gt = diagnostics.load_gt_boxes(unlabeled_gt, {r["image_id"] for r in rows})
-            section["quality"] = {g: diagnostics.det_quality(pseudo, gt, ids) for g, ids in groups.items()}
-        else:
-            section["quality"] = {}
-            for g, ids in groups.items():
-                # one (pseudo, ground truth) pair in memory at a time
-                pairs = (
-                    (pseudo_mask, m)
-                    for i in masks.in_shard_order(ids)
-                    if (m := diagnostics.load_gt_mask(unlabeled_gt, i, seg_map_suffix, label_map)) is not None
-                    and m.shape == (pseudo_mask := masks[i]).shape
-                )
-                section["quality"][g] = diagnostics.seg_quality(pairs, len(classes))
+    if parameters.get("unlabeled_gt"):
+        section["quality"] = pseudo.quality(groups, parameters["unlabeled_gt"], parameters, num_classes)
     return section
 
 
@@ -110,18 +77,13 @@ def write_report(
     reused = store.has(ref)
     if not reused:
         task_name = parameters.get("task", "detection")
+        kind = KINDS[task_name]
         classes = store.manifest(artifacts["labeled"]).meta["classes"]
         metrics = {name: store.read_json(r, "metrics.json") for name, r in evaluations.items()}
-        boxes, masks = None, None
-        if task_name == "detection":
-            boxes, stats = read_pseudo_boxes(store, pseudo)
-        else:
-            _, stats = read_pseudo_masks(store, pseudo)
-            masks = PseudoMaskReader(store, pseudo)  # read one mask at a time, by its index
-        summary = pseudo_summary(stats, boxes)
+        labels = kind.open_pseudo(store, pseudo)  # masks are read one at a time, by their index
+        summary = pseudo_summary(labels.stats) | labels.summary()
         if plan is not None:
             summary.update(new_images=plan.new_images, reused_shards=plan.reused_shards, shards=len(plan.shards))
-        ok = [s for s in stats if s["status"] == ImageStatus.OK]
         report = {
             "dataset": dataset,
             "task": task_name,
@@ -136,37 +98,13 @@ def write_report(
             "overlays": [],
         }
         if ranking is not None:
-            report["ranking"] = _ranking_section(
-                store,
-                ranking,
-                task_name,
-                classes,
-                boxes,
-                masks,
-                parameters.get("unlabeled_gt"),
-                (parameters.get("labeled") or {}).get("seg_map_suffix", ".png"),
-                (parameters.get("labeled") or {}).get("label_map") or {},
-            )
+            report["ranking"] = _ranking_section(store, ranking, labels, parameters, len(classes))
         files = {}
-        if boxes is not None:
-            by_image: dict[str, list[dict]] = {}
-            for b in boxes:
-                by_image.setdefault(b["image_id"], []).append(b)
-            samples = sorted(ok, key=lambda s: (-(s["num_boxes"] or 0), s["image_id"]))[:NUM_OVERLAYS]
-        else:
-            # spread over the confidence range: the best, the worst and between
-            ranked = sorted(ok, key=lambda s: (s["ignored_fraction"], s["image_id"]))
-            picks = sorted({round(i * (len(ranked) - 1) / max(1, NUM_OVERLAYS - 1)) for i in range(NUM_OVERLAYS)})
-            samples = [ranked[i] for i in picks] if ranked else []
-        for i, s in enumerate(samples):
+        for i, s in enumerate(labels.samples(NUM_OVERLAYS)):
             name = f"overlay-{i}.png"
-            if boxes is not None:
-                files[name] = overlay_png(s["image_uri"], by_image.get(s["image_id"], []))
-            else:
-                files[name] = mask_overlay_png(s["image_uri"], masks[s["image_id"]])
+            files[name] = labels.overlay(s)
             report["overlays"].append({"image_id": s["image_id"], "file": name})
-        if masks is not None:
-            masks.close()
+        labels.close()
         files["report.json"] = json.dumps(report, indent=1).encode()
         files["report.md"] = markdown(report).encode()
         store.write(ref, files, meta={"metrics": metrics})

@@ -97,7 +97,7 @@ def test_image_rows_clip_map_labels_and_record_skips():
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
-    from tasks.pseudo_label_shard import image_rows
+    from selftrain.pseudo_sets import image_rows
 
     pred = DetDataSample(metainfo=dict(ori_shape=(50, 60)))
     pred.pred_instances = InstanceData(

@@ -67,3 +67,38 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "REPO", str(tmp_path))
     assert violations("tasks") == ["tasks/a.py:1 imports tasks.b (another task: shared code belongs in selftrain/)"]
     assert violations("selftrain") == ["selftrain/x.py:2 imports flows.self_training (a higher layer)"]
+
+
+KIND_NAMES = {"detection", "segmentation"}
+KIND_OBJECTS = {"DETECTION", "SEGMENTATION"}
+
+
+def kind_forks(path: str) -> list[str]:
+    """Comparisons that decide the task kind outside its seam: ``x == "detection"`` (or
+    ``!=``, ``in``), ``kind is SEGMENTATION``."""
+    tree = ast.parse(open(path).read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        for side in [node.left, *node.comparators]:
+            named = isinstance(side, ast.Constant) and side.value in KIND_NAMES
+            named = named or isinstance(side, ast.Name) and side.id in KIND_OBJECTS
+            if named:
+                found.append(f"{os.path.relpath(path, REPO)}:{node.lineno}")
+                break
+    return found
+
+
+def test_the_task_kind_is_decided_in_one_place():
+    """Detection-or-segmentation is decided by selftrain/kinds.py (a TaskKind chosen from the
+    registered set, or KINDS[task]); no other module compares against a kind's name or object."""
+    seam = os.path.join(REPO, "selftrain", "kinds.py")
+    forks = [f for package in LAYERS for path in modules(package) if path != seam for f in kind_forks(path)]
+    assert forks == []
+
+
+def test_the_kind_check_sees_a_fork(tmp_path):
+    bad = tmp_path / "t.py"
+    bad.write_text('def f(task, kind):\n    if task == "detection":\n        pass\n    return kind is SEGMENTATION\n')
+    assert len(kind_forks(str(bad))) == 2

@@ -34,7 +34,7 @@ def test_categories_sorted_by_id_give_one_label_mapping_for_every_stage(det):
     for mmdet's training set, the pseudo boxes and the per-class thresholds alike."""
     from mmdet.datasets import CocoDataset
 
-    from tasks.pseudo_label_shard import image_rows
+    from selftrain.pseudo_sets import image_rows
 
     data, store = det
     ref = _register(store, data["labeled"])
