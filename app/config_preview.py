@@ -93,6 +93,7 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
             num_pseudo=pseudo_count,
             num_labeled=num_labeled,
             zoph_batch=p.zoph_batch,
+            normalize_loss=p.normalize_loss,
             **common,
         )
         if student:

@@ -139,6 +139,11 @@ class SelfTrainingParams(BaseModel):
     alpha: float = Field(
         1.0, ge=0.0, allow_inf_nan=False, description="weight of the pseudo loss in the normalised loss"
     )
+    normalize_loss: bool = Field(
+        True,
+        description="zoph students: Zoph et al.'s loss normalisation (default); off: the plain weighted loss "
+        "Lh + alpha * Lp (an ablation, the paper's Appendix B baseline)",
+    )
     aug: Literal["S1", "S2", "S3", "S4"] = Field(
         "S1", description="augmentation preset of zoph students and of their teacher (Zoph et al. S1..S4)"
     )

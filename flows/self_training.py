@@ -223,7 +223,9 @@ def self_training(**fields) -> str:
     # own length counts, not the teacher_iters parameter.
     teacher_iters = trained_iters(get_store(store).manifest(teacher).meta, p.teacher_iters)
     train = dict(k=p.k, aug=p.aug, pretrained=p.pretrained)
-    zoph_train = dict(train, iters=p.student_iters or teacher_iters, zoph_batch=p.zoph_batch)
+    zoph_train = dict(
+        train, iters=p.student_iters or teacher_iters, zoph_batch=p.zoph_batch, normalize_loss=p.normalize_loss
+    )
     st_train = dict(train, iters=p.student_iters, teacher_iters=teacher_iters, aug="weak")  # st: weak + strong
     models, ranking = {"teacher": teacher}, None
     # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).

@@ -67,6 +67,7 @@ def train_model(
     relabeled: list[ArtifactRef] | None = None,
     teacher_iters: int | None = None,
     zoph_batch: str = "double",
+    normalize_loss: bool = True,
 ) -> ArtifactRef:
     """Train a teacher or a student with mmengine's Runner, keeping K evenly spaced checkpoints.
 
@@ -78,8 +79,10 @@ def train_model(
     multiple of ``k``; None for an 'st' student: as many epochs over its own training set as
     the teacher's ``teacher_iters`` over the labeled set (:func:`epoch_matched_iters`).
     ``zoph_batch``: 'double' (the paper: B human + B pseudo images per step) or 'split'
-    (B/2 + B/2). A killed training resumes from its last checkpoint. Raises WrongReference
-    for a swapped reference, ValueError for a method the task lacks or a missing schedule."""
+    (B/2 + B/2). ``normalize_loss=False``: a zoph student on the plain weighted loss
+    ``Lh + alpha * Lp`` (an ablation of the paper's Appendix B). A killed training resumes from
+    its last checkpoint. Raises WrongReference for a swapped reference, ValueError for a
+    method the task lacks or a missing schedule."""
     from mmengine.runner import Runner
 
     for argument, value, what in (
@@ -132,6 +135,8 @@ def train_model(
             params["epochs_of_teacher_iters"] = teacher_iters
     if pseudo and method == "zoph":
         params["zoph_batch"] = zoph_batch
+        if not normalize_loss:  # absent by default: keys of normalised students stay valid
+            params["normalize_loss"] = False
     ref = store.stage_ref(labeled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
     what = role if not pseudo else f"{method} {role}"
     if store.has(ref):
@@ -169,6 +174,7 @@ def train_model(
         num_pseudo=num_pseudo,
         num_labeled=num_labeled,
         zoph_batch=zoph_batch,
+        normalize_loss=normalize_loss,
         **common,
     )
     if os.path.exists(os.path.join(work, "last_checkpoint")):

@@ -278,11 +278,14 @@ def _branch(pack: str, name: str, scope: str = "") -> dict:
     return dict(type=f"{scope}MultiBranch", branch_field=["human", "pseudo"], **{name: dict(type=pack)})
 
 
-def _fill_zoph_student(cfg: dict, model: dict, alpha: float, batch: int) -> dict:
+def _fill_zoph_student(cfg: dict, model: dict, alpha: float, batch: int, normalize_loss: bool = True) -> dict:
     """Fill a zoph stage template's sampler and loss-normalised wrapper around ``model``; the
-    wrapped model (in place, and returned)."""
+    wrapped model (in place, and returned). ``normalize_loss=False``: the plain weighted loss
+    ``Lh + alpha * Lp`` (an ablation, not the paper's recipe)."""
     cfg["train_dataloader"]["sampler"]["batch_size"] = batch
     cfg["model"].update(detector=model, alpha=alpha)
+    if not normalize_loss:
+        cfg["model"]["normalize"] = False
     cfg["model"]["data_preprocessor"]["data_preprocessor"] = model["data_preprocessor"]
     return cfg["model"]
 
@@ -357,6 +360,7 @@ def det_train_config(
     num_workers: int = 2,
     num_labeled: int | None = None,
     zoph_batch: str = "double",
+    normalize_loss: bool = True,
 ) -> Config:
     """Training config for a teacher (pseudo=None) or a student on labeled + pseudo boxes.
 
@@ -390,7 +394,7 @@ def det_train_config(
         human_set, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
         _fill_coco(human_set, labeled, det_train_pipeline(model_cfg, aug, pack=_branch("PackDetInputs", "human")))
         _fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, aug, pack=_branch("PackDetInputs", "pseudo")))
-        model = _fill_zoph_student(cfg, model, alpha, batch)
+        model = _fill_zoph_student(cfg, model, alpha, batch, normalize_loss)
     else:
         raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
     if val:
@@ -564,6 +568,7 @@ def seg_train_config(
     method: str = "st",
     alpha: float = 1.0,
     zoph_batch: str = "double",
+    normalize_loss: bool = True,
 ) -> Config:
     """Training config for a segmentation teacher (pseudo=None) or a student.
 
@@ -585,7 +590,7 @@ def seg_train_config(
         human_set, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
         _fill_pairs(human_set, labeled, seg_train_pipeline(model_cfg, aug, pack=pack["human"]))
         _fill_pairs(pseudo_set, pseudo, seg_train_pipeline(model_cfg, aug, pack=pack["pseudo"]))
-        model = _fill_zoph_student(cfg, model, alpha, batch)
+        model = _fill_zoph_student(cfg, model, alpha, batch, normalize_loss)
     elif method != "st":
         raise ConfigError(f"unknown student method {method!r}; use 'zoph' or 'st'")
     else:

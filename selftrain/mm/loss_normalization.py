@@ -13,6 +13,9 @@ human-labeled images and ``Lp`` the loss on the pseudo-labeled images of the sam
   the same EMAs.
 - The ratio ``EMA(Lh)/EMA(Lp)`` is a constant: no gradient flows into it.
 - ``a`` (``alpha``) defaults to 1.0; ``a = 0`` gives exactly ``Lh``.
+- ``normalize=False`` (an ablation, not the paper's recipe) trains on the plain weighted loss
+  ``L = Lh + a * Lp``, the baseline of the paper's Appendix B experiment (at ``a = 4``); the EMAs
+  are still kept and logged.
 
 Usage in an mmdet 3.x config (``custom_imports = dict(imports=['selftrain.mm'])``)::
 
@@ -214,6 +217,7 @@ class LossNormalizedDetector(BaseDetector):
         detector: config of the inner mmdet detector (built with ``MODELS.build``).
         alpha: ``a``, the weight of the pseudo-labeled loss; ``0`` gives exactly ``Lh``.
         ema_decay: ``d`` in ``ema = d*ema + (1-d)*x``.
+        normalize: False for the plain weighted loss ``Lh + a * Lp`` (an ablation).
         human_branch / pseudo_branch: the ``MultiBranch`` branch names.
         data_preprocessor: normally ``MultiBranchDataPreprocessor`` (or
             :class:`DropEmptyBranchesDataPreprocessor`) around the detector's
@@ -231,6 +235,7 @@ class LossNormalizedDetector(BaseDetector):
         pseudo_branch: str = "pseudo",
         data_preprocessor: dict | None = None,
         init_cfg=None,
+        normalize: bool = True,
     ) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
@@ -247,6 +252,7 @@ class LossNormalizedDetector(BaseDetector):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.detector = detector if isinstance(detector, nn.Module) else MODELS.build(detector)
         self.alpha = float(alpha)
+        self.normalize = bool(normalize)
         self.ema_decay = float(ema_decay)
         self.human_branch = human_branch
         self.pseudo_branch = pseudo_branch
@@ -332,7 +338,8 @@ class LossNormalizedDetector(BaseDetector):
         """Normalised loss of a multi-branch batch: ``{'loss': L, <detached logging entries>}``.
 
         Both branches present: ``L = 1/(1+a) * (Lh + a * (EMA(Lh)/EMA(Lp)) * Lp)``, the EMAs
-        updated with this batch first. Pseudo branch absent: ``L = Lh``. Human branch absent:
+        updated with this batch first (``normalize=False``: ``L = Lh + a * Lp``, and ``a * Lp``
+        without the human branch). Pseudo branch absent: ``L = Lh``. Human branch absent:
         ``L = (EMA(Lh)/EMA(Lp)) * Lp`` when both EMAs exist, else ``L = Lp`` (``0 * Lp`` when
         ``a == 0``). An absent branch's EMA is not updated. The logging entries
         (``human_total``, ``pseudo_total``, ``ema_human``, ``ema_pseudo``, ``human_weight``,
@@ -370,6 +377,9 @@ class LossNormalizedDetector(BaseDetector):
         a = self.alpha
         if lp is None:
             loss, w_h, w_p = lh, 1.0, 0.0
+        elif not self.normalize:  # the plain weighted loss (ablation)
+            w_h, w_p = (0.0 if lh is None else 1.0), a
+            loss = a * lp if lh is None else lh + a * lp
         elif lh is None:
             w_h = 0.0
             w_p = 0.0 if a == 0 else (ratio if ratio is not None else 1.0)

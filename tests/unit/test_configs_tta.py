@@ -62,6 +62,12 @@ def test_student_batches_are_half_human_half_pseudo_with_loss_normalisation(cfg)
     assert split.train_dataloader.batch_size == split.train_dataloader.sampler.batch_size == b
     with pytest.raises(ConfigError, match="zoph_batch"):
         det_train_config(cfg, work_dir="/w", labeled=SRC, val=None, iters=30, k=3, seed=0, pseudo=SRC, zoph_batch="x")
+    # the loss is normalised unless the ablation asks for the plain weighted loss
+    assert c.model.get("normalize", True) is True
+    plain = det_train_config(
+        cfg, work_dir="/w", labeled=SRC, val=None, iters=30, k=3, seed=0, pseudo=SRC, alpha=4.0, normalize_loss=False
+    )
+    assert plain.model.normalize is False and plain.model.alpha == 4.0
 
 
 def test_a_mixed_batch_holds_as_many_human_images_as_the_teachers_batch():

@@ -176,6 +176,26 @@ def test_wrapper_alpha_zero_gives_lh():
     assert out["loss"].item() == 0.0
 
 
+def test_wrapper_without_normalisation_is_the_plain_weighted_loss():
+    """normalize=False (the Appendix B baseline): L = Lh + a * Lp, whatever the EMAs."""
+    model = _wrapper(alpha=4.0, normalize=False)
+    out = model.loss(*_batch(h=2.0, p=4.0))  # 2 + 4 * 4 = 18
+    assert out["loss"].item() == pytest.approx(18.0)
+    assert out["human_weight"].item() == 1.0 and out["pseudo_weight"].item() == 4.0
+    out = model.loss(*_batch(h=4.0, p=2.0))  # 4 + 4 * 2 = 12; EMAs still kept: 3 and 3
+    assert out["loss"].item() == pytest.approx(12.0)
+    assert model.ema_human.item() == 3.0 and model.ema_pseudo.item() == 3.0
+    # dL/dw = Lh/w + a * Lp/w = 4 + 4 * 2 = 12
+    out["loss"].backward()
+    assert model.detector.w.grad.item() == pytest.approx(12.0)
+    assert model.loss(*_batch(p=2.0))["loss"].item() == pytest.approx(8.0)  # pseudo only: a * Lp
+    assert model.loss(*_batch(h=2.0))["loss"].item() == pytest.approx(2.0)  # human only: Lh
+    # the normalised default at the same alpha: 1/5 * (4 + 4 * 1 * 2) = 2.4
+    normalised = _wrapper(alpha=4.0)
+    normalised.loss(*_batch(h=2.0, p=4.0))
+    assert normalised.loss(*_batch(h=4.0, p=2.0))["loss"].item() == pytest.approx(2.4)
+
+
 def test_wrapper_absent_branches():
     model = _wrapper()
     # human only on a fresh model: L = Lh, the pseudo EMA stays uninitialised

@@ -48,3 +48,22 @@ def test_table_lists_every_seed_and_comparison():
     assert "| 0 | 0.5000 | 0.5100 | 0.5000 | 0.5200 | 0.5000 |" in text
     assert "| st++ - st | +0.0150 | 0.0071 | 2/2 |" in text
     assert "teacher 324 it" in text and "st student and its control 1944 it" in text
+
+
+def test_table_reports_the_alpha_experiment_and_a_failed_training():
+    rows = [
+        {
+            "seed": seed,
+            "metric": "bbox_mAP",
+            "teacher": 0.07,
+            "students": {"zoph": 0.08},
+            "controls": {"zoph": 0.075},
+            "iters": {"teacher": 900, "zoph": 900},
+            "alpha4": {"normalised": {"value": 0.08, "error": None}, "plain": plain},
+        }
+        for seed, plain in ((0, {"value": 0.06, "error": None}), (1, {"value": None, "error": "RuntimeError: nan"}))
+    ]
+    text = table(rows, "detection", ["zoph"])
+    assert "| 0 | 0.0800 | 0.0600 |" in text
+    assert "| 1 | 0.0800 | failed: RuntimeError: nan |" in text
+    assert "normalised - plain: +0.0200" in text and "1/1 seeds" in text  # only seeds where both trained
