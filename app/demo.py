@@ -192,11 +192,6 @@ def run(params, out: str, report_name: str) -> dict:
     for name, m in report["metrics"].items():
         print(f" {params.task}: {name:14s} " + " ".join(f"{m.get(k, float('nan')):9.4f}" for k, _ in cols))
     p = report["pseudo_labels"]
-    if "new_images" in p:
-        print(
-            f"{p['new_images']} of {p['images']} unlabeled images were new (labeled in "
-            f"{p['shards'] - p['reused_shards']} new shards; {p['reused_shards']} reused)"
-        )
     print(f"\npseudo labels: {kind.describe_pseudo(p, report['parameters'].get('score_threshold'))}")
     print(f"report: {report_dir}/report.md (store: {report_uri})", flush=True)
     return report

@@ -19,17 +19,20 @@ methods run in one flow share the teacher, its pseudo labels and its ranking.
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
+import time
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.params import RENAMED, CocoSet, SelfTrainingParams, rename_deprecated
 from selftrain.pseudo_labels import label_params, labeler_key
-from selftrain.stage import get_store
+from selftrain.report import artifact_prefix
+from selftrain.stage import ShardPlan, get_store
 from storage.settings import settings
 from tasks.evaluate import evaluate
 from tasks.find_model import find_model
@@ -125,6 +128,29 @@ def rank_images(p: SelfTrainingParams, teacher, shards, labeled):
     return rank_by_stability(p.store, [f.result() for f in futures], p.reliable_fraction)
 
 
+def summarize_run(
+    store_url: str, dataset: str, plan: ShardPlan, refs: list, started: dt.datetime, seconds: float
+) -> str:
+    """What this run did - facts of the run, not of the content-addressed report it returns
+    (an identical re-run returns the same report): how many unlabeled images were new, and
+    which of the stages it returns were computed since it started (their manifests are
+    newer) or reused. Published as the run's `<dataset>-self-training-run` artifact."""
+    store = get_store(store_url)
+    computed = [r for r in refs if dt.datetime.fromisoformat(store.manifest(r).created_at) >= started]
+    line = (
+        f"this run: {plan.new_images} of {plan.images} unlabeled images were new (labeled in "
+        f"{len(plan.shards) - plan.reused_shards} new shards; {plan.reused_shards} reused); "
+        f"{len(computed)} of {len(refs)} stages computed, {len(refs) - len(computed)} reused; {seconds:.1f} s"
+    )
+    rows = "\n".join(f"| {r.stage} | `{r.key}` | {'computed' if r in computed else 'reused'} |" for r in refs)
+    create_markdown_artifact(
+        key=f"{artifact_prefix(dataset)}-run",
+        markdown=f"# This run\n\n{line[len('this run: ') :]}.\n\n| stage | key | |\n| --- | --- | --- |\n{rows}\n",
+        description="What this flow run computed and reused (the report describes results, whichever run made them)",
+    )
+    return line
+
+
 def trained_iters(meta: dict, default: int) -> int:
     """The iterations a stored model trained (its manifest; older manifests hold them in params)."""
     return int(meta.get("iters") or (meta.get("params") or {}).get("iters") or default)
@@ -178,6 +204,7 @@ def run(params: SelfTrainingParams) -> str:
 def self_training(**fields) -> str:
     """Teacher -> TTA pseudo labels on every shard -> student(s) -> evaluation -> report."""
     log = get_run_logger()
+    started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     p = SelfTrainingParams(**rename_deprecated(fields, warn=log.warning))
     store = p.store
     if isinstance(p.labeled, CocoSet):
@@ -231,6 +258,7 @@ def self_training(**fields) -> str:
     # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
     first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labeled, "teacher")
     log.info("%d of %d unlabeled images were new", first_plan.new_images, first_plan.images)
+    stages = [teacher, *first_pseudo]  # what this run returns, for its summary
 
     for method in p.methods if p.retrain_student else []:
         current = teacher
@@ -292,7 +320,9 @@ def self_training(**fields) -> str:
                     relabeled=relabeled,
                 )
                 models[f"{name} phase 1"] = phase1
+                stages += [rank, phase1, *relabeled]
             models[name] = student
+            stages += [*(pseudo if r > 1 else []), student]
             current = student
 
     # 4. Evaluation of every model on the held-out set, and the report.
@@ -306,7 +336,8 @@ def self_training(**fields) -> str:
         first_pseudo,
         {"labeled": labeled, "val": val, "unlabeled": unlabeled, **models},
         ranking=ranking,
-        plan=first_plan,
     )
+    stages += [*evaluations.values(), report]
+    log.info(summarize_run(store, p.dataset, first_plan, stages, started, time.monotonic() - t0))
     log.info("report: %s", report.uri)
     return report.uri

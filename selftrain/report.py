@@ -104,11 +104,6 @@ def markdown(report: dict) -> str:
     p = report["pseudo_labels"]
     lines += ["", "## Pseudo labels (first teacher)", ""]
     lines.append(kind.describe_pseudo(p, report["parameters"].get("score_threshold")))
-    if "new_images" in p:
-        lines.append(
-            f"{p['new_images']} of them were new in this run ({p['shards'] - p['reused_shards']} new "
-            f"shards, {p['reused_shards']} reused untouched)."
-        )
     lines.append("")
     for s in p["skipped_images"]:
         lines.append(f"- skipped `{s['image_id']}`: {s['reason']}")

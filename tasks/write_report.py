@@ -15,11 +15,11 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.kinds import KINDS
 from selftrain.pseudo_sets import PseudoSet
 from selftrain.report import NUM_OVERLAYS, artifact_prefix, markdown, pseudo_summary, thumbnail_data_uri
-from selftrain.stage import ShardPlan, get_store, log_stage
+from selftrain.stage import get_store, log_stage
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
-STAGE, VERSION = "report", 2
+STAGE, VERSION = "report", 3  # 3: no facts of the run that wrote it (new images, reused shards)
 
 
 def _ranking_section(
@@ -58,9 +58,8 @@ def write_report(
     pseudo: list[ArtifactRef],
     artifacts: dict[str, ArtifactRef],
     ranking: ArtifactRef | None = None,
-    plan: ShardPlan | None = None,
 ) -> ArtifactRef:
-    """Write the run's report (metrics, pseudo-label statistics, ranking, overlays) and show it in the UI."""
+    """Write the report of these results (metrics, pseudo labels, ranking, overlays) and show it in the UI."""
     store = get_store(store_url)
     inputs = {f"eval_{k}": v for k, v in evaluations.items()}
     inputs.update({f"art_{k}": v for k, v in artifacts.items()})
@@ -82,8 +81,7 @@ def write_report(
         metrics = {name: store.read_json(r, "metrics.json") for name, r in evaluations.items()}
         labels = kind.open_pseudo(store, pseudo)  # masks are read one at a time, by their index
         summary = pseudo_summary(labels.stats) | labels.summary()
-        if plan is not None:
-            summary.update(new_images=plan.new_images, reused_shards=plan.reused_shards, shards=len(plan.shards))
+        summary["shards"] = len(pseudo)
         report = {
             "dataset": dataset,
             "task": task_name,
