@@ -174,10 +174,13 @@ DEMOS = {"detection": (detection_params, "report"), "segmentation": (segmentatio
 def run(params, out: str, report_name: str) -> dict:
     """Run the flow, copy its report next to the store and print the metrics."""
     from flows.self_training import run as run_flow
+    from flows.self_training import run_summary
     from selftrain.kinds import KINDS
     from selftrain.stage import get_store
 
-    report_uri = run_flow(params)
+    state = run_flow(params, return_state=True)
+    report_uri = state.result()  # raises what failed the run
+    this_run = run_summary(state.state_details.flow_run_id, params.dataset)
     store = get_store(params.store)
     ref = next(r for r in store.list(params.dataset, "report") if r.uri == report_uri)
     report_dir = os.path.join(out, report_name)
@@ -193,6 +196,8 @@ def run(params, out: str, report_name: str) -> dict:
         print(f" {params.task}: {name:14s} " + " ".join(f"{m.get(k, float('nan')):9.4f}" for k, _ in cols))
     p = report["pseudo_labels"]
     print(f"\npseudo labels: {kind.describe_pseudo(p, report['parameters'].get('score_threshold'))}")
+    if this_run:
+        print(this_run)
     print(f"report: {report_dir}/report.md (store: {report_uri})", flush=True)
     return report
 

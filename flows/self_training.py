@@ -146,9 +146,24 @@ def summarize_run(
     create_markdown_artifact(
         key=f"{artifact_prefix(dataset)}-run",
         markdown=f"# This run\n\n{line[len('this run: ') :]}.\n\n| stage | key | |\n| --- | --- | --- |\n{rows}\n",
-        description="What this flow run computed and reused (the report describes results, whichever run made them)",
+        description=line,
     )
     return line
+
+
+def run_summary(flow_run_id, dataset: str) -> str | None:
+    """The 'this run: ...' line a finished flow run published (its `<dataset>-self-training-run`
+    artifact), read from the Prefect API; None if it published none (it failed before)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    where = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+        key=ArtifactFilterKey(any_=[f"{artifact_prefix(dataset)}-run"]),
+    )
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=where, limit=1)
+    return found[0].description if found else None
 
 
 def trained_iters(meta: dict, default: int) -> int:
@@ -194,9 +209,11 @@ def flat_parameters(model: type[BaseModel]):
     return decorate
 
 
-def run(params: SelfTrainingParams) -> str:
-    """Run the flow with a validated parameter object (the demo's and benchmarks' entry)."""
-    return self_training(**params.model_dump(mode="json"))
+def run(params: SelfTrainingParams, return_state: bool = False):
+    """Run the flow with a validated parameter object (the demo's and benchmarks' entry): the
+    report's URI, or with ``return_state`` the flow run's final Prefect state (its result is
+    the URI; :func:`run_summary` reads what the run did)."""
+    return self_training(**params.model_dump(mode="json"), return_state=return_state)
 
 
 @flow(name="self-training", log_prints=True, validate_parameters=False, task_runner=task_runner())

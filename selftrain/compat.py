@@ -30,6 +30,7 @@ The two problems it solves (measured, see README "Set-up notes"):
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.util
 import os
@@ -164,7 +165,7 @@ def allow_mmengine_checkpoints() -> None:
             "only HistoryBuffer statistics are allowed"
         )
 
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    multiarray = importlib.import_module(f"numpy.{'_core' if hasattr(np, '_core') else 'core'}.multiarray")
     safe: list = [
         HistoryBuffer,
         np.ndarray,

@@ -189,7 +189,7 @@ def normalise_coco(raw: bytes, source: str) -> tuple[dict, list[str]]:
         elif was_clipped:
             area = (x2 - x1) * (y2 - y1)
         anns.append(dict(a, image_id=im["id"], bbox=[x1, y1, x2 - x1, y2 - y1], area=float(area), iscrowd=int(crowd)))
-    if not (all(_is_int(i) and i > 0 for i in ann_ids) and len(set(ann_ids)) == len(ann_ids)):
+    if not (all(isinstance(i, int) and _is_int(i) and i > 0 for i in ann_ids) and len(set(ann_ids)) == len(ann_ids)):
         bad = "id 0" if 0 in ann_ids else "missing, duplicate, non-integer or non-positive ids"
         changes.append(
             f"annotation ids renumbered 1..{len(anns)} (the file has {bad}; pycocotools treats id 0 "

@@ -103,7 +103,7 @@ def train_model(
         raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
     if iters is None and not (pseudo and method == "st" and teacher_iters):
         raise ValueError("train_model: iters is required, except for an st student given teacher_iters")
-    inputs = {LABELED_INPUT: labeled}
+    inputs: dict[str, ArtifactRef | str] = {LABELED_INPUT: labeled}  # refs, or digests of ref lists
     if val is not None:
         inputs["val"] = val
     if init is not None:

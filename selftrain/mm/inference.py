@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from selftrain.mm.transforms import (
     MISSING,
@@ -54,8 +55,8 @@ class ImageList:
     def __getitem__(self, i: int) -> dict:
         uri = self.images[i]["image_uri"]
         data, reason = with_retries(lambda: self._run(i), uri)
-        if reason is not None:
-            data = self._placeholder(i, reason)
+        if data is None:  # the image's own failure: a placeholder carrying the reason
+            data = self._placeholder(i, reason or "unreadable")
         return data
 
     def _run(self, i: int) -> tuple[dict | None, str | None]:
@@ -126,7 +127,7 @@ def load_weights(model, checkpoint: str) -> None:
 
 def predict(
     model, images: list[dict], pipeline: list[dict], batch_size: int, num_workers: int | None = None
-) -> Iterator[tuple[dict, object]]:
+) -> Iterator[tuple[dict, Any]]:
     """(image row, prediction) for every image, in batches; the image row's order is kept.
 
     ``pipeline``: transform configs, built in the model's scope (mmseg for a segmentor, else
@@ -149,8 +150,12 @@ def predict(
     by_shape = is_segmentation_model(model)
     with DefaultScope.overwrite_default_scope("mmseg" if by_shape else "mmdet"):  # the model's transforms
         dataset = ImageList(images, pipeline)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=pseudo_collate, shuffle=False
+    loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
+        dataset,  # type: ignore[arg-type]  # a map-style dataset (__len__, __getitem__)
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=pseudo_collate,
+        shuffle=False,
     )
     with torch.no_grad():
         for batch in loader:

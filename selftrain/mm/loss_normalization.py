@@ -133,7 +133,10 @@ def total_loss(losses: Mapping[str, Any]) -> Tensor:
             raise TypeError(f"{key} is not a tensor or list of tensors")
     if not parts:
         raise ValueError(f"no loss entries (keys containing 'loss') in {list(losses)}")
-    return sum(parts)
+    total: Tensor = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 # --------------------------------------------------------------------------- state dicts
@@ -250,7 +253,8 @@ class LossNormalizedDetector(BaseDetector):
         if isinstance(data_preprocessor, Mapping):  # mmdet's registry, whatever the default scope
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.detector = detector if isinstance(detector, nn.Module) else MODELS.build(detector)
+        # the inner model: an mmdet detector or an mmseg segmentor (duck-typed calls)
+        self.detector: Any = detector if isinstance(detector, nn.Module) else MODELS.build(detector)
         self.alpha = float(alpha)
         self.normalize = bool(normalize)
         self.ema_decay = float(ema_decay)
@@ -392,6 +396,7 @@ class LossNormalizedDetector(BaseDetector):
             w_h = 1.0 / (1.0 + a)
             w_p = a * (ratio if ratio is not None else 1.0) / (1.0 + a)
 
+        assert loss is not None  # a batch without either branch was refused above
         ref = loss.detach()
         const = lambda v: torch.as_tensor(float(v), dtype=ref.dtype, device=ref.device)  # noqa: E731
         out: dict[str, Tensor] = {"loss": loss}

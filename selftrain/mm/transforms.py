@@ -59,7 +59,9 @@ def infrastructure_kind(exc: BaseException) -> str | None:
     file always is). Explicit causes (``raise ... from``) and the wrapped error of urllib's
     URLError (``reason``; mmengine's http backend) are followed."""
     depth = 0
-    while exc is not None and depth < 8:
+    current: BaseException | None = exc
+    while current is not None and depth < 8:
+        exc = current
         if isinstance(exc, FileNotFoundError):
             return None
         if isinstance(exc, MemoryError):
@@ -72,7 +74,7 @@ def infrastructure_kind(exc: BaseException) -> str | None:
         if kind is StorageUnavailable or isinstance(exc, StorageUnavailable):
             return "storage unavailable"
         reason = getattr(exc, "reason", None)
-        exc, depth = exc.__cause__ or (reason if isinstance(reason, BaseException) else None), depth + 1
+        current, depth = exc.__cause__ or (reason if isinstance(reason, BaseException) else None), depth + 1
     return None
 
 
@@ -244,7 +246,8 @@ class GaussianBlur(BaseTransform):
     (ST++: sigma in [0.1, 2.0], p=0.5). Image only."""
 
     def __init__(self, sigma_range: tuple[float, float] = (0.1, 2.0), prob: float = 0.5):
-        self.sigma_range, self.prob = tuple(sigma_range), prob
+        self.sigma_range: tuple[float, float] = (float(sigma_range[0]), float(sigma_range[1]))
+        self.prob = prob
 
     @cache_randomness
     def _sigma(self):
@@ -284,7 +287,9 @@ class RandomFillCutOut(BaseTransform):
     ):
         if not (0.0 < area_range[0] <= area_range[1] <= 1.0):
             raise ValueError(f"area_range must lie in (0, 1], got {area_range}")
-        self.prob, self.area_range, self.ratio_range = prob, tuple(area_range), tuple(ratio_range)
+        self.prob = prob
+        self.area_range: tuple[float, float] = (float(area_range[0]), float(area_range[1]))
+        self.ratio_range: tuple[float, float] = (float(ratio_range[0]), float(ratio_range[1]))
         self.pixel_level, self.seg_fill, self.max_tries = pixel_level, seg_fill, max_tries
 
     @cache_randomness
