@@ -99,7 +99,8 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
         num_unlabeled=None,
         num_val=None,
     )
-    params = demo.detection_params(ns, out) if task == "detection" else demo.segmentation_params(ns, out)
+    make_params, _ = demo.DEMOS[task]
+    params = make_params(ns, out)
     report = demo.run(params, out, f"quality-{task}-seed{seed}")
     store = get_store(params.store)
     metric = KINDS[task].metrics[0]  # bbox_mAP | mIoU

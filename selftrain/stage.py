@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from selftrain.kinds import KINDS
 from storage.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:  # the OpenMMLab config builder is imported where it is used (it loads mmengine)
@@ -34,11 +35,11 @@ LABELED_INPUT, RELABELED_INPUT = "labelled", "relabelled"
 #: instead of computing something else. tests/unit/test_references.py keeps these names equal
 #: to the tasks' own STAGE constants.
 REFERENCE_STAGES: dict[str, tuple[str, ...]] = {
-    "registered set": ("dataset", "seg_dataset"),
+    "registered set": tuple(k.dataset_stage for k in KINDS.values()),
     "unlabeled listing": ("unlabeled",),
     "shard": ("shard",),
     "model": ("train",),
-    "pseudo labels": ("pseudo_boxes", "pseudo_masks"),
+    "pseudo labels": tuple(k.pseudo_stage for k in KINDS.values()),
     "stability scores": ("stability",),
     "ranking": ("ranking",),
     "evaluation": ("eval",),
@@ -59,7 +60,8 @@ def expect(task: str, argument: str, value: object, kind: str) -> None:
             continue
         if not isinstance(ref, ArtifactRef) or ref.stage not in stages:
             got = ref.uri if isinstance(ref, ArtifactRef) else repr(ref)
-            raise WrongReference(f"{task}: {argument} must be a {kind} (stage {'/'.join(stages)}), got {got}")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise WrongReference(f"{task}: {argument} must be {article} {kind} (stage {'/'.join(stages)}), got {got}")
 
 
 # The unlabeled listing's stage: list_unlabeled writes it, select_images writes subsets of it.
@@ -267,7 +269,7 @@ def local_seg(store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) ->
     return SegSource(pairs_file=path, classes=tuple(store.manifest(ref).meta["classes"]))
 
 
-PSEUDO_STAGES = ("pseudo_boxes", "pseudo_masks")
+PSEUDO_STAGES = tuple(k.pseudo_stage for k in KINDS.values())
 
 
 class ShardPlan(BaseModel):

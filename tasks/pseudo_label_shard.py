@@ -20,15 +20,12 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.kinds import DETECTION, SEGMENTATION, kind_of
+from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key
 from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
 from storage.schemas import IMAGE_OK, UNLABELED_IMAGES, read_parquet
 from storage.store import ArtifactRef
-
-STAGE, VERSION = DETECTION.pseudo_stage, DETECTION.pseudo_version
-MASK_STAGE, MASK_VERSION = SEGMENTATION.pseudo_stage, SEGMENTATION.pseudo_version
 
 
 @task(name="pseudo_label_shard", cache_policy=NO_CACHE)

@@ -39,7 +39,7 @@ from selftrain.registration import (
     orientation_note,
     size_mismatch,
 )
-from selftrain.stage import get_store, log_stage, stage_logger
+from selftrain.stage import expect, get_store, log_stage, stage_logger
 from storage.keys import digest_bytes, digest_json
 from storage.listing import list_files, read_url
 from storage.store import ArtifactRef
@@ -278,6 +278,7 @@ def register_dataset(
 
     ``like``: a registered labeled set whose categories this set (a held-out set) must share.
     Raises DatasetError naming the file and item for every refusal."""
+    expect("register_dataset", "like", like, "registered set")
     store = get_store(store_url)
     try:
         raw = read_url(ann_file)

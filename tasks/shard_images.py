@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import PSEUDO_STAGES, ShardPlan, get_store
+from selftrain.stage import PSEUDO_STAGES, ShardPlan, expect, get_store
 from storage.keys import digest_json
 from storage.schemas import UNLABELED_IMAGES, read_parquet, to_parquet_bytes
 from storage.store import ArtifactRef, ArtifactStore
@@ -68,6 +68,7 @@ def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labele
     shards were reused."""
     import pyarrow as pa
 
+    expect("shard_images", "unlabeled", unlabeled, "unlabeled listing")
     store = get_store(store_url)
     rows = read_parquet(store.read(unlabeled, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     chunks, reused = plan(store, rows, unlabeled.dataset, shard_size, labeler)

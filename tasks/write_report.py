@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from selftrain.kinds import KINDS
 from selftrain.pseudo_sets import PseudoSet
 from selftrain.report import NUM_OVERLAYS, artifact_prefix, markdown, pseudo_summary, thumbnail_data_uri
-from selftrain.stage import get_store, log_stage
+from selftrain.stage import expect, get_store, log_stage
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -60,6 +60,9 @@ def write_report(
     ranking: ArtifactRef | None = None,
 ) -> ArtifactRef:
     """Write the report of these results (metrics, pseudo labels, ranking, overlays) and show it in the UI."""
+    expect("write_report", "evaluations", list(evaluations.values()), "evaluation")
+    expect("write_report", "pseudo", pseudo, "pseudo labels")
+    expect("write_report", "ranking", ranking, "ranking")
     store = get_store(store_url)
     inputs = {f"eval_{k}": v for k, v in evaluations.items()}
     inputs.update({f"art_{k}": v for k, v in artifacts.items()})

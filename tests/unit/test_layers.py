@@ -94,7 +94,8 @@ def test_the_task_kind_is_decided_in_one_place():
     """Detection-or-segmentation is decided by selftrain/kinds.py (a TaskKind chosen from the
     registered set, or KINDS[task]); no other module compares against a kind's name or object."""
     seam = os.path.join(REPO, "selftrain", "kinds.py")
-    forks = [f for package in LAYERS for path in modules(package) if path != seam for f in kind_forks(path)]
+    packages = [*LAYERS, "benchmarks"]
+    forks = [f for package in packages for path in modules(package) if path != seam for f in kind_forks(path)]
     assert forks == []
 
 

@@ -63,6 +63,23 @@ def test_tasks_check_their_references_before_any_work(tmp_path):
         select_images.fn(str(tmp_path), store.ref("d", "unlabeled", "c" * 32), model, reliable=False)
 
 
+def test_the_sharding_registration_and_report_tasks_check_their_references(tmp_path):
+    from tasks.register_dataset import register_dataset
+    from tasks.shard_images import shard_images
+    from tasks.write_report import write_report
+
+    store = ArtifactStore(str(tmp_path))
+    model, shard = store.ref("d", "train", "a" * 32), store.ref("d", "shard", "b" * 32)
+    with pytest.raises(WrongReference, match="shard_images: unlabeled must be an unlabeled listing"):
+        shard_images.fn(str(tmp_path), shard, 8)
+    with pytest.raises(WrongReference, match="register_dataset: like must be a registered set"):
+        register_dataset.fn(str(tmp_path), "d", "/no/such.json", "/img", "val", like=model)
+    with pytest.raises(WrongReference, match="write_report: evaluations must be an evaluation"):
+        write_report.fn(str(tmp_path), "d", "zoph", {}, {"teacher": model}, [], {})
+    with pytest.raises(WrongReference, match="write_report: ranking must be a ranking"):
+        write_report.fn(str(tmp_path), "d", "st++", {}, {}, [], {}, ranking=shard)
+
+
 def test_every_task_says_what_it_does_in_one_line_for_the_ui():
     import inspect
     import pkgutil
