@@ -38,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument(
         "--num-pseudo", type=int, help="preview: pseudo-labeled images a student sees (default: as many as labeled)"
     )
+    labels = sub.add_parser(
+        "labels",
+        help="a run's pseudo labels as one table: per-class counts, the score histogram, images without a "
+        "label (streamed from the stored shards)",
+    )
+    labels.add_argument("report", help="a report: its folder (e.g. runs/demo/report) or its URI in the store")
     args = parser.parse_args(argv)
+    if args.command == "labels":
+        return label_table(args.report)
     if args.command == "config":
         return show_config(args.source, args.stage, args.method, args.num_pseudo)
     if args.command == "selfcheck":
@@ -48,6 +56,57 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return run_params(args.params, args.set)
     return 2
+
+
+def label_table(report: str) -> int:
+    """Print the pseudo labels of a report's run as one table, read from the store where the
+    shards lie (local or S3): per-class counts, a text histogram of the scores (confidences for
+    masks) and the images without a label. Exit code 2 with a one-line error for a folder or
+    URI that holds no report, or a report written before it listed its shards."""
+    import json
+    import os
+
+    from selftrain.kinds import KINDS
+    from selftrain.stage import get_store
+
+    try:
+        if "://" not in report and os.path.isdir(report):
+            data = json.load(open(os.path.join(report, "report.json")))
+        else:
+            root, dataset, stage, key = report.rstrip("/").rsplit("/", 3)
+            data = get_store(root).read_json(get_store(root).ref(dataset, stage, key), "report.json")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"selftrain labels: no report at {report}: {exc}", file=sys.stderr)
+        return 2
+    shards = data.get("pseudo_shards")
+    if not shards:
+        print(
+            f"selftrain labels: {report} does not list its pseudo-label shards (written before they were listed)",
+            file=sys.stderr,
+        )
+        return 2
+    root = shards[0].rsplit("/", 3)[0]
+    store = get_store(root)
+    refs = [store.ref(*uri.rsplit("/", 3)[1:]) for uri in shards]
+    labeled = data["artifacts"]["labeled"].rsplit("/", 3)
+    meta = store.manifest(store.ref(*labeled[1:])).meta
+    kind = KINDS[data["task"]]
+    labels = kind.open_pseudo(store, refs)
+    stats = labels.label_stats(meta)
+    labels.close()
+    unit = stats.get("unit", "boxes")
+    print(f"{data['dataset']}: pseudo labels of {len(refs)} shards ({root})")
+    width = max(len(n) for n in stats["per_class"])
+    for name, n in stats["per_class"].items():
+        print(f"  {name:<{width}}  {n:>10} {unit}")
+    h = stats["histogram"]
+    peak = max(h["counts"]) or 1
+    print(f"{h['of']}:")
+    for lo, hi, n in zip(h["edges"][:-1], h["edges"][1:], h["counts"], strict=True):
+        print(f"  {lo:4.2f}-{hi:4.2f} {n:>8} {'#' * round(40 * n / peak)}")
+    sample = ", ".join(stats["images_without_labels_sample"][:5])
+    print(f"images without a pseudo label: {stats['images_without_labels']}" + (f" (e.g. {sample})" if sample else ""))
+    return 0
 
 
 def show_config(source: str, stage: str, method: str | None, num_pseudo: int | None) -> int:

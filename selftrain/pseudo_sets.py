@@ -73,6 +73,14 @@ def mask_stats(image: dict, label: np.ndarray | None, confidence: np.ndarray | N
     )
 
 
+SCORE_BINS = 20  # histogram bins over [0, 1]
+
+
+def _histogram(values: np.ndarray, bins: int) -> np.ndarray:
+    """Counts of ``values`` in ``bins`` equal bins over [0, 1] (1.0 in the last bin)."""
+    return np.histogram(np.clip(values, 0.0, 1.0), bins=bins, range=(0.0, 1.0))[0]
+
+
 class PseudoSet:
     """The pseudo labels of some shards, read back (statistics in memory; labels as each
     kind reads them). Subclasses implement the kind's parts."""
@@ -107,6 +115,13 @@ class PseudoSet:
     def quality(self, groups: dict[str, list[str]], gt: str, parameters: dict, num_classes: int) -> dict:
         """Per group of image ids, the pseudo labels' quality against ground truth ``gt`` (a
         diagnostic: selftrain/diagnostics.py)."""
+        raise NotImplementedError
+
+    def label_stats(self, labeled_meta: dict, bins: int = SCORE_BINS) -> dict:
+        """The labels as one table, streamed from the stored Parquet files (never all in
+        memory): ``per_class`` counts by class name, a ``histogram`` of the scores or
+        confidences (``edges``: bins + 1 values over [0, 1], ``counts``) and counts of images
+        by how many labels they hold."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -151,6 +166,36 @@ class PseudoBoxSet(PseudoSet):
         from selftrain.report import overlay_png
 
         return overlay_png(stat["image_uri"], self.by_image.get(stat["image_id"], []))
+
+    def label_stats(self, labeled_meta: dict, bins: int = SCORE_BINS) -> dict:
+        from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES
+
+        name = dict(zip(labeled_meta["category_ids"], labeled_meta["classes"], strict=True))
+        per_class = dict.fromkeys(labeled_meta["classes"], 0)
+        counts = np.zeros(bins, dtype=np.int64)
+        boxes = self.store.parquet_dataset(self.shards, "boxes.parquet", PSEUDO_BOXES)
+        for batch in boxes.to_batches(columns=["label", "score"]):
+            labels, n = np.unique(batch.column("label").to_numpy(), return_counts=True)
+            for label, k in zip(labels.tolist(), n.tolist(), strict=True):
+                per_class[name.get(label, str(label))] = per_class.get(name.get(label, str(label)), 0) + k
+            counts += _histogram(batch.column("score").to_numpy(), bins)
+        per_image: dict[int, int] = {}
+        without: list[str] = []
+        stats = self.store.parquet_dataset(self.shards, "stats.parquet", DET_IMAGE_STATS)
+        for batch in stats.to_batches(columns=["image_id", "status", "num_boxes"]):
+            for image_id, status, num in zip(*(batch.column(c).to_pylist() for c in batch.schema.names), strict=True):
+                if status != IMAGE_OK:
+                    continue
+                per_image[num] = per_image.get(num, 0) + 1
+                if num == 0 and len(without) < 20:
+                    without.append(image_id)
+        return {
+            "per_class": per_class,
+            "histogram": {"of": "box score", "edges": np.linspace(0, 1, bins + 1).tolist(), "counts": counts.tolist()},
+            "images_by_count": {str(k): per_image[k] for k in sorted(per_image)},
+            "images_without_labels": per_image.get(0, 0),
+            "images_without_labels_sample": without,
+        }
 
     def quality(self, groups: dict[str, list[str]], gt: str, parameters: dict, num_classes: int) -> dict:
         from selftrain import diagnostics
@@ -203,6 +248,45 @@ class PseudoMaskSet(PseudoSet):
         from selftrain.report import mask_overlay_png
 
         return mask_overlay_png(stat["image_uri"], self.masks[stat["image_id"]])
+
+    def label_stats(self, labeled_meta: dict, bins: int = SCORE_BINS) -> dict:
+        """For masks: pixels per class (255 ignored, counted apart), read one mask at a time,
+        and the histogram of each image's mean confidence (mean max-probability)."""
+        from selftrain.stage import read_pseudo_masks
+        from storage.masks import IGNORE_LABEL
+        from storage.schemas import SEG_IMAGE_STATS
+
+        classes = labeled_meta["classes"]
+        pixels = np.zeros(256, dtype=np.int64)
+        masks, _ = read_pseudo_masks(self.store, self.shards)
+        for _, mask in masks:
+            pixels += np.bincount(mask.ravel(), minlength=256)
+        counts = np.zeros(bins, dtype=np.int64)
+        without: list[str] = []
+        num_without = 0
+        stats = self.store.parquet_dataset(self.shards, "stats.parquet", SEG_IMAGE_STATS)
+        for batch in stats.to_batches(columns=["image_id", "status", "mean_max_prob", "ignored_fraction"]):
+            rows = [r for r in batch.to_pylist() if r["status"] == IMAGE_OK]
+            counts += _histogram(np.array([r["mean_max_prob"] for r in rows], dtype=np.float64), bins)
+            for r in rows:
+                if r["ignored_fraction"] >= 1.0:  # every pixel below the confidence threshold
+                    num_without += 1
+                    if len(without) < 20:
+                        without.append(r["image_id"])
+        per_class = {c: int(pixels[i]) for i, c in enumerate(classes)}
+        per_class["ignored (255)"] = int(pixels[IGNORE_LABEL])
+        return {
+            "per_class": per_class,
+            "unit": "pixels",
+            "histogram": {
+                "of": "mean confidence per image",
+                "edges": np.linspace(0, 1, bins + 1).tolist(),
+                "counts": counts.tolist(),
+            },
+            "images_by_count": {},
+            "images_without_labels": num_without,
+            "images_without_labels_sample": without,
+        }
 
     def quality(self, groups: dict[str, list[str]], gt: str, parameters: dict, num_classes: int) -> dict:
         from selftrain import diagnostics

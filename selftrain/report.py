@@ -82,6 +82,30 @@ def pseudo_summary(stats: list[dict]) -> dict:
     }
 
 
+def label_stats_png(stats: dict) -> bytes:
+    """A picture of the pseudo labels: counts per class (boxes, or pixels for masks) beside
+    the histogram of scores / confidences (``stats``: a PseudoSet.label_stats result)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
+    names, values = list(stats["per_class"]), list(stats["per_class"].values())
+    left.barh(names[::-1], values[::-1], color="#4c72b0")
+    left.set_title(f"{stats.get('unit', 'boxes')} per class", fontsize=10)
+    h = stats["histogram"]
+    edges = h["edges"]
+    right.bar(edges[:-1], h["counts"], width=[b - a for a, b in zip(edges[:-1], edges[1:], strict=True)], align="edge")
+    right.set_title(h["of"], fontsize=10)
+    right.set_xlim(0, 1)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out.getvalue()
+
+
 def fmt(v, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
@@ -104,6 +128,22 @@ def markdown(report: dict) -> str:
     p = report["pseudo_labels"]
     lines += ["", "## Pseudo labels (first teacher)", ""]
     lines.append(kind.describe_pseudo(p, report["parameters"].get("score_threshold")))
+    stats = report.get("label_stats")
+    if stats:
+        unit = stats.get("unit", "boxes")
+        lines += ["", f"| class | {unit} |", "| --- | --- |"]
+        lines += [f"| {name} | {n} |" for name, n in stats["per_class"].items()]
+        lines += [
+            "",
+            f"Images without a pseudo label: {stats['images_without_labels']}."
+            + (
+                f" (e.g. {', '.join(f'`{i}`' for i in stats['images_without_labels_sample'][:5])})"
+                if stats["images_without_labels_sample"]
+                else ""
+            ),
+            "",
+            "![pseudo labels per class and their scores](labels.png)",
+        ]
     lines.append("")
     for s in p["skipped_images"]:
         lines.append(f"- skipped `{s['image_id']}`: {s['reason']}")

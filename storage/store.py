@@ -30,8 +30,8 @@ import logging
 import os
 import posixpath
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, BinaryIO, TypeVar, cast
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import fsspec
@@ -39,6 +39,10 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
 
 from storage.keys import artifact_key, check_key, check_name
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -327,6 +331,30 @@ class ArtifactStore:
             yield f
         finally:
             f.close()
+
+    def parquet_dataset(self, refs: Sequence[ArtifactRef], name: str, schema: pa.Schema) -> ds.Dataset:
+        """One pyarrow dataset over the Parquet file ``name`` of every artifact in ``refs``,
+        read where it lies (local folder or S3, through the store's fsspec filesystem) and
+        scanned in record batches: a table of any size is queried without holding it in
+        memory (``dataset.to_batches(columns=...)``, ``dataset.count_rows()``, or DuckDB over
+        the dataset). Sizes are checked against the manifests when the view is made; contents
+        are not hashed (a scan never holds a whole file). Raises KeyError naming an artifact
+        without that file."""
+        import pyarrow.dataset as pads
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        paths = []
+        for ref in refs:
+            manifest = self.manifest(ref)
+            if name not in manifest.files:
+                raise KeyError(f"{ref.uri} has no file {name!r} (it has {sorted(manifest.files)})")
+            paths.append(self._file_path(ref, manifest, name))
+        fs = PyFileSystem(FSSpecHandler(self.fs))
+        for ref, path in zip(refs, paths, strict=True):
+            size = self._guard(f"reading {ref.uri}/{name}", self.fs.size, path)
+            if size != self.manifest(ref).files[name].size:
+                raise CorruptArtifact(f"{ref.uri}/{name} does not match its manifest size")
+        return pads.dataset(paths, schema=schema, format="parquet", filesystem=fs)
 
     def get_file(self, ref: ArtifactRef, name: str, local_path: str) -> str:
         """Copy a committed file to a local path (e.g. a checkpoint for mmengine)."""

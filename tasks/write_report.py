@@ -14,12 +14,19 @@ from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import KINDS
 from selftrain.pseudo_sets import PseudoSet
-from selftrain.report import NUM_OVERLAYS, artifact_prefix, markdown, pseudo_summary, thumbnail_data_uri
+from selftrain.report import (
+    NUM_OVERLAYS,
+    artifact_prefix,
+    label_stats_png,
+    markdown,
+    pseudo_summary,
+    thumbnail_data_uri,
+)
 from selftrain.stage import expect, get_store, log_stage
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
-STAGE, VERSION = "report", 3  # 3: no facts of the run that wrote it (new images, reused shards)
+STAGE, VERSION = "report", 4  # 3: no facts of the run that wrote it; 4: label statistics
 
 
 def _ranking_section(
@@ -80,7 +87,8 @@ def write_report(
     if not reused:
         task_name = parameters.get("task", "detection")
         kind = KINDS[task_name]
-        classes = store.manifest(artifacts["labeled"]).meta["classes"]
+        labeled_meta = store.manifest(artifacts["labeled"]).meta
+        classes = labeled_meta["classes"]
         metrics = {name: store.read_json(r, "metrics.json") for name, r in evaluations.items()}
         labels = kind.open_pseudo(store, pseudo)  # masks are read one at a time, by their index
         summary = pseudo_summary(labels.stats) | labels.summary()
@@ -97,10 +105,12 @@ def write_report(
                 **{f"{name} eval": r.uri for name, r in evaluations.items()},
             },
             "overlays": [],
+            "label_stats": labels.label_stats(labeled_meta),  # streamed from the shards' Parquet files
+            "pseudo_shards": [r.uri for r in pseudo],
         }
         if ranking is not None:
             report["ranking"] = _ranking_section(store, ranking, labels, parameters, len(classes))
-        files = {}
+        files = {"labels.png": label_stats_png(report["label_stats"])}
         for i, s in enumerate(labels.samples(NUM_OVERLAYS)):
             name = f"overlay-{i}.png"
             files[name] = labels.overlay(s)
@@ -123,6 +133,8 @@ def publish(store: ArtifactStore, ref: ArtifactRef) -> None:
     for o in report["overlays"]:
         # inline thumbnails: the UI cannot fetch local paths or private buckets
         md = md.replace(f"]({o['file']})", f"]({thumbnail_data_uri(store.read(ref, o['file']))})")
+    if "labels.png" in store.manifest(ref).files:
+        md = md.replace("](labels.png)", f"]({thumbnail_data_uri(store.read(ref, 'labels.png'), width=900)})")
     prefix = artifact_prefix(report["dataset"])
     create_markdown_artifact(
         key=f"{prefix}-report",

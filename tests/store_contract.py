@@ -138,6 +138,32 @@ class StoreContract:
         with store.open(ref, row["shard"]) as f:
             assert np.array_equal(read_mask(f, row["row_group"]), masks[3][1])
 
+    def test_parquet_files_of_many_artifacts_scan_as_one_dataset(self, store):
+        """store.parquet_dataset: one table over the same file of several artifacts, streamed."""
+        refs = [store.ref("demo", "unit", k) for k in (KEY, KEY2)]
+        for n, ref in enumerate(refs, start=1):
+            rows = [
+                {
+                    "image_id": f"i{n}-{j}",
+                    "image_uri": "u",
+                    "label": n,
+                    "x1": 0,
+                    "y1": 0,
+                    "x2": 1,
+                    "y2": 1,
+                    "score": 0.5,
+                }
+                for j in range(n * 3)
+            ]
+            with store.writer(ref) as w:
+                w.write_bytes("boxes.parquet", to_parquet_bytes(table_from_rows(rows, PSEUDO_BOXES), PSEUDO_BOXES))
+        table = store.parquet_dataset(refs, "boxes.parquet", PSEUDO_BOXES)
+        assert table.count_rows() == 3 + 6
+        labels = [v for b in table.to_batches(columns=["label"]) for v in b.column("label").to_pylist()]
+        assert sorted(labels) == [1] * 3 + [2] * 6
+        with pytest.raises(KeyError, match="has no file 'stats.parquet'"):
+            store.parquet_dataset(refs, "stats.parquet", PSEUDO_BOXES)
+
     def test_bad_names_are_refused(self, store):
         with pytest.raises(ValueError, match="invalid dataset name"):
             store.ref("../etc", "unit", KEY)

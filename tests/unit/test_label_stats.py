@@ -1,0 +1,122 @@
+"""A run's pseudo labels as one table (streamed from the stored shards), the report's picture
+and `selftrain labels`, on hand-made shards with hand-counted expectations."""
+
+import json
+
+import numpy as np
+import pytest
+
+from selftrain.kinds import DETECTION, SEGMENTATION
+from storage.store import ArtifactStore
+
+META = {"classes": ["cat", "dog"], "category_ids": [3, 7]}
+
+
+def box(image_id, label, score):
+    return {
+        "image_id": image_id,
+        "image_uri": f"mem://{image_id}",
+        "label": label,
+        "x1": 0.0,
+        "y1": 0.0,
+        "x2": 2.0,
+        "y2": 2.0,
+        "score": score,
+    }
+
+
+def stat(image_id, n, status="ok"):
+    ok = status == "ok"
+    return {
+        "image_id": image_id,
+        "image_uri": f"mem://{image_id}",
+        "width": 4 if ok else None,
+        "height": 4 if ok else None,
+        "status": status,
+        "error": None if ok else "unreadable",
+        "num_boxes": n if ok else None,
+        "mean_score": None,
+    }
+
+
+@pytest.fixture
+def box_shards(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    shards = []
+    contents = [
+        ([box("a", 3, 0.91), box("a", 7, 0.42), box("b", 3, 1.0)], [stat("a", 2), stat("b", 1), stat("c", 0)]),
+        ([box("d", 3, 0.05)], [stat("d", 1), stat("e", 0), stat("f", 0, status="skipped")]),
+    ]
+    for i, (boxes, stats) in enumerate(contents):
+        ref = store.ref("d", DETECTION.pseudo_stage, f"{i:032x}")
+        with store.writer(ref) as w:
+            for name, data in DETECTION.shard_files(boxes, stats).items():
+                w.write_bytes(name, data)
+        shards.append(ref)
+    return store, shards
+
+
+def test_box_statistics_count_classes_scores_and_empty_images(box_shards):
+    store, shards = box_shards
+    labels = DETECTION.open_pseudo(store, shards)
+    s = labels.label_stats(META, bins=4)  # bins [0, .25) [.25, .5) [.5, .75) [.75, 1]
+    assert s["per_class"] == {"cat": 3, "dog": 1}  # by category id 3 / 7
+    assert s["histogram"]["edges"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert s["histogram"]["counts"] == [1, 1, 0, 2]  # 0.05 | 0.42 | - | 0.91, 1.0 (1.0 in the last bin)
+    assert s["images_by_count"] == {"0": 2, "1": 2, "2": 1}  # the skipped image f is not counted
+    assert s["images_without_labels"] == 2 and s["images_without_labels_sample"] == ["c", "e"]
+
+
+def test_mask_statistics_count_pixels_per_class_and_fully_ignored_images(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    m1 = np.array([[0, 0], [1, 255]], np.uint8)
+    m2 = np.full((2, 3), 255, np.uint8)  # every pixel below the threshold
+    labels, stats = [], []
+    for image_id, mask, conf in (("x", m1, 0.8), ("y", m2, 0.3)):
+        image = {"image_id": image_id, "image_uri": f"mem://{image_id}"}
+        from selftrain.pseudo_sets import mask_stats
+
+        labels.append((image_id, mask))
+        stats.append(mask_stats(image, mask, np.full(mask.shape, conf, np.float32), ""))
+    ref = store.ref("d", SEGMENTATION.pseudo_stage, "0" * 32)
+    with store.writer(ref) as w:
+        for name, data in SEGMENTATION.shard_files(labels, stats).items():
+            w.write_bytes(name, data)
+    pseudo = SEGMENTATION.open_pseudo(store, [ref])
+    s = pseudo.label_stats({"classes": ["background", "flower"]}, bins=2)
+    pseudo.close()
+    assert s["unit"] == "pixels"
+    assert s["per_class"] == {"background": 2, "flower": 1, "ignored (255)": 1 + 6}
+    assert s["histogram"]["counts"] == [1, 1]  # mean confidences 0.3 and 0.8
+    assert s["images_without_labels"] == 1 and s["images_without_labels_sample"] == ["y"]
+
+
+def test_the_report_picture_is_a_png(box_shards):
+    from selftrain.report import label_stats_png
+
+    store, shards = box_shards
+    png = label_stats_png(DETECTION.open_pseudo(store, shards).label_stats(META))
+    assert png.startswith(b"\x89PNG")
+
+
+def test_selftrain_labels_prints_the_table_of_a_report(box_shards, tmp_path, capsys):
+    from app.cli import main
+
+    store, shards = box_shards
+    labeled = store.ref("d", DETECTION.dataset_stage, "f" * 32)
+    store.write(labeled, {"coco.json": b"{}"}, meta=META)
+    folder = tmp_path / "report"
+    folder.mkdir()
+    report = {
+        "dataset": "d",
+        "task": "detection",
+        "artifacts": {"labeled": labeled.uri},
+        "pseudo_shards": [r.uri for r in shards],
+    }
+    (folder / "report.json").write_text(json.dumps(report))
+    assert main(["labels", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "cat" in out and "3 boxes" in out and "dog" in out and "1 boxes" in out
+    assert "images without a pseudo label: 2 (e.g. c, e)" in out
+    assert main(["labels", str(tmp_path / "nothing")]) == 2
+    assert "no report at" in capsys.readouterr().err
