@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +45,25 @@ def main(argv: list[str] | None = None) -> int:
         "label (streamed from the stored shards)",
     )
     labels.add_argument("report", help="a report: its folder (e.g. runs/demo/report) or its URI in the store")
+    export = sub.add_parser(
+        "export",
+        help="write a run's pseudo labels, or a selection, as COCO JSON with scores or Label Studio tasks "
+        "(boxes), or PNG label maps (masks)",
+    )
+    export.add_argument("report", help="a report: its folder (e.g. runs/demo/report) or its URI in the store")
+    export.add_argument("--format", required=True, choices=["coco", "label-studio", "png"])
+    export.add_argument("--out", required=True, help="the file to write (a folder for png)")
+    export.add_argument("--images", choices=["reliable", "unreliable"], help="the ST++ ranking's half (st++ runs)")
+    export.add_argument("--lowest", type=int, help="only the N images with the lowest mean score / confidence")
+    export.add_argument("--class", dest="class_name", help="only images with a box of this class, and those boxes")
+    export.add_argument(
+        "--image-url-prefix", help="label-studio: image URLs as PREFIX/<image id> (default: each image's own URI)"
+    )
     args = parser.parse_args(argv)
     if args.command == "labels":
         return label_table(args.report)
+    if args.command == "export":
+        return export_report_labels(args)
     if args.command == "config":
         return show_config(args.source, args.stage, args.method, args.num_pseudo)
     if args.command == "selfcheck":
@@ -58,15 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def label_table(report: str) -> int:
-    """Print the pseudo labels of a report's run as one table, read from the store where the
-    shards lie (local or S3): per-class counts, a text histogram of the scores (confidences for
-    masks) and the images without a label. Exit code 2 with a one-line error for a folder or
-    URI that holds no report, or a report written before it listed its shards."""
+class ReportNotFound(Exception):
+    """A folder or URI that holds no usable report (the message says why)."""
+
+
+def open_report(report: str) -> tuple[dict, Any, list, dict, Any]:
+    """A report's JSON, its store, its pseudo-label shards, the labeled set's manifest meta
+    and the ranking (or None), from a report folder or its URI in the store. Raises
+    ReportNotFound."""
     import json
     import os
 
-    from selftrain.kinds import KINDS
     from selftrain.stage import get_store
 
     try:
@@ -76,26 +95,35 @@ def label_table(report: str) -> int:
             root, dataset, stage, key = report.rstrip("/").rsplit("/", 3)
             data = get_store(root).read_json(get_store(root).ref(dataset, stage, key), "report.json")
     except (OSError, ValueError, KeyError) as exc:
-        print(f"selftrain labels: no report at {report}: {exc}", file=sys.stderr)
-        return 2
+        raise ReportNotFound(f"no report at {report}: {exc}") from exc
     shards = data.get("pseudo_shards")
     if not shards:
-        print(
-            f"selftrain labels: {report} does not list its pseudo-label shards (written before they were listed)",
-            file=sys.stderr,
-        )
-        return 2
-    root = shards[0].rsplit("/", 3)[0]
-    store = get_store(root)
+        raise ReportNotFound(f"{report} does not list its pseudo-label shards (written before they were listed)")
+    store = get_store(shards[0].rsplit("/", 3)[0])
     refs = [store.ref(*uri.rsplit("/", 3)[1:]) for uri in shards]
-    labeled = data["artifacts"]["labeled"].rsplit("/", 3)
-    meta = store.manifest(store.ref(*labeled[1:])).meta
-    kind = KINDS[data["task"]]
-    labels = kind.open_pseudo(store, refs)
+    meta = store.manifest(store.ref(*data["artifacts"]["labeled"].rsplit("/", 3)[1:])).meta
+    ranking_uri = (data.get("ranking") or {}).get("uri")
+    ranking = store.ref(*ranking_uri.rsplit("/", 3)[1:]) if ranking_uri else None
+    return data, store, refs, meta, ranking
+
+
+def label_table(report: str) -> int:
+    """Print the pseudo labels of a report's run as one table, read from the store where the
+    shards lie (local or S3): per-class counts, a text histogram of the scores (confidences for
+    masks) and the images without a label. Exit code 2 with a one-line error for a folder or
+    URI that holds no report, or a report written before it listed its shards."""
+    from selftrain.kinds import KINDS
+
+    try:
+        data, store, refs, meta, _ = open_report(report)
+    except ReportNotFound as exc:
+        print(f"selftrain labels: {exc}", file=sys.stderr)
+        return 2
+    labels = KINDS[data["task"]].open_pseudo(store, refs)
     stats = labels.label_stats(meta)
     labels.close()
     unit = stats.get("unit", "boxes")
-    print(f"{data['dataset']}: pseudo labels of {len(refs)} shards ({root})")
+    print(f"{data['dataset']}: pseudo labels of {len(refs)} shards ({store.url})")
     width = max(len(n) for n in stats["per_class"])
     for name, n in stats["per_class"].items():
         print(f"  {name:<{width}}  {n:>10} {unit}")
@@ -106,6 +134,36 @@ def label_table(report: str) -> int:
         print(f"  {lo:4.2f}-{hi:4.2f} {n:>8} {'#' * round(40 * n / peak)}")
     sample = ", ".join(stats["images_without_labels_sample"][:5])
     print(f"images without a pseudo label: {stats['images_without_labels']}" + (f" (e.g. {sample})" if sample else ""))
+    return 0
+
+
+def export_report_labels(args: argparse.Namespace) -> int:
+    """`selftrain export`: write a report's pseudo labels (or a selection) in a tool's format."""
+    from selftrain.export import ExportError, export_labels
+    from selftrain.kinds import KINDS
+
+    try:
+        data, store, refs, meta, ranking = open_report(args.report)
+        labels = KINDS[data["task"]].open_pseudo(store, refs)
+        try:
+            written = export_labels(
+                store,
+                labels,
+                meta,
+                args.format,
+                args.out,
+                ranking=ranking,
+                group=args.images,
+                lowest=args.lowest,
+                class_name=args.class_name,
+                image_url_prefix=args.image_url_prefix,
+            )
+        finally:
+            labels.close()
+    except (ReportNotFound, ExportError) as exc:
+        print(f"selftrain export: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {written['labels']} pseudo labels of {written['images']} images as {args.format}: {args.out}")
     return 0
 
 

@@ -85,6 +85,9 @@ class PseudoSet:
     """The pseudo labels of some shards, read back (statistics in memory; labels as each
     kind reads them). Subclasses implement the kind's parts."""
 
+    formats: tuple[str, ...] = ()  # export formats (selftrain/export.py)
+    score_column: str = ""  # the statistics column that ranks images by confidence
+
     def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
         self.store, self.shards = store, shards
         self.stats: list[dict] = []
@@ -124,12 +127,20 @@ class PseudoSet:
         by how many labels they hold."""
         raise NotImplementedError
 
+    def export(self, images: list[dict], fmt: str, out: str, labeled_meta: dict, **options: Any) -> dict:
+        """Write the labels of ``images`` (statistics rows) as ``fmt`` to ``out``; returns
+        {'images': n, 'labels': n} (selftrain/export.py)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
 
 class PseudoBoxSet(PseudoSet):
     """Pseudo boxes of some shards: every row in memory (boxes are small)."""
+
+    formats = ("coco", "label-studio")
+    score_column = "mean_score"
 
     def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
         from selftrain.stage import read_pseudo_boxes
@@ -197,6 +208,32 @@ class PseudoBoxSet(PseudoSet):
             "images_without_labels_sample": without,
         }
 
+    def export(self, images: list[dict], fmt: str, out: str, labeled_meta: dict, **options: Any) -> dict:
+        from selftrain.export import ExportError, write_coco_or_tasks
+
+        classes = list(labeled_meta["classes"])
+        wanted = set(self.by_image) & {r["image_id"] for r in images}
+        boxes = [b for i in sorted(wanted) for b in self.by_image[i]]
+        class_name = options.get("class_name")
+        if class_name is not None:
+            if class_name not in classes:
+                raise ExportError(f"class {class_name!r} is not one of the labeled set's classes {classes}")
+            category = dict(zip(classes, labeled_meta["category_ids"], strict=True))[class_name]
+            boxes = [b for b in boxes if b["label"] == category]
+            images = [r for r in images if r["image_id"] in {b["image_id"] for b in boxes}]
+        if not images:
+            raise ExportError("the selection holds no image")
+        write_coco_or_tasks(
+            boxes,
+            images,
+            labeled_meta,
+            fmt,
+            out,
+            options.get("image_url_prefix"),
+            options.get("model_version") or "selftrain",
+        )
+        return {"images": len(images), "labels": len(boxes)}
+
     def quality(self, groups: dict[str, list[str]], gt: str, parameters: dict, num_classes: int) -> dict:
         from selftrain import diagnostics
 
@@ -212,6 +249,9 @@ class PseudoBoxSet(PseudoSet):
 class PseudoMaskSet(PseudoSet):
     """Pseudo masks of some shards: statistics in memory, masks read one at a time by their
     index (selftrain.stage.PseudoMaskReader)."""
+
+    formats = ("png",)
+    score_column = "mean_max_prob"
 
     def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
         from selftrain.stage import PseudoMaskReader, read_pseudo_masks
@@ -304,6 +344,16 @@ class PseudoMaskSet(PseudoSet):
             )
             quality[g] = diagnostics.seg_quality(pairs, num_classes)
         return quality
+
+    def export(self, images: list[dict], fmt: str, out: str, labeled_meta: dict, **options: Any) -> dict:
+        from selftrain.export import ExportError, write_label_maps
+
+        if options.get("class_name") is not None:
+            raise ExportError("selecting images by class applies to boxes; masks hold every class")
+        if not images:
+            raise ExportError("the selection holds no image")
+        write_label_maps(self.masks, [r["image_id"] for r in images], out)
+        return {"images": len(images), "labels": len(images)}
 
     def close(self) -> None:
         self.masks.close()

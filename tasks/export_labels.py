@@ -1,0 +1,58 @@
+"""Export a run's pseudo labels (or a selection) as COCO, Label Studio tasks or PNG label maps."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from selftrain.export import export_labels as export
+from selftrain.kinds import kind_of
+from selftrain.stage import expect, get_store, stage_logger
+from storage.store import ArtifactRef
+
+
+@task(name="export_labels", cache_policy=NO_CACHE)
+def export_labels(
+    store_url: str,
+    pseudo: list[ArtifactRef],
+    labeled: ArtifactRef,
+    fmt: str,
+    out: str,
+    *,
+    ranking: ArtifactRef | None = None,
+    group: str | None = None,
+    lowest: int | None = None,
+    class_name: str | None = None,
+    image_url_prefix: str | None = None,
+) -> dict:
+    """Export pseudo labels (all, or a selection) in a labeling tool's format.
+
+    ``fmt``: 'coco' or 'label-studio' (boxes), 'png' (masks); ``out``: a file (a folder for
+    png). Selections: ``group`` 'reliable' / 'unreliable' (with the ST++ ``ranking``), the
+    ``lowest`` N images by mean score, one ``class_name`` (boxes). Returns {format, path,
+    images, labels}. Raises selftrain.export.ExportError naming what cannot be exported,
+    WrongReference for a swapped reference (selftrain/export.py)."""
+    expect("export_labels", "pseudo", pseudo, "pseudo labels")
+    expect("export_labels", "labeled", labeled, "registered set")
+    expect("export_labels", "ranking", ranking, "ranking")
+    store = get_store(store_url)
+    labels = kind_of(labeled).open_pseudo(store, pseudo)
+    try:
+        written = export(
+            store,
+            labels,
+            store.manifest(labeled).meta,
+            fmt,
+            out,
+            ranking=ranking,
+            group=group,
+            lowest=lowest,
+            class_name=class_name,
+            image_url_prefix=image_url_prefix,
+        )
+    finally:
+        labels.close()
+    stage_logger().info(
+        "export labels: %d images, %d labels as %s -> %s", written["images"], written["labels"], fmt, out
+    )
+    return written
