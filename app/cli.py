@@ -87,14 +87,18 @@ def open_report(report: str) -> tuple[dict, Any, list, dict, Any]:
     import os
 
     from selftrain.stage import get_store
+    from storage.store import StoreError
 
     try:
-        if "://" not in report and os.path.isdir(report):
-            data = json.load(open(os.path.join(report, "report.json")))
-        else:
-            root, dataset, stage, key = report.rstrip("/").rsplit("/", 3)
+        if "://" not in report and os.path.isfile(os.path.join(report, "report.json")):
+            data = json.load(open(os.path.join(report, "report.json")))  # a report folder (runs/demo/report)
+        else:  # its URI in the store: <store>/<dataset>/report/<key>
+            parts = report.rstrip("/").rsplit("/", 3)
+            if len(parts) != 4 or parts[2] != "report":
+                raise ValueError("neither a report folder (with report.json) nor a URI <store>/<dataset>/report/<key>")
+            root, dataset, stage, key = parts
             data = get_store(root).read_json(get_store(root).ref(dataset, stage, key), "report.json")
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, StoreError) as exc:
         raise ReportNotFound(f"no report at {report}: {exc}") from exc
     shards = data.get("pseudo_shards")
     if not shards:

@@ -58,7 +58,9 @@ def select_images(
         if group not in ("reliable", "unreliable"):
             raise ExportError(f"group must be 'reliable' or 'unreliable', not {group!r}")
         if ranking is None:
-            raise ExportError(f"selecting the {group} images needs an ST++ ranking; this run has none (method st++)")
+            raise ExportError(
+                f"selecting the {group} images needs an ST++ ranking; this run has none (only st++ runs rank)"
+            )
         ranked = read_parquet(store.read(ranking, "ranking.parquet"), RANKING).to_pylist()
         keep = {r["image_id"] for r in ranked if r["reliable"] == (group == "reliable")}
         rows = [r for r in rows if r["image_id"] in keep]
@@ -166,6 +168,11 @@ def export_labels(
     format, path, images, labels."""
     if fmt not in pseudo.formats:
         raise ExportError(f"these pseudo labels export as {list(pseudo.formats)}, not {fmt!r}")
+    if fmt == "png":
+        if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+            raise ExportError(f"--out {out}: label maps go into a new or empty folder (it exists and is not one)")
+    elif os.path.isdir(out):
+        raise ExportError(f"--out {out} is a folder; name the file to write")
     images = select_images(pseudo, store, ranking, group, lowest)
     written = pseudo.export(
         images,

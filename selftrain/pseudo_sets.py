@@ -9,6 +9,7 @@ tasks/write_report.py never asks which kind it is.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -137,19 +138,33 @@ class PseudoSet:
 
 
 class PseudoBoxSet(PseudoSet):
-    """Pseudo boxes of some shards: every row in memory (boxes are small)."""
+    """Pseudo boxes of some shards: the per-image statistics in memory; the box rows read on
+    first use (``boxes``, ``by_image``: the report and exports), never by ``label_stats``,
+    which streams them."""
 
     formats = ("coco", "label-studio")
     score_column = "mean_score"
 
     def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
-        from selftrain.stage import read_pseudo_boxes
+        from storage.schemas import DET_IMAGE_STATS, read_parquet
 
         super().__init__(store, shards)
-        self.boxes, self.stats = read_pseudo_boxes(store, shards)
-        self.by_image: dict[str, list[dict]] = {}
+        self.stats = [
+            r for ref in shards for r in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
+        ]
+
+    @functools.cached_property
+    def boxes(self) -> list[dict]:
+        from selftrain.stage import read_pseudo_boxes
+
+        return read_pseudo_boxes(self.store, self.shards)[0]
+
+    @functools.cached_property
+    def by_image(self) -> dict[str, list[dict]]:
+        grouped: dict[str, list[dict]] = {}
         for b in self.boxes:
-            self.by_image.setdefault(b["image_id"], []).append(b)
+            grouped.setdefault(b["image_id"], []).append(b)
+        return grouped
 
     def summary(self) -> dict:
         ok, boxes = self.ok, self.boxes

@@ -107,6 +107,7 @@ def write_report(
             "overlays": [],
             "label_stats": labels.label_stats(labeled_meta),  # streamed from the shards' Parquet files
             "pseudo_shards": [r.uri for r in pseudo],
+            "uri": ref.uri,  # where this report lies in the store (`selftrain labels` / `export` take it)
         }
         if ranking is not None:
             report["ranking"] = _ranking_section(store, ranking, labels, parameters, len(classes))
