@@ -126,6 +126,8 @@ def test_every_impossible_export_names_why(run):
         export_labels(store, pseudo, META, "coco", out, class_name="bird")
     with pytest.raises(ExportError, match="lowest must be at least 1"):
         export_labels(store, pseudo, META, "coco", out, lowest=0)
+    with pytest.raises(ExportError, match="is a folder; name the file"):
+        export_labels(store, pseudo, META, "coco", str(tmp))
 
 
 def test_png_label_maps_are_written_one_per_image(tmp_path):
@@ -143,6 +145,10 @@ def test_png_label_maps_are_written_one_per_image(tmp_path):
     assert written["images"] == 2
     assert np.array_equal(np.asarray(Image.open(tmp_path / "maps" / "x.png")), masks["x.jpg"])
     assert np.array_equal(np.asarray(Image.open(tmp_path / "maps" / "dir" / "y.png")), masks["dir/y.png"])
+    with pytest.raises(ExportError, match="new or empty folder"):  # never mixed with an earlier export
+        export_labels(
+            store, SEGMENTATION.open_pseudo(store, [ref]), {"classes": ["bg", "fg"]}, "png", str(tmp_path / "maps")
+        )
 
 
 def test_selftrain_export_and_the_export_task_write_the_selection(run, capsys):
@@ -168,5 +174,7 @@ def test_selftrain_export_and_the_export_task_write_the_selection(run, capsys):
     assert sorted(t["data"]["image_id"] for t in json.load(open(out))) == ["b.jpg", "d.jpg"]
     assert main(["export", str(folder), "--format", "png", "--out", str(tmp / "m")]) == 2
     assert "not 'png'" in capsys.readouterr().err
+    assert main(["labels", str(tmp / "store")]) == 2  # a folder without report.json and not a report URI
+    assert "neither a report folder" in capsys.readouterr().err
     written = export_task.fn(store.url, pseudo.shards, labeled, "coco", str(tmp / "t.json"), lowest=1)
     assert written["images"] == 1 and json.load(open(tmp / "t.json"))["images"][0]["file_name"] == "d.jpg"
