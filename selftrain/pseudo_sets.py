@@ -112,8 +112,10 @@ class PseudoSet:
         """The statistics rows of ``n`` images to draw."""
         raise NotImplementedError
 
-    def overlay(self, stat: dict) -> bytes:
-        """A PNG of the image with its pseudo labels."""
+    def overlays(self, samples: list[dict], labeled_meta: dict, parameters: dict) -> list[bytes]:
+        """PNGs of ``samples`` (statistics rows) with their pseudo labels - class names and
+        scores - and, where the run names the unlabeled images' ground truth
+        (``parameters['unlabeled_gt']``), that ground truth beside them."""
         raise NotImplementedError
 
     def quality(self, groups: dict[str, list[str]], gt: str, parameters: dict, num_classes: int) -> dict:
@@ -188,10 +190,24 @@ class PseudoBoxSet(PseudoSet):
     def samples(self, n: int) -> list[dict]:
         return sorted(self.ok, key=lambda s: (-(s["num_boxes"] or 0), s["image_id"]))[:n]  # the most boxes
 
-    def overlay(self, stat: dict) -> bytes:
+    def overlays(self, samples: list[dict], labeled_meta: dict, parameters: dict) -> list[bytes]:
         from selftrain.report import overlay_png
 
-        return overlay_png(stat["image_uri"], self.by_image.get(stat["image_id"], []))
+        names = dict(zip(labeled_meta["category_ids"], labeled_meta["classes"], strict=True))
+        truth = None
+        if parameters.get("unlabeled_gt"):
+            from selftrain import diagnostics
+
+            truth = diagnostics.load_gt_boxes(parameters["unlabeled_gt"], {s["image_id"] for s in samples})
+        return [
+            overlay_png(
+                s["image_uri"],
+                self.by_image.get(s["image_id"], []),
+                names,
+                None if truth is None else truth.get(s["image_id"], ([], [])),
+            )
+            for s in samples
+        ]
 
     def label_stats(self, labeled_meta: dict, bins: int = SCORE_BINS) -> dict:
         from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES
@@ -299,10 +315,21 @@ class PseudoMaskSet(PseudoSet):
         picks = sorted({round(i * (len(ranked) - 1) / max(1, n - 1)) for i in range(n)})
         return [ranked[i] for i in picks] if ranked else []
 
-    def overlay(self, stat: dict) -> bytes:
+    def overlays(self, samples: list[dict], labeled_meta: dict, parameters: dict) -> list[bytes]:
+        from selftrain import diagnostics
         from selftrain.report import mask_overlay_png
 
-        return mask_overlay_png(stat["image_uri"], self.masks[stat["image_id"]])
+        gt = parameters.get("unlabeled_gt")
+        labeled = parameters.get("labeled") or {}
+        suffix, label_map = labeled.get("seg_map_suffix", ".png"), labeled.get("label_map") or {}
+        return [
+            mask_overlay_png(
+                s["image_uri"],
+                self.masks[s["image_id"]],
+                diagnostics.load_gt_mask(gt, s["image_id"], suffix, label_map) if gt else None,
+            )
+            for s in samples
+        ]
 
     def label_stats(self, labeled_meta: dict, bins: int = SCORE_BINS) -> dict:
         """For masks: pixels per class (255 ignored, counted apart), read one mask at a time,

@@ -49,25 +49,58 @@ def _png(img) -> bytes:
     return out.getvalue()
 
 
-def overlay_png(image_uri: str, boxes: list[dict]) -> bytes:
-    from PIL import ImageDraw
+def overlay_png(
+    image_uri: str,
+    boxes: list[dict],
+    names: dict[int, str] | None = None,
+    truth: tuple[list, list] | None = None,
+) -> bytes:
+    """The image with its pseudo boxes (red), each labelled '<class> <score>'; with ``truth``
+    (ground-truth boxes x1y1x2y2 and category ids) a second panel beside it draws those
+    (green), so a person judges the pseudo labels against them."""
+    from PIL import Image, ImageDraw
 
+    names = names or {}
     img = _open_rgb(image_uri)
-    draw = ImageDraw.Draw(img)
-    for b in boxes:
+    panels = [img.copy()] + ([img.copy()] if truth is not None else [])
+    draw = ImageDraw.Draw(panels[0])
+    for b in sorted(boxes, key=lambda b: b["score"]):  # the most confident drawn last, on top
         draw.rectangle([b["x1"], b["y1"], b["x2"], b["y2"]], outline=(255, 40, 40), width=2)
-    return _png(img)
+        draw.text(
+            (b["x1"] + 2, max(0.0, b["y1"] - 11)),
+            f"{names.get(b['label'], b['label'])} {b['score']:.2f}",
+            fill=(255, 40, 40),
+        )
+    if truth is not None:
+        gt = ImageDraw.Draw(panels[1])
+        for (x1, y1, x2, y2), label in zip(*truth, strict=True):
+            gt.rectangle([x1, y1, x2, y2], outline=(40, 220, 40), width=2)
+            gt.text((x1 + 2, max(0.0, y1 - 11)), str(names.get(label, label)), fill=(40, 220, 40))
+        gt.text((3, 3), "ground truth", fill=(40, 220, 40))
+    draw.text((3, 3), "pseudo labels", fill=(255, 40, 40))
+    out = Image.new("RGB", (img.width * len(panels), img.height))
+    for i, p in enumerate(panels):
+        out.paste(p, (i * img.width, 0))
+    return _png(out)
 
 
-def mask_overlay_png(image_uri: str, mask: np.ndarray) -> bytes:
-    """The image beside it blended with its pseudo mask (class colours; ignored pixels white)."""
+def mask_overlay_png(image_uri: str, mask: np.ndarray, truth: np.ndarray | None = None) -> bytes:
+    """The image, beside it blended with its pseudo mask (class colours; ignored pixels
+    white) and, with ``truth`` (the ground-truth label map, same shape), blended with that."""
     from PIL import Image
 
     img = np.asarray(_open_rgb(image_uri), dtype=np.float32)
-    colours = PALETTE[mask % len(PALETTE)].astype(np.float32)
-    colours[mask == 255] = 255
-    blend = np.where((mask > 0)[..., None], 0.35 * img + 0.65 * colours, 0.6 * img + 0.4 * colours).astype(np.uint8)
-    return _png(Image.fromarray(np.concatenate([img.astype(np.uint8), blend], axis=1)))
+
+    def blend(labels: np.ndarray) -> np.ndarray:
+        colours = PALETTE[labels % len(PALETTE)].astype(np.float32)
+        colours[labels == 255] = 255
+        mixed = np.where((labels > 0)[..., None], 0.35 * img + 0.65 * colours, 0.6 * img + 0.4 * colours)
+        return mixed.astype(np.uint8)
+
+    panels = [img.astype(np.uint8), blend(mask)]
+    if truth is not None and truth.shape == mask.shape:
+        panels.append(blend(truth))
+    return _png(Image.fromarray(np.concatenate(panels, axis=1)))
 
 
 def pseudo_summary(stats: list[dict]) -> dict:
@@ -168,7 +201,11 @@ def markdown(report: dict) -> str:
             ]
             for group, v in q.items():
                 lines.append(f"| {group} | {v['images']} | " + " | ".join(fmt(v[k]) for k in keys) + " |")
-    lines += ["", "## Overlays (pseudo labels)", ""]
+    lines += [
+        "",
+        "## Overlays (pseudo labels: class and score; the ground truth beside them where the run names it)",
+        "",
+    ]
     lines += [f"![{o['image_id']}]({o['file']})" for o in report["overlays"]]
     lines += ["", "## Artifacts", ""] + [f"- {k}: `{v}`" for k, v in report["artifacts"].items()]
     return "\n".join(lines) + "\n"

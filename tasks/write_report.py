@@ -26,7 +26,7 @@ from selftrain.stage import expect, get_store, log_stage
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
-STAGE, VERSION = "report", 4  # 3: no facts of the run that wrote it; 4: label statistics
+STAGE, VERSION = "report", 5  # 3: no facts of the run that wrote it; 4: label statistics; 5: overlays
 
 
 def _ranking_section(
@@ -112,9 +112,10 @@ def write_report(
         if ranking is not None:
             report["ranking"] = _ranking_section(store, ranking, labels, parameters, len(classes))
         files = {"labels.png": label_stats_png(report["label_stats"])}
-        for i, s in enumerate(labels.samples(NUM_OVERLAYS)):
+        samples = labels.samples(NUM_OVERLAYS)
+        for i, (s, png) in enumerate(zip(samples, labels.overlays(samples, labeled_meta, parameters), strict=True)):
             name = f"overlay-{i}.png"
-            files[name] = labels.overlay(s)
+            files[name] = png
             report["overlays"].append({"image_id": s["image_id"], "file": name})
         labels.close()
         files["report.json"] = json.dumps(report, indent=1).encode()

@@ -120,3 +120,23 @@ def test_selftrain_labels_prints_the_table_of_a_report(box_shards, tmp_path, cap
     assert "images without a pseudo label: 2 (e.g. c, e)" in out
     assert main(["labels", str(tmp_path / "nothing")]) == 2
     assert "no report at" in capsys.readouterr().err
+
+
+def test_overlays_put_the_ground_truth_beside_the_pseudo_labels(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from selftrain.report import mask_overlay_png, overlay_png
+
+    path = tmp_path / "img.png"
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(path)
+    boxes = [{"x1": 2.0, "y1": 12.0, "x2": 20.0, "y2": 28.0, "label": 3, "score": 0.87}]
+    alone = Image.open(io.BytesIO(overlay_png(str(path), boxes, {3: "cat"})))
+    beside = Image.open(io.BytesIO(overlay_png(str(path), boxes, {3: "cat"}, ([[1, 1, 10, 10]], [3]))))
+    assert alone.size == (40, 30) and beside.size == (80, 30)
+    assert beside.getpixel((40 + 1, 5))[1] > 200  # the ground-truth box is drawn green in the second panel
+    assert alone.getpixel((2, 20))[0] > 200  # the pseudo box red in the first
+    mask = np.zeros((30, 40), np.uint8)
+    assert Image.open(io.BytesIO(mask_overlay_png(str(path), mask))).size == (80, 30)
+    assert Image.open(io.BytesIO(mask_overlay_png(str(path), mask, np.ones((30, 40), np.uint8)))).size == (120, 30)
