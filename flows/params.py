@@ -310,10 +310,10 @@ class SelfTrainingParams(BaseModel):
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
         model_type = str(cfg.get("model", {}).get("type", ""))
-        if (kind.scope == "mmseg") != ("EncoderDecoder" in model_type):
+        if not kind.builds(model_type):
             raise ValueError(
                 f"config {self.config!r} builds a {model_type or 'model without a type'}, not a "
-                f"{'segmentor (EncoderDecoder)' if kind.scope == 'mmseg' else 'detector'} for task {self.task}"
+                f"{kind.model_noun} for task {self.task}"
             )
         if "zoph" in self.methods and self.zoph_batch == "split" and int(cfg.get("batch_size", 2)) % 2:
             raise ValueError(

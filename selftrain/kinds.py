@@ -11,7 +11,7 @@ one more entry in KINDS.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -53,6 +53,12 @@ class TaskKind:
         if isinstance(scales, dict):
             scales = scales["st" if method == "st++" else method]
         return tuple(float(s) for s in scales)
+
+    model_noun: ClassVar[str] = "model"  # what its model configs build, for messages
+
+    def builds(self, model_type: str) -> bool:
+        """Whether a model config whose ``model.type`` is ``model_type`` builds this kind's model."""
+        raise NotImplementedError
 
     def load_config(self, model_config: str) -> Config:
         from selftrain.mm.configs import load_config
@@ -127,6 +133,11 @@ class TaskKind:
 
 
 class Detection(TaskKind):
+    model_noun = "detector"
+
+    def builds(self, model_type: str) -> bool:
+        return bool(model_type) and "EncoderDecoder" not in model_type
+
     def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
         from selftrain.stage import local_coco
 
@@ -210,6 +221,11 @@ class Detection(TaskKind):
 
 
 class Segmentation(TaskKind):
+    model_noun = "segmentor (EncoderDecoder)"
+
+    def builds(self, model_type: str) -> bool:
+        return "EncoderDecoder" in model_type
+
     def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
         from selftrain.stage import local_seg
 
