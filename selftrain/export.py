@@ -101,6 +101,15 @@ def coco_export(boxes: list[dict], images: list[dict], classes: list[str], categ
     }
 
 
+def image_url(prefix: str, image_id: str) -> str:
+    """``prefix`` + the image id, URL-quoted ('/' kept); a '/' between them unless the prefix
+    ends with '/' or '=' (Label Studio's local files: ``/data/local-files/?d=``)."""
+    from urllib.parse import quote
+
+    joiner = "" if prefix.endswith(("/", "=")) else "/"
+    return prefix + joiner + quote(image_id, safe="/")
+
+
 def label_studio_tasks(
     boxes: list[dict], images: list[dict], names: dict[int, str], image_url_prefix: str | None, model_version: str
 ) -> list[dict]:
@@ -133,7 +142,7 @@ def label_studio_tasks(
             }
             for k, b in enumerate(own)
         ]
-        url = image_url_prefix.rstrip("/") + "/" + r["image_id"] if image_url_prefix else r["image_uri"]
+        url = image_url(image_url_prefix, r["image_id"]) if image_url_prefix else r["image_uri"]
         tasks.append(
             {
                 "data": {"image": url, "image_id": r["image_id"]},

@@ -178,3 +178,11 @@ def test_selftrain_export_and_the_export_task_write_the_selection(run, capsys):
     assert "neither a report folder" in capsys.readouterr().err
     written = export_task.fn(store.url, pseudo.shards, labeled, "coco", str(tmp / "t.json"), lowest=1)
     assert written["images"] == 1 and json.load(open(tmp / "t.json"))["images"][0]["file_name"] == "d.jpg"
+
+
+def test_image_urls_join_the_prefix_and_quote_the_id():
+    from selftrain.export import image_url
+
+    assert image_url("http://host/img", "dir/a b.jpg") == "http://host/img/dir/a%20b.jpg"
+    assert image_url("http://host/img/", "a.jpg") == "http://host/img/a.jpg"
+    assert image_url("/data/local-files/?d=", "dir/a.jpg") == "/data/local-files/?d=dir/a.jpg"
