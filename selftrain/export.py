@@ -177,6 +177,8 @@ def export_labels(
     format, path, images, labels."""
     if fmt not in pseudo.formats:
         raise ExportError(f"these pseudo labels export as {list(pseudo.formats)}, not {fmt!r}")
+    if image_url_prefix and fmt != "label-studio":
+        raise ExportError(f"an image URL prefix applies to label-studio tasks, not to {fmt!r}")
     if fmt == "png":
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise ExportError(f"--out {out}: label maps go into a new or empty folder (it exists and is not one)")
@@ -214,6 +216,12 @@ def write_label_maps(reader: Any, image_ids: list[str], out: str) -> None:
     time from ``reader`` (a selftrain.stage.PseudoMaskReader)."""
     from PIL import Image
 
+    names: dict[str, str] = {}
+    for image_id in image_ids:
+        name = os.path.splitext(image_id)[0] + ".png"
+        if name in names:
+            raise ExportError(f"images {names[name]!r} and {image_id!r} would both be written as {name!r}")
+        names[name] = image_id
     for image_id in reader.in_shard_order(image_ids):
         path = os.path.join(out, os.path.splitext(image_id)[0] + ".png")
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -186,3 +186,21 @@ def test_image_urls_join_the_prefix_and_quote_the_id():
     assert image_url("http://host/img", "dir/a b.jpg") == "http://host/img/dir/a%20b.jpg"
     assert image_url("http://host/img/", "a.jpg") == "http://host/img/a.jpg"
     assert image_url("/data/local-files/?d=", "dir/a.jpg") == "/data/local-files/?d=dir/a.jpg"
+
+
+def test_two_images_that_would_share_a_label_map_name_are_refused(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    labels = [("x.jpg", np.zeros((2, 2), np.uint8)), ("x.png", np.ones((2, 2), np.uint8))]
+    stats = [mask_stats({"image_id": i, "image_uri": i}, m, np.ones(m.shape, np.float32), "") for i, m in labels]
+    ref = store.ref("d", SEGMENTATION.pseudo_stage, "0" * 32)
+    with store.writer(ref) as w:
+        for name, data in SEGMENTATION.shard_files(labels, stats).items():
+            w.write_bytes(name, data)
+    pseudo = SEGMENTATION.open_pseudo(store, [ref])
+    with pytest.raises(ExportError, match="'x.jpg' and 'x.png' would both be written as 'x.png'"):
+        export_labels(store, pseudo, {"classes": ["bg", "fg"]}, "png", str(tmp_path / "maps"))
+    with pytest.raises(ExportError, match="applies to label-studio tasks, not to 'png'"):
+        export_labels(
+            store, pseudo, {"classes": ["bg", "fg"]}, "png", str(tmp_path / "m2"), image_url_prefix="http://h"
+        )
+    pseudo.close()
