@@ -157,9 +157,14 @@ class PseudoBoxSet(PseudoSet):
 
     @functools.cached_property
     def boxes(self) -> list[dict]:
-        from selftrain.stage import read_pseudo_boxes
+        from storage.schemas import PSEUDO_BOXES, read_parquet
 
-        return read_pseudo_boxes(self.store, self.shards)[0]
+        # the box files only: the statistics were read when the set was opened
+        return [
+            b
+            for ref in self.shards
+            for b in read_parquet(self.store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
+        ]
 
     @functools.cached_property
     def by_image(self) -> dict[str, list[dict]]:
