@@ -6,6 +6,11 @@ import argparse
 import sys
 from typing import Any
 
+THRESHOLD_HELP = (
+    "one score / confidence threshold for every class (0: every stored label); default: the thresholds "
+    "the report's run applied (its first method's student)"
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="selftrain", description=__doc__)
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "label (streamed from the stored shards)",
     )
     labels.add_argument("report", help="a report: its folder (e.g. runs/demo/report) or its URI in the store")
+    labels.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     export = sub.add_parser(
         "export",
         help="write a run's pseudo labels, or a selection, as COCO JSON with scores or Label Studio tasks "
@@ -59,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument(
         "--image-url-prefix", help="label-studio: image URLs as PREFIX/<image id> (default: each image's own URI)"
     )
+    export.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     args = parser.parse_args(argv)
+    if getattr(args, "threshold", None) is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be a score in [0, 1], got {args.threshold}")
     if args.command == "labels":
-        return label_table(args.report)
+        return label_table(args.report, args.threshold)
     if args.command == "export":
         return export_report_labels(args)
     if args.command == "config":
@@ -111,11 +120,22 @@ def open_report(report: str) -> tuple[dict, Any, list, dict, Any]:
     return data, store, refs, meta, ranking
 
 
-def label_table(report: str) -> int:
+def report_thresholds(data: dict, threshold: float | None):
+    """The thresholds to show a report's labels with: ``threshold`` for every class when given,
+    else those the report recorded (its first method's student), else every stored label."""
+    from selftrain.pseudo_labels import Thresholds
+
+    if threshold is not None:
+        return Thresholds(default=threshold)
+    return Thresholds.from_json(data["thresholds"]) if data.get("thresholds") else None
+
+
+def label_table(report: str, threshold: float | None = None) -> int:
     """Print the pseudo labels of a report's run as one table, read from the store where the
-    shards lie (local or S3): per-class counts, a text histogram of the scores (confidences for
-    masks) and the images without a label. Exit code 2 with a one-line error for a folder or
-    URI that holds no report, or a report written before it listed its shards."""
+    shards lie (local or S3): per-class counts kept and below the thresholds (the report's,
+    or ``threshold``), a text histogram of the scores (confidences for masks) and the images
+    without a label. Exit code 2 with a one-line error for a folder or URI that holds no
+    report, or a report written before it listed its shards."""
     from selftrain.kinds import KINDS
 
     try:
@@ -123,14 +143,19 @@ def label_table(report: str) -> int:
     except ReportNotFound as exc:
         print(f"selftrain labels: {exc}", file=sys.stderr)
         return 2
-    labels = KINDS[data["task"]].open_pseudo(store, refs)
+    chosen = report_thresholds(data, threshold)
+    labels = KINDS[data["task"]].open_pseudo(store, refs, meta, chosen)
     stats = labels.label_stats(meta)
     labels.close()
     unit = stats.get("unit", "boxes")
     print(f"{data['dataset']}: pseudo labels of {len(refs)} shards ({store.url})")
+    print(f"thresholds: {chosen.describe() if chosen else 'none (every stored label)'}")
     width = max(len(n) for n in stats["per_class"])
+    below = stats.get("below_threshold") or {}
     for name, n in stats["per_class"].items():
-        print(f"  {name:<{width}}  {n:>10} {unit}")
+        print(
+            f"  {name:<{width}}  {n:>10} {unit}" + (f"  ({below[name]} below the threshold)" if name in below else "")
+        )
     h = stats["histogram"]
     peak = max(h["counts"]) or 1
     print(f"{h['of']}:")
@@ -148,7 +173,7 @@ def export_report_labels(args: argparse.Namespace) -> int:
 
     try:
         data, store, refs, meta, ranking = open_report(args.report)
-        labels = KINDS[data["task"]].open_pseudo(store, refs)
+        labels = KINDS[data["task"]].open_pseudo(store, refs, meta, report_thresholds(data, args.threshold))
         try:
             written = export_labels(
                 store,

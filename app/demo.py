@@ -73,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-val", type=int, default=None, help="segmentation: composed val images")
     parser.add_argument("--score-threshold", type=float, default=None)
     parser.add_argument(
+        "--threshold-rule",
+        choices=["fixed", "quantile", "mixture"],
+        default=None,
+        help="how each class's pseudo-label threshold is chosen from the stored scores (default: fixed)",
+    )
+    parser.add_argument("--threshold-keep", type=float, default=None, help="quantile rule: each class's kept share")
+    parser.add_argument(
         "--teacher-aug",
         choices=["S1", "S2", "S3", "S4", "weak"],
         default=None,
@@ -100,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _overrides(args, defaults: dict) -> dict:
     params = dict(defaults)
-    for name in ("teacher_iters", "student_iters", "score_threshold", "teacher_aug", "k", "shard_size", "seed"):
+    names = ("teacher_iters", "student_iters", "score_threshold", "threshold_rule", "threshold_keep", "teacher_aug")
+    for name in (*names, "k", "shard_size", "seed"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     return params
@@ -176,6 +184,7 @@ def run(params, out: str, report_name: str) -> dict:
     from flows.self_training import run as run_flow
     from flows.self_training import run_summary
     from selftrain.kinds import KINDS
+    from selftrain.report import threshold_text
     from selftrain.stage import get_store
 
     state = run_flow(params, return_state=True)
@@ -195,7 +204,7 @@ def run(params, out: str, report_name: str) -> dict:
     for name, m in report["metrics"].items():
         print(f" {params.task}: {name:14s} " + " ".join(f"{m.get(k, float('nan')):9.4f}" for k, _ in cols))
     p = report["pseudo_labels"]
-    print(f"\npseudo labels: {kind.describe_pseudo(p, report['parameters'].get('score_threshold'))}")
+    print(f"\npseudo labels: {kind.describe_pseudo(p, threshold_text(report))}")
     if this_run:
         print(this_run)
     print(f"report: {report_dir}/report.md (store: {report_uri})", flush=True)

@@ -129,12 +129,26 @@ class SelfTrainingParams(BaseModel):
         None,
         ge=0.0,
         le=1.0,
-        description="box score threshold (detection) or pixel confidence threshold (segmentation); default "
-        "(empty): each method's paper - 0.5 for boxes (Zoph et al.), none for st / st++ masks (ST++ takes the "
-        "plain argmax), 0.5 for zoph masks",
+        description="box score threshold (detection) or pixel confidence threshold (segmentation), applied "
+        "when a student's set is built (pseudo labeling stores every label with its score, so changing it "
+        "costs no inference); default (empty): each method's paper - 0.5 for boxes (Zoph et al.), none for "
+        "st / st++ masks (ST++ takes the plain argmax), 0.5 for zoph masks; with an adaptive threshold_rule, "
+        "the value of classes with too few labels",
+    )
+    threshold_rule: Literal["fixed", "quantile", "mixture"] = Field(
+        "fixed",
+        description="how each class's threshold is chosen from the stored scores, without ground truth: "
+        "'fixed' (score_threshold, the papers), 'quantile' (each class keeps its top threshold_keep share), "
+        "'mixture' (per class, where a two-component Gaussian mixture of the scores starts its high "
+        "component, as Consistent Teacher); class_thresholds override any rule",
+    )
+    threshold_keep: float = Field(
+        0.5, gt=0.0, le=1.0, description="threshold_rule 'quantile': the share of each class's labels kept"
     )
     reliable_fraction: float = Field(0.5, gt=0.0, le=1.0, description="st++: share of images ranked reliable")
-    class_thresholds: dict[str, float] = Field({}, description="per-class score thresholds by class name")
+    class_thresholds: dict[str, float] = Field(
+        {}, description="per-class score (boxes) or confidence (pixels) thresholds by class name"
+    )
     shard_size: int = Field(64, gt=0)
     alpha: float = Field(
         1.0, ge=0.0, allow_inf_nan=False, description="weight of the pseudo loss in the normalised loss"
@@ -254,8 +268,6 @@ class SelfTrainingParams(BaseModel):
         unsupported = [m for m in self.methods if m not in kind.methods]
         if unsupported:
             raise ValueError(f"method(s) {unsupported} are not available for {kind.name}; use {list(kind.methods)}")
-        if self.class_thresholds and not kind.per_class_thresholds:
-            raise ValueError(f"class_thresholds apply to detection; {kind.name} has one confidence threshold")
         if not self.retrain_student and self.teacher is None:
             raise ValueError(
                 "a re-labeling run (retrain_student=false) labels with a trained model: set teacher "
@@ -275,18 +287,17 @@ class SelfTrainingParams(BaseModel):
                     "methods in separate runs"
                 )
             self.tta_scales = list(next(iter(per_method.values())))
-        if self.score_threshold is None:
-            thresholds = {m: kind.default_score_threshold[m] for m in self.methods}
-            if len(set(thresholds.values())) > 1:
-                raise ValueError(
-                    f"the methods' papers threshold pseudo labels differently ({thresholds}): set score_threshold, "
-                    "or run the methods in separate runs"
-                )
-            self.score_threshold = next(iter(thresholds.values()))
         if self.teacher_aug is None:
             self.teacher_aug = "weak" if all(m in ("st", "st++") for m in self.methods) else self.aug
         self._check_config(self.config)
         return self
+
+    def threshold_of(self, method: str) -> float:
+        """The fixed (or fallback) pseudo-label threshold of ``method``'s students: score_threshold,
+        else the method's paper (selftrain/kinds.py default_score_threshold)."""
+        if self.score_threshold is not None:
+            return self.score_threshold
+        return self.kind.default_score_threshold[method]
 
     def _same_segmentation_classes(self, labeled: SegSet, val: SegSet) -> None:
         if labeled.label_map and not val.label_map:

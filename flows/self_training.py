@@ -3,8 +3,10 @@ ST / ST++ (Yang et al. 2022), for detection (mmdet) and semantic segmentation (m
 
 Reads as the algorithms (docs/design.md §2):
 1. train a teacher on the labeled set, keeping K evenly spaced checkpoints;
-2. shard the unlabeled images and pseudo-label every shard with test-time augmentation;
-3. train the student:
+2. shard the unlabeled images and pseudo-label every shard with test-time augmentation
+   (every label above the model's floor is stored with its score);
+3. choose each student's pseudo-label thresholds from the stored scores (the papers' fixed
+   values by default; per-class quantile or mixture on request) and train the student:
    - zoph: from the teacher, half human / half pseudo batches, normalised loss (detection);
    - st:   re-initialised, labeled oversampled, strong augmentation on pseudo images;
    - st++: rank the images by the stability of the teacher's K checkpoints; phase 1 on the
@@ -34,6 +36,7 @@ from selftrain.pseudo_labels import label_params, labeler_key
 from selftrain.report import artifact_prefix
 from selftrain.stage import ShardPlan, get_store
 from storage.settings import settings
+from tasks.choose_thresholds import choose_thresholds
 from tasks.evaluate import evaluate
 from tasks.find_model import find_model
 from tasks.list_unlabeled import list_unlabeled
@@ -69,9 +72,7 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
     from selftrain.mm.configs import recipe_digest
 
     recipe = recipe_digest(tta=p.kind.tta_defaults)
-    labeler = labeler_key(
-        model, labeled, label_params(p.tta_scales, p.tta_flip, p.score_threshold, p.class_thresholds, recipe)
-    )
+    labeler = labeler_key(model, labeled, label_params(p.tta_scales, p.tta_flip, recipe))
     plan = shard_images(p.store, unlabeled, p.shard_size, labeler=labeler)
     shards = plan.shards
     futures = [
@@ -83,8 +84,6 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
             labeled,
             scales=p.tta_scales,
             flip=p.tta_flip,
-            score_thr=p.score_threshold,
-            class_thresholds=p.class_thresholds,
             batch_size=p.inference_batch_size,
         )
         for shard in shards
@@ -103,6 +102,20 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
     return refs, plan
 
 
+def thresholds_for(p: SelfTrainingParams, method: str, labeled, pseudo):
+    """The thresholds a ``method`` student applies to the stored ``pseudo`` labels: its paper's
+    fixed value unless score_threshold is given, or one chosen per class by threshold_rule."""
+    return choose_thresholds(
+        p.store,
+        labeled,
+        pseudo,
+        rule=p.threshold_rule,
+        default=p.threshold_of(method),
+        class_thresholds=p.class_thresholds,
+        keep=p.threshold_keep,
+    )
+
+
 def check_class_thresholds(class_thresholds: dict[str, float], classes: list[str]) -> None:
     """Every per-class threshold names a class of the labeled set (checked before training)."""
     unknown = sorted(set(class_thresholds) - set(classes))
@@ -119,7 +132,7 @@ def rank_images(p: SelfTrainingParams, teacher, shards, labeled):
             teacher,
             shard,
             labeled,
-            score_thr=p.score_threshold,
+            score_thr=p.threshold_of("st++"),
             class_thresholds=p.class_thresholds,
             batch_size=p.inference_batch_size,
         )
@@ -227,7 +240,6 @@ def self_training(**fields) -> str:
     if isinstance(p.labeled, CocoSet):
         labeled = register_dataset(store, p.dataset, p.labeled.ann_file, p.labeled.image_root, "labeled")
         val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val", like=labeled)
-        check_class_thresholds(p.class_thresholds, get_store(store).manifest(labeled).meta["classes"])
     else:
         labeled, val = (
             register_seg_dataset(
@@ -243,6 +255,7 @@ def self_training(**fields) -> str:
             )
             for s, role in ((p.labeled, "labeled"), (p.val, "val"))
         )
+    check_class_thresholds(p.class_thresholds, get_store(store).manifest(labeled).meta["classes"])
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
 
     # 1. Teacher on the labeled set, K evenly spaced checkpoints (or the trained one named).
@@ -275,7 +288,9 @@ def self_training(**fields) -> str:
     # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
     first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labeled, "teacher")
     log.info("%d of %d unlabeled images were new", first_plan.new_images, first_plan.images)
-    stages = [teacher, *first_pseudo]  # what this run returns, for its summary
+    # The thresholds of the first method's student, shown in the report with the teacher's labels.
+    shown = thresholds_for(p, p.methods[0], labeled, first_pseudo)
+    stages = [teacher, *first_pseudo, shown]  # what this run returns, for its summary
 
     for method in p.methods if p.retrain_student else []:
         current = teacher
@@ -287,7 +302,9 @@ def self_training(**fields) -> str:
                 if r == 1
                 else pseudo_label_all(p, current, unlabeled, labeled, f"{name} teacher")
             )
-            # 3. The student.
+            # 3. The student, on the pseudo labels its thresholds keep.
+            thresholds = thresholds_for(p, method, labeled, pseudo)
+            stages.append(thresholds)
             if method == "zoph":
                 student = train_model(
                     store,
@@ -301,10 +318,20 @@ def self_training(**fields) -> str:
                     pseudo=pseudo,
                     method="zoph",
                     alpha=p.alpha,
+                    thresholds=thresholds,
                 )
             elif method == "st":
                 student = train_model(
-                    store, p.config, labeled, val, role="student", seed=seed, **st_train, pseudo=pseudo, method="st"
+                    store,
+                    p.config,
+                    labeled,
+                    val,
+                    role="student",
+                    seed=seed,
+                    **st_train,
+                    pseudo=pseudo,
+                    method="st",
+                    thresholds=thresholds,
                 )
             else:  # st++
                 rank = rank_images(p, current, plan.shards, labeled)
@@ -320,9 +347,11 @@ def self_training(**fields) -> str:
                     pseudo=pseudo,
                     method="st",
                     reliable_only=rank,
+                    thresholds=thresholds,
                 )
                 unreliable = select_images(store, unlabeled, rank, reliable=False)
                 relabeled, _ = pseudo_label_all(p, phase1, unreliable, labeled, f"{name} phase-1 student")
+                phase2_thresholds = thresholds_for(p, method, labeled, [*pseudo, *relabeled])
                 student = train_model(
                     store,
                     p.config,
@@ -335,9 +364,10 @@ def self_training(**fields) -> str:
                     method="st",
                     reliable_only=rank,
                     relabeled=relabeled,
+                    thresholds=phase2_thresholds,
                 )
                 models[f"{name} phase 1"] = phase1
-                stages += [rank, phase1, *relabeled]
+                stages += [rank, phase1, *relabeled, phase2_thresholds]
             models[name] = student
             stages += [*(pseudo if r > 1 else []), student]
             current = student
@@ -353,6 +383,7 @@ def self_training(**fields) -> str:
         first_pseudo,
         {"labeled": labeled, "val": val, "unlabeled": unlabeled, **models},
         ranking=ranking,
+        thresholds=shown,
     )
     stages += [*evaluations.values(), report]
     log.info(summarize_run(store, p.dataset, first_plan, stages, started, time.monotonic() - t0))

@@ -38,7 +38,7 @@ class TaskKind:
     methods: tuple[str, ...]  # student methods this kind supports
     default_method: str
     aug_presets: tuple[str, ...]  # augmentation presets it supports
-    per_class_thresholds: bool
+    thresholded_stability: bool  # ST++'s stability compares labels above the score threshold
     # the score / confidence threshold of each method's paper, for pseudo labels (docs/design.md §3.2)
     default_score_threshold: dict[str, float]
     made: str  # what pseudo labeling makes, plural ('boxes', 'masks')
@@ -73,9 +73,12 @@ class TaskKind:
         """The plain model (single scale), for stability scoring."""
         raise NotImplementedError
 
-    def student_data(self, store: ArtifactStore, sources: Any, labeled: Any, folder: str) -> tuple[Any, int]:
+    def student_data(
+        self, store: ArtifactStore, sources: Any, labeled: Any, folder: str, thresholds: Any
+    ) -> tuple[Any, int, dict]:
         """A student's pseudo-labeled set written as its dataset reads it (selftrain/student_data.py)
-        under ``folder``, and its number of images."""
+        under ``folder``, with ``thresholds`` (selftrain.pseudo_labels.Thresholds) applied: the
+        set, its number of images and what it holds ({'labels': n, 'per_class': {...}})."""
         raise NotImplementedError
 
     def train_config(self, cfg: Config, **kwargs: Any) -> Config:
@@ -86,7 +89,9 @@ class TaskKind:
         """Single-scale inference pipeline without annotations; unreadable images marked."""
         raise NotImplementedError
 
-    def tta_model(self, cfg: Config, num_classes: int, score_thr: float) -> dict[str, Any]:
+    def tta_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
+        """The TTA model of pseudo labeling: every label above the model's own floor is kept,
+        with its score (thresholds are applied when a student's set is built)."""
         raise NotImplementedError
 
     def tta_pipeline(self, cfg: Config, scales: list[float], flip: bool) -> list[dict[str, Any]]:
@@ -100,20 +105,22 @@ class TaskKind:
         raise NotImplementedError
 
     # pseudo labels (selftrain/pseudo_sets.py) ------------------------------------------
-    def label_image(
-        self, image: dict, pred: Any, load_error: str, labeled_meta: dict, score_thr: float, class_thr: dict
-    ) -> tuple[list, dict]:
-        """One image's pseudo labels from its merged TTA prediction - box rows, or one
-        (image_id, label map) - and its statistics row; no labels for an unreadable image."""
+    def label_image(self, image: dict, pred: Any, load_error: str, labeled_meta: dict) -> tuple[list, dict]:
+        """One image's pseudo labels from its merged TTA prediction - box rows with scores, or
+        one (image_id, label map, quantised confidence) - and its statistics row; no labels for
+        an unreadable image."""
         raise NotImplementedError
 
     def shard_files(self, labels: list, stats: list[dict]) -> dict[str, bytes]:
         """The files a pseudo-label shard stores, from its images' labels and statistics rows."""
         raise NotImplementedError
 
-    def open_pseudo(self, store: ArtifactStore, shards: list[ArtifactRef]) -> Any:
-        """The pseudo labels of ``shards`` read back (a selftrain.pseudo_sets.PseudoSet)."""
-        return self._pseudo_set()(store, shards)
+    def open_pseudo(
+        self, store: ArtifactStore, shards: list[ArtifactRef], labeled_meta: dict, thresholds: Any = None
+    ) -> Any:
+        """The pseudo labels of ``shards`` read back (a selftrain.pseudo_sets.PseudoSet), with
+        ``thresholds`` (selftrain.pseudo_labels.Thresholds; None: every stored label kept)."""
+        return self._pseudo_set()(store, shards, labeled_meta, thresholds)
 
     def describe_pseudo(self, summary: dict, threshold: Any) -> str:
         """One sentence on a run's pseudo labels (a report's pseudo-label summary)."""
@@ -143,12 +150,14 @@ class Detection(TaskKind):
 
         return local_coco(store, ref, folder, name)
 
-    def student_data(self, store: ArtifactStore, sources: Any, labeled: Any, folder: str) -> tuple[Any, int]:
+    def student_data(
+        self, store: ArtifactStore, sources: Any, labeled: Any, folder: str, thresholds: Any
+    ) -> tuple[Any, int, dict]:
         import os
 
         from selftrain.student_data import pseudo_coco
 
-        return pseudo_coco(store, sources, labeled, os.path.join(folder, "pseudo.json"))
+        return pseudo_coco(store, sources, labeled, os.path.join(folder, "pseudo.json"), thresholds)
 
     def train_config(self, cfg: Config, **kwargs: Any) -> Config:
         from selftrain.mm.configs import det_train_config
@@ -165,10 +174,10 @@ class Detection(TaskKind):
 
         return det_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
 
-    def tta_model(self, cfg: Config, num_classes: int, score_thr: float) -> dict[str, Any]:
+    def tta_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
         from selftrain.mm.configs import det_tta_model
 
-        return det_tta_model(cfg, num_classes=num_classes)  # boxes are thresholded per class afterwards
+        return det_tta_model(cfg, num_classes=num_classes)  # the model's test_cfg.score_thr is the floor
 
     def tta_pipeline(self, cfg: Config, scales: list[float], flip: bool) -> list[dict[str, Any]]:
         from selftrain.mm.configs import det_tta_pipeline
@@ -186,12 +195,10 @@ class Detection(TaskKind):
         # precision at every recall is 0, so every AP is 0.
         return metrics or {name: 0.0 for name in self.metrics}
 
-    def label_image(
-        self, image: dict, pred: Any, load_error: str, labeled_meta: dict, score_thr: float, class_thr: dict
-    ) -> tuple[list, dict]:
+    def label_image(self, image: dict, pred: Any, load_error: str, labeled_meta: dict) -> tuple[list, dict]:
         from selftrain.pseudo_sets import image_rows
 
-        return image_rows(image, pred, load_error, labeled_meta["category_ids"], score_thr, class_thr)
+        return image_rows(image, pred, load_error, labeled_meta["category_ids"])
 
     def shard_files(self, labels: list, stats: list[dict]) -> dict[str, bytes]:
         from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, table_from_rows, to_parquet_bytes
@@ -231,10 +238,12 @@ class Segmentation(TaskKind):
 
         return local_seg(store, ref, folder, name)
 
-    def student_data(self, store: ArtifactStore, sources: Any, labeled: Any, folder: str) -> tuple[Any, int]:
+    def student_data(
+        self, store: ArtifactStore, sources: Any, labeled: Any, folder: str, thresholds: Any
+    ) -> tuple[Any, int, dict]:
         from selftrain.student_data import pseudo_seg
 
-        return pseudo_seg(store, sources, labeled.classes, folder)
+        return pseudo_seg(store, sources, labeled.classes, folder, thresholds)
 
     def train_config(self, cfg: Config, **kwargs: Any) -> Config:
         from selftrain.mm.configs import seg_train_config
@@ -251,10 +260,10 @@ class Segmentation(TaskKind):
 
         return seg_test_pipeline(cfg, with_ann=False, skip_unreadable=True)
 
-    def tta_model(self, cfg: Config, num_classes: int, score_thr: float) -> dict[str, Any]:
+    def tta_model(self, cfg: Config, num_classes: int) -> dict[str, Any]:
         from selftrain.mm.configs import seg_tta_model
 
-        return seg_tta_model(cfg, num_classes, score_thr)  # the confidence rule is part of the merge
+        return seg_tta_model(cfg, num_classes, 0.0)  # every pixel labeled; its confidence is stored
 
     def tta_pipeline(self, cfg: Config, scales: list[float], flip: bool) -> list[dict[str, Any]]:
         from selftrain.mm.configs import seg_tta_pipeline
@@ -270,16 +279,17 @@ class Segmentation(TaskKind):
         # IoUMetric reports percentages; stored as fractions like the COCO metrics.
         return {name: float(raw[name]) / 100.0 for name in self.metrics if name in raw}
 
-    def label_image(
-        self, image: dict, pred: Any, load_error: str, labeled_meta: dict, score_thr: float, class_thr: dict
-    ) -> tuple[list, dict]:
+    def label_image(self, image: dict, pred: Any, load_error: str, labeled_meta: dict) -> tuple[list, dict]:
         from selftrain.pseudo_sets import mask_stats
+        from storage.masks import quantize_confidence
 
         if load_error:
             return [], mask_stats(image, None, None, load_error)
-        label = pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8")  # the threshold is part of the merge
+        label = pred.pred_sem_seg.data[0].cpu().numpy().astype("uint8")  # the argmax of the averaged softmax
         confidence = pred.seg_confidence.data[0].cpu().numpy()
-        return [(image["image_id"], label)], mask_stats(image, label, confidence, load_error)
+        return [(image["image_id"], label, quantize_confidence(confidence))], mask_stats(
+            image, label, confidence, load_error
+        )
 
     def shard_files(self, labels: list, stats: list[dict]) -> dict[str, bytes]:
         from storage.masks import encode_mask_shard
@@ -312,7 +322,7 @@ DETECTION = Detection(
     scope="mmdet",
     dataset_stage="dataset",
     pseudo_stage="pseudo_boxes",
-    pseudo_version=1,
+    pseudo_version=2,  # 2: every box above the model's floor, thresholds applied per student
     main_metric="bbox_mAP",
     val_metric="coco/bbox_mAP",
     metrics=("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l"),
@@ -322,7 +332,7 @@ DETECTION = Detection(
     methods=("zoph", "st", "st++"),
     default_method="zoph",
     aug_presets=("S1", "S2", "S3", "S4"),
-    per_class_thresholds=True,
+    thresholded_stability=True,
     # Zoph et al. 2020 §3.2: boxes above 0.5; st / st++ (this project's extension to boxes) alike
     default_score_threshold={"zoph": 0.5, "st": 0.5, "st++": 0.5},
     made="boxes",
@@ -334,7 +344,7 @@ SEGMENTATION = Segmentation(
     scope="mmseg",
     dataset_stage="seg_dataset",
     pseudo_stage="pseudo_masks",
-    pseudo_version=1,
+    pseudo_version=2,  # 2: the plain argmax and its 8-bit confidence, thresholds applied per student
     main_metric="mIoU",
     val_metric="mIoU",
     metrics=("mIoU", "mAcc", "aAcc"),
@@ -344,7 +354,7 @@ SEGMENTATION = Segmentation(
     methods=("zoph", "st", "st++"),
     default_method="st++",
     aug_presets=("S1", "S2", "S3", "S4"),  # mmdet's policies, scoped for mmseg pipelines
-    per_class_thresholds=False,
+    thresholded_stability=False,
     # ST++ (appendix; reference label.py): the plain argmax of the averaged softmax, no pixel
     # ignored; Zoph et al. 2020 (PASCAL): pixels below 0.5 confidence ignored
     default_score_threshold={"zoph": 0.5, "st": 0.0, "st++": 0.0},

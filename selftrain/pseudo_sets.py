@@ -10,12 +10,11 @@ tasks/write_report.py never asks which kind it is.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from selftrain.pseudo_labels import threshold_boxes
+from selftrain.pseudo_labels import Thresholds
 from storage.schemas import IMAGE_OK, IMAGE_SKIPPED, ImageStatus
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -24,15 +23,14 @@ def _skipped(base: dict, load_error: str, **empty: None) -> dict:
     return dict(base, width=None, height=None, status=IMAGE_SKIPPED, error=load_error, **empty)
 
 
-def image_rows(
-    image: dict, pred, load_error: str, category_ids: list[int], default_thr: float, class_thr: Mapping[int, float]
-) -> tuple[list[dict], dict]:
+def image_rows(image: dict, pred, load_error: str, category_ids: list[int]) -> tuple[list[dict], dict]:
     """Box rows and the statistics row of one image from its merged prediction.
 
     ``pred``: an mmdet DetDataSample (boxes x1y1x2y2 in original-image pixels, scores in
-    [0, 1], labels as class indices); boxes below their class's threshold (``class_thr``:
-    class index -> threshold, else ``default_thr``) are dropped, the rest clipped to the image
-    (boxes clipped to nothing are dropped) and labeled with the labeled set's category id."""
+    [0, 1], labels as class indices); every box is kept with its score (the model's own
+    test_cfg.score_thr is the floor; thresholds are applied when a student's set is built),
+    clipped to the image (boxes clipped to nothing are dropped) and labeled with the
+    labeled set's category id. The statistics count the stored boxes."""
     base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
     if load_error:
         return [], _skipped(base, load_error, num_boxes=None, mean_score=None)
@@ -40,7 +38,7 @@ def image_rows(
     inst = pred.pred_instances
     bboxes, scores, labels = inst.bboxes.tolist(), inst.scores.tolist(), inst.labels.tolist()
     rows = []
-    for i in threshold_boxes(bboxes, scores, labels, default_thr, class_thr):
+    for i in range(len(bboxes)):
         x1, y1, x2, y2 = bboxes[i]
         x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
         if x2 <= x1 or y2 <= y1:
@@ -56,7 +54,8 @@ def mask_stats(image: dict, label: np.ndarray | None, confidence: np.ndarray | N
     """Statistics row of one pseudo mask: mean max-probability and the ignored fraction.
 
     ``label``: (H, W) uint8 class indices, 255 ignored; ``confidence``: (H, W) max
-    probability in [0, 1]."""
+    probability in [0, 1]. (Shards of version 2 store every pixel: their ignored fraction is
+    0, and a threshold ignores pixels only when a student's set is built.)"""
     from storage.masks import IGNORE_LABEL
 
     base = {"image_id": image["image_id"], "image_uri": image["image_uri"]}
@@ -84,13 +83,18 @@ def _histogram(values: np.ndarray, bins: int) -> np.ndarray:
 
 class PseudoSet:
     """The pseudo labels of some shards, read back (statistics in memory; labels as each
-    kind reads them). Subclasses implement the kind's parts."""
+    kind reads them), with ``thresholds`` applied (selftrain.pseudo_labels.Thresholds; None:
+    every stored label). ``labeled_meta``: the labeled set's manifest meta (classes).
+    Subclasses implement the kind's parts."""
 
     formats: tuple[str, ...] = ()  # export formats (selftrain/export.py)
     score_column: str = ""  # the statistics column that ranks images by confidence
 
-    def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
-        self.store, self.shards = store, shards
+    def __init__(
+        self, store: ArtifactStore, shards: list[ArtifactRef], labeled_meta: dict, thresholds: Thresholds | None = None
+    ) -> None:
+        self.store, self.shards, self.labeled_meta = store, shards, labeled_meta
+        self.thresholds = thresholds if thresholds is not None else Thresholds(default=0.0)
         self.stats: list[dict] = []
 
     @property
@@ -130,6 +134,13 @@ class PseudoSet:
         by how many labels they hold."""
         raise NotImplementedError
 
+    def class_scores(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Every stored label's score by class name, for choosing thresholds after inference
+        (selftrain.pseudo_labels.choose_thresholds): (scores, None) for boxes, (the 256
+        quantised confidence values / 255, pixel counts) for masks; streamed, never all
+        labels in memory at once for masks."""
+        raise NotImplementedError
+
     def export(self, images: list[dict], fmt: str, out: str, labeled_meta: dict, **options: Any) -> dict:
         """Write the labels of ``images`` (statistics rows) as ``fmt`` to ``out``; returns
         {'images': n, 'labels': n} (selftrain/export.py)."""
@@ -141,22 +152,30 @@ class PseudoSet:
 
 class PseudoBoxSet(PseudoSet):
     """Pseudo boxes of some shards: the per-image statistics in memory; the box rows read on
-    first use (``boxes``, ``by_image``: the report and exports), never by ``label_stats``,
-    which streams them."""
+    first use (``boxes``: those the thresholds keep, ``below``: the others, ``by_image``: the
+    report and exports), never by ``label_stats``, which streams them."""
 
     formats = ("coco", "label-studio")
     score_column = "mean_score"
 
-    def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
+    def __init__(
+        self, store: ArtifactStore, shards: list[ArtifactRef], labeled_meta: dict, thresholds: Thresholds | None = None
+    ) -> None:
         from storage.schemas import DET_IMAGE_STATS, read_parquet
 
-        super().__init__(store, shards)
+        super().__init__(store, shards, labeled_meta, thresholds)
         self.stats = [
             r for ref in shards for r in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
         ]
+        names = dict(zip(labeled_meta["category_ids"], labeled_meta["classes"], strict=True))
+        self._threshold = {c: self.thresholds.of(n) for c, n in names.items()}  # by category id
+
+    def kept(self, box: dict) -> bool:
+        """Whether the thresholds keep a box row (score >= its class's threshold)."""
+        return bool(box["score"] >= self._threshold.get(box["label"], self.thresholds.default))
 
     @functools.cached_property
-    def boxes(self) -> list[dict]:
+    def _all(self) -> list[dict]:
         from storage.schemas import PSEUDO_BOXES, read_parquet
 
         # the box files only: the statistics were read when the set was opened
@@ -165,6 +184,19 @@ class PseudoBoxSet(PseudoSet):
             for ref in self.shards
             for b in read_parquet(self.store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
         ]
+
+    @functools.cached_property
+    def boxes(self) -> list[dict]:
+        return [b for b in self._all if self.kept(b)]
+
+    @functools.cached_property
+    def below(self) -> dict[str, list[dict]]:
+        """The stored boxes below their threshold, by image id."""
+        grouped: dict[str, list[dict]] = {}
+        for b in self._all:
+            if not self.kept(b):
+                grouped.setdefault(b["image_id"], []).append(b)
+        return grouped
 
     @functools.cached_property
     def by_image(self) -> dict[str, list[dict]]:
@@ -177,7 +209,8 @@ class PseudoBoxSet(PseudoSet):
         ok, boxes = self.ok, self.boxes
         return dict(
             boxes=len(boxes),
-            images_with_boxes=sum(1 for s in ok if s["num_boxes"]),
+            boxes_below_threshold=sum(len(v) for v in self.below.values()),
+            images_with_boxes=sum(1 for s in ok if s["image_id"] in self.by_image),
             boxes_per_image=len(boxes) / len(ok) if ok else 0.0,
             mean_score=sum(b["score"] for b in boxes) / len(boxes) if boxes else None,
         )
@@ -187,13 +220,17 @@ class PseudoBoxSet(PseudoSet):
         from selftrain.report import fmt
 
         p = summary
+        below = p.get("boxes_below_threshold")
         return (
             f"{p['images']} unlabeled images, {p['skipped']} skipped, {p['boxes']} boxes kept "
-            f"({p['boxes_per_image']:.2f} per image, mean score {fmt(p['mean_score'])}), threshold {threshold}."
+            f"({p['boxes_per_image']:.2f} per image, mean score {fmt(p['mean_score'])})"
+            + (f", {below} stored below it" if below is not None else "")
+            + f"; threshold {threshold}."
         )
 
     def samples(self, n: int) -> list[dict]:
-        return sorted(self.ok, key=lambda s: (-(s["num_boxes"] or 0), s["image_id"]))[:n]  # the most boxes
+        kept = {i: len(v) for i, v in self.by_image.items()}
+        return sorted(self.ok, key=lambda s: (-kept.get(s["image_id"], 0), s["image_id"]))[:n]  # the most boxes
 
     def overlays(self, samples: list[dict], labeled_meta: dict, parameters: dict) -> list[bytes]:
         from selftrain.report import overlay_png
@@ -210,6 +247,7 @@ class PseudoBoxSet(PseudoSet):
                 self.by_image.get(s["image_id"], []),
                 names,
                 None if truth is None else truth.get(s["image_id"], ([], [])),
+                below=self.below.get(s["image_id"], []),
             )
             for s in samples
         ]
@@ -219,30 +257,58 @@ class PseudoBoxSet(PseudoSet):
 
         name = dict(zip(labeled_meta["category_ids"], labeled_meta["classes"], strict=True))
         per_class = dict.fromkeys(labeled_meta["classes"], 0)
+        below_class = dict.fromkeys(labeled_meta["classes"], 0)
         counts = np.zeros(bins, dtype=np.int64)
+        kept_per_image: dict[str, int] = {}
         boxes = self.store.parquet_dataset(self.shards, "boxes.parquet", PSEUDO_BOXES)
-        for batch in boxes.to_batches(columns=["label", "score"]):
-            labels, n = np.unique(batch.column("label").to_numpy(), return_counts=True)
-            for label, k in zip(labels.tolist(), n.tolist(), strict=True):
-                per_class[name.get(label, str(label))] = per_class.get(name.get(label, str(label)), 0) + k
-            counts += _histogram(batch.column("score").to_numpy(), bins)
+        for batch in boxes.to_batches(columns=["image_id", "label", "score"]):
+            labels, scores = batch.column("label").to_numpy(), batch.column("score").to_numpy()
+            thr = np.array([self._threshold.get(int(c), self.thresholds.default) for c in labels], dtype=np.float64)
+            kept = scores >= thr
+            for target, mask in ((per_class, kept), (below_class, ~kept)):
+                values, n = np.unique(labels[mask], return_counts=True)
+                for label, k in zip(values.tolist(), n.tolist(), strict=True):
+                    target[name.get(label, str(label))] = target.get(name.get(label, str(label)), 0) + k
+            for image_id in np.asarray(batch.column("image_id").to_pylist(), dtype=object)[kept]:
+                kept_per_image[image_id] = kept_per_image.get(image_id, 0) + 1
+            counts += _histogram(scores, bins)
         per_image: dict[int, int] = {}
         without: list[str] = []
         stats = self.store.parquet_dataset(self.shards, "stats.parquet", DET_IMAGE_STATS)
-        for batch in stats.to_batches(columns=["image_id", "status", "num_boxes"]):
-            for image_id, status, num in zip(*(batch.column(c).to_pylist() for c in batch.schema.names), strict=True):
+        for batch in stats.to_batches(columns=["image_id", "status"]):
+            for image_id, status in zip(*(batch.column(c).to_pylist() for c in batch.schema.names), strict=True):
                 if status != IMAGE_OK:
                     continue
+                num = kept_per_image.get(image_id, 0)
                 per_image[num] = per_image.get(num, 0) + 1
                 if num == 0 and len(without) < 20:
                     without.append(image_id)
         return {
             "per_class": per_class,
-            "histogram": {"of": "box score", "edges": np.linspace(0, 1, bins + 1).tolist(), "counts": counts.tolist()},
+            "below_threshold": below_class,
+            "thresholds": {c: self.thresholds.of(c) for c in labeled_meta["classes"]},
+            "histogram": {
+                "of": "box score (every stored box)",
+                "edges": np.linspace(0, 1, bins + 1).tolist(),
+                "counts": counts.tolist(),
+            },
             "images_by_count": {str(k): per_image[k] for k in sorted(per_image)},
             "images_without_labels": per_image.get(0, 0),
             "images_without_labels_sample": without,
         }
+
+    def class_scores(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        from storage.schemas import PSEUDO_BOXES
+
+        meta = self.labeled_meta
+        name = dict(zip(meta["category_ids"], meta["classes"], strict=True))
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in meta["classes"]}
+        boxes = self.store.parquet_dataset(self.shards, "boxes.parquet", PSEUDO_BOXES)
+        for batch in boxes.to_batches(columns=["label", "score"]):
+            labels, scores = batch.column("label").to_numpy(), batch.column("score").to_numpy()
+            for label in np.unique(labels).tolist():
+                parts.setdefault(name.get(label, str(label)), []).append(scores[labels == label].astype(np.float64))
+        return {c: (np.concatenate(v) if v else np.zeros(0), None) for c, v in parts.items()}
 
     def export(self, images: list[dict], fmt: str, out: str, labeled_meta: dict, **options: Any) -> dict:
         from selftrain.export import ExportError, write_coco_or_tasks
@@ -284,23 +350,62 @@ class PseudoBoxSet(PseudoSet):
 
 class PseudoMaskSet(PseudoSet):
     """Pseudo masks of some shards: statistics in memory, masks read one at a time by their
-    index (selftrain.stage.PseudoMaskReader)."""
+    index (selftrain.stage.PseudoMaskReader), the thresholds applied to each (pixels below
+    their class's confidence threshold: the ignore label 255)."""
 
     formats = ("png",)
     score_column = "mean_max_prob"
 
-    def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
+    def __init__(
+        self, store: ArtifactStore, shards: list[ArtifactRef], labeled_meta: dict, thresholds: Thresholds | None = None
+    ) -> None:
         from selftrain.stage import PseudoMaskReader, read_pseudo_masks
 
-        super().__init__(store, shards)
+        super().__init__(store, shards, labeled_meta, thresholds)
         _, self.stats = read_pseudo_masks(store, shards)
-        self.masks = PseudoMaskReader(store, shards)
+        self.quantised = self.thresholds.quantised(labeled_meta["classes"])
+        self.masks = PseudoMaskReader(store, shards, self.quantised)
+
+    @functools.cached_property
+    def pixels(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Pixels per label value (256,) after the thresholds, pixels per predicted class below
+        them (256,), and the ids of the images whose every pixel is ignored; counted one mask
+        at a time."""
+        from selftrain.pseudo_labels import apply_confidence
+        from selftrain.stage import read_pseudo_masks
+
+        kept, below = np.zeros(256, dtype=np.int64), np.zeros(256, dtype=np.int64)
+        empty: list[str] = []
+        masks, _ = read_pseudo_masks(self.store, self.shards, confidence=True)
+        for image_id, label, confidence in masks:
+            out = apply_confidence(label, confidence, self.quantised)
+            counts = np.bincount(out.ravel(), minlength=256)
+            kept += counts
+            below += np.bincount(label[(out == 255) & (label != 255)], minlength=256)
+            if counts[255] == out.size:
+                empty.append(image_id)
+        return kept, below, empty
+
+    def class_scores(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        from selftrain.stage import read_pseudo_masks
+
+        classes = self.labeled_meta["classes"]
+        hist = np.zeros((256, 256), dtype=np.int64)  # [label value, quantised confidence]
+        masks, _ = read_pseudo_masks(self.store, self.shards, confidence=True)
+        for _, label, confidence in masks:
+            if confidence is not None:  # a mask stored with its threshold applied has no scores
+                hist += np.bincount(
+                    label.ravel().astype(np.int64) * 256 + confidence.ravel(), minlength=256 * 256
+                ).reshape(256, 256)
+        values = np.arange(256, dtype=np.float64) / 255.0
+        return {c: (values, hist[i]) for i, c in enumerate(classes)}
 
     def summary(self) -> dict:
         ok = self.ok
+        kept = self.pixels[0]
         return dict(
             mean_max_prob=float(np.mean([s["mean_max_prob"] for s in ok])) if ok else None,
-            ignored_fraction=float(np.mean([s["ignored_fraction"] for s in ok])) if ok else None,
+            ignored_fraction=float(kept[255] / kept.sum()) if kept.sum() else None,
         )
 
     @staticmethod
@@ -316,7 +421,7 @@ class PseudoMaskSet(PseudoSet):
 
     def samples(self, n: int) -> list[dict]:
         # spread over the confidence range: the best, the worst and between
-        ranked = sorted(self.ok, key=lambda s: (s["ignored_fraction"], s["image_id"]))
+        ranked = sorted(self.ok, key=lambda s: (-(s["mean_max_prob"] or 0.0), s["image_id"]))
         picks = sorted({round(i * (len(ranked) - 1) / max(1, n - 1)) for i in range(n)})
         return [ranked[i] for i in picks] if ranked else []
 
@@ -337,33 +442,21 @@ class PseudoMaskSet(PseudoSet):
         ]
 
     def label_stats(self, labeled_meta: dict, bins: int = SCORE_BINS) -> dict:
-        """For masks: pixels per class (255 ignored, counted apart), read one mask at a time,
-        and the histogram of each image's mean confidence (mean max-probability)."""
-        from selftrain.stage import read_pseudo_masks
+        """For masks: pixels per class after the thresholds (255 ignored, counted apart) and
+        per predicted class below them, read one mask at a time, and the histogram of each
+        image's mean confidence (mean max-probability)."""
         from storage.masks import IGNORE_LABEL
-        from storage.schemas import SEG_IMAGE_STATS
 
         classes = labeled_meta["classes"]
-        pixels = np.zeros(256, dtype=np.int64)
-        masks, _ = read_pseudo_masks(self.store, self.shards)
-        for _, mask in masks:
-            pixels += np.bincount(mask.ravel(), minlength=256)
-        counts = np.zeros(bins, dtype=np.int64)
-        without: list[str] = []
-        num_without = 0
-        stats = self.store.parquet_dataset(self.shards, "stats.parquet", SEG_IMAGE_STATS)
-        for batch in stats.to_batches(columns=["image_id", "status", "mean_max_prob", "ignored_fraction"]):
-            rows = [r for r in batch.to_pylist() if r["status"] == IMAGE_OK]
-            counts += _histogram(np.array([r["mean_max_prob"] for r in rows], dtype=np.float64), bins)
-            for r in rows:
-                if r["ignored_fraction"] >= 1.0:  # every pixel below the confidence threshold
-                    num_without += 1
-                    if len(without) < 20:
-                        without.append(r["image_id"])
+        pixels, below, empty = self.pixels  # empty: every pixel below the confidence threshold
+        counts = _histogram(np.array([s["mean_max_prob"] for s in self.ok], dtype=np.float64), bins)
+        num_without, without = len(empty), empty[:20]
         per_class = {c: int(pixels[i]) for i, c in enumerate(classes)}
         per_class["ignored (255)"] = int(pixels[IGNORE_LABEL])
         return {
             "per_class": per_class,
+            "below_threshold": {c: int(below[i]) for i, c in enumerate(classes)},
+            "thresholds": {c: self.thresholds.of(c) for c in classes},
             "unit": "pixels",
             "histogram": {
                 "of": "mean confidence per image",

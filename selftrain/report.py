@@ -54,8 +54,10 @@ def overlay_png(
     boxes: list[dict],
     names: dict[int, str] | None = None,
     truth: tuple[list, list] | None = None,
+    below: list[dict] | tuple = (),
 ) -> bytes:
-    """The image with its pseudo boxes (red), each labelled '<class> <score>'; with ``truth``
+    """The image with its pseudo boxes (red, 2 px), each labelled '<class> <score>', and the
+    stored boxes ``below`` their threshold (thin, grey, score only); with ``truth``
     (ground-truth boxes x1y1x2y2 and category ids) a second panel beside it draws those
     (green), so a person judges the pseudo labels against them."""
     from PIL import Image, ImageDraw
@@ -64,6 +66,9 @@ def overlay_png(
     img = _open_rgb(image_uri)
     panels = [img.copy()] + ([img.copy()] if truth is not None else [])
     draw = ImageDraw.Draw(panels[0])
+    for b in below:
+        draw.rectangle([b["x1"], b["y1"], b["x2"], b["y2"]], outline=(160, 160, 160), width=1)
+        draw.text((b["x1"] + 2, b["y2"] + 1), f"{b['score']:.2f}", fill=(160, 160, 160))
     for b in sorted(boxes, key=lambda b: b["score"]):  # the most confident drawn last, on top
         draw.rectangle([b["x1"], b["y1"], b["x2"], b["y2"]], outline=(255, 40, 40), width=2)
         draw.text(
@@ -125,7 +130,13 @@ def label_stats_png(stats: dict) -> bytes:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=100)
     names, values = list(stats["per_class"]), list(stats["per_class"].values())
-    left.barh(names[::-1], values[::-1], color="#4c72b0")
+    left.barh(names[::-1], values[::-1], color="#4c72b0", label="kept")
+    below = stats.get("below_threshold") or {}
+    if below:
+        left.barh(
+            names[::-1], [below.get(n, 0) for n in names[::-1]], left=values[::-1], color="#c8c8c8", label="below"
+        )
+        left.legend(fontsize=8)
     left.set_title(f"{stats.get('unit', 'boxes')} per class", fontsize=10)
     h = stats["histogram"]
     edges = h["edges"]
@@ -137,6 +148,16 @@ def label_stats_png(stats: dict) -> bytes:
     fig.savefig(out, format="png")
     plt.close(fig)
     return out.getvalue()
+
+
+def threshold_text(report: dict) -> str:
+    """The thresholds the report's pseudo labels are shown with, in words."""
+    chosen = report.get("thresholds")
+    if chosen:
+        from selftrain.pseudo_labels import Thresholds
+
+        return Thresholds.from_json(chosen).describe()
+    return str(report["parameters"].get("score_threshold"))  # reports written before thresholds were chosen
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -160,12 +181,16 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(fmt(m.get(k), 4) for k, _ in cols) + " |")
     p = report["pseudo_labels"]
     lines += ["", "## Pseudo labels (first teacher)", ""]
-    lines.append(kind.describe_pseudo(p, report["parameters"].get("score_threshold")))
+    lines.append(kind.describe_pseudo(p, threshold_text(report)))
     stats = report.get("label_stats")
     if stats:
         unit = stats.get("unit", "boxes")
-        lines += ["", f"| class | {unit} |", "| --- | --- |"]
-        lines += [f"| {name} | {n} |" for name, n in stats["per_class"].items()]
+        below, thr = stats.get("below_threshold") or {}, stats.get("thresholds") or {}
+        lines += ["", f"| class | {unit} kept | below the threshold | threshold |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {name} | {n} | {below.get(name, '-')} | {fmt(thr.get(name))} |"
+            for name, n in stats["per_class"].items()
+        ]
         lines += [
             "",
             f"Images without a pseudo label: {stats['images_without_labels']}."
@@ -177,6 +202,23 @@ def markdown(report: dict) -> str:
             "",
             "![pseudo labels per class and their scores](labels.png)",
         ]
+    students = report.get("students") or {}
+    if students:
+        lines += [
+            "",
+            "## What each student trained on",
+            "",
+            "| student | pseudo-labeled images | labels kept | thresholds |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, held in students.items():
+            chosen = held.get("thresholds") or {}
+            rule = chosen.get("rule", "fixed")
+            values = ", ".join(f"{c} {v:.3f}" for c, v in (chosen.get("per_class") or {}).items())
+            lines.append(
+                f"| {name} | {held.get('images')} | {held.get('labels')} {held.get('unit', '')} | "
+                f"{rule}, default {fmt(chosen.get('default'))}{'; ' + values if values else ''} |"
+            )
     lines.append("")
     for s in p["skipped_images"]:
         lines.append(f"- skipped `{s['image_id']}`: {s['reason']}")

@@ -42,6 +42,7 @@ REFERENCE_STAGES: dict[str, tuple[str, ...]] = {
     "pseudo labels": tuple(k.pseudo_stage for k in KINDS.values()),
     "stability scores": ("stability",),
     "ranking": ("ranking",),
+    "thresholds": ("thresholds",),
     "evaluation": ("eval",),
 }
 
@@ -128,9 +129,10 @@ def read_pseudo_boxes(store: ArtifactStore, shards: list[ArtifactRef]) -> tuple[
     return boxes, stats
 
 
-def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef]):
-    """(image_id, mask) of every pseudo mask of the given shards, one at a time, and the
-    per-image statistics rows."""
+def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef], confidence: bool = False):
+    """(image_id, mask) of every pseudo mask of the given shards - with ``confidence``
+    (image_id, mask, 8-bit confidence or None for shards stored without it) - one at a time,
+    and the per-image statistics rows."""
     from storage.masks import iter_mask_shard
     from storage.schemas import SEG_IMAGE_STATS, read_parquet
 
@@ -141,7 +143,7 @@ def read_pseudo_masks(store: ArtifactStore, shards: list[ArtifactRef]):
     def masks():
         for ref in shards:
             with store.open(ref, "masks.parquet") as f:
-                yield from iter_mask_shard(f)
+                yield from iter_mask_shard(f, confidence)
 
     return masks(), stats
 
@@ -151,13 +153,15 @@ class PseudoMaskReader:
 
     Built from each shard's mask index (``index.parquet``: image id -> row group), so that
     a report or an export of a pool of any size reads only the masks it asks for.
-    ``reader[image_id]`` is the (H, W) uint8 label map (255: ignored); KeyError names an
-    image that none of the shards labeled."""
+    ``reader[image_id]`` is the (H, W) uint8 label map (255: ignored), with ``quantised``
+    thresholds (selftrain.pseudo_labels.Thresholds.quantised) applied to its stored
+    confidence; KeyError names an image that none of the shards labeled."""
 
-    def __init__(self, store: ArtifactStore, shards: list[ArtifactRef]) -> None:
+    def __init__(self, store: ArtifactStore, shards: list[ArtifactRef], quantised: Any = None) -> None:
         from storage.masks import read_mask_index
 
         self._store = store
+        self._quantised = quantised
         self._open: tuple[ArtifactRef, contextlib.ExitStack, Any] | None = None
         self._where: dict[str, tuple[ArtifactRef, int]] = {}
         for ref in shards:
@@ -186,7 +190,12 @@ class PseudoMaskReader:
             self.close()
             stack = contextlib.ExitStack()
             self._open = (ref, stack, stack.enter_context(self._store.open(ref, "masks.parquet")))
-        return read_mask(self._open[2], row_group)
+        if self._quantised is None:
+            return read_mask(self._open[2], row_group)
+        from selftrain.pseudo_labels import apply_confidence
+
+        label, confidence = read_mask(self._open[2], row_group, confidence=True)
+        return apply_confidence(label, confidence, self._quantised)
 
     def close(self) -> None:
         if self._open is not None:

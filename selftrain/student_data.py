@@ -1,6 +1,7 @@
 """A student's training data from stored pseudo labels: which images it sees (ST++: the
-reliable ones, plus the re-labeled), written as the files OpenMMLab datasets read - one COCO
-file of pseudo boxes (detection), PNG label maps and a pair list (segmentation)."""
+reliable ones, plus the re-labeled) and which labels (the thresholds, applied here and not at
+inference), written as the files OpenMMLab datasets read - one COCO file of pseudo boxes
+(detection), PNG label maps and a pair list (segmentation)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 
 from selftrain.mm.configs import CocoSource, SegSource
+from selftrain.pseudo_labels import Thresholds, apply_confidence
 from selftrain.stage import read_pseudo_boxes, read_pseudo_masks
 from storage.schemas import ImageStatus
 from storage.store import ArtifactRef, ArtifactStore
@@ -36,19 +38,28 @@ def pseudo_sources(
 
 
 def pseudo_seg(
-    store: ArtifactStore, sources: PseudoSources, classes: tuple[str, ...], folder: str
-) -> tuple[SegSource, int]:
-    """Materialise pseudo-mask shards as PNG label maps + a pair list (images stay where they are)."""
+    store: ArtifactStore, sources: PseudoSources, classes: tuple[str, ...], folder: str, thresholds: Thresholds
+) -> tuple[SegSource, int, dict]:
+    """Materialise pseudo-mask shards as PNG label maps + a pair list (images stay where they
+    are), each pixel below its predicted class's confidence threshold set to the ignore label
+    255 (masks stored with their threshold applied - version 1 shards - are taken as stored).
+    Returns the set, its number of images and {'labels': kept pixels, 'per_class': kept
+    pixels by class name, 'ignored': ignored pixels}."""
+    import numpy as np
     from PIL import Image
 
     os.makedirs(os.path.join(folder, "pseudo_masks"), exist_ok=True)
+    quantised = thresholds.quantised(classes)
+    pixels = np.zeros(256, dtype=np.int64)
     pairs: list[dict[str, str]] = []
     for shards, keep in sources:
-        masks, stats = read_pseudo_masks(store, shards)
+        masks, stats = read_pseudo_masks(store, shards, confidence=True)
         uris = {s["image_id"]: s["image_uri"] for s in stats if s["status"] == ImageStatus.OK}
-        for image_id, mask in masks:
+        for image_id, label, confidence in masks:
             if keep is not None and image_id not in keep:
                 continue
+            mask = apply_confidence(label, confidence, quantised)
+            pixels += np.bincount(mask.ravel(), minlength=256)
             path = os.path.join(folder, "pseudo_masks", f"{len(pairs):07d}.png")
             Image.fromarray(mask, mode="L").save(path)
             pairs.append({"image_id": image_id, "img_path": uris[image_id], "seg_map_path": path})
@@ -57,21 +68,37 @@ def pseudo_seg(
     out = os.path.join(folder, "pseudo.json")
     with open(out, "w") as f:
         json.dump(pairs, f)
-    return SegSource(pairs_file=out, classes=classes), len(pairs)
+    held = {
+        "labels": int(pixels[: len(classes)].sum()),
+        "per_class": {c: int(pixels[i]) for i, c in enumerate(classes)},
+        "ignored": int(pixels[255]),
+        "unit": "pixels",
+    }
+    return SegSource(pairs_file=out, classes=classes), len(pairs), held
 
 
-def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labeled: CocoSource, path: str) -> tuple[CocoSource, int]:
-    """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI).
+def pseudo_coco(
+    store: ArtifactStore, sources: PseudoSources, labeled: CocoSource, path: str, thresholds: Thresholds
+) -> tuple[CocoSource, int, dict]:
+    """Materialise pseudo-box shards as one COCO file (image file_name = the image's URI),
+    keeping the boxes whose score is at least their class's threshold.
 
-    Returns the set and its number of images with at least one box (those the student's
-    dataset keeps: mmdet drops images without a box), which sizes oversampling and schedule."""
+    Returns the set, its number of images with at least one box (those the student's
+    dataset keeps: mmdet drops images without a box), which sizes oversampling and schedule,
+    and {'labels': kept boxes, 'per_class': kept boxes by class name}."""
     with open(labeled.ann_file) as f:
         categories = json.load(f)["categories"]
+    threshold = {c["id"]: thresholds.of(c["name"]) for c in categories}
+    names = {c["id"]: c["name"] for c in categories}
     boxes: list[dict] = []
     stats: list[dict] = []
     for shards, keep in sources:
         shard_boxes, shard_stats = read_pseudo_boxes(store, shards)
-        boxes += [x for x in shard_boxes if keep is None or x["image_id"] in keep]
+        boxes += [
+            x
+            for x in shard_boxes
+            if (keep is None or x["image_id"] in keep) and x["score"] >= threshold.get(x["label"], thresholds.default)
+        ]
         stats += [x for x in shard_stats if keep is None or x["image_id"] in keep]
     if len({s["image_id"] for s in stats}) != len(stats):
         raise ValueError("an image has pseudo labels from two sources; each must be labeled once")
@@ -98,12 +125,17 @@ def pseudo_coco(store: ArtifactStore, sources: PseudoSources, labeled: CocoSourc
         )
     if not annotations:
         raise ValueError(
-            f"no pseudo boxes to train a student on: the teacher kept no box on any of "
-            f"{len(images)} unlabeled images; train the teacher longer or lower score_threshold (the "
-            "model config's own test_cfg.score_thr - 0.05 in the CPU config - is a floor below it)"
+            f"no pseudo boxes to train a student on: no box on any of {len(images)} unlabeled images "
+            f"reaches its threshold ({thresholds.describe()}); train the teacher longer or lower "
+            "score_threshold (the model config's own test_cfg.score_thr - 0.05 in the CPU config - is "
+            "the floor of what is stored)"
         )
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     # the images the student trains on: mmdet drops images without a box (filter_empty_gt)
     trained = len({a["image_id"] for a in annotations})
-    return CocoSource(ann_file=path, image_root="", classes=labeled.classes), trained
+    per_class = {c["name"]: 0 for c in categories}
+    for b in boxes:
+        per_class[names[b["label"]]] += 1
+    held = {"labels": len(annotations), "per_class": per_class, "unit": "boxes"}
+    return CocoSource(ann_file=path, image_root="", classes=labeled.classes), trained, held

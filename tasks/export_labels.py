@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from selftrain.export import export_labels as export
 from selftrain.kinds import kind_of
+from selftrain.pseudo_labels import Thresholds
 from selftrain.stage import expect, get_store, stage_logger
 from storage.store import ArtifactRef
 
@@ -24,24 +25,29 @@ def export_labels(
     lowest: int | None = None,
     class_name: str | None = None,
     image_url_prefix: str | None = None,
+    thresholds: ArtifactRef | None = None,
 ) -> dict:
     """Export pseudo labels (all, or a selection) in a labeling tool's format.
 
     ``fmt``: 'coco' or 'label-studio' (boxes), 'png' (masks); ``out``: a file (a folder for
     png). Selections: ``group`` 'reliable' / 'unreliable' (with the ST++ ``ranking``), the
-    ``lowest`` N images by mean score, one ``class_name`` (boxes). Returns {format, path,
+    ``lowest`` N images by mean score, one ``class_name`` (boxes); ``thresholds``
+    (tasks/choose_thresholds.py; None: every stored label) choose the labels. Returns {format, path,
     images, labels}. Raises selftrain.export.ExportError naming what cannot be exported,
     WrongReference for a swapped reference (selftrain/export.py)."""
     expect("export_labels", "pseudo", pseudo, "pseudo labels")
     expect("export_labels", "labeled", labeled, "registered set")
     expect("export_labels", "ranking", ranking, "ranking")
+    expect("export_labels", "thresholds", thresholds, "thresholds")
     store = get_store(store_url)
-    labels = kind_of(labeled).open_pseudo(store, pseudo)
+    chosen = Thresholds.from_json(store.read_json(thresholds, "thresholds.json")) if thresholds else None
+    meta = store.manifest(labeled).meta
+    labels = kind_of(labeled).open_pseudo(store, pseudo, meta, chosen)
     try:
         written = export(
             store,
             labels,
-            store.manifest(labeled).meta,
+            meta,
             fmt,
             out,
             ranking=ranking,

@@ -1,14 +1,16 @@
-"""Pseudo-label one shard: batched multi-scale x flip TTA inference, threshold, Parquet.
+"""Pseudo-label one shard: batched multi-scale x flip TTA inference, stored with scores.
 
-docs/design.md §3.2: the views of each image are merged as mmdet's DetTTAModel does (boxes mapped
-back to the original image, NMS over the union); boxes with score >= the threshold (one
-for all classes, or per class) become pseudo boxes, one Parquet row each; every image gets
-a statistics row. An image's own defect (missing, empty, undecodable, or any per-image
-failure of the pipeline such as a degenerate size) is recorded as skipped with its reason
-and never stops the shard; an infrastructure failure (storage unreachable, access denied,
-out of memory) is retried and then fails the shard, naming the image. A shard whose every
-image was skipped is logged as a warning and marked ``all_skipped`` in its manifest; when
-they all failed with one error that is not an image defect, the shard fails.
+docs/design.md §3.2: the views of each image are merged as mmdet's DetTTAModel does (boxes
+mapped back to the original image, NMS over the union); every box above the model's own floor
+(its test_cfg.score_thr) is stored with its score, one Parquet row each, and every pixel of a
+mask with its 8-bit confidence; no threshold is applied here (tasks/choose_thresholds.py and
+the student's set do it), so that any threshold re-uses the shard. Every image gets a
+statistics row. An image's own defect (missing, empty, undecodable, or any per-image failure of
+the pipeline such as a degenerate size) is recorded as skipped with its reason and never stops
+the shard; an infrastructure failure (storage unreachable, access denied, out of memory) is
+retried and then fails the shard, naming the image. A shard whose every image was skipped is
+logged as a warning and marked ``all_skipped`` in its manifest; when they all failed with one
+error that is not an image defect, the shard fails.
 """
 
 from __future__ import annotations
@@ -38,20 +40,18 @@ def pseudo_label_shard(
     *,
     scales: list[float],
     flip: bool,
-    score_thr: float,
-    class_thresholds: dict[str, float] | None = None,
     batch_size: int = 8,
     num_workers: int | None = None,
 ) -> ArtifactRef:
     """Pseudo-label one shard of unlabeled images with a model and test-time augmentation.
 
-    Boxes above ``score_thr`` (per class: ``class_thresholds``) for detection, masks with the
-    ignore label 255 below the ``score_thr`` confidence for segmentation, chosen by the
+    Every box the model outputs (above its config's floor) with its score for detection; the
+    argmax label map with its per-pixel confidence (8 bits) for segmentation; chosen by the
     labeled set's kind; TTA views: ``scales`` (relative to the test size) x horizontal flip.
     Stores Parquet boxes or mask shards with per-image statistics; unreadable images are
-    skipped with their reason. Raises WrongReference for a swapped reference, ValueError for
-    an unknown class name, AllImagesFailed when every image failed alike for a reason that
-    is not the images' own (docs/design.md §3.2)."""
+    skipped with their reason. Raises WrongReference for a swapped reference,
+    AllImagesFailed when every image failed alike for a reason that is not the images' own
+    (docs/design.md §3.2)."""
     from selftrain.mm.inference import build_model, predict
 
     expect("pseudo_label_shard", "model", model, "model")
@@ -62,13 +62,7 @@ def pseudo_label_shard(
     cfg = kind.load_config(model_config)
     labeled_meta = store.manifest(labeled).meta
     classes = labeled_meta["classes"]
-    unknown = set(class_thresholds or {}) - set(classes)
-    if unknown:
-        raise ValueError(f"class_thresholds names unknown classes {sorted(unknown)}; classes are {classes}")
-    if class_thresholds and not kind.per_class_thresholds:
-        raise ValueError(f"class_thresholds apply to detection; {kind.name} uses one confidence threshold")
-    class_thr = {classes.index(name): float(t) for name, t in (class_thresholds or {}).items()}
-    params = label_params(scales, flip, score_thr, class_thresholds, recipe_digest(tta=kind.tta_defaults))
+    params = label_params(scales, flip, recipe_digest(tta=kind.tta_defaults))
     ref = store.stage_ref(
         shard.dataset,
         kind.pseudo_stage,
@@ -84,14 +78,12 @@ def pseudo_label_shard(
     started = time.monotonic()
     images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
-    tta = build_model(kind.tta_model(cfg, len(classes), score_thr), kind.scope, ckpt)
+    tta = build_model(kind.tta_model(cfg, len(classes)), kind.scope, ckpt)
     pipeline = kind.tta_pipeline(cfg, scales, flip)
 
     labels, stats = [], []
     for image, pred in predict(tta, images, pipeline, batch_size, num_workers):
-        image_labels, stat = kind.label_image(
-            image, pred, pred.metainfo.get("load_error", ""), labeled_meta, score_thr, class_thr
-        )
+        image_labels, stat = kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
         labels += image_labels
         stats.append(stat)
     stats.sort(key=lambda s: s["image_id"])

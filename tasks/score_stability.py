@@ -49,7 +49,7 @@ def score_stability(
     classes = store.manifest(labeled).meta["classes"]
     class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
     params = {
-        "score_thr": float(score_thr) if kind.per_class_thresholds else None,
+        "score_thr": float(score_thr) if kind.thresholded_stability else None,
         "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
     }
     ref = store.stage_ref(

@@ -29,6 +29,7 @@ from selftrain.mm.configs import (
 )
 from selftrain.mm.launch import gpus, train_distributed
 from selftrain.mm.progress import quiet_openmmlab
+from selftrain.pseudo_labels import Thresholds
 from selftrain.stage import (
     LABELED_INPUT,
     RELABELED_INPUT,
@@ -68,6 +69,7 @@ def train_model(
     teacher_iters: int | None = None,
     zoph_batch: str = "double",
     normalize_loss: bool = True,
+    thresholds: ArtifactRef | None = None,
 ) -> ArtifactRef:
     """Train a teacher or a student with mmengine's Runner, keeping K evenly spaced checkpoints.
 
@@ -80,9 +82,12 @@ def train_model(
     the teacher's ``teacher_iters`` over the labeled set (:func:`epoch_matched_iters`).
     ``zoph_batch``: 'double' (the paper: B human + B pseudo images per step) or 'split'
     (B/2 + B/2). ``normalize_loss=False``: a zoph student on the plain weighted loss
-    ``Lh + alpha * Lp`` (an ablation of the paper's Appendix B). A killed training resumes from
+    ``Lh + alpha * Lp`` (an ablation of the paper's Appendix B). ``thresholds`` (required
+    with ``pseudo``; tasks/choose_thresholds.py): which stored pseudo labels a student trains
+    on - applied here, so that another threshold re-uses every pseudo-label shard; what was
+    kept is recorded in the manifest (``pseudo_labels``). A killed training resumes from
     its last checkpoint. Raises WrongReference for a swapped reference, ValueError for a
-    method the task lacks or a missing schedule."""
+    method the task lacks, a missing schedule or missing thresholds."""
     from mmengine.runner import Runner
 
     for argument, value, what in (
@@ -92,6 +97,7 @@ def train_model(
         ("pseudo", pseudo, "pseudo labels"),
         ("reliable_only", reliable_only, "ranking"),
         ("relabeled", relabeled, "pseudo labels"),
+        ("thresholds", thresholds, "thresholds"),
     ):
         expect("train_model", argument, value, what)
     store = get_store(store_url)
@@ -103,6 +109,8 @@ def train_model(
         raise ValueError(f"{kind.name} students train with {list(kind.methods)}, not {method!r}")
     if iters is None and not (pseudo and method == "st" and teacher_iters):
         raise ValueError("train_model: iters is required, except for an st student given teacher_iters")
+    if pseudo and thresholds is None:
+        raise ValueError("train_model: a student needs thresholds (tasks/choose_thresholds.py) for its pseudo labels")
     inputs: dict[str, ArtifactRef | str] = {LABELED_INPUT: labeled}  # refs, or digests of ref lists
     if val is not None:
         inputs["val"] = val
@@ -114,6 +122,8 @@ def train_model(
         inputs["reliable_only"] = reliable_only
     if relabeled:
         inputs[RELABELED_INPUT] = digest_json([f"{r.stage}/{r.key}" for r in relabeled])
+    if pseudo and thresholds is not None:
+        inputs["thresholds"] = thresholds
     params = {
         "role": role,
         "iters": iters,
@@ -154,7 +164,12 @@ def train_model(
     schedule = ""
     lab = kind.local_set(store, labeled, data, "labeled")
     val_src = kind.local_set(store, val, data, "val") if val is not None else None
-    pseudo_src, num_pseudo = kind.student_data(store, sources, lab, data) if pseudo else (None, 0)
+    pseudo_src, num_pseudo, held = None, 0, None
+    if pseudo:
+        assert thresholds is not None  # checked above
+        chosen = Thresholds.from_json(store.read_json(thresholds, "thresholds.json"))
+        pseudo_src, num_pseudo, held = kind.student_data(store, sources, lab, data, chosen)
+        held = dict(held, images=num_pseudo, thresholds=chosen.to_json())
     num_labeled = count_images(lab)
     if iters is None:
         assert teacher_iters is not None  # checked above
@@ -218,6 +233,8 @@ def train_model(
         "best": os.path.basename(best[-1]) if best else None,
         "final_val": history[-1] if history and kind.val_metric in history[-1] else None,
     }
+    if held is not None:
+        meta["pseudo_labels"] = held  # what the student trained on: images, labels kept per class, thresholds
     with store.writer(ref, meta=meta) as w:
         for j, path in enumerate(ckpts, start=1):
             w.put_file(f"ckpt-{j}.pth", path)

@@ -13,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import KINDS
+from selftrain.pseudo_labels import Thresholds
 from selftrain.pseudo_sets import PseudoSet
 from selftrain.report import (
     NUM_OVERLAYS,
@@ -26,7 +27,8 @@ from selftrain.stage import expect, get_store, log_stage
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
-STAGE, VERSION = "report", 5  # 3: no facts of the run that wrote it; 4: label statistics; 5: overlays
+# 3: no facts of the run that wrote it; 4: label statistics; 5: overlays; 6: thresholds after inference
+STAGE, VERSION = "report", 6
 
 
 def _ranking_section(
@@ -65,16 +67,20 @@ def write_report(
     pseudo: list[ArtifactRef],
     artifacts: dict[str, ArtifactRef],
     ranking: ArtifactRef | None = None,
+    thresholds: ArtifactRef | None = None,
 ) -> ArtifactRef:
-    """Write the report of these results (metrics, pseudo labels, ranking, overlays) and show it in the UI."""
+    """Write the report (metrics, pseudo labels, thresholds, ranking, overlays) and show it in the UI."""
     expect("write_report", "evaluations", list(evaluations.values()), "evaluation")
     expect("write_report", "pseudo", pseudo, "pseudo labels")
     expect("write_report", "ranking", ranking, "ranking")
+    expect("write_report", "thresholds", thresholds, "thresholds")
     store = get_store(store_url)
     inputs = {f"eval_{k}": v for k, v in evaluations.items()}
     inputs.update({f"art_{k}": v for k, v in artifacts.items()})
     if ranking is not None:
         inputs["ranking"] = ranking
+    if thresholds is not None:
+        inputs["thresholds"] = thresholds
     ref = store.stage_ref(
         dataset,
         STAGE,
@@ -90,7 +96,10 @@ def write_report(
         labeled_meta = store.manifest(artifacts["labeled"]).meta
         classes = labeled_meta["classes"]
         metrics = {name: store.read_json(r, "metrics.json") for name, r in evaluations.items()}
-        labels = kind.open_pseudo(store, pseudo)  # masks are read one at a time, by their index
+        shown = store.read_json(thresholds, "thresholds.json") if thresholds is not None else None
+        chosen = Thresholds.from_json(shown) if shown is not None else None
+        # masks are read one at a time, by their index; the thresholds applied as a student applies them
+        labels = kind.open_pseudo(store, pseudo, labeled_meta, chosen)
         summary = pseudo_summary(labels.stats) | labels.summary()
         summary["shards"] = len(pseudo)
         report = {
@@ -107,6 +116,12 @@ def write_report(
             "overlays": [],
             "label_stats": labels.label_stats(labeled_meta),  # streamed from the shards' Parquet files
             "pseudo_shards": [r.uri for r in pseudo],
+            "thresholds": shown,  # those of the first method's student, applied to the labels above
+            "students": {  # what each student trained on (its manifest): images, labels kept, thresholds
+                name: r_meta["pseudo_labels"]
+                for name, r in artifacts.items()
+                if "pseudo_labels" in (r_meta := store.manifest(r).meta)
+            },
             "uri": ref.uri,  # where this report lies in the store (`selftrain labels` / `export` take it)
         }
         if ranking is not None:

@@ -243,3 +243,50 @@ def test_new_unlabeled_images_cost_only_new_shards(first_run, prefect_server):
     assert report["pseudo_labels"]["images"] == 10
     assert "new_images" not in report["pseudo_labels"]  # a fact of the run, not of the report
     assert "this run: 2 of 10 unlabeled images were new (labeled in 1 new shards; " in output
+
+
+def test_another_threshold_reuses_every_shard_and_trains_on_exactly_what_it_keeps(first_run, prefect_server):
+    """Thresholds are chosen after inference: runs with a higher fixed threshold and with a
+    per-class quantile rule label nothing again, and each student trains on exactly the stored
+    boxes its thresholds keep (counted here from the shards themselves)."""
+    from storage.schemas import PSEUDO_BOXES
+
+    out, _, _ = first_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    teacher = next(
+        f"train/{r.key}" for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"
+    )
+    shards_before = {r.key: store.manifest(r) for r in store.list("deepforest", "pseudo_boxes")}
+    teacher_shards = [r for r in store.list("deepforest", "pseudo_boxes") if store.manifest(r).meta["model"] == teacher]
+    boxes = [b for r in teacher_shards for b in read_parquet(store.read(r, "boxes.parquet"), PSEUDO_BOXES).to_pylist()]
+    assert len({round(b["score"], 6) for b in boxes}) > 3  # every box above the model's floor was stored
+    meta = store.manifest(store.list("deepforest", "dataset")[0]).meta
+    name = dict(zip(meta["category_ids"], meta["classes"], strict=True))
+
+    def students():
+        return {r.key for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "student"}
+
+    for extra, fixed in (
+        (["--score-threshold", "0.3"], 0.3),
+        (["--threshold-rule", "quantile", "--threshold-keep", "0.5"], None),
+    ):
+        before = students()
+        output = demo(out, prefect_server, extra=extra)
+        assert "pseudo label shard: computed" not in output  # no inference
+        assert {r.key: store.manifest(r) for r in store.list("deepforest", "pseudo_boxes")} == shards_before
+        (new,) = students() - before  # one new student, trained on the stored labels
+        held = store.manifest(store.ref("deepforest", "train", new)).meta["pseudo_labels"]
+        threshold = fixed
+        if fixed is None:  # the quantile rule: each class keeps its top half, ties included
+            chosen = held["thresholds"]
+            assert chosen["rule"] == "quantile" and set(chosen["per_class"]) == {"tree"}
+            scores = sorted((b["score"] for b in boxes), reverse=True)
+            threshold = chosen["per_class"]["tree"]
+            assert threshold == pytest.approx(scores[(len(scores) + 1) // 2 - 1], abs=1e-6)
+        expected = [b for b in boxes if b["score"] >= threshold]
+        assert held["labels"] == len(expected) > 0
+        assert held["per_class"] == {c: sum(name[b["label"]] == c for b in expected) for c in meta["classes"]}
+        report = json.load(open(os.path.join(out, "report", "report.json")))
+        assert report["thresholds"]["rule"] == held["thresholds"]["rule"]
+        assert report["label_stats"]["per_class"]["tree"] == len(expected)
+        assert report["label_stats"]["below_threshold"]["tree"] == len(boxes) - len(expected)

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from storage.masks import IGNORE_LABEL, iter_mask_shard, read_mask, read_mask_index
+from storage.masks import iter_mask_shard, read_mask, read_mask_index
 from storage.schemas import RANKING, SEG_IMAGE_STATS, read_parquet
 from storage.store import ArtifactStore
 from tests.integration.test_detection_flow import demo as run_demo
@@ -72,14 +72,17 @@ def test_pseudo_masks_are_shards_with_index_stats_and_the_ignore_label(seg_run):
         stats = {s["image_id"]: s for s in read_parquet(store.read(ref, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()}
         index = read_mask_index(store.read(ref, "index.parquet")).to_pylist()
         data = store.read(ref, "masks.parquet")
-        for (image_id, mask), row in zip(iter_mask_shard(data), index):
+        for (image_id, mask, confidence), row in zip(iter_mask_shard(data, confidence=True), index):
             assert row["image_id"] == image_id
             assert np.array_equal(read_mask(data, row["row_group"]), mask)  # random access by the index
-            assert set(np.unique(mask).tolist()) <= {0, 1, 2, 3, IGNORE_LABEL}
+            # the plain argmax is stored, every pixel labeled, with its 8-bit confidence beside it
+            assert set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+            assert confidence.shape == mask.shape and confidence.dtype == np.uint8
             s = stats[image_id]
             assert (s["height"], s["width"]) == mask.shape
-            assert s["ignored_fraction"] == pytest.approx(float(np.mean(mask == IGNORE_LABEL)), abs=1e-6)
+            assert s["ignored_fraction"] == 0.0
             assert 0.0 < s["mean_max_prob"] <= 1.0
+            assert float(np.mean(confidence)) / 255 == pytest.approx(s["mean_max_prob"], abs=1 / 255)
             seen.append(image_id)
     # the teacher labeled all 6 images once; the phase-1 student re-labeled the 3 unreliable ones
     assert len(seen) == 9 and len(set(seen)) == 6
@@ -147,7 +150,7 @@ def test_zoph_student_for_segmentation_runs_in_the_flow(seg_run, prefect_server)
     assert "segmentation: zoph" in output
     report = json.load(open(os.path.join(out, "report-seg", "report.json")))
     assert set(report["metrics"]) == {"teacher", "zoph"}
-    assert report["parameters"]["score_threshold"] == 0.5 and report["parameters"]["teacher_aug"] == "S1"
+    assert report["thresholds"]["default"] == 0.5 and report["parameters"]["teacher_aug"] == "S1"
     store = ArtifactStore(os.path.join(out, "store"))
     (student,) = [
         r
@@ -156,3 +159,34 @@ def test_zoph_student_for_segmentation_runs_in_the_flow(seg_run, prefect_server)
     ]
     assert store.manifest(student).meta["params"]["zoph_batch"] == "double"
     assert "LossNormalizedSegmentor" in store.read(student, "config.py").decode()
+
+
+def test_another_confidence_threshold_reuses_the_masks_and_ignores_exactly_the_pixels_below_it(seg_run, prefect_server):
+    """A confidence threshold is chosen after inference: an st run at 0.6 labels nothing again,
+    and its student's masks ignore exactly the stored pixels whose 8-bit confidence is under
+    ceil(0.6 * 255) = 153 (counted here from the stored shards)."""
+    out, _ = seg_run
+    store = ArtifactStore(os.path.join(out, "store"))
+    before = {r.key: store.manifest(r) for r in store.list("composed-seg", "pseudo_masks")}
+    students = {r.key for r in store.list("composed-seg", "train")}
+    args = [a for a in TINY if a != "st++"]
+    output = run_demo(out, prefect_server, args=[*args, "--score-threshold", "0.6"])
+    assert {r.key: store.manifest(r) for r in store.list("composed-seg", "pseudo_masks")} == before  # no inference
+    (new,) = {r.key for r in store.list("composed-seg", "train")} - students
+    held = store.manifest(store.ref("composed-seg", "train", new)).meta["pseudo_labels"]
+    (teacher,) = [  # the st runs' teacher (weak augmentation; the zoph run trained another)
+        f"train/{r.key}"
+        for r in store.list("composed-seg", "train")
+        if store.manifest(r).meta["role"] == "teacher" and store.manifest(r).meta["params"]["aug"] == "weak"
+    ]
+    kept, ignored = np.zeros(4, np.int64), 0
+    for ref in store.list("composed-seg", "pseudo_masks"):
+        if store.manifest(ref).meta["model"] != teacher:
+            continue
+        for _, mask, confidence in iter_mask_shard(store.read(ref, "masks.parquet"), confidence=True):
+            sure = confidence >= 153
+            kept += np.bincount(mask[sure], minlength=4)[:4]
+            ignored += int((~sure).sum())
+    classes = ["background", "bird", "flower", "fruit"]
+    assert held["per_class"] == dict(zip(classes, kept.tolist(), strict=True)) and held["ignored"] == ignored > 0
+    assert held["thresholds"]["default"] == 0.6 and "segmentation: st" in output

@@ -106,10 +106,12 @@ def test_image_rows_clip_map_labels_and_record_skips():
         labels=torch.tensor([1, 0, 0]),
     )
     image = {"image_id": "a.png", "image_uri": "/u/a.png"}
-    rows, stat = image_rows(image, pred, "", category_ids=[3, 7], default_thr=0.5, class_thr={})
+    rows, stat = image_rows(image, pred, "", category_ids=[3, 7])
+    # every box is stored with its score (thresholds apply when a student's set is built)
     assert [(r["label"], r["x1"], r["y1"], r["x2"], r["y2"], r["score"]) for r in rows] == [
         (7, 0.0, 5.0, 20.0, 50.0, 0.75),
         (3, 10.0, 10.0, 20.0, 20.0, 0.5),
+        (3, 1.0, 1.0, 2.0, 2.0, 0.25),
     ]
     assert stat == {
         "image_id": "a.png",
@@ -118,8 +120,8 @@ def test_image_rows_clip_map_labels_and_record_skips():
         "height": 50,
         "status": "ok",
         "error": None,
-        "num_boxes": 2,
-        "mean_score": 0.625,
+        "num_boxes": 3,
+        "mean_score": 0.5,
     }
-    rows, stat = image_rows(image, pred, "OSError: truncated", [3, 7], 0.5, {})
+    rows, stat = image_rows(image, pred, "OSError: truncated", [3, 7])
     assert rows == [] and stat["status"] == "skipped" and stat["error"] == "OSError: truncated"

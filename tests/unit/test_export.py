@@ -57,7 +57,7 @@ def run(tmp_path):
         for r, (i, s) in enumerate([("sub/c.jpg", 0.9), ("a.jpg", 0.8), ("b.jpg", 0.3), ("d.jpg", 0.1)])
     ]
     store.write(ranking, {"ranking.parquet": to_parquet_bytes(table_from_rows(rows, RANKING), RANKING)})
-    pseudo = DETECTION.open_pseudo(store, [shard])
+    pseudo = DETECTION.open_pseudo(store, [shard], META)
     return store, pseudo, ranking, tmp_path
 
 
@@ -139,7 +139,7 @@ def test_png_label_maps_are_written_one_per_image(tmp_path):
     with store.writer(ref) as w:
         for name, data in SEGMENTATION.shard_files(labels, stats).items():
             w.write_bytes(name, data)
-    pseudo = SEGMENTATION.open_pseudo(store, [ref])
+    pseudo = SEGMENTATION.open_pseudo(store, [ref], {"classes": ["bg", "fg"]})
     written = export_labels(store, pseudo, {"classes": ["bg", "fg"]}, "png", str(tmp_path / "maps"))
     pseudo.close()
     assert written["images"] == 2
@@ -147,7 +147,11 @@ def test_png_label_maps_are_written_one_per_image(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "maps" / "dir" / "y.png")), masks["dir/y.png"])
     with pytest.raises(ExportError, match="new or empty folder"):  # never mixed with an earlier export
         export_labels(
-            store, SEGMENTATION.open_pseudo(store, [ref]), {"classes": ["bg", "fg"]}, "png", str(tmp_path / "maps")
+            store,
+            SEGMENTATION.open_pseudo(store, [ref], {"classes": ["bg", "fg"]}),
+            {"classes": ["bg", "fg"]},
+            "png",
+            str(tmp_path / "maps"),
         )
 
 
@@ -196,7 +200,7 @@ def test_two_images_that_would_share_a_label_map_name_are_refused(tmp_path):
     with store.writer(ref) as w:
         for name, data in SEGMENTATION.shard_files(labels, stats).items():
             w.write_bytes(name, data)
-    pseudo = SEGMENTATION.open_pseudo(store, [ref])
+    pseudo = SEGMENTATION.open_pseudo(store, [ref], {"classes": ["bg", "fg"]})
     with pytest.raises(ExportError, match="'x.jpg' and 'x.png' would both be written as 'x.png'"):
         export_labels(store, pseudo, {"classes": ["bg", "fg"]}, "png", str(tmp_path / "maps"))
     with pytest.raises(ExportError, match="applies to label-studio tasks, not to 'png'"):

@@ -374,7 +374,7 @@ def test_pseudo_label_shard_marks_an_all_skipped_shard_and_fails_on_a_shared_for
 
     store, labeled, model, shard = shard_store(tmp_path, det_cfg, monkeypatch)
     mixed, bad = image_folders(tmp_path)
-    kwargs = dict(scales=[1.0], flip=False, score_thr=0.99, batch_size=4, num_workers=0)
+    kwargs = dict(scales=[1.0], flip=False, batch_size=4, num_workers=0)
 
     def run(shard_ref):
         return pseudo_label_shard.fn(store.url, "det/retinanet_mnv2_256_cpu", model, shard_ref, labeled, **kwargs)

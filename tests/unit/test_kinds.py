@@ -22,6 +22,6 @@ def test_each_kind_is_complete_and_consistent():
         assert kind.main_metric in kind.metrics and "st" in kind.methods and "S1" in kind.aug_presets
         cfg = kind.load_config(kind.default_config)
         assert kind.tta_pipeline(cfg, list(kind.default_tta_scales("st")), True)[-1]["type"] == "TestTimeAug"
-        assert kind.tta_model(cfg, 3, 0.5)["type"] in ("DetTTAModel", "ConfidentSegTTAModel")
+        assert kind.tta_model(cfg, 3)["type"] in ("DetTTAModel", "ConfidentSegTTAModel")
     assert DETECTION.metrics_from({}) == {m: 0.0 for m in DETECTION.metrics}  # nothing detected: AP 0
     assert SEGMENTATION.metrics_from({"mIoU": 48.0, "aAcc": 90.0}) == {"mIoU": 0.48, "aAcc": 0.9}

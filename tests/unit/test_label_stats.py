@@ -58,7 +58,7 @@ def box_shards(tmp_path):
 
 def test_box_statistics_count_classes_scores_and_empty_images(box_shards):
     store, shards = box_shards
-    labels = DETECTION.open_pseudo(store, shards)
+    labels = DETECTION.open_pseudo(store, shards, META)
     s = labels.label_stats(META, bins=4)  # bins [0, .25) [.25, .5) [.5, .75) [.75, 1]
     assert s["per_class"] == {"cat": 3, "dog": 1}  # by category id 3 / 7
     assert s["histogram"]["edges"] == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -82,7 +82,7 @@ def test_mask_statistics_count_pixels_per_class_and_fully_ignored_images(tmp_pat
     with store.writer(ref) as w:
         for name, data in SEGMENTATION.shard_files(labels, stats).items():
             w.write_bytes(name, data)
-    pseudo = SEGMENTATION.open_pseudo(store, [ref])
+    pseudo = SEGMENTATION.open_pseudo(store, [ref], {"classes": ["background", "flower"]})
     s = pseudo.label_stats({"classes": ["background", "flower"]}, bins=2)
     pseudo.close()
     assert s["unit"] == "pixels"
@@ -95,7 +95,7 @@ def test_the_report_picture_is_a_png(box_shards):
     from selftrain.report import label_stats_png
 
     store, shards = box_shards
-    png = label_stats_png(DETECTION.open_pseudo(store, shards).label_stats(META))
+    png = label_stats_png(DETECTION.open_pseudo(store, shards, META).label_stats(META))
     assert png.startswith(b"\x89PNG")
 
 

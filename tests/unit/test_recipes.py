@@ -39,12 +39,14 @@ def _seg_params(**extra):
 
 def test_each_method_gets_its_papers_pseudo_label_threshold_and_teacher_augmentation():
     det = SelfTrainingParams(**{k: v for k, v in demo_parameters().items() if k != "score_threshold"})
-    assert det.score_threshold == 0.5  # Zoph et al. §3.2: boxes above 0.5
+    assert det.threshold_of("zoph") == 0.5  # Zoph et al. §3.2: boxes above 0.5
     assert det.teacher_aug == "S1" and det.zoph_batch == "double" and det.student_iters is None
     seg = _seg_params()
-    assert seg.score_threshold == 0.0  # ST++: the plain argmax, no pixel ignored
+    assert seg.threshold_of("st") == seg.threshold_of("st++") == 0.0  # ST++: the plain argmax, no pixel ignored
+    assert seg.threshold_of("zoph") == 0.5  # Zoph et al. (PASCAL): pixels under 0.5 confidence ignored
     assert seg.teacher_aug == "weak"  # ST++ trains its teacher with the weak augmentation
-    assert _seg_params(score_threshold=0.5).score_threshold == 0.5  # an explicit value stays
+    assert _seg_params(score_threshold=0.5).threshold_of("st") == 0.5  # an explicit value applies to every method
+    assert seg.threshold_rule == "fixed"  # the papers' fixed thresholds by default
     assert _seg_params(teacher_aug="S1").teacher_aug == "S1"
     st_det = SelfTrainingParams(**dict(demo_parameters(), method=["st"]))
     assert st_det.teacher_aug == "weak"
@@ -93,12 +95,11 @@ def test_each_methods_papers_tta_scales_by_default():
     assert seg.tta_scales == [0.5, 0.75, 1.0, 1.5, 2.0]  # ST++'s reference label.py
     zoph = _seg_params(method="zoph")
     assert zoph.tta_scales == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]  # Zoph et al.'s PASCAL views
-    assert zoph.score_threshold == 0.5 and zoph.teacher_aug == "S1"
+    assert zoph.threshold_of("zoph") == 0.5 and zoph.teacher_aug == "S1"
     with pytest.raises(ValueError, match="different TTA scales"):
         _seg_params(method=["zoph", "st"], score_threshold=0.5)
-    with pytest.raises(ValueError, match="threshold pseudo labels differently"):
-        _seg_params(method=["zoph", "st"], tta_scales=[1.0])
-    both = _seg_params(method=["zoph", "st"], tta_scales=[1.0], score_threshold=0.3)
-    assert both.tta_scales == [1.0] and both.score_threshold == 0.3
+    # thresholds apply per student, after inference: methods with different ones share a run
+    both = _seg_params(method=["zoph", "st"], tta_scales=[1.0])
+    assert both.threshold_of("zoph") == 0.5 and both.threshold_of("st") == 0.0
     det = SelfTrainingParams(**dict(demo_parameters(), method=["zoph", "st"], tta_scales=None))
     assert det.tta_scales == [1.0]  # flip TTA at the test scale for boxes (Zoph et al.)
