@@ -66,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         "--image-url-prefix", help="label-studio: image URLs as PREFIX/<image id> (default: each image's own URI)"
     )
     export.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+    imports = sub.add_parser(
+        "import-labels",
+        help="merge a reviewed export of a run's pseudo labels (COCO or Label Studio JSON) with its labeled set "
+        "into one COCO file for the next run (detection)",
+    )
+    imports.add_argument("report", help="the report of the run that was exported: its folder or its URI")
+    imports.add_argument("--corrections", required=True, help="the reviewed file (COCO JSON or Label Studio export)")
+    imports.add_argument("--format", required=True, choices=["coco", "label-studio"])
+    imports.add_argument("--out", required=True, help="the merged COCO file to write")
     args = parser.parse_args(argv)
     if getattr(args, "threshold", None) is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold must be a score in [0, 1], got {args.threshold}")
@@ -73,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return label_table(args.report, args.threshold)
     if args.command == "export":
         return export_report_labels(args)
+    if args.command == "import-labels":
+        return import_report_labels(args)
     if args.command == "config":
         return show_config(args.source, args.stage, args.method, args.num_pseudo)
     if args.command == "selfcheck":
@@ -193,6 +204,29 @@ def export_report_labels(args: argparse.Namespace) -> int:
         print(f"selftrain export: {exc}", file=sys.stderr)
         return 2
     print(f"exported {written['labels']} pseudo labels of {written['images']} images as {args.format}: {args.out}")
+    return 0
+
+
+def import_report_labels(args: argparse.Namespace) -> int:
+    """`selftrain import-labels`: the labeled set plus a reviewed export, as one COCO file."""
+    import json
+
+    from selftrain.corrections import CorrectionError, import_corrections
+
+    try:
+        data, store, _, _, _ = open_report(args.report)
+        ref = {name: store.ref(*data["artifacts"][name].rsplit("/", 3)[1:]) for name in ("labeled", "unlabeled")}
+        done = import_corrections(store, ref["labeled"], ref["unlabeled"], args.corrections, args.format, args.out)
+    except (ReportNotFound, CorrectionError) as exc:
+        print(f"selftrain import-labels: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"imported {done['added_images']} reviewed images ({done['added_boxes']} boxes) into the labeled set: "
+        f"{done['labeled_images']} + {done['added_images']} = {done['images']} images"
+        + (f"; {done['unreviewed']} tasks without an annotation left out" if done["unreviewed"] else "")
+    )
+    labeled = json.dumps({"ann_file": done["ann_file"], "image_root": done["image_root"]})
+    print(f"next run: labeled={labeled} (its unlabeled images that are now labeled are not pseudo-labeled)")
     return 0
 
 

@@ -256,7 +256,7 @@ def self_training(**fields) -> str:
             for s, role in ((p.labeled, "labeled"), (p.val, "val"))
         )
     check_class_thresholds(p.class_thresholds, get_store(store).manifest(labeled).meta["classes"])
-    unlabeled = list_unlabeled(store, p.dataset, p.unlabeled)
+    unlabeled = list_unlabeled(store, p.dataset, p.unlabeled, labeled)  # images now labeled are left out
 
     # 1. Teacher on the labeled set, K evenly spaced checkpoints (or the trained one named).
     if p.teacher:

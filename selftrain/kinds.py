@@ -65,6 +65,11 @@ class TaskKind:
 
         return load_config(model_config, self.config_folder)
 
+    def image_uris(self, store: ArtifactStore, registered: ArtifactRef) -> set[str]:
+        """The URIs of a registered set's images, as the unlabeled listing writes them (so that
+        images moved into the labeled set are not pseudo-labeled as well)."""
+        raise NotImplementedError
+
     # builders, implemented per kind --------------------------------------------------
     def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
         raise NotImplementedError
@@ -141,6 +146,12 @@ class TaskKind:
 
 class Detection(TaskKind):
     model_noun = "detector"
+
+    def image_uris(self, store: ArtifactStore, registered: ArtifactRef) -> set[str]:
+        from selftrain.corrections import labeled_uris
+
+        names = [im["file_name"] for im in store.read_json(registered, "coco.json")["images"]]
+        return set(labeled_uris(store.manifest(registered).meta["image_root"], names).values())
 
     def builds(self, model_type: str) -> bool:
         return bool(model_type) and "EncoderDecoder" not in model_type
@@ -229,6 +240,9 @@ class Detection(TaskKind):
 
 class Segmentation(TaskKind):
     model_noun = "segmentor (EncoderDecoder)"
+
+    def image_uris(self, store: ArtifactStore, registered: ArtifactRef) -> set[str]:
+        return {p["img_path"] for p in store.read_json(registered, "pairs.json")}
 
     def builds(self, model_type: str) -> bool:
         return "EncoderDecoder" in model_type

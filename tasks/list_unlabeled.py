@@ -6,7 +6,8 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, get_store, log_stage
+from selftrain.kinds import kind_of
+from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, expect, get_store, log_stage, stage_logger
 from storage.keys import digest_json
 from storage.listing import IMAGE_SUFFIXES, list_files, url_fs
 from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
@@ -52,13 +53,30 @@ def list_images(source: str | list[str]) -> list[dict]:
 
 
 @task(name="list_unlabeled", cache_policy=NO_CACHE)
-def list_unlabeled(store_url: str, dataset: str, source: str | list[str]) -> ArtifactRef:
+def list_unlabeled(
+    store_url: str, dataset: str, source: str | list[str], labeled: ArtifactRef | None = None
+) -> ArtifactRef:
     """List the unlabeled images (a prefix at any fsspec URL, or a list of image URLs) with their sizes.
 
     The listing is content-addressed (URI and size of each image): the same pool gives the same
-    key, so an unchanged pool costs nothing downstream."""
+    key, so an unchanged pool costs nothing downstream. Images of the ``labeled`` set (a
+    registered set) are left out - reviewed corrections imported into the labeled set
+    (`selftrain import-labels`) are trained on, not pseudo-labeled again."""
+    expect("list_unlabeled", "labeled", labeled, "registered set")
     store = get_store(store_url)
     rows = list_images(source)
+    if labeled is not None:
+        known = kind_of(labeled).image_uris(store, labeled)
+        kept = [r for r in rows if r["image_uri"] not in known]
+        if len(kept) < len(rows):
+            stage_logger().info(
+                "list unlabeled: %d of %d images are in the labeled set and are not pseudo-labeled",
+                len(rows) - len(kept),
+                len(rows),
+            )
+        if not kept:
+            raise EmptyUnlabeledSet(f"every image of the unlabeled set ({len(rows)}) is in the labeled set")
+        rows = kept
     ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {})
     reused = store.has(ref)
     if not reused:

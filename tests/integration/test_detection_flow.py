@@ -290,3 +290,56 @@ def test_another_threshold_reuses_every_shard_and_trains_on_exactly_what_it_keep
         assert report["thresholds"]["rule"] == held["thresholds"]["rule"]
         assert report["label_stats"]["per_class"]["tree"] == len(expected)
         assert report["label_stats"]["below_threshold"]["tree"] == len(boxes) - len(expected)
+
+
+def test_reviewed_labels_come_back_as_labeled_data_for_the_next_teacher(first_run, prefect_server, tmp_path):
+    """The review loop on real components: export a run's pseudo labels as COCO, correct two
+    images (move a box, remove every box of another), import them into the labeled set, and run
+    the flow with it: the next teacher trains on 3 + 2 images and the two are not pseudo-labeled
+    again."""
+    from app.cli import main as cli
+    from storage.schemas import UNLABELED_IMAGES
+
+    out, _, _ = first_run
+    report = os.path.join(out, "report")
+    exported = tmp_path / "export.json"
+    assert cli(["export", report, "--format", "coco", "--out", str(exported)]) == 0
+    coco = json.load(open(exported))
+    a, b = coco["images"][0], coco["images"][1]
+    boxes = [x for x in coco["annotations"] if x["image_id"] == a["id"]][:1]
+    boxes[0]["bbox"] = [10.0, 12.0, 30.0, 40.0]  # the reviewer moved it
+    reviewed = {"images": [a, b], "annotations": boxes, "categories": coco["categories"]}  # b: no tree at all
+    (tmp_path / "reviewed.json").write_text(json.dumps(reviewed))
+    merged = tmp_path / "labeled-plus-reviewed.json"
+    argv = ["import-labels", report, "--corrections", str(tmp_path / "reviewed.json"), "--format", "coco"]
+    assert cli([*argv, "--out", str(merged)]) == 0
+    data = json.load(open(merged))
+    assert len(data["images"]) == 5 and data["annotations"][-1]["bbox"] == [10.0, 12.0, 30.0, 40.0]
+
+    params = json.load(open(report + "/report.json"))["parameters"]
+    image_root = os.path.join(out, "data", "deepforest", "images")
+    params.update(labeled={"ann_file": str(merged), "image_root": image_root}, student_iters=6)
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    env = prefect_server.env()
+    env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", str(tmp_path / "params.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    store = ArtifactStore(os.path.join(out, "store"))
+    sets = [store.manifest(r).meta for r in store.list("deepforest", "dataset")]
+    assert any(m["ann_file"] == str(merged) and m["num_images"] == 5 for m in sets)
+    teachers = [store.manifest(r).meta for r in store.list("deepforest", "train")]
+    assert sum(m["role"] == "teacher" for m in teachers) == 2  # a new teacher, on the merged set
+    listings = [
+        {r["image_id"] for r in read_parquet(store.read(ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()}
+        for ref in store.list("deepforest", "unlabeled")
+        if not str(store.manifest(ref).meta.get("source")).startswith(("reliable", "unreliable"))  # not ST++'s
+    ]
+    assert any(a["file_name"] in ids and b["file_name"] in ids for ids in listings)  # the first run's
+    (after,) = [ids for ids in listings if a["file_name"] not in ids]  # the next run's: they are labeled now
+    assert b["file_name"] not in after and len(after) == len(set().union(*listings)) - 2

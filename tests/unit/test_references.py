@@ -96,4 +96,4 @@ def test_every_task_says_what_it_does_in_one_line_for_the_ui():
                 assert first.endswith(".") and first[0].isupper(), f"{info.name}: {first!r}"
                 assert obj.description == doc  # what the Prefect UI shows
                 found += 1
-    assert found == 14
+    assert found == 15
