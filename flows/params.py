@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from selftrain.kinds import KINDS, TaskKind
+from storage.store import ArtifactRef
 
 Method = Literal["zoph", "st", "st++"]
 
@@ -24,6 +25,22 @@ class CocoSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ann_file: str
     image_root: str
+
+    def absolute(self) -> CocoSet:
+        """The set with local paths made absolute (the flow may run elsewhere)."""
+        return CocoSet(ann_file=_absolute(self.ann_file), image_root=_absolute(self.image_root))
+
+    def held_out_like(self, val: CocoSet) -> CocoSet:
+        """The held-out set as this labeled set needs it (its classes are checked when it is
+        registered, against the labeled set's)."""
+        return val
+
+    def register(self, store: str, dataset: str, role: str, like: ArtifactRef | None = None) -> ArtifactRef:
+        """Register this set in the store (tasks/register_dataset.py); ``like``: the labeled
+        set a held-out set must match (classes)."""
+        from tasks.register_dataset import register_dataset
+
+        return register_dataset(store, dataset, self.ann_file, self.image_root, role, like=like)
 
 
 class SegSet(BaseModel):
@@ -43,6 +60,40 @@ class SegSet(BaseModel):
         "stored as 0/255 (255 is otherwise the ignore label); the "
         "held-out set takes the labeled set's when it has none",
     )
+
+    def absolute(self) -> SegSet:
+        """The set with local paths made absolute (the flow may run elsewhere)."""
+        return self.model_copy(update={"img_dir": _absolute(self.img_dir), "ann_dir": _absolute(self.ann_dir)})
+
+    def held_out_like(self, val: SegSet) -> SegSet:
+        """The held-out set as this labeled set needs it: the same classes (ValueError
+        otherwise), and this set's label_map when it has none - the same stored values mean
+        the same classes (e.g. 0/255 masks), or mIoU would be computed on nothing."""
+        if self.label_map and not val.label_map:
+            val = val.model_copy(update={"label_map": dict(self.label_map)})
+        if list(self.classes) != list(val.classes):
+            raise ValueError(
+                f"val.classes {val.classes} must equal labeled.classes {self.classes} "
+                "(the same class index means the same class in both sets)"
+            )
+        return val
+
+    def register(self, store: str, dataset: str, role: str, like: ArtifactRef | None = None) -> ArtifactRef:
+        """Register this set in the store (tasks/register_seg_dataset.py); the classes are
+        this set's own (the parameters check that labeled and held-out sets agree)."""
+        from tasks.register_seg_dataset import register_seg_dataset
+
+        return register_seg_dataset(
+            store,
+            dataset,
+            self.img_dir,
+            self.ann_dir,
+            self.classes,
+            role,
+            self.img_suffix,
+            self.seg_map_suffix,
+            label_map=self.label_map,
+        )
 
 
 SET_TYPES = {"detection": CocoSet, "segmentation": SegSet}  # the parameters each kind's sets take
@@ -198,9 +249,7 @@ class SelfTrainingParams(BaseModel):
     @field_validator("labeled", "val")
     @classmethod
     def _abs_set(cls, v):
-        if isinstance(v, CocoSet):
-            return CocoSet(ann_file=_absolute(v.ann_file), image_root=_absolute(v.image_root))
-        return v.model_copy(update={"img_dir": _absolute(v.img_dir), "ann_dir": _absolute(v.ann_dir)})
+        return v.absolute()
 
     @field_validator("unlabeled")
     @classmethod
@@ -275,8 +324,7 @@ class SelfTrainingParams(BaseModel):
             )
         if "st++" in self.methods and self.k < 2:
             raise ValueError("st++ ranks by the stability of the teacher's checkpoints: k must be at least 2")
-        if isinstance(self.labeled, SegSet) and isinstance(self.val, SegSet):
-            self._same_segmentation_classes(self.labeled, self.val)
+        self.val = self.labeled.held_out_like(cast(Any, self.val))  # both of the kind's set type (checked above)
         if self.config is None:
             self.config = kind.default_config
         if self.tta_scales is None:
@@ -298,17 +346,6 @@ class SelfTrainingParams(BaseModel):
         if self.score_threshold is not None:
             return self.score_threshold
         return self.kind.default_score_threshold[method]
-
-    def _same_segmentation_classes(self, labeled: SegSet, val: SegSet) -> None:
-        if labeled.label_map and not val.label_map:
-            # the same stored values mean the same classes: a held-out set stored like the
-            # labeled one (e.g. 0/255 masks) must be mapped alike, or mIoU is computed on nothing
-            self.val = val = val.model_copy(update={"label_map": dict(labeled.label_map)})
-        if list(labeled.classes) != list(val.classes):
-            raise ValueError(
-                f"val.classes {val.classes} must equal labeled.classes {labeled.classes} "
-                "(the same class index means the same class in both sets)"
-            )
 
     def _check_config(self, config: str) -> None:
         """The model config exists, is of the task's kind and suits the chosen recipe: checked

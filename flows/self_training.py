@@ -31,7 +31,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from flows.params import RENAMED, CocoSet, SelfTrainingParams, rename_deprecated
+from flows.params import RENAMED, SelfTrainingParams, rename_deprecated
 from selftrain.pseudo_labels import label_params, labeler_key
 from selftrain.report import artifact_prefix
 from selftrain.stage import ShardPlan, get_store
@@ -42,8 +42,6 @@ from tasks.find_model import find_model
 from tasks.list_unlabeled import list_unlabeled
 from tasks.pseudo_label_shard import pseudo_label_shard
 from tasks.rank_by_stability import rank_by_stability
-from tasks.register_dataset import register_dataset
-from tasks.register_seg_dataset import register_seg_dataset
 from tasks.score_stability import score_stability
 from tasks.select_images import select_images
 from tasks.shard_images import shard_images
@@ -237,24 +235,8 @@ def self_training(**fields) -> str:
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     p = SelfTrainingParams(**rename_deprecated(fields, warn=log.warning))
     store = p.store
-    if isinstance(p.labeled, CocoSet):
-        labeled = register_dataset(store, p.dataset, p.labeled.ann_file, p.labeled.image_root, "labeled")
-        val = register_dataset(store, p.dataset, p.val.ann_file, p.val.image_root, "val", like=labeled)
-    else:
-        labeled, val = (
-            register_seg_dataset(
-                store,
-                p.dataset,
-                s.img_dir,
-                s.ann_dir,
-                s.classes,
-                role,
-                s.img_suffix,
-                s.seg_map_suffix,
-                label_map=s.label_map,
-            )
-            for s, role in ((p.labeled, "labeled"), (p.val, "val"))
-        )
+    labeled = p.labeled.register(store, p.dataset, "labeled")
+    val = p.val.register(store, p.dataset, "val", like=labeled)
     check_class_thresholds(p.class_thresholds, get_store(store).manifest(labeled).meta["classes"])
     unlabeled = list_unlabeled(store, p.dataset, p.unlabeled, labeled)  # images now labeled are left out
 

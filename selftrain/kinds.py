@@ -39,6 +39,7 @@ class TaskKind:
     default_method: str
     aug_presets: tuple[str, ...]  # augmentation presets it supports
     thresholded_stability: bool  # ST++'s stability compares labels above the score threshold
+    batch_by_shape: bool  # inference batches split by input shape (mmseg refuses mixed sizes)
     # the score / confidence threshold of each method's paper, for pseudo labels (docs/design.md §3.2)
     default_score_threshold: dict[str, float]
     made: str  # what pseudo labeling makes, plural ('boxes', 'masks')
@@ -347,6 +348,7 @@ DETECTION = Detection(
     default_method="zoph",
     aug_presets=("S1", "S2", "S3", "S4"),
     thresholded_stability=True,
+    batch_by_shape=False,
     # Zoph et al. 2020 §3.2: boxes above 0.5; st / st++ (this project's extension to boxes) alike
     default_score_threshold={"zoph": 0.5, "st": 0.5, "st++": 0.5},
     made="boxes",
@@ -369,6 +371,7 @@ SEGMENTATION = Segmentation(
     default_method="st++",
     aug_presets=("S1", "S2", "S3", "S4"),  # mmdet's policies, scoped for mmseg pipelines
     thresholded_stability=False,
+    batch_by_shape=True,
     # ST++ (appendix; reference label.py): the plain argmax of the averaged softmax, no pixel
     # ignored; Zoph et al. 2020 (PASCAL): pixels below 0.5 confidence ignored
     default_score_threshold={"zoph": 0.5, "st": 0.0, "st++": 0.0},

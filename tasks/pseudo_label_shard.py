@@ -82,7 +82,9 @@ def pseudo_label_shard(
     pipeline = kind.tta_pipeline(cfg, scales, flip)
 
     labels, stats = [], []
-    for image, pred in predict(tta, images, pipeline, batch_size, num_workers):
+    for image, pred in predict(
+        tta, images, pipeline, batch_size, num_workers, scope=kind.scope, by_shape=kind.batch_by_shape
+    ):
         image_labels, stat = kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
         labels += image_labels
         stats.append(stat)

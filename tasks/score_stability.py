@@ -77,7 +77,7 @@ def score_stability(
     unreadable: dict[str, str] = {}  # image_id -> reason
     for j in range(1, k + 1):
         load_weights(model, fetch_checkpoint(store, teacher, f"ckpt-{j}", os.path.join(work, f"ckpt-{j}.pth")))
-        for image, pred in predict(model, images, pipeline, batch_size):
+        for image, pred in predict(model, images, pipeline, batch_size, scope=kind.scope, by_shape=kind.batch_by_shape):
             if pred.metainfo.get("load_error"):
                 unreadable[image["image_id"]] = pred.metainfo["load_error"]
             else:

@@ -126,16 +126,23 @@ def load_weights(model, checkpoint: str) -> None:
 
 
 def predict(
-    model, images: list[dict], pipeline: list[dict], batch_size: int, num_workers: int | None = None
+    model,
+    images: list[dict],
+    pipeline: list[dict],
+    batch_size: int,
+    num_workers: int | None = None,
+    *,
+    scope: str = "mmdet",
+    by_shape: bool = False,
 ) -> Iterator[tuple[dict, Any]]:
     """(image row, prediction) for every image, in batches; the image row's order is kept.
 
-    ``pipeline``: transform configs, built in the model's scope (mmseg for a segmentor, else
-    mmdet). Images whose pipeline failed come with ``pred.metainfo['load_error']`` (ImageList).
-    Segmentation models get each batch in sub-batches of equal input shapes (mmseg stacks a
-    test batch without padding and refuses mixed sizes); detection batches go whole (mmdet
-    pads them). Raises InfrastructureError, naming the image, when reading fails for a reason
-    that is not the image's own (after retries).
+    ``pipeline``: transform configs, built in ``scope`` (the task kind's OpenMMLab scope).
+    Images whose pipeline failed come with ``pred.metainfo['load_error']`` (ImageList).
+    ``by_shape`` (the kind's ``batch_by_shape``: segmentation) runs each batch in sub-batches
+    of equal input shapes (mmseg stacks a test batch without padding and refuses mixed sizes);
+    otherwise batches go whole (mmdet pads them). Raises InfrastructureError, naming the
+    image, when reading fails for a reason that is not the image's own (after retries).
     """
     import torch
     from mmengine.dataset import pseudo_collate
@@ -147,8 +154,7 @@ def predict(
         # it; worker processes forked from a long-running flow process also died once here
         # (exit code 1, no trace). On a GPU, decoding in workers keeps the GPU fed.
         num_workers = min(4, os.cpu_count() or 1) if get_device() == "cuda" else 0
-    by_shape = is_segmentation_model(model)
-    with DefaultScope.overwrite_default_scope("mmseg" if by_shape else "mmdet"):  # the model's transforms
+    with DefaultScope.overwrite_default_scope(scope):  # the model's transforms
         dataset = ImageList(images, pipeline)
     loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
         dataset,  # type: ignore[arg-type]  # a map-style dataset (__len__, __getitem__)
@@ -162,14 +168,6 @@ def predict(
             preds = grouped_test_step(model, batch) if by_shape else model.test_step(batch)
             for pred in preds:
                 yield images[pred.metainfo["img_id"]], pred
-
-
-def is_segmentation_model(model) -> bool:
-    """Whether ``model`` (or the model a TTA wrapper holds) is an mmseg segmentor."""
-    from mmseg.models.segmentors import BaseSegmentor
-
-    inner = model.module if hasattr(model, "merge_preds") and hasattr(model, "module") else model
-    return isinstance(inner, BaseSegmentor)
 
 
 def _is_tta_batch(batch: dict) -> bool:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from selftrain.kinds import SEGMENTATION
 from selftrain.mm.configs import det_tta_model, det_tta_pipeline, load_config, seg_tta_model, seg_tta_pipeline
 
 SEG_CLASSES = 3
@@ -85,6 +86,9 @@ def test_detection_skips_each_bad_image_with_its_reason_and_predicts_the_good_on
         assert shape[name] == (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)
 
 
+SEGMENTATION_BATCHES = dict(scope=SEGMENTATION.scope, by_shape=SEGMENTATION.batch_by_shape)
+
+
 def test_segmentation_tta_handles_mixed_sizes_and_degenerate_images(tmp_path, seg_cfg, seg_tta):
     """mmseg refuses a test batch of unequal sizes; predict() runs sub-batches of equal input
     shapes (over every TTA view) and keeps the image order. Each mask has its own image's
@@ -101,7 +105,8 @@ def test_segmentation_tta_handles_mixed_sizes_and_degenerate_images(tmp_path, se
         write_png(tmp_path / "dot.png", 1, 1, 5),
     ]
     images = rows(paths)
-    out = list(predict(seg_tta, images, seg_tta_pipeline(seg_cfg, [0.75, 1.0], flip=True), batch_size=8, num_workers=0))
+    pipeline = seg_tta_pipeline(seg_cfg, [0.75, 1.0], flip=True)
+    out = list(predict(seg_tta, images, pipeline, batch_size=8, num_workers=0, **SEGMENTATION_BATCHES))
 
     assert [im["image_id"] for im, _ in out] == ["a.png", "b.png", "c.png", "thin.png", "dot.png"]
     by_id = {im["image_id"]: pred for im, pred in out}
@@ -122,7 +127,12 @@ def test_segmentation_single_scale_mixed_sizes(tmp_path, seg_cfg):
     images = rows([write_png(tmp_path / "a.png", 100, 60), write_png(tmp_path / "b.png", 80, 80)])
     out = list(
         predict(
-            model, images, seg_test_pipeline(seg_cfg, with_ann=False, skip_unreadable=True), batch_size=8, num_workers=0
+            model,
+            images,
+            seg_test_pipeline(seg_cfg, with_ann=False, skip_unreadable=True),
+            batch_size=8,
+            num_workers=0,
+            **SEGMENTATION_BATCHES,
         )
     )
     assert [(im["image_id"], tuple(p.pred_sem_seg.data.shape)) for im, p in out] == [
