@@ -6,6 +6,11 @@ import argparse
 import sys
 from typing import Any
 
+STORED_THRESHOLDED = (
+    "note: {n} masks were stored by an earlier version with its threshold applied (no confidence kept): "
+    "thresholds do not change them"
+)
+
 THRESHOLD_HELP = (
     "one score / confidence threshold for every class (0: every stored label); default: the thresholds "
     "the report's run applied (its first method's student)"
@@ -172,6 +177,8 @@ def label_table(report: str, threshold: float | None = None) -> int:
     print(f"{h['of']}:")
     for lo, hi, n in zip(h["edges"][:-1], h["edges"][1:], h["counts"], strict=True):
         print(f"  {lo:4.2f}-{hi:4.2f} {n:>8} {'#' * round(40 * n / peak)}")
+    if stats.get("stored_thresholded"):
+        print(STORED_THRESHOLDED.format(n=stats["stored_thresholded"]))
     sample = ", ".join(stats["images_without_labels_sample"][:5])
     print(f"images without a pseudo label: {stats['images_without_labels']}" + (f" (e.g. {sample})" if sample else ""))
     return 0
@@ -204,6 +211,8 @@ def export_report_labels(args: argparse.Namespace) -> int:
         print(f"selftrain export: {exc}", file=sys.stderr)
         return 2
     print(f"exported {written['labels']} pseudo labels of {written['images']} images as {args.format}: {args.out}")
+    if written.get("stored_thresholded"):
+        print(STORED_THRESHOLDED.format(n=written["stored_thresholded"]))
     return 0
 
 
@@ -225,6 +234,11 @@ def import_report_labels(args: argparse.Namespace) -> int:
         f"{done['labeled_images']} + {done['added_images']} = {done['images']} images"
         + (f"; {done['unreviewed']} tasks without an annotation left out" if done["unreviewed"] else "")
     )
+    if done["boxes_with_scores"]:
+        print(
+            f"note: {done['boxes_with_scores']} of {done['added_boxes']} imported boxes still carry the export's "
+            "score: make sure the file is the reviewed one (a reviewed box needs no score)"
+        )
     labeled = json.dumps({"ann_file": done["ann_file"], "image_root": done["image_root"]})
     print(f"next run: labeled={labeled} (its unlabeled images that are now labeled are not pseudo-labeled)")
     return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,34 +36,56 @@ class Corrected:
     width: int
     height: int
     boxes: list[tuple[int, float, float, float, float]] = field(default_factory=list)
+    crowd: list[int] = field(default_factory=list)  # iscrowd of each box (COCO; 0 from Label Studio)
+    scored: int = 0  # boxes that still carry the export's score
 
 
 def _check_box(
-    image: str, k: int, x: float, y: float, w: float, h: float, width: int, height: int
+    where: str, x: float, y: float, w: float, h: float, width: int, height: int
 ) -> tuple[float, float, float, float]:
-    """A box clipped to the image, or CorrectionError when it is outside or empty."""
+    """A box clipped to the image, or CorrectionError (prefixed by ``where``: the file, the
+    image and the box) when it is outside or empty."""
     values = (x, y, w, h)
     if not all(isinstance(v, (int, float)) and v == v and abs(v) != float("inf") for v in values):
-        raise CorrectionError(f"image {image!r}: box {k} has non-numeric or non-finite values {list(values)}")
+        raise CorrectionError(f"{where} has non-numeric or non-finite values {list(values)}")
     if w <= 0 or h <= 0:
-        raise CorrectionError(f"image {image!r}: box {k} {[x, y, w, h]} is empty (width and height must be > 0)")
+        raise CorrectionError(f"{where} {[x, y, w, h]} is empty (width and height must be > 0)")
     t = BOX_TOLERANCE
     if x < -t or y < -t or x + w > width + t or y + h > height + t:
-        raise CorrectionError(
-            f"image {image!r}: box {k} [x {x:g}, y {y:g}, w {w:g}, h {h:g}] lies outside the {width}x{height} image"
-        )
+        raise CorrectionError(f"{where} [x {x:g}, y {y:g}, w {w:g}, h {h:g}] lies outside the {width}x{height} image")
     x1, y1 = max(0.0, float(x)), max(0.0, float(y))
     x2, y2 = min(float(width), float(x + w)), min(float(height), float(y + h))
     return (x1, y1, x2 - x1, y2 - y1)
 
 
-def coco_corrections(data: dict, unlabeled: dict[str, str], categories: dict[int, str], source: str) -> list[Corrected]:
+SizeOf = Callable[[str, str], tuple[int, int]]  # (image id, URI) -> (width, height) as training decodes it
+
+
+def _check_size(source: str, image_id: str, given: tuple[Any, Any], true: tuple[int, int]) -> None:
+    if tuple(given) != tuple(true):
+        raise CorrectionError(
+            f"{source}: image {image_id!r} is given as {given[0]}x{given[1]} px, but the image is "
+            f"{true[0]}x{true[1]} (as training decodes it)"
+        )
+
+
+def coco_corrections(
+    data: dict, unlabeled: dict[str, str], categories: dict[int, str], source: str, size_of: SizeOf
+) -> list[Corrected]:
     """The images of a corrected COCO export (file_name = the unlabeled image's id, as
     `selftrain export --format coco` writes it; boxes [x, y, w, h] px; the labeled set's
-    category ids). ``unlabeled``: image id -> URI of the run's unlabeled images."""
+    category ids and names). ``unlabeled``: image id -> URI of the run's unlabeled images;
+    ``size_of``: an image's true size (the file's must equal it)."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CorrectionError(f"{source}: not a COCO file (no 'images' list)")
+    for c in data.get("categories") or []:
+        if isinstance(c, dict) and c.get("id") in categories and c.get("name") != categories[c["id"]]:
+            raise CorrectionError(
+                f"{source}: category id {c['id']} is named {c.get('name')!r}; in the labeled set it is "
+                f"{categories[c['id']]!r}"
+            )
     by_id: dict[Any, Corrected] = {}
+    names: set[str] = set()
     for im in data["images"]:
         name = im.get("file_name") if isinstance(im, dict) else None
         if name not in unlabeled:
@@ -73,41 +95,41 @@ def coco_corrections(data: dict, unlabeled: dict[str, str], categories: dict[int
             )
         if im.get("id") in by_id:
             raise CorrectionError(f"{source}: image id {im.get('id')!r} appears twice")
-        w, h = im.get("width"), im.get("height")
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            raise CorrectionError(f"{source}: image {name!r} has invalid size {w}x{h}")
-        by_id[im["id"]] = Corrected(name, unlabeled[name], w, h)
+        if name in names:
+            raise CorrectionError(f"{source}: image {name!r} is listed twice (ids differ); list each image once")
+        names.add(name)
+        _check_size(source, name, (im.get("width"), im.get("height")), size_of(name, unlabeled[name]))
+        by_id[im["id"]] = Corrected(name, unlabeled[name], im["width"], im["height"])
     for k, a in enumerate(data.get("annotations") or []):
+        label = f"annotation {a.get('id', k)!r}" if isinstance(a, dict) else f"annotation {k}"
         image = by_id.get(a.get("image_id"))
         if image is None:
-            raise CorrectionError(f"{source}: annotation {k} names image id {a.get('image_id')!r}, not in 'images'")
+            raise CorrectionError(f"{source}: {label} names image id {a.get('image_id')!r}, not in 'images'")
+        where = f"{source}: image {image.image_id!r}: {label}"
         if a.get("category_id") not in categories:
             raise CorrectionError(
-                f"{source}: image {image.image_id!r}: annotation {k} has category id {a.get('category_id')!r}, "
-                f"not a class of the labeled set ({categories})"
+                f"{where} has category id {a.get('category_id')!r}, not a class of the labeled set ({categories})"
             )
         bbox = a.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4):
-            raise CorrectionError(f"{source}: image {image.image_id!r}: annotation {k} needs bbox [x, y, w, h]")
+            raise CorrectionError(f"{where} needs bbox [x, y, w, h]")
         x, y, w, h = bbox
-        box = _check_box(image.image_id, k, x, y, w, h, image.width, image.height)
-        image.boxes.append((int(a["category_id"]), *box))
+        image.boxes.append((int(a["category_id"]), *_check_box(where, x, y, w, h, image.width, image.height)))
+        image.crowd.append(1 if a.get("iscrowd") else 0)
+        image.scored += "score" in a
     return list(by_id.values())
 
 
-def _annotation(task: dict) -> dict | None:
-    """The last annotation of a Label Studio task that was not cancelled, or None."""
-    done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
-    return done[-1] if done else None
-
-
 def label_studio_corrections(
-    tasks: list, unlabeled: dict[str, str], names: dict[str, int], source: str
+    tasks: list, unlabeled: dict[str, str], names: dict[str, int], source: str, size_of: SizeOf
 ) -> tuple[list[Corrected], int]:
     """The reviewed images of a Label Studio JSON export (tasks with ``data.image_id`` as
     `selftrain export --format label-studio` writes them, else ``data.image`` matched to an
-    image's URI; ``rectanglelabels`` results in percent of the image). ``names``: class name
-    -> category id. Returns the corrected images and how many tasks had no annotation."""
+    image's URI; ``rectanglelabels`` results in percent of the image, each with the image's
+    original size, which must be its true size: ``size_of``). ``names``: class name ->
+    category id. A task with several annotations that were not cancelled, or a result of
+    another type (polygons, brushes), is refused naming the task. Returns the corrected
+    images and how many tasks had no annotation."""
     if not isinstance(tasks, list):
         raise CorrectionError(f"{source}: not a Label Studio JSON export (a list of tasks)")
     by_uri = {uri: i for i, uri in unlabeled.items()}
@@ -116,42 +138,47 @@ def label_studio_corrections(
     seen: set[str] = set()
     for t, task in enumerate(tasks):
         data = task.get("data") or {} if isinstance(task, dict) else {}
+        task_name = f"task {task.get('id', t)!r}" if isinstance(task, dict) else f"task {t}"
         image_id = data.get("image_id")
         if image_id is None:
             image_id = by_uri.get(str(data.get("image")))
         if image_id not in unlabeled:
             raise CorrectionError(
-                f"{source}: task {t} (image {data.get('image_id') or data.get('image')!r}) is not one of the run's "
-                "unlabeled images"
+                f"{source}: {task_name} (image {data.get('image_id') or data.get('image')!r}) is not one of the "
+                "run's unlabeled images"
             )
-        annotation = _annotation(task)
-        if annotation is None:
+        done = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+        if not done:
             unreviewed += 1
             continue
+        if len(done) > 1:
+            raise CorrectionError(
+                f"{source}: {task_name} (image {image_id!r}) has {len(done)} annotations; keep the one to train on "
+                "(delete or skip the others in Label Studio) and export again"
+            )
         if image_id in seen:
             raise CorrectionError(f"{source}: image {image_id!r} is reviewed in two tasks")
         seen.add(image_id)
-        results = [r for r in annotation.get("result") or [] if r.get("type") == "rectanglelabels"]
-        image = Corrected(image_id, unlabeled[image_id], 0, 0)
-        for k, r in enumerate(results):
-            w, h = r.get("original_width"), r.get("original_height")
-            if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-                raise CorrectionError(f"{source}: image {image_id!r}: box {k} has no original_width / original_height")
-            if (image.width, image.height) not in ((0, 0), (w, h)):
-                raise CorrectionError(f"{source}: image {image_id!r}: its boxes give two image sizes")
-            image.width, image.height = w, h
+        true = size_of(image_id, unlabeled[image_id])
+        image = Corrected(image_id, unlabeled[image_id], *true)
+        for k, r in enumerate(done[0].get("result") or []):
+            where = f"{source}: {task_name} (image {image_id!r}): result {r.get('id', k)!r}"
+            if r.get("type") != "rectanglelabels":
+                raise CorrectionError(f"{where} is of type {r.get('type')!r}; only rectanglelabels boxes come back")
+            _check_size(source, image_id, (r.get("original_width"), r.get("original_height")), true)
+            w, h = true
             v = r.get("value") or {}
             if float(v.get("rotation") or 0.0) != 0.0:
-                raise CorrectionError(f"{source}: image {image_id!r}: box {k} is rotated; boxes must be axis-aligned")
+                raise CorrectionError(f"{where} is rotated; boxes must be axis-aligned")
             labels = v.get("rectanglelabels") or []
             if len(labels) != 1 or labels[0] not in names:
                 raise CorrectionError(
-                    f"{source}: image {image_id!r}: box {k} is labeled {labels}, not one class of the labeled set "
-                    f"({sorted(names)})"
+                    f"{where} is labeled {labels}, not one class of the labeled set ({sorted(names)})"
                 )
             x, y = v.get("x", 0.0) * w / 100.0, v.get("y", 0.0) * h / 100.0
             bw, bh = v.get("width", 0.0) * w / 100.0, v.get("height", 0.0) * h / 100.0
-            image.boxes.append((names[labels[0]], *_check_box(image_id, k, x, y, bw, bh, w, h)))
+            image.boxes.append((names[labels[0]], *_check_box(where, x, y, bw, bh, w, h)))
+            image.crowd.append(0)
         out.append(image)
     return out, unreviewed
 
@@ -208,7 +235,7 @@ def merge_labeled(labeled: dict, uris: dict[str, str], corrected: list[Corrected
     for c in corrected:
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rel(c.image_uri), "width": c.width, "height": c.height})
-        for category, x, y, w, h in c.boxes:
+        for (category, x, y, w, h), crowd in zip(c.boxes, c.crowd or [0] * len(c.boxes), strict=True):
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -216,7 +243,7 @@ def merge_labeled(labeled: dict, uris: dict[str, str], corrected: list[Corrected
                     "category_id": category,
                     "bbox": [x, y, w, h],
                     "area": w * h,
-                    "iscrowd": 0,
+                    "iscrowd": crowd,
                 }
             )
     merged = {"images": images, "annotations": annotations, "categories": labeled["categories"]}
@@ -265,17 +292,22 @@ def import_corrections(store: Any, labeled: Any, unlabeled: Any, path: str, fmt:
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
         raise CorrectionError(f"{path}: cannot read the corrections: {exc}") from exc
+
+    def size_of(image_id: str, uri: str) -> tuple[int, int]:
+        try:
+            return decoded_size(read_url(uri), uri)
+        except (OSError, ValueError) as exc:
+            raise CorrectionError(f"{path}: image {image_id!r} ({uri}) cannot be read: {exc}") from exc
+
     unreviewed = 0
     if fmt == "coco":
-        corrected = coco_corrections(data, images, dict(zip(meta["category_ids"], meta["classes"])), path)
+        categories = dict(zip(meta["category_ids"], meta["classes"]))
+        corrected = coco_corrections(data, images, categories, path, size_of)
     else:
         names = dict(zip(meta["classes"], meta["category_ids"]))
-        corrected, unreviewed = label_studio_corrections(data, images, names, path)
+        corrected, unreviewed = label_studio_corrections(data, images, names, path, size_of)
     if not corrected:
         raise CorrectionError(f"{path}: no reviewed image to import ({unreviewed} tasks without an annotation)")
-    for c in corrected:
-        if not c.width:  # reviewed with every box removed: the image's size as training decodes it
-            c.width, c.height = decoded_size(read_url(c.image_uri), c.image_uri)
     coco = store.read_json(labeled, "coco.json")
     uris = labeled_uris(meta["image_root"], [im["file_name"] for im in coco["images"]])
     merged, root = merge_labeled(coco, uris, corrected, out)
@@ -287,4 +319,5 @@ def import_corrections(store: Any, labeled: Any, unlabeled: Any, path: str, fmt:
         "added_boxes": sum(len(c.boxes) for c in corrected),
         "unreviewed": unreviewed,
         "images": len(merged["images"]),
+        "boxes_with_scores": sum(c.scored for c in corrected),  # still the export's: was the file reviewed?
     }

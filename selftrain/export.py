@@ -52,7 +52,8 @@ def select_images(
 
     ``pseudo``: the run's labels (a selftrain.pseudo_sets.PseudoSet); ``group``: 'reliable' |
     'unreliable' (needs the ST++ ``ranking``); ``lowest``: keep the N images with the lowest
-    mean score / confidence (images without a box count as 0)."""
+    mean score / confidence of the labels the thresholds keep (images without a kept box count
+    as 0: ``pseudo.image_score``)."""
     rows = list(pseudo.ok)
     if group is not None:
         if group not in ("reliable", "unreliable"):
@@ -67,7 +68,7 @@ def select_images(
     if lowest is not None:
         if lowest < 1:
             raise ExportError(f"lowest must be at least 1, got {lowest}")
-        rows = sorted(rows, key=lambda r: (r[pseudo.score_column] or 0.0, r["image_id"]))[:lowest]
+        rows = sorted(rows, key=lambda r: (pseudo.image_score(r), r["image_id"]))[:lowest]
     return sorted(rows, key=lambda r: r["image_id"])
 
 

@@ -88,7 +88,6 @@ class PseudoSet:
     Subclasses implement the kind's parts."""
 
     formats: tuple[str, ...] = ()  # export formats (selftrain/export.py)
-    score_column: str = ""  # the statistics column that ranks images by confidence
 
     def __init__(
         self, store: ArtifactStore, shards: list[ArtifactRef], labeled_meta: dict, thresholds: Thresholds | None = None
@@ -101,6 +100,11 @@ class PseudoSet:
     def ok(self) -> list[dict]:
         """Statistics rows of the images that were labeled (not skipped)."""
         return [s for s in self.stats if s["status"] == ImageStatus.OK]
+
+    def image_score(self, row: dict) -> float:
+        """How confident the labels of one image (a statistics row) are, for ranking images:
+        the mean score of its kept boxes (0 without one), or its mean pixel confidence."""
+        raise NotImplementedError
 
     def summary(self) -> dict:
         """Counts of the kind's labels (merged into the report's pseudo-label section)."""
@@ -156,7 +160,6 @@ class PseudoBoxSet(PseudoSet):
     report and exports), never by ``label_stats``, which streams them."""
 
     formats = ("coco", "label-studio")
-    score_column = "mean_score"
 
     def __init__(
         self, store: ArtifactStore, shards: list[ArtifactRef], labeled_meta: dict, thresholds: Thresholds | None = None
@@ -169,6 +172,10 @@ class PseudoBoxSet(PseudoSet):
         ]
         names = dict(zip(labeled_meta["category_ids"], labeled_meta["classes"], strict=True))
         self._threshold = {c: self.thresholds.of(n) for c, n in names.items()}  # by category id
+
+    def image_score(self, row: dict) -> float:
+        kept = self.by_image.get(row["image_id"], [])
+        return float(sum(b["score"] for b in kept) / len(kept)) if kept else 0.0
 
     def kept(self, box: dict) -> bool:
         """Whether the thresholds keep a box row (score >= its class's threshold)."""
@@ -354,7 +361,6 @@ class PseudoMaskSet(PseudoSet):
     their class's confidence threshold: the ignore label 255)."""
 
     formats = ("png",)
-    score_column = "mean_max_prob"
 
     def __init__(
         self, store: ArtifactStore, shards: list[ArtifactRef], labeled_meta: dict, thresholds: Thresholds | None = None
@@ -367,24 +373,30 @@ class PseudoMaskSet(PseudoSet):
         self.masks = PseudoMaskReader(store, shards, self.quantised)
 
     @functools.cached_property
-    def pixels(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def pixels(self) -> tuple[np.ndarray, np.ndarray, list[str], int]:
         """Pixels per label value (256,) after the thresholds, pixels per predicted class below
-        them (256,), and the ids of the images whose every pixel is ignored; counted one mask
-        at a time."""
+        them (256,), the ids of the images whose every pixel is ignored, and the number of
+        masks stored without confidence (an earlier version applied its threshold when
+        labeling: thresholds do not change them); counted one mask at a time."""
         from selftrain.pseudo_labels import apply_confidence
         from selftrain.stage import read_pseudo_masks
 
         kept, below = np.zeros(256, dtype=np.int64), np.zeros(256, dtype=np.int64)
         empty: list[str] = []
+        fixed = 0
         masks, _ = read_pseudo_masks(self.store, self.shards, confidence=True)
         for image_id, label, confidence in masks:
+            fixed += confidence is None
             out = apply_confidence(label, confidence, self.quantised)
             counts = np.bincount(out.ravel(), minlength=256)
             kept += counts
             below += np.bincount(label[(out == 255) & (label != 255)], minlength=256)
             if counts[255] == out.size:
                 empty.append(image_id)
-        return kept, below, empty
+        return kept, below, empty, fixed
+
+    def image_score(self, row: dict) -> float:
+        return float(row["mean_max_prob"] or 0.0)
 
     def class_scores(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         from selftrain.stage import read_pseudo_masks
@@ -448,7 +460,7 @@ class PseudoMaskSet(PseudoSet):
         from storage.masks import IGNORE_LABEL
 
         classes = labeled_meta["classes"]
-        pixels, below, empty = self.pixels  # empty: every pixel below the confidence threshold
+        pixels, below, empty, fixed = self.pixels  # empty: every pixel below the confidence threshold
         counts = _histogram(np.array([s["mean_max_prob"] for s in self.ok], dtype=np.float64), bins)
         num_without, without = len(empty), empty[:20]
         per_class = {c: int(pixels[i]) for i, c in enumerate(classes)}
@@ -457,6 +469,7 @@ class PseudoMaskSet(PseudoSet):
             "per_class": per_class,
             "below_threshold": {c: int(below[i]) for i, c in enumerate(classes)},
             "thresholds": {c: self.thresholds.of(c) for c in classes},
+            "stored_thresholded": fixed,  # masks no threshold changes (stored by an earlier version)
             "unit": "pixels",
             "histogram": {
                 "of": "mean confidence per image",
@@ -492,8 +505,13 @@ class PseudoMaskSet(PseudoSet):
             raise ExportError("selecting images by class applies to boxes; masks hold every class")
         if not images:
             raise ExportError("the selection holds no image")
+        before = self.masks.stored_thresholded
         write_label_maps(self.masks, [r["image_id"] for r in images], out)
-        return {"images": len(images), "labels": len(images)}
+        return {
+            "images": len(images),
+            "labels": len(images),
+            "stored_thresholded": self.masks.stored_thresholded - before,
+        }
 
     def close(self) -> None:
         self.masks.close()

@@ -162,6 +162,7 @@ class PseudoMaskReader:
 
         self._store = store
         self._quantised = quantised
+        self.stored_thresholded = 0  # masks read that had no confidence to threshold (version 1 shards)
         self._open: tuple[ArtifactRef, contextlib.ExitStack, Any] | None = None
         self._where: dict[str, tuple[ArtifactRef, int]] = {}
         for ref in shards:
@@ -195,6 +196,7 @@ class PseudoMaskReader:
         from selftrain.pseudo_labels import apply_confidence
 
         label, confidence = read_mask(self._open[2], row_group, confidence=True)
+        self.stored_thresholded += confidence is None
         return apply_confidence(label, confidence, self._quantised)
 
     def close(self) -> None:

@@ -56,9 +56,10 @@ def test_a_corrected_coco_export_joins_the_labeled_set_under_one_root(run):
         {"id": 10, "file_name": "a.png", "width": 40, "height": 30},
         {"id": 11, "file_name": "sub/c.png", "width": 40, "height": 30},  # reviewed: no object
     ]
-    boxes = [{"id": 5, "image_id": 10, "category_id": 3, "bbox": [-0.5, 0, 10, 30.8], "score": 0.4}]
+    boxes = [{"id": 5, "image_id": 10, "category_id": 3, "bbox": [-0.5, 0, 10, 30.8], "score": 0.4, "iscrowd": 1}]
     done = import_corrections(store, labeled, unlabeled, coco_file(tmp, images, boxes), "coco", str(tmp / "m.json"))
     assert done["image_root"] == str(root) and done["images"] == 3
+    assert done["boxes_with_scores"] == 1  # the export's score is still there: the CLI asks to check the file
     assert (done["added_images"], done["added_boxes"], done["labeled_images"]) == (2, 1, 1)
     merged = json.load(open(tmp / "m.json"))
     assert [(i["id"], i["file_name"]) for i in merged["images"]] == [
@@ -67,9 +68,9 @@ def test_a_corrected_coco_export_joins_the_labeled_set_under_one_root(run):
         (3, "unlabeled/sub/c.png"),
     ]
     # the labeled box kept; the corrected one clipped to the 40x30 image (1 px of rounding allowed)
-    assert [(a["id"], a["image_id"], a["category_id"], a["bbox"]) for a in merged["annotations"]] == [
-        (1, 1, 7, [1, 2, 3, 4]),
-        (2, 2, 3, [0.0, 0.0, 9.5, 30.0]),
+    assert [(a["id"], a["image_id"], a["category_id"], a["bbox"], a["iscrowd"]) for a in merged["annotations"]] == [
+        (1, 1, 7, [1, 2, 3, 4], 0),
+        (2, 2, 3, [0.0, 0.0, 9.5, 30.0], 1),  # a crowd region stays one
     ]
     assert merged["categories"] == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
 
@@ -86,17 +87,30 @@ def test_a_corrected_coco_export_joins_the_labeled_set_under_one_root(run):
         (
             [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
             [{"image_id": 1, "category_id": 3, "bbox": [30, 0, 20, 5]}],
-            r"image 'a.png': box 0 \[x 30, y 0, w 20, h 5\] lies outside the 40x30 image",
+            r"image 'a.png': annotation 0 \[x 30, y 0, w 20, h 5\] lies outside the 40x30 image",
         ),
         (
             [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
             [{"image_id": 1, "category_id": 3, "bbox": [3, 3, 0, 5]}],
-            "box 0 .* is empty",
+            "annotation 0 .* is empty",
         ),
         (
             [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
             [{"image_id": 2, "category_id": 3, "bbox": [3, 3, 1, 5]}],
             "annotation 0 names image id 2, not in 'images'",
+        ),
+        (  # the same image twice under two ids: it would be both labeled and empty
+            [
+                {"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+                {"id": 2, "file_name": "a.png", "width": 40, "height": 30},
+            ],
+            [],
+            "image 'a.png' is listed twice",
+        ),
+        (  # the run's image is 40x30: a size from the file would let a box outside it pass
+            [{"id": 1, "file_name": "a.png", "width": 400, "height": 30}],
+            [{"id": 7, "image_id": 1, "category_id": 3, "bbox": [300, 0, 20, 5]}],
+            r"image 'a.png' is given as 400x30 px, but the image is 40x30",
         ),
     ],
 )
@@ -139,10 +153,24 @@ def test_a_label_studio_export_brings_the_reviewed_tasks_and_leaves_the_others(r
     assert merged["images"][1]["file_name"] == "unlabeled/a.png"
     assert merged["annotations"][1]["category_id"] == 7 and merged["annotations"][1]["bbox"] == [4.0, 6.0, 20.0, 15.0]
     path.write_text(json.dumps([ls_task("a.png", [("bird", 0, 0, 5, 5)])]))
-    with pytest.raises(CorrectionError, match=r"image 'a.png': box 0 is labeled \['bird'\], not one class"):
+    with pytest.raises(CorrectionError, match=r"task 0 \(image 'a.png'\): result 0 is labeled \['bird'\], not one"):
         import_corrections(store, labeled, unlabeled, str(path), "label-studio", str(tmp / "m.json"))
     path.write_text(json.dumps([ls_task("a.png", [("cat", 90, 0, 20, 5)])]))
-    with pytest.raises(CorrectionError, match="image 'a.png': box 0 .* lies outside the 40x30 image"):
+    with pytest.raises(CorrectionError, match="image 'a.png'.* lies outside the 40x30 image"):
+        import_corrections(store, labeled, unlabeled, str(path), "label-studio", str(tmp / "m.json"))
+    two = ls_task("a.png", [("cat", 0, 0, 5, 5)])
+    two["annotations"].append({"result": [], "was_cancelled": False})  # a second annotator emptied it
+    two["id"] = 41
+    path.write_text(json.dumps([two]))
+    with pytest.raises(CorrectionError, match=r"task 41 \(image 'a.png'\) has 2 annotations; keep the one"):
+        import_corrections(store, labeled, unlabeled, str(path), "label-studio", str(tmp / "m.json"))
+    polygon = ls_task("a.png", [("cat", 0, 0, 5, 5)])
+    polygon["annotations"][0]["result"][0]["type"] = "polygonlabels"
+    path.write_text(json.dumps([polygon]))
+    with pytest.raises(CorrectionError, match="is of type 'polygonlabels'; only rectanglelabels boxes come back"):
+        import_corrections(store, labeled, unlabeled, str(path), "label-studio", str(tmp / "m.json"))
+    path.write_text(json.dumps([ls_task("a.png", [("cat", 0, 0, 5, 5)], w=400)]))
+    with pytest.raises(CorrectionError, match="is given as 400x30 px, but the image is 40x30"):
         import_corrections(store, labeled, unlabeled, str(path), "label-studio", str(tmp / "m.json"))
 
 
@@ -167,3 +195,12 @@ def test_the_unlabeled_listing_leaves_out_images_that_are_labeled_now(run, tmp_p
     assert store.manifest(every).meta["num_images"] == 3 and store.manifest(rest).meta["num_images"] == 2
     # nothing left out: the same listing, the same key as without a labeled set
     assert list_unlabeled.fn(store.url, "d", str(root / "unlabeled"), labeled) == every
+
+
+def test_a_category_renamed_in_the_reviewed_file_is_refused(run):
+    store, labeled, unlabeled, _, tmp = run
+    path = tmp / "renamed.json"
+    images = [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}]
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 3, "name": "shrub"}]}))
+    with pytest.raises(CorrectionError, match="category id 3 is named 'shrub'; in the labeled set it is 'cat'"):
+        import_corrections(store, labeled, unlabeled, str(path), "coco", str(tmp / "m.json"))

@@ -184,3 +184,32 @@ def test_the_report_view_counts_kept_and_below_and_masks_apply_confidence(det_st
     values, weights = masks.class_scores()["thing"]
     assert weights.sum() == 3 and weights[conf[1, 1]] == 1  # three thing pixels, one at 0.6
     masks.close()
+
+
+def test_the_lowest_scored_images_are_ranked_by_the_boxes_the_thresholds_keep(det_store, tmp_path):
+    from selftrain.export import select_images
+
+    store, _, shard = det_store
+    # mean kept score at 0.5: a 0.9, b 0.6, c 0.7, d none (0); of every stored box: a 0.675, b 0.45, c 0.7, d 0.23
+    kept = DETECTION.open_pseudo(store, [shard], META, Thresholds(default=0.5))
+    assert [r["image_id"] for r in select_images(kept, store, lowest=3)] == ["b", "c", "d"]
+    stored = DETECTION.open_pseudo(store, [shard], META)
+    assert [r["image_id"] for r in select_images(stored, store, lowest=3)] == ["a", "b", "d"]
+
+
+def test_masks_stored_with_their_threshold_applied_are_counted_not_rethresholded(tmp_path):
+    from selftrain.pseudo_sets import mask_stats
+
+    store = ArtifactStore(str(tmp_path))
+    label = np.array([[0, 255], [1, 1]], np.uint8)  # a version-1 mask: the threshold already applied
+    ref = store.ref("d", SEGMENTATION.pseudo_stage, "4" * 32)
+    row = mask_stats({"image_id": "m", "image_uri": "mem://m"}, label, np.full((2, 2), 0.9), "")
+    with store.writer(ref) as w:
+        for name, data in SEGMENTATION.shard_files([("m", label)], [row]).items():
+            w.write_bytes(name, data)
+    seg = {"classes": ["background", "thing"]}
+    masks = SEGMENTATION.open_pseudo(store, [ref], seg, Thresholds(default=0.99))
+    s = masks.label_stats(seg)
+    assert s["stored_thresholded"] == 1 and s["per_class"] == {"background": 1, "thing": 2, "ignored (255)": 1}
+    assert masks.masks["m"].tolist() == label.tolist() and masks.masks.stored_thresholded == 1
+    masks.close()
