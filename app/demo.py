@@ -54,6 +54,12 @@ DEMO_PARAMS = dict(
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
+    return run_demo(args)
+
+
+def arguments() -> argparse.ArgumentParser:
+    """The demo's command line (the quality benchmark starts from its defaults too)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="folder for the store, data and reports")
     parser.add_argument("--task", choices=["detection", "segmentation", "both"], default="both")
@@ -88,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=None)
     parser.add_argument("--shard-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo's task(s) with parsed arguments."""
     # The embedded Prefect server must not try to phone home (no network beyond registries).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A first start creates and migrates the embedded server's database: on a busy 2-core

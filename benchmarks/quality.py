@@ -74,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def demo_arguments(teacher_iters: int | None, student_iters: int | None, seed: int, methods: list[str]):
+    """The demo's command-line arguments for one benchmark seed: its defaults (every option it
+    has), with the schedule, the seed and the methods set."""
+    from app import demo
+
+    ns = demo.arguments().parse_args([])
+    ns.teacher_iters, ns.student_iters, ns.seed, ns.methods = teacher_iters, student_iters, seed, methods
+    return ns
+
+
 def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
     """One seed: the flow (teacher, students, evaluations; cached) and one control per student."""
     from prefect import flow
@@ -84,23 +94,8 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
     from tasks.evaluate import evaluate
     from tasks.train_model import train_model
 
-    ns = argparse.Namespace(
-        teacher_iters=args.teacher_iters,
-        student_iters=args.student_iters,
-        score_threshold=None,
-        teacher_aug=None,
-        k=None,
-        shard_size=None,
-        seed=seed,
-        methods=methods,
-        num_labeled=None,
-        max_unlabeled=None,
-        max_val=None,
-        num_unlabeled=None,
-        num_val=None,
-    )
     make_params, _ = demo.DEMOS[task]
-    params = make_params(ns, out)
+    params = make_params(demo_arguments(args.teacher_iters, args.student_iters, seed, methods), out)
     report = demo.run(params, out, f"quality-{task}-seed{seed}")
     store = get_store(params.store)
     metric = KINDS[task].metrics[0]  # bbox_mAP | mIoU

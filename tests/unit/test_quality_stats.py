@@ -67,3 +67,15 @@ def test_table_reports_the_alpha_experiment_and_a_failed_training():
     assert "| 0 | 0.0800 | 0.0600 |" in text
     assert "| 1 | 0.0800 | failed: RuntimeError: nan |" in text
     assert "normalised - plain: +0.0200" in text and "1/1 seeds" in text  # only seeds where both trained
+
+
+def test_each_seed_runs_the_demo_with_every_option_it_has():
+    """The benchmark starts from the demo's own defaults: an option added to the demo (as the
+    threshold rule was) cannot be missing from the arguments the benchmark builds."""
+    from app import demo
+    from benchmarks.quality import demo_arguments
+
+    ns = demo_arguments(60, None, 3, ["st", "st++"])
+    assert (ns.teacher_iters, ns.student_iters, ns.seed, ns.methods) == (60, None, 3, ["st", "st++"])
+    params = demo._overrides(ns, demo.SEG_DEMO_PARAMS)
+    assert params["seed"] == 3 and params["teacher_iters"] == 60 and "threshold_rule" not in params
