@@ -1,6 +1,6 @@
 """`selftrain config show params.json --stage ...`: a stage's OpenMMLab config before a run.
 
-The config is built by the same code a run uses (selftrain/mm/configs.py on the stage files
+The config is built by the same code a run uses (selftrain/mm/configs/ on the stage files
 of model_configs/stages/), with the sets' paths as the parameters give them. A run differs in
 paths only: it trains on the registered copies in its scratch folder, and a student's pseudo
 set is written from the pseudo-label shards.

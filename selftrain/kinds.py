@@ -88,7 +88,7 @@ class TaskKind:
         raise NotImplementedError
 
     def train_config(self, cfg: Config, **kwargs: Any) -> Config:
-        """The training config of a teacher or student (selftrain/mm/configs.py)."""
+        """The training config of a teacher or student (selftrain/mm/configs/)."""
         raise NotImplementedError
 
     def test_pipeline(self, cfg: Config) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 # The runtime of every training (mmengine Runner): hooks, environment, logging, seeding.
 # Stage configs (model_configs/stages/) inherit it. `None` marks what selftrain fills per run
-# (selftrain/mm/configs.py): the checkpoint interval (iters / K: the K evenly spaced checkpoints
+# (selftrain/mm/configs/): the checkpoint interval (iters / K: the K evenly spaced checkpoints
 # iter_{j*iters/K}.pth, docs/design.md §2.3), the logging interval, the seed, the work folder.
 custom_imports = dict(imports=["selftrain.mm"], allow_failed_imports=False)
 work_dir = None

@@ -1,5 +1,5 @@
 # RetinaNet with a MobileNetV2 backbone on 256-px tiles: the CPU config of the demo and tests.
-# The pipeline builder (selftrain/mm/configs.py) adds datasets, pipelines, schedule and hooks;
+# The pipeline builder (selftrain/mm/configs/) adds datasets, pipelines, schedule and hooks;
 # this file holds only what is specific to the model and its input size.
 img_scale = (256, 256)  # training crop / test resize (w, h)
 batch_size = 4

@@ -1,5 +1,5 @@
 # DeepLabV3+ with a MobileNetV2 backbone (output stride 8) on 128-px crops: the CPU config of
-# the segmentation demo and tests. The pipeline builder (selftrain/mm/configs.py) adds
+# the segmentation demo and tests. The pipeline builder (selftrain/mm/configs/) adds
 # datasets, pipelines, schedule and hooks; this file holds only the model and its input size.
 # num_classes is set from the registered labeled set (background included).
 crop_size = (128, 128)  # training crop (h, w)

@@ -50,16 +50,18 @@ def test_a_wheel_builds_configs_from_its_own_files(tmp_path):
         "model_configs/_base_/default_runtime.py",
         "model_configs/det/retinanet_mnv2_256_cpu.py",
         "model_configs/tta/seg_default.py",
+        "model_configs/pipelines/det.py",
+        "selftrain/mm/configs/pipelines.py",
         "selftrain/datasets/composed_seg/__main__.py",
         "app/cli.py",
     ):
         assert name in names
     code = (
-        "import selftrain.mm.configs as C;"
+        "import selftrain.mm.configs as C; from selftrain.mm.configs.files import MODEL_CONFIGS;"
         "cfg = C.load_config('det/retinanet_mnv2_256_cpu');"
         "c = C.det_train_config(cfg, work_dir='/w', labeled=C.CocoSource('/a.json', '/i', ('t',)), val=None,"
         " iters=30, k=3, seed=0, pretrained=False);"
-        "print(C.MODEL_CONFIGS, c.model.type)"
+        "print(MODEL_CONFIGS, c.model.type)"
     )
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
     out = subprocess.run(

@@ -11,13 +11,14 @@ import pytest
 from mmengine.config import Config
 
 from selftrain.mm import configs as C
+from selftrain.mm.configs import files as F
 
 SRC = C.CocoSource("/data/lab.json", "/data/images", ("tree",))
 
 
 @pytest.mark.parametrize("name", C.stage_names())
 def test_every_stage_file_loads_with_mmengine_and_marks_what_a_run_fills(name):
-    cfg = Config.fromfile(os.path.join(C.STAGE_CONFIGS, f"{name}.py"))
+    cfg = Config.fromfile(os.path.join(F.stage_configs_dir(), f"{name}.py"))
     text = json.dumps(cfg.to_dict(), default=repr)
     assert '"default_scope": "mm' in text
     assert "null" in text  # what a run fills is None in the file
@@ -50,12 +51,12 @@ def test_the_zoph_student_recipe_reads_from_its_files():
 
 def test_a_value_changed_in_a_base_file_reaches_every_built_config(tmp_path, monkeypatch):
     copy = tmp_path / "model_configs"
-    shutil.copytree(C.MODEL_CONFIGS, copy)
+    shutil.copytree(F.MODEL_CONFIGS, copy)
     schedule = copy / "_base_" / "schedules" / "iter_cosine.py"
     schedule.write_text(schedule.read_text().replace("eta_min_ratio=0.05", "eta_min_ratio=0.25"))
     runtime = copy / "_base_" / "default_runtime.py"
     runtime.write_text(runtime.read_text().replace("window_size=20", "window_size=7"))
-    monkeypatch.setattr(C, "STAGE_CONFIGS", str(copy / "stages"))
+    monkeypatch.setattr(F, "MODEL_CONFIGS", str(copy))
     model_cfg = C.load_config("det/retinanet_mnv2_256_cpu")
     cfg = C.det_train_config(model_cfg, work_dir="/w", labeled=SRC, val=None, iters=30, k=3, seed=0, pretrained=False)
     assert cfg.param_scheduler[-1]["eta_min_ratio"] == 0.25
@@ -138,9 +139,8 @@ def test_a_pseudo_set_of_image_urls_loads_its_images_where_they_are(tmp_path):
 
 def test_editing_a_recipe_file_changes_the_keys_of_exactly_the_stages_built_from_it(tmp_path, monkeypatch):
     copy = tmp_path / "model_configs"
-    shutil.copytree(C.MODEL_CONFIGS, copy)
-    monkeypatch.setattr(C, "MODEL_CONFIGS", str(copy))
-    monkeypatch.setattr(C, "STAGE_CONFIGS", str(copy / "stages"))
+    shutil.copytree(F.MODEL_CONFIGS, copy)
+    monkeypatch.setattr(F, "MODEL_CONFIGS", str(copy))
 
     def digests():
         return {
@@ -171,6 +171,50 @@ def test_editing_a_recipe_file_changes_the_keys_of_exactly_the_stages_built_from
     edit(copy / "_base_" / "default_runtime.py", "window_size=20", "window_size=10")
     changed = [k for k, v in digests().items() if v != last[k]]
     assert changed == ["teacher", "zoph", "st", "seg st"]  # every training; not evaluation
+    again = digests()
+    edit(copy / "pipelines" / "det.py", "allow_negative_crop=False", "allow_negative_crop=True")
+    changed = [k for k, v in digests().items() if v != again[k]]
+    assert changed == ["teacher", "zoph", "st", "eval", "tta"]  # every detection stage; not segmentation
+
+
+def test_pipelines_are_files_a_run_fills(tmp_path, monkeypatch):
+    model_cfg = C.load_config("det/retinanet_mnv2_256_cpu")
+    w, h = model_cfg.img_scale
+    s3 = C.det_train_pipeline(model_cfg, "S3")
+    # the file's steps, with the preset's policy spliced at "{policy}" and its values filled
+    assert [t["type"] for t in s3] == [
+        "LoadImageFromFile",
+        "LoadAnnotations",
+        "AutoAugment",
+        "RandomResize",
+        "RandomCrop",
+        "FilterAnnotations",
+        "RandomFlip",
+        "PackDetInputs",
+    ]
+    assert s3[3]["scale"] == (w, h) and tuple(s3[3]["ratio_range"]) == (0.5, 2.0) and s3[4]["crop_size"] == (h, w)
+    st = C.det_train_pipeline(model_cfg, "weak", strong=True)
+    assert [t["type"] for t in st][-3:] == ["GaussianBlur", "RandomFillCutOut", "PackDetInputs"]
+    assert [t["type"] for t in C.det_test_pipeline(model_cfg, with_ann=False, skip_unreadable=True)] == [
+        "LoadImageOrMarkUnreadable",
+        "Resize",
+        "PackDetInputs",
+    ]
+    tta = C.seg_tta_pipeline(C.load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg"), [0.5, 1.0], flip=False)
+    resizes, flips, _ = tta[1]["transforms"]
+    assert len(resizes) == 2 and [f["prob"] for f in flips] == [0.0]
+    # a template with a value this code does not fill is refused, naming the file and the step
+    copy = tmp_path / "model_configs"
+    shutil.copytree(F.MODEL_CONFIGS, copy)
+    monkeypatch.setattr(F, "MODEL_CONFIGS", str(copy))
+    path = copy / "pipelines" / "det.py"
+    path.write_text(path.read_text().replace("min_gt_bbox_wh=(1, 1)", "min_gt_bbox_wh=None"))
+    with pytest.raises(C.ConfigError, match=r"pipelines/det.py train_pipeline: step 5 \(FilterAnnotations\)"):
+        C.det_train_pipeline(model_cfg, "S1")
+    path.write_text(path.read_text().replace("min_gt_bbox_wh=None", "min_gt_bbox_wh=(1, 1)"))
+    path.write_text(path.read_text().replace('"{strong}"', '"{strnog}"'))
+    with pytest.raises(C.ConfigError, match=r"markers \['\{strnog\}'\] were not filled"):
+        C.det_train_pipeline(model_cfg, "S1")
 
 
 def test_config_show_previews_users_sets_as_registration_normalises_them(tmp_path, capsys):
