@@ -12,8 +12,11 @@ names that folder, with each file's size and sha256. Consequences:
   a re-run redoes it; a half-written attempt folder is never read;
 * two writers of the same key never write the same object: each publishes a complete
   attempt, the first manifest wins and a later writer drops its own attempt and reuses it;
-* a reader always reads the files of exactly one attempt, with sizes (and, on request,
-  sha256) checked against the manifest.
+* a reader always reads the files of exactly one attempt, checked against the manifest's size
+  and sha256: ``read`` and ``get_file`` hash what they return; ``open`` and
+  ``parquet_dataset`` (ranged reads) hash each file once per process before its first use. An
+  object changed after it was written (a flipped byte) raises CorruptArtifact naming it and is
+  never used.
 
 The manifest is one object; on local disks it is renamed into place atomically, on S3 a PUT
 is atomic per object.
@@ -51,6 +54,9 @@ MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
 _CHUNK = 8 * 1024 * 1024
 S3FS_RETRIES = 2
+# (store URL, path, sha256) of the files this process has hashed whole: ranged readers
+# (open, parquet_dataset) verify a file once, not on every open
+_VERIFIED: set[tuple[str, str, str]] = set()
 
 
 # --------------------------------------------------------------------------- errors
@@ -240,6 +246,31 @@ class ArtifactStore:
             raise ArtifactNotFound(f"{ref.uri} has no file {name!r} (it has: {sorted(manifest.files)})")
         return posixpath.join(self._dir(ref), manifest.attempt, name)
 
+    def _corrupt(self, ref: ArtifactRef, name: str, what: str) -> CorruptArtifact:
+        return CorruptArtifact(
+            f"{ref.uri}/{name} does not match its manifest ({what}): the stored object changed after "
+            f"it was written, so it is not used; delete {self._dir(ref)} to recompute that stage"
+        )
+
+    def _verify_once(self, ref: ArtifactRef, manifest: Manifest, name: str) -> None:
+        """Hash a committed file whole (streamed) against its manifest, once per process.
+        Raises CorruptArtifact on a difference."""
+        path = self._file_path(ref, manifest, name)
+        entry = manifest.files[name]
+        if (self.url, path, entry.sha256) in _VERIFIED:
+            return
+        digest = hashlib.sha256()
+        size = 0
+        with self._guard(f"opening {ref.uri}/{name}", self.fs.open, path, "rb") as f:
+            while chunk := self._guard(f"reading {ref.uri}/{name}", f.read, _CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        if size != entry.size:
+            raise self._corrupt(ref, name, f"{size} bytes, the manifest says {entry.size}")
+        if digest.hexdigest() != entry.sha256:
+            raise self._corrupt(ref, name, "sha256 differs")
+        _VERIFIED.add((self.url, path, entry.sha256))
+
     def file_url(self, ref: ArtifactRef, name: str) -> str:
         """Full URL of a committed file, for reports and the UI."""
         path = self._file_path(ref, self.manifest(ref), name)
@@ -308,26 +339,32 @@ class ArtifactStore:
         except FileNotFoundError as exc:
             raise CorruptArtifact(f"{ref.uri}/{name} is named by the manifest but missing") from exc
         entry = manifest.files[name]
-        if len(data) != entry.size or (verify and hashlib.sha256(data).hexdigest() != entry.sha256):
-            raise CorruptArtifact(f"{ref.uri}/{name} does not match its manifest")
+        if len(data) != entry.size:
+            raise self._corrupt(ref, name, f"{len(data)} bytes, the manifest says {entry.size}")
+        if verify and hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise self._corrupt(ref, name, "sha256 differs")
         return data
 
     def read_json(self, ref: ArtifactRef, name: str) -> Any:
         return json.loads(self.read(ref, name))
 
     @contextlib.contextmanager
-    def open(self, ref: ArtifactRef, name: str, mode: str = "rb") -> Iterator[BinaryIO]:
-        """A read-only file object over a committed file (ranged reads on S3)."""
+    def open(self, ref: ArtifactRef, name: str, mode: str = "rb", *, verify: bool = True) -> Iterator[BinaryIO]:
+        """A read-only file object over a committed file (ranged reads on S3). With ``verify``
+        the whole file is hashed against the manifest the first time this process opens it
+        (one extra read); CorruptArtifact names a file that differs."""
         if mode != "rb":
             raise ValueError(
                 "committed artifacts are immutable: open them with mode 'rb'; write through store.writer(ref)"
             )
         manifest = self.manifest(ref)
         path = self._file_path(ref, manifest, name)
+        if verify:
+            self._verify_once(ref, manifest, name)
         f = self._guard(f"opening {ref.uri}/{name}", self.fs.open, path, "rb")
         try:
             if f.size != manifest.files[name].size:
-                raise CorruptArtifact(f"{ref.uri}/{name} does not match its manifest size")
+                raise self._corrupt(ref, name, f"{f.size} bytes, the manifest says {manifest.files[name].size}")
             yield f
         finally:
             f.close()
@@ -337,9 +374,9 @@ class ArtifactStore:
         read where it lies (local folder or S3, through the store's fsspec filesystem) and
         scanned in record batches: a table of any size is queried without holding it in
         memory (``dataset.to_batches(columns=...)``, ``dataset.count_rows()``, or DuckDB over
-        the dataset). Sizes are checked against the manifests when the view is made; contents
-        are not hashed (a scan never holds a whole file). Raises KeyError naming an artifact
-        without that file."""
+        the dataset). Each file is hashed against its manifest (streamed) the first time this
+        process makes a view of it; CorruptArtifact names a file that differs. Raises KeyError
+        naming an artifact without that file."""
         import pyarrow.dataset as pads
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -350,23 +387,34 @@ class ArtifactStore:
                 raise KeyError(f"{ref.uri} has no file {name!r} (it has {sorted(manifest.files)})")
             paths.append(self._file_path(ref, manifest, name))
         fs = PyFileSystem(FSSpecHandler(self.fs))
-        for ref, path in zip(refs, paths, strict=True):
-            size = self._guard(f"reading {ref.uri}/{name}", self.fs.size, path)
-            if size != self.manifest(ref).files[name].size:
-                raise CorruptArtifact(f"{ref.uri}/{name} does not match its manifest size")
+        for ref in refs:
+            self._verify_once(ref, self.manifest(ref), name)
         return pads.dataset(paths, schema=schema, format="parquet", filesystem=fs)
 
     def get_file(self, ref: ArtifactRef, name: str, local_path: str) -> str:
-        """Copy a committed file to a local path (e.g. a checkpoint for mmengine)."""
+        """Copy a committed file to a local path (e.g. a checkpoint for mmengine), hashed
+        against the manifest before it is moved into place: CorruptArtifact names a file that
+        differs, and nothing is left at ``local_path`` then."""
         manifest = self.manifest(ref)
         path = self._file_path(ref, manifest, name)
         os.makedirs(os.path.dirname(os.path.abspath(local_path)) or ".", exist_ok=True)
         tmp = f"{local_path}.part-{uuid.uuid4().hex[:8]}"
-        self._guard(f"downloading {ref.uri}/{name}", self.fs.get_file, path, tmp)
-        if os.path.getsize(tmp) != manifest.files[name].size:
-            os.unlink(tmp)
-            raise CorruptArtifact(f"{ref.uri}/{name} does not match its manifest size")
-        os.replace(tmp, local_path)
+        try:
+            self._guard(f"downloading {ref.uri}/{name}", self.fs.get_file, path, tmp)
+            entry = manifest.files[name]
+            size = os.path.getsize(tmp)
+            if size != entry.size:
+                raise self._corrupt(ref, name, f"{size} bytes, the manifest says {entry.size}")
+            digest = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+            if digest.hexdigest() != entry.sha256:
+                raise self._corrupt(ref, name, "sha256 differs")
+            os.replace(tmp, local_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         return local_path
 
     def list(self, dataset: str | None = None, stage: str | None = None) -> list[ArtifactRef]:

@@ -114,6 +114,31 @@ class StoreContract:
         with pytest.raises(CorruptArtifact, match="does not match its manifest"):
             store.read(ref, "f")
 
+    def test_a_flipped_byte_is_detected_on_every_read_path_and_never_used(self, store, tmp_path):
+        """A committed object changed after it was written, size unchanged (bit rot, a bad copy):
+        read, get_file (a checkpoint), open (ranged mask reads) and parquet_dataset (box
+        shards) all raise CorruptArtifact naming the object; get_file leaves no file behind."""
+        ref = store.ref("demo", "unit", KEY)
+        rows = [{"image_id": "a", "image_uri": "u", "label": 1, "x1": 0, "y1": 0, "x2": 4, "y2": 4, "score": 0.9}]
+        table = to_parquet_bytes(table_from_rows(rows, PSEUDO_BOXES), PSEUDO_BOXES)
+        m = store.write(ref, {"ckpt.pth": bytes(range(256)) * 40, "boxes.parquet": table})
+        for name in ("ckpt.pth", "boxes.parquet"):
+            path = f"{store.root}/demo/unit/{KEY}/{m.attempt}/{name}"
+            data = bytearray(store.fs.cat_file(path))
+            data[len(data) // 2] ^= 0x01  # one bit, same size
+            store.fs.pipe_file(path, bytes(data))
+        named = f"demo/unit/{KEY}/ckpt.pth does not match its manifest \\(sha256 differs\\)"
+        with pytest.raises(CorruptArtifact, match=named):
+            store.read(ref, "ckpt.pth")
+        with pytest.raises(CorruptArtifact, match=named):
+            store.get_file(ref, "ckpt.pth", str(tmp_path / "local" / "ckpt.pth"))
+        assert list((tmp_path / "local").iterdir()) == []  # neither the file nor a partial download
+        with pytest.raises(CorruptArtifact, match=named):
+            with store.open(ref, "ckpt.pth"):
+                pass
+        with pytest.raises(CorruptArtifact, match="boxes.parquet does not match its manifest"):
+            store.parquet_dataset([ref], "boxes.parquet", PSEUDO_BOXES)
+
     def test_corrupt_manifest_is_an_error_not_a_silent_miss(self, store):
         ref = store.ref("demo", "unit", KEY)
         store.write(ref, {"f": b"x"})
