@@ -69,6 +69,46 @@ def expect(task: str, argument: str, value: object, kind: str) -> None:
 UNLABELED_STAGE, UNLABELED_VERSION = "unlabeled", 1
 
 
+def is_storage_outage(exc: BaseException) -> bool:
+    """True when ``exc``, or an error it was raised from, is the storage being unreachable
+    (StorageUnavailable, or an image read that failed for that reason after its own retries):
+    what a task retry rides out. Access denied, missing or corrupt objects and errors of
+    users' data are not outages and fail at once."""
+    from selftrain.mm.transforms import infrastructure_kind
+
+    return infrastructure_kind(exc) == "storage unavailable"
+
+
+def retry_on_outage(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's ``retry_condition_fn`` of every task: retry only a storage outage."""
+    exc = getattr(state, "data", None)
+    if not isinstance(exc, BaseException):
+        try:
+            state.result()
+        except BaseException as raised:  # noqa: BLE001 - the task's own failure, inspected
+            exc = raised
+    return isinstance(exc, BaseException) and is_storage_outage(exc)
+
+
+def task_options() -> dict[str, Any]:
+    """What every task's ``@task`` shares: no Prefect result caching (the store is the cache)
+    and retries after a storage outage - SELFTRAIN_OUTAGE_RETRIES times with a doubling delay
+    (storage/settings.py; default 4: 5, 10, 20, 40 s). Read when the task module is imported,
+    i.e. in the worker's environment. A retried task finds what it had committed and reuses it
+    (a training resumes from its last checkpoint in the scratch folder)."""
+    from prefect.cache_policies import NO_CACHE
+
+    from storage.settings import settings
+
+    s = settings()
+    return dict(
+        cache_policy=NO_CACHE,
+        retries=s.outage_retries,
+        retry_delay_seconds=s.outage_retry_delays() or 0,
+        retry_condition_fn=retry_on_outage,
+    )
+
+
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a flow or task run (the UI shows its lines), else the
     module's standard logger (tests, scripts)."""

@@ -17,6 +17,11 @@ SELFTRAIN_DASK_ADDRESS         a Dask scheduler (tcp://host:8786): shards run on
 SELFTRAIN_GPUS                 GPUs a training uses, DDP when > 1 (default 1)
 SELFTRAIN_S3_ENDPOINT_URL      an S3-compatible endpoint (MinIO, SeaweedFS, ...); else
 AWS_ENDPOINT_URL               the standard variable; else AWS itself
+SELFTRAIN_OUTAGE_RETRIES       times a task is retried after a storage outage (default 4,
+                               0..20; read when a process imports the tasks)
+SELFTRAIN_OUTAGE_RETRY_DELAY_S the first retry's delay in seconds, doubled for each later
+                               retry up to 60 s (default 5: 5, 10, 20, 40 s, i.e. an outage
+                               of about 75 s is ridden out)
 =============================  ==========================================================
 """
 
@@ -46,6 +51,19 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return n
 
 
+def _int_in(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        n = int(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a whole number, got {value!r}") from exc
+    if not low <= n <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {n}")
+    return n
+
+
 @dataclass(frozen=True)
 class Settings:
     data: str
@@ -56,6 +74,12 @@ class Settings:
     dask_address: str | None
     gpus: int
     s3_endpoint_url: str | None
+    outage_retries: int = 4
+    outage_retry_delay_s: int = 5
+
+    def outage_retry_delays(self) -> list[int]:
+        """Seconds before each retry after an outage: the first delay, doubled, at most 60."""
+        return [min(60, self.outage_retry_delay_s * 2**i) for i in range(self.outage_retries)]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +96,8 @@ class Settings:
             dask_address=env.get("SELFTRAIN_DASK_ADDRESS") or None,
             gpus=_positive_int(env, "SELFTRAIN_GPUS", 1),
             s3_endpoint_url=env.get("SELFTRAIN_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
+            outage_retries=_int_in(env, "SELFTRAIN_OUTAGE_RETRIES", 4, 0, 20),
+            outage_retry_delay_s=_int_in(env, "SELFTRAIN_OUTAGE_RETRY_DELAY_S", 5, 1, 600),
         )
 
 

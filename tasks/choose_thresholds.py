@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import kind_of
 from selftrain.pseudo_labels import Thresholds
 from selftrain.pseudo_labels import choose_thresholds as choose
-from selftrain.stage import LABELED_INPUT, expect, get_store, log_stage
+from selftrain.stage import LABELED_INPUT, expect, get_store, log_stage, task_options
 from storage.keys import digest_json
 from storage.store import ArtifactRef
 
@@ -42,7 +41,7 @@ def read_thresholds(store_url: str, ref: ArtifactRef) -> Thresholds:
     return Thresholds.from_json(get_store(store_url).read_json(ref, "thresholds.json"))
 
 
-@task(name="choose_thresholds", cache_policy=NO_CACHE)
+@task(name="choose_thresholds", **task_options())
 def choose_thresholds(
     store_url: str,
     labeled: ArtifactRef,

@@ -8,18 +8,17 @@ import os
 import time
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.mm.progress import quiet_openmmlab
-from selftrain.stage import expect, fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.stage import expect, fetch_checkpoint, get_store, log_stage, scratch_dir, task_options
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "eval", 1
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, log_prints=False)  # pycocotools' prints go to the stage's log file
+@task(name="evaluate", **task_options(), log_prints=False)  # pycocotools' prints go to the stage's log file
 def evaluate(
     store_url: str, model_config: str, model: ArtifactRef, test: ArtifactRef, checkpoint: str = "last"
 ) -> ArtifactRef:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.export import export_labels as export
 from selftrain.kinds import kind_of
 from selftrain.pseudo_labels import Thresholds
-from selftrain.stage import expect, get_store, stage_logger
+from selftrain.stage import expect, get_store, stage_logger, task_options
 from storage.store import ArtifactRef
 
 
-@task(name="export_labels", cache_policy=NO_CACHE)
+@task(name="export_labels", **task_options())
 def export_labels(
     store_url: str,
     pseudo: list[ArtifactRef],

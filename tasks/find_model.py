@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.stage import find_model as find_model_ref
-from selftrain.stage import get_store, stage_logger
+from selftrain.stage import get_store, stage_logger, task_options
 from storage.store import ArtifactRef
 
 
-@task(name="find_model", cache_policy=NO_CACHE)
+@task(name="find_model", **task_options())
 def find_model(store_url: str, dataset: str, reference: str, model_config: str | None = None) -> ArtifactRef:
     """Find the trained teacher a reference names: 'latest' or 'train/<key>'.
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.corrections import import_corrections
-from selftrain.stage import expect, get_store, stage_logger
+from selftrain.stage import expect, get_store, stage_logger, task_options
 from storage.store import ArtifactRef
 
 
-@task(name="import_labels", cache_policy=NO_CACHE)
+@task(name="import_labels", **task_options())
 def import_labels(
     store_url: str, labeled: ArtifactRef, unlabeled: ArtifactRef, corrections: str, fmt: str, out: str
 ) -> dict:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import kind_of
-from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, expect, get_store, log_stage, stage_logger
+from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, expect, get_store, log_stage, stage_logger, task_options
 from storage.keys import digest_json
 from storage.listing import IMAGE_SUFFIXES, list_files, url_fs
 from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
@@ -52,7 +51,7 @@ def list_images(source: str | list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: r["image_id"])
 
 
-@task(name="list_unlabeled", cache_policy=NO_CACHE)
+@task(name="list_unlabeled", **task_options())
 def list_unlabeled(
     store_url: str, dataset: str, source: str | list[str], labeled: ArtifactRef | None = None
 ) -> ArtifactRef:

@@ -20,17 +20,16 @@ import socket
 import time
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key
-from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir, task_options
 from storage.schemas import IMAGE_OK, UNLABELED_IMAGES, read_parquet
 from storage.store import ArtifactRef
 
 
-@task(name="pseudo_label_shard", cache_policy=NO_CACHE)
+@task(name="pseudo_label_shard", **task_options())
 def pseudo_label_shard(
     store_url: str,
     model_config: str,

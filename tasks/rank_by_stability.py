@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.stability import rank
-from selftrain.stage import expect, get_store, log_stage
+from selftrain.stage import expect, get_store, log_stage, task_options
 from storage.keys import digest_json
 from storage.schemas import RANKING, STABILITY, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
@@ -15,7 +14,7 @@ from storage.store import ArtifactRef
 STAGE, VERSION = "ranking", 2  # 2: floor(fraction * N) reliable, as the ST++ reference
 
 
-@task(name="rank_by_stability", cache_policy=NO_CACHE)
+@task(name="rank_by_stability", **task_options())
 def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fraction: float = 0.5) -> ArtifactRef:
     """Rank the images by stability (ST++): the top ``reliable_fraction`` are reliable (docs/design.md §3.3)."""
     expect("rank_by_stability", "scores", scores, "stability scores")

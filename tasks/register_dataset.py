@@ -29,7 +29,6 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.registration import (
     DatasetError,
@@ -39,7 +38,7 @@ from selftrain.registration import (
     orientation_note,
     size_mismatch,
 )
-from selftrain.stage import expect, get_store, log_stage, stage_logger
+from selftrain.stage import expect, get_store, log_stage, stage_logger, task_options
 from storage.keys import digest_bytes, digest_json
 from storage.listing import list_files, read_url
 from storage.store import ArtifactRef
@@ -270,7 +269,7 @@ def check_same_categories(labeled: dict, other: dict, source: str) -> None:
         )
 
 
-@task(name="register_dataset", cache_policy=NO_CACHE)
+@task(name="register_dataset", **task_options())
 def register_dataset(
     store_url: str, dataset: str, ann_file: str, image_root: str, role: str, like: ArtifactRef | None = None
 ) -> ArtifactRef:

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.registration import DatasetError, decoded_size, degenerate, exif_orientation, size_mismatch
-from selftrain.stage import get_store, log_stage, stage_logger
+from selftrain.stage import get_store, log_stage, stage_logger, task_options
 from storage.keys import digest_json
 from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, read_url
 from storage.masks import IGNORE_LABEL
@@ -131,7 +130,7 @@ def _rotation_hint(raw_map: bytes, img_uri: str, raw_img: bytes, decoded: tuple[
     return f" - {why}" if why and "EXIF" in why else ""
 
 
-@task(name="register_seg_dataset", cache_policy=NO_CACHE)
+@task(name="register_seg_dataset", **task_options())
 def register_seg_dataset(
     store_url: str,
     dataset: str,

@@ -13,19 +13,18 @@ import os
 import time
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped
-from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir
+from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir, task_options
 from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "stability", 1
 
 
-@task(name="score_stability", cache_policy=NO_CACHE)
+@task(name="score_stability", **task_options())
 def score_stability(
     store_url: str,
     model_config: str,

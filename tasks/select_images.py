@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.stage import UNLABELED_STAGE as STAGE
 from selftrain.stage import UNLABELED_VERSION as VERSION
-from selftrain.stage import expect, get_store
+from selftrain.stage import expect, get_store, task_options
 from storage.schemas import RANKING, UNLABELED_IMAGES, read_parquet, to_parquet_bytes
 from storage.store import ArtifactRef
 
 
-@task(name="select_images", cache_policy=NO_CACHE)
+@task(name="select_images", **task_options())
 def select_images(store_url: str, unlabeled: ArtifactRef, ranking: ArtifactRef, reliable: bool) -> ArtifactRef:
     """Select the images of ``unlabeled`` that ``ranking`` calls reliable (or unreliable), as a new listing."""
     expect("select_images", "unlabeled", unlabeled, "unlabeled listing")

@@ -15,7 +15,6 @@ import re
 import time
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import (
@@ -39,6 +38,7 @@ from selftrain.stage import (
     log_stage,
     scratch_dir,
     stage_logger,
+    task_options,
 )
 from selftrain.student_data import pseudo_sources
 from storage.keys import digest_json
@@ -47,7 +47,7 @@ from storage.store import ArtifactRef
 STAGE, VERSION = "train", 1
 
 
-@task(name="train_model", cache_policy=NO_CACHE, log_prints=False)  # prints go to the stage's log file
+@task(name="train_model", **task_options(), log_prints=False)  # prints go to the stage's log file
 def train_model(
     store_url: str,
     model_config: str,

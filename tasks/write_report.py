@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from selftrain.kinds import KINDS
 from selftrain.pseudo_labels import Thresholds
@@ -23,7 +22,7 @@ from selftrain.report import (
     pseudo_summary,
     thumbnail_data_uri,
 )
-from selftrain.stage import expect, get_store, log_stage
+from selftrain.stage import expect, get_store, log_stage, task_options
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -57,7 +56,7 @@ def _ranking_section(
     return section
 
 
-@task(name="write_report", cache_policy=NO_CACHE)
+@task(name="write_report", **task_options())
 def write_report(
     store_url: str,
     dataset: str,

@@ -78,3 +78,34 @@ def test_settings_read_every_variable_in_one_place_and_name_a_bad_one():
     assert Settings.from_env(both).s3_endpoint_url == "http://mine"  # the project's own variable wins
     with pytest.raises(SettingsError, match="SELFTRAIN_SHARD_CONCURRENCY must be a whole number, got 'two'"):
         Settings.from_env({"SELFTRAIN_SHARD_CONCURRENCY": "two"})
+
+
+def test_outage_retries_are_a_doubling_delay_within_a_bound():
+    from storage.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).outage_retry_delays() == [5, 10, 20, 40]  # about 75 s ridden out
+    s = Settings.from_env({"SELFTRAIN_OUTAGE_RETRIES": "7", "SELFTRAIN_OUTAGE_RETRY_DELAY_S": "15"})
+    assert s.outage_retry_delays() == [15, 30, 60, 60, 60, 60, 60]  # doubled, at most 60 s each
+    assert Settings.from_env({"SELFTRAIN_OUTAGE_RETRIES": "0"}).outage_retry_delays() == []
+    with pytest.raises(SettingsError, match="SELFTRAIN_OUTAGE_RETRIES must be between 0 and 20, got 21"):
+        Settings.from_env({"SELFTRAIN_OUTAGE_RETRIES": "21"})
+
+
+def test_only_a_storage_outage_is_retried():
+    from selftrain.mm.transforms import InfrastructureError
+    from selftrain.stage import ModelNotFound, is_storage_outage
+    from storage.store import CorruptArtifact, StorageAccessDenied, StorageUnavailable
+
+    assert is_storage_outage(StorageUnavailable("reading s3://b/x at s3://b: EndpointConnectionError"))
+    try:  # an image read that failed because the storage was down, after its own retries
+        raise InfrastructureError("storage unavailable while reading image s3://b/1.png") from StorageUnavailable("x")
+    except InfrastructureError as exc:
+        assert is_storage_outage(exc)
+    for error in (
+        StorageAccessDenied("denied"),
+        CorruptArtifact("s3://b/x does not match its manifest"),
+        ModelNotFound("no such model"),
+        FileNotFoundError("s3://b/missing.png"),
+        ValueError("a user's bad parameter"),
+    ):
+        assert not is_storage_outage(error), error
