@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from flows.params import RENAMED, SelfTrainingParams, rename_deprecated
 from selftrain.pseudo_labels import label_params, labeler_key
 from selftrain.report import artifact_prefix
-from selftrain.stage import ShardPlan, get_store
+from selftrain.stage import ShardPlan, current_flow_run_id, get_store
 from storage.settings import settings
 from tasks.choose_thresholds import choose_thresholds
 from tasks.evaluate import evaluate
@@ -144,10 +144,19 @@ def summarize_run(
 ) -> str:
     """What this run did - facts of the run, not of the content-addressed report it returns
     (an identical re-run returns the same report): how many unlabeled images were new, and
-    which of the stages it returns were computed since it started (their manifests are
-    newer) or reused. Published as the run's `<dataset>-self-training-run` artifact."""
+    which of the stages it returns it computed (their manifests name this flow run; a stage
+    another run computed while this one waited for it counts as reused) or reused. Published
+    as the run's `<dataset>-self-training-run` artifact."""
     store = get_store(store_url)
-    computed = [r for r in refs if dt.datetime.fromisoformat(store.manifest(r).created_at) >= started]
+    this_run = current_flow_run_id()
+
+    def made_here(ref) -> bool:
+        m = store.manifest(ref)
+        if m.created_by is not None:
+            return m.created_by == this_run
+        return dt.datetime.fromisoformat(m.created_at) >= started  # a manifest from before created_by
+
+    computed = [r for r in refs if made_here(r)]
     line = (
         f"this run: {plan.new_images} of {plan.images} unlabeled images were new (labeled in "
         f"{len(plan.shards) - plan.reused_shards} new shards; {plan.reused_shards} reused); "

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -107,6 +109,89 @@ def task_options() -> dict[str, Any]:
         retry_delay_seconds=s.outage_retry_delays() or 0,
         retry_condition_fn=retry_on_outage,
     )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+# the leases the running stage task holds, released when it returns or raises
+_HELD: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar("selftrain_leases", default=None)
+
+
+def stage_task(name: str, **options: Any) -> Callable[[F], F]:
+    """``@task`` for a stage: Prefect's task with :func:`task_options` (outage retries, no
+    result cache) and ``options``; the leases the task takes (:func:`done_or_claimed`) are
+    released when it returns or raises."""
+    from prefect import task
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            from storage.store import CREATED_BY
+
+            with contextlib.ExitStack() as stack:
+                token, creator = _HELD.set(stack), CREATED_BY.set(current_flow_run_id())
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    CREATED_BY.reset(creator)
+                    _HELD.reset(token)
+
+        return task(name=name, **{**task_options(), **options})(run)  # type: ignore[return-value]
+
+    return decorate
+
+
+def done_or_claimed(store: ArtifactStore, ref: ArtifactRef, what: str) -> bool:
+    """True when ``ref`` is complete - reuse it; possibly after waiting while another run
+    computed it. False when this task now holds ``ref``'s lease (storage/leases.py) and must
+    compute it: no other run computes it or uses its scratch folder until this task returns
+    or raises (then the lease is released) or its process dies (then the lease lapses).
+    Raises RuntimeError outside a :func:`stage_task`, where nothing would release the lease."""
+    from storage.leases import claim
+
+    if store.has(ref):
+        return True
+    stack = _HELD.get()
+    if stack is None:
+        raise RuntimeError(f"{what}: done_or_claimed is called outside a stage task (selftrain.stage.stage_task)")
+
+    def waiting(holder) -> None:
+        stage_logger().info("%s: waiting for %s, which is computing %s", what, holder.describe(), ref.uri)
+
+    lease = claim(store, ref, owner=_run_name(), on_wait=waiting)
+    if lease is None:
+        return True
+    stack.enter_context(lease)
+    return False
+
+
+def current_flow_run_id() -> str | None:
+    """The id of the Prefect flow run this code runs in (a task's, on any worker), else None."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        task = TaskRunContext.get()
+        if task is not None and task.task_run.flow_run_id is not None:
+            return str(task.task_run.flow_run_id)
+        flow = FlowRunContext.get()
+        return str(flow.flow_run.id) if flow is not None and flow.flow_run is not None else None
+    except Exception:  # noqa: BLE001 - outside Prefect
+        return None
+
+
+def _run_name() -> str:
+    """'flow run <name> / <task run name>' inside Prefect, else 'pid <n>'."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        flow, task = FlowRunContext.get(), TaskRunContext.get()
+        parts = [f"flow run {flow.flow_run.name!r}" if flow and flow.flow_run else ""]
+        parts.append(f"task {task.task_run.name!r}" if task else "")
+        name = " / ".join(p for p in parts if p)
+        if name:
+            return name
+    except Exception:  # noqa: BLE001 - a name for humans only
+        pass
+    return f"pid {os.getpid()}"
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:

@@ -25,6 +25,7 @@ is atomic per object.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import hashlib
 import io
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Recorded as ``created_by`` in the manifests this context commits: the stage tasks set it to
+#: their Prefect flow run's id, so that a run can tell what it computed from what it reused
+#: (another run may have computed a stage while this one waited for its lease).
+CREATED_BY: contextvars.ContextVar[str | None] = contextvars.ContextVar("selftrain_created_by", default=None)
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
@@ -152,6 +158,8 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry]
     meta: dict[str, Any] = {}
     created_at: str
+    # who committed it: the Prefect flow run whose task computed it (CREATED_BY), or None
+    created_by: str | None = None
 
 
 def _check_file_name(name: str) -> str:
@@ -449,30 +457,48 @@ class ArtifactStore:
     def _publish_manifest(self, ref: ArtifactRef, manifest: Manifest) -> bool:
         """Publish the manifest unless one exists; False when another writer won."""
         data = manifest.model_dump_json(indent=1).encode("utf-8")
-        final = self._manifest_path(ref)
+        return self.create_exclusive(self._manifest_path(ref), data, f"committing {ref.uri}")
+
+    def create_exclusive(self, path: str, data: bytes, what: str) -> bool:
+        """Create the object ``path`` with ``data`` unless it exists; False when it did (another
+        writer won). Local disks: a hard link, atomic and exclusive. S3: a conditional PUT
+        (If-None-Match: *), which S3 and SeaweedFS refuse with 412 when the object exists."""
         if self.local:
-            tmp = f"{final}.tmp-{manifest.attempt}"
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             try:
-                os.link(tmp, final)  # atomic and exclusive: the first writer wins
+                os.link(tmp, path)  # atomic and exclusive: the first writer wins
             except FileExistsError:
                 return False
             finally:
                 os.unlink(tmp)
             return True
         try:
-            # Conditional PUT (If-None-Match: *): S3 and SeaweedFS refuse to overwrite with
-            # 412; a server that ignores the condition overwrites with an equally complete
-            # attempt, which is still consistent.
-            self._guard(f"committing {ref.uri}", self.fs.pipe_file, final, data, mode="create")
+            self._guard(what, self.fs.pipe_file, path, data, mode="create")
         except OSError as exc:
             if "pre-condition" in str(exc) or "PreconditionFailed" in str(exc) or "412" in str(exc):
                 return False
             raise
         return True
+
+    def replace_object(self, path: str, data: bytes, what: str) -> None:
+        """Write ``path`` whole, replacing it atomically (a reader sees the old or the new bytes)."""
+        if self.local:
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            self._guard(what, self.fs.pipe_file, path, data)
+
+    def key_dir(self, ref: ArtifactRef) -> str:
+        """The folder (path under the store's filesystem) of one stage output's key."""
+        self._check_ref(ref)
+        return self._dir(ref)
 
     def _remove_attempt(self, ref: ArtifactRef, attempt: str) -> None:
         path = posixpath.join(self._dir(ref), attempt)
@@ -583,6 +609,7 @@ class StageWriter:
             files=dict(self._files),
             meta=self.meta,
             created_at=_dt.datetime.now(_dt.UTC).isoformat(),
+            created_by=CREATED_BY.get(),
         )
         if not self.store._publish_manifest(self.ref, manifest):
             self.store._remove_attempt(self.ref, self.attempt)

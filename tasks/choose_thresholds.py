@@ -10,12 +10,11 @@ how many labels it keeps. It reads scores only: a new threshold costs no inferen
 from __future__ import annotations
 
 import numpy as np
-from prefect import task
 
 from selftrain.kinds import kind_of
 from selftrain.pseudo_labels import Thresholds
 from selftrain.pseudo_labels import choose_thresholds as choose
-from selftrain.stage import LABELED_INPUT, expect, get_store, log_stage, task_options
+from selftrain.stage import LABELED_INPUT, done_or_claimed, expect, get_store, log_stage, stage_task
 from storage.keys import digest_json
 from storage.store import ArtifactRef
 
@@ -41,7 +40,7 @@ def read_thresholds(store_url: str, ref: ArtifactRef) -> Thresholds:
     return Thresholds.from_json(get_store(store_url).read_json(ref, "thresholds.json"))
 
 
-@task(name="choose_thresholds", **task_options())
+@stage_task("choose_thresholds")
 def choose_thresholds(
     store_url: str,
     labeled: ArtifactRef,
@@ -85,7 +84,7 @@ def choose_thresholds(
         {LABELED_INPUT: labeled, "pseudo": digest_json([f"{r.stage}/{r.key}" for r in pseudo])},
         params,
     )
-    if store.has(ref):
+    if done_or_claimed(store, ref, "choose thresholds"):
         log_stage("choose thresholds", ref, reused=True)
         return ref
     labels = kind.open_pseudo(store, pseudo, meta)

@@ -7,18 +7,16 @@ import json
 import os
 import time
 
-from prefect import task
-
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.mm.progress import quiet_openmmlab
-from selftrain.stage import expect, fetch_checkpoint, get_store, log_stage, scratch_dir, task_options
+from selftrain.stage import done_or_claimed, expect, fetch_checkpoint, get_store, log_stage, scratch_dir, stage_task
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "eval", 1
 
 
-@task(name="evaluate", **task_options(), log_prints=False)  # pycocotools' prints go to the stage's log file
+@stage_task("evaluate", log_prints=False)  # pycocotools' prints go to the stage's log file
 def evaluate(
     store_url: str, model_config: str, model: ArtifactRef, test: ArtifactRef, checkpoint: str = "last"
 ) -> ArtifactRef:
@@ -48,7 +46,7 @@ def evaluate(
     what = f"evaluate {(trained.get('params') or {}).get('method', '')} {trained.get('role', 'model')}".replace(
         "  ", " "
     )
-    if store.has(ref):
+    if done_or_claimed(store, ref, what):
         log_stage(what, ref, reused=True)
         return ref
     started = time.monotonic()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from selftrain.export import export_labels as export
 from selftrain.kinds import kind_of
 from selftrain.pseudo_labels import Thresholds
-from selftrain.stage import expect, get_store, stage_logger, task_options
+from selftrain.stage import expect, get_store, stage_logger, stage_task
 from storage.store import ArtifactRef
 
 
-@task(name="export_labels", **task_options())
+@stage_task("export_labels")
 def export_labels(
     store_url: str,
     pseudo: list[ArtifactRef],

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from selftrain.stage import find_model as find_model_ref
-from selftrain.stage import get_store, stage_logger, task_options
+from selftrain.stage import get_store, stage_logger, stage_task
 from storage.store import ArtifactRef
 
 
-@task(name="find_model", **task_options())
+@stage_task("find_model")
 def find_model(store_url: str, dataset: str, reference: str, model_config: str | None = None) -> ArtifactRef:
     """Find the trained teacher a reference names: 'latest' or 'train/<key>'.
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from selftrain.corrections import import_corrections
-from selftrain.stage import expect, get_store, stage_logger, task_options
+from selftrain.stage import expect, get_store, stage_logger, stage_task
 from storage.store import ArtifactRef
 
 
-@task(name="import_labels", **task_options())
+@stage_task("import_labels")
 def import_labels(
     store_url: str, labeled: ArtifactRef, unlabeled: ArtifactRef, corrections: str, fmt: str, out: str
 ) -> dict:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pyarrow as pa
-from prefect import task
 
 from selftrain.kinds import kind_of
-from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, expect, get_store, log_stage, stage_logger, task_options
+from selftrain.stage import (
+    UNLABELED_STAGE,
+    UNLABELED_VERSION,
+    done_or_claimed,
+    expect,
+    get_store,
+    log_stage,
+    stage_logger,
+    stage_task,
+)
 from storage.keys import digest_json
 from storage.listing import IMAGE_SUFFIXES, list_files, url_fs
 from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
@@ -51,7 +59,7 @@ def list_images(source: str | list[str]) -> list[dict]:
     return sorted(rows, key=lambda r: r["image_id"])
 
 
-@task(name="list_unlabeled", **task_options())
+@stage_task("list_unlabeled")
 def list_unlabeled(
     store_url: str, dataset: str, source: str | list[str], labeled: ArtifactRef | None = None
 ) -> ArtifactRef:
@@ -77,7 +85,7 @@ def list_unlabeled(
             raise EmptyUnlabeledSet(f"every image of the unlabeled set ({len(rows)}) is in the labeled set")
         rows = kept
     ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {})
-    reused = store.has(ref)
+    reused = done_or_claimed(store, ref, "list unlabeled")
     if not reused:
         table = pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES)
         store.write(

@@ -19,17 +19,24 @@ import os
 import socket
 import time
 
-from prefect import task
-
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key
-from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir, task_options
+from selftrain.stage import (
+    LABELED_INPUT,
+    done_or_claimed,
+    expect,
+    fetch_checkpoint,
+    get_store,
+    log_stage,
+    scratch_dir,
+    stage_task,
+)
 from storage.schemas import IMAGE_OK, UNLABELED_IMAGES, read_parquet
 from storage.store import ArtifactRef
 
 
-@task(name="pseudo_label_shard", **task_options())
+@stage_task("pseudo_label_shard")
 def pseudo_label_shard(
     store_url: str,
     model_config: str,
@@ -70,7 +77,7 @@ def pseudo_label_shard(
         {"model": model, "shard": shard, LABELED_INPUT: labeled},
         params,
     )
-    if store.has(ref):
+    if done_or_claimed(store, ref, "pseudo label shard"):
         log_stage("pseudo label shard", ref, reused=True)
         return ref
 

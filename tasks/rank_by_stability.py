@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from selftrain.stability import rank
-from selftrain.stage import expect, get_store, log_stage, task_options
+from selftrain.stage import done_or_claimed, expect, get_store, log_stage, stage_task
 from storage.keys import digest_json
 from storage.schemas import RANKING, STABILITY, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
@@ -14,7 +12,7 @@ from storage.store import ArtifactRef
 STAGE, VERSION = "ranking", 2  # 2: floor(fraction * N) reliable, as the ST++ reference
 
 
-@task(name="rank_by_stability", **task_options())
+@stage_task("rank_by_stability")
 def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fraction: float = 0.5) -> ArtifactRef:
     """Rank the images by stability (ST++): the top ``reliable_fraction`` are reliable (docs/design.md §3.3)."""
     expect("rank_by_stability", "scores", scores, "stability scores")
@@ -29,7 +27,7 @@ def rank_by_stability(store_url: str, scores: list[ArtifactRef], reliable_fracti
         {"scores": digest_json([f"{r.stage}/{r.key}" for r in scores])},
         {"reliable_fraction": float(reliable_fraction)},
     )
-    if store.has(ref):
+    if done_or_claimed(store, ref, "rank by stability"):
         log_stage("rank by stability", ref, reused=True)
         return ref
     uris, values = {}, {}

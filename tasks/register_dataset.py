@@ -28,8 +28,6 @@ import math
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 
-from prefect import task
-
 from selftrain.registration import (
     DatasetError,
     decoded_size,
@@ -38,7 +36,7 @@ from selftrain.registration import (
     orientation_note,
     size_mismatch,
 )
-from selftrain.stage import expect, get_store, log_stage, stage_logger, task_options
+from selftrain.stage import done_or_claimed, expect, get_store, log_stage, stage_logger, stage_task
 from storage.keys import digest_bytes, digest_json
 from storage.listing import list_files, read_url
 from storage.store import ArtifactRef
@@ -269,7 +267,7 @@ def check_same_categories(labeled: dict, other: dict, source: str) -> None:
         )
 
 
-@task(name="register_dataset", **task_options())
+@stage_task("register_dataset")
 def register_dataset(
     store_url: str, dataset: str, ann_file: str, image_root: str, role: str, like: ArtifactRef | None = None
 ) -> ArtifactRef:
@@ -309,7 +307,7 @@ def register_dataset(
     )
     for change in changes:
         stage_logger().warning("%s (%s set): normalised: %s", ann_file, role, change)
-    if store.has(ref):
+    if done_or_claimed(store, ref, f"register {role} set"):
         log_stage(f"register {role} set", ref, reused=True)
         return ref
     note = check_image_sizes(coco["images"], {name: uri for name, (uri, _) in located.items()}, ann_file)

@@ -18,10 +18,9 @@ import json
 from typing import Any
 
 import numpy as np
-from prefect import task
 
 from selftrain.registration import DatasetError, decoded_size, degenerate, exif_orientation, size_mismatch
-from selftrain.stage import get_store, log_stage, stage_logger, task_options
+from selftrain.stage import done_or_claimed, get_store, log_stage, stage_logger, stage_task
 from storage.keys import digest_json
 from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, read_url
 from storage.masks import IGNORE_LABEL
@@ -130,7 +129,7 @@ def _rotation_hint(raw_map: bytes, img_uri: str, raw_img: bytes, decoded: tuple[
     return f" - {why}" if why and "EXIF" in why else ""
 
 
-@task(name="register_seg_dataset", **task_options())
+@stage_task("register_seg_dataset")
 def register_seg_dataset(
     store_url: str,
     dataset: str,
@@ -178,7 +177,7 @@ def register_seg_dataset(
     if label_map:
         params["label_map"] = {str(k): v for k, v in sorted(label_map.items())}
     ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(listing)}, params)
-    if store.has(ref):
+    if done_or_claimed(store, ref, "register set"):
         for warning in store.manifest(ref).meta.get("warnings", []):
             stage_logger().warning(warning)
         log_stage(f"register {role} set", ref, reused=True)

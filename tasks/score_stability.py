@@ -12,19 +12,26 @@ from __future__ import annotations
 import os
 import time
 
-from prefect import task
-
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped
-from selftrain.stage import LABELED_INPUT, expect, fetch_checkpoint, get_store, log_stage, scratch_dir, task_options
+from selftrain.stage import (
+    LABELED_INPUT,
+    done_or_claimed,
+    expect,
+    fetch_checkpoint,
+    get_store,
+    log_stage,
+    scratch_dir,
+    stage_task,
+)
 from storage.schemas import STABILITY, UNLABELED_IMAGES, read_parquet, table_from_rows, to_parquet_bytes
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "stability", 1
 
 
-@task(name="score_stability", **task_options())
+@stage_task("score_stability")
 def score_stability(
     store_url: str,
     model_config: str,
@@ -59,7 +66,7 @@ def score_stability(
         {"model": teacher, "shard": shard, LABELED_INPUT: labeled},
         params,
     )
-    if store.has(ref):
+    if done_or_claimed(store, ref, "score stability"):
         log_stage("score stability", ref, reused=True)
         return ref
     started = time.monotonic()

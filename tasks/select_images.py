@@ -4,16 +4,15 @@ shard_images can shard: ST++ re-labels the unreliable ones with its phase-1 stud
 from __future__ import annotations
 
 import pyarrow as pa
-from prefect import task
 
 from selftrain.stage import UNLABELED_STAGE as STAGE
 from selftrain.stage import UNLABELED_VERSION as VERSION
-from selftrain.stage import expect, get_store, task_options
+from selftrain.stage import done_or_claimed, expect, get_store, stage_task
 from storage.schemas import RANKING, UNLABELED_IMAGES, read_parquet, to_parquet_bytes
 from storage.store import ArtifactRef
 
 
-@task(name="select_images", **task_options())
+@stage_task("select_images")
 def select_images(store_url: str, unlabeled: ArtifactRef, ranking: ArtifactRef, reliable: bool) -> ArtifactRef:
     """Select the images of ``unlabeled`` that ``ranking`` calls reliable (or unreliable), as a new listing."""
     expect("select_images", "unlabeled", unlabeled, "unlabeled listing")
@@ -32,7 +31,7 @@ def select_images(store_url: str, unlabeled: ArtifactRef, ranking: ArtifactRef, 
     ref = store.stage_ref(
         unlabeled.dataset, STAGE, VERSION, "", {"unlabeled": unlabeled, "ranking": ranking}, {"reliable": reliable}
     )
-    if not store.has(ref):
+    if not done_or_claimed(store, ref, "select images"):
         store.write(
             ref,
             {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES), UNLABELED_IMAGES)},

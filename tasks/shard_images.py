@@ -9,9 +9,9 @@ adding 10% new images costs 10% new shards, never a re-shuffle of the old ones.
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from selftrain.stage import PSEUDO_STAGES, ShardPlan, expect, get_store, task_options
+from selftrain.stage import PSEUDO_STAGES, ShardPlan, expect, get_store, stage_task
 from storage.keys import digest_json
 from storage.schemas import UNLABELED_IMAGES, read_parquet, to_parquet_bytes
 from storage.store import ArtifactRef, ArtifactStore
@@ -59,7 +59,7 @@ def plan(
     return make_shards(new, shard_size), [ref for _, ref in sorted(reused, key=lambda item: item[0])]
 
 
-@task(name="shard_images", **task_options())
+@stage_task("shard_images")
 def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labeler: str | None = None) -> ShardPlan:
     """Split the unlabeled listing into shards of ``shard_size`` images; images ``labeler`` already labeled keep theirs.
 

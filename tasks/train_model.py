@@ -14,8 +14,6 @@ import os
 import re
 import time
 
-from prefect import task
-
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import (
     config_digest,
@@ -32,13 +30,14 @@ from selftrain.pseudo_labels import Thresholds
 from selftrain.stage import (
     LABELED_INPUT,
     RELABELED_INPUT,
+    done_or_claimed,
     expect,
     fetch_checkpoint,
     get_store,
     log_stage,
     scratch_dir,
     stage_logger,
-    task_options,
+    stage_task,
 )
 from selftrain.student_data import pseudo_sources
 from storage.keys import digest_json
@@ -47,7 +46,7 @@ from storage.store import ArtifactRef
 STAGE, VERSION = "train", 1
 
 
-@task(name="train_model", **task_options(), log_prints=False)  # prints go to the stage's log file
+@stage_task("train_model", log_prints=False)  # prints go to the stage's log file
 def train_model(
     store_url: str,
     model_config: str,
@@ -149,7 +148,7 @@ def train_model(
             params["normalize_loss"] = False
     ref = store.stage_ref(labeled.dataset, STAGE, VERSION, config_digest(cfg), inputs, params)
     what = role if not pseudo else f"{method} {role}"
-    if store.has(ref):
+    if done_or_claimed(store, ref, f"train {what}"):
         log_stage(f"train {what}", ref, reused=True)
         return ref
     started = time.monotonic()

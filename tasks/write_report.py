@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import numpy as np
-from prefect import task
 
 from selftrain.kinds import KINDS
 from selftrain.pseudo_labels import Thresholds
@@ -22,7 +21,7 @@ from selftrain.report import (
     pseudo_summary,
     thumbnail_data_uri,
 )
-from selftrain.stage import expect, get_store, log_stage, task_options
+from selftrain.stage import done_or_claimed, expect, get_store, log_stage, stage_task
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
@@ -56,7 +55,7 @@ def _ranking_section(
     return section
 
 
-@task(name="write_report", **task_options())
+@stage_task("write_report")
 def write_report(
     store_url: str,
     dataset: str,
@@ -88,7 +87,7 @@ def write_report(
         inputs,
         {"method": method, "parameters": parameters, "pseudo": [f"{r.stage}/{r.key}" for r in pseudo]},
     )
-    reused = store.has(ref)
+    reused = done_or_claimed(store, ref, "write report")
     if not reused:
         task_name = parameters.get("task", "detection")
         kind = KINDS[task_name]

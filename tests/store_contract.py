@@ -139,6 +139,28 @@ class StoreContract:
         with pytest.raises(CorruptArtifact, match="boxes.parquet does not match its manifest"):
             store.parquet_dataset([ref], "boxes.parquet", PSEUDO_BOXES)
 
+    def test_of_racing_lease_claimers_exactly_one_computes(self, store):
+        """storage/leases.py over this backend's conditional create: of several processes
+        (threads here) claiming one stage output, one computes it, the others reuse it."""
+        from storage.leases import claim
+
+        ref = store.ref("demo", "unit", KEY)
+        computed = []
+
+        def run(i):
+            lease = claim(store, ref, owner=f"run {i}", poll_s=0.05)
+            if lease is not None:
+                computed.append(i)
+                store.write(ref, {"f": str(i).encode()})
+                lease.release()
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(computed) == 1 and store.read(ref, "f") == str(computed[0]).encode()
+
     def test_corrupt_manifest_is_an_error_not_a_silent_miss(self, store):
         ref = store.ref("demo", "unit", KEY)
         store.write(ref, {"f": b"x"})

@@ -78,15 +78,26 @@ def prepare_with_bad_images(out):
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, prefect_server):
+    """Two flow runs on the same inputs started together (two people press Run): every test of
+    this module reads their results; test_two_runs_at_once_compute_every_stage_once checks
+    that the second waited for the first's stages instead of computing them again."""
     out = str(tmp_path_factory.mktemp("flow"))
     prepare_with_bad_images(out)
     t0 = time.monotonic()
-    output = demo(out, prefect_server)
-    return out, output, time.monotonic() - t0
+    runs = [demo(out, prefect_server, wait=False)]
+    time.sleep(1.0)
+    runs.append(demo(out, prefect_server, wait=False))
+    outputs = []
+    for proc, log in runs:
+        proc.wait(timeout=900)
+        outputs.append(open(log).read())
+        assert proc.returncode == 0, outputs[-1][-6000:]
+    stored = sorted(ref.uri for ref in ArtifactStore(os.path.join(out, "store")).list())
+    return out, outputs[0], time.monotonic() - t0, outputs[1], stored
 
 
 def test_flow_runs_end_to_end_and_reports(first_run):
-    out, output, _ = first_run
+    out, output, *_ = first_run
     assert "detection: teacher" in output and "detection: zoph" in output and "report:" in output
     report = json.load(open(os.path.join(out, "report", "report.json")))
     assert set(report["metrics"]) == {"teacher", "zoph"}
@@ -102,12 +113,38 @@ def test_flow_runs_end_to_end_and_reports(first_run):
         assert {"ckpt-1.pth", "ckpt-2.pth", "ckpt-3.pth", "best.pth", "config.py"} <= files
 
 
+def test_two_runs_at_once_compute_every_stage_once(first_run):
+    """Each stage output was computed by exactly one of the two runs and reused by the other
+    (after waiting for its lease where the other was still computing it): each run's summary
+    counts what its own tasks committed (manifests name the flow run), each training ran once
+    (one training log per model), each shard was labeled once, and both report the same numbers."""
+    out, first, _, second, stored = first_run
+    summary = re.compile(r"this run: .*?(\d+) of (\d+) stages computed, (\d+) reused")
+    (a_done, a_all, _), (b_done, b_all, _) = [[int(v) for v in summary.search(t).groups()] for t in (first, second)]
+    assert a_all == b_all and a_done + b_done == a_all, (first[-800:], second[-800:])
+    store = ArtifactStore(os.path.join(out, "store"))
+    refs = [store.ref(*uri.split("/")[-3:]) for uri in stored]
+    assert all(store.manifest(r).created_by for r in refs)  # every output names the flow run that made it
+    for ref in store.list("deepforest", "train"):
+        logs = glob.glob(f"{out}/work/deepforest/train/{ref.key}/*-{ref.key[:8]}-*.log")
+        assert len(logs) == 1, logs  # trained once, by one process
+    shards = store.list("deepforest", "pseudo_boxes")
+    images = [
+        row["image_id"]
+        for ref in shards
+        for row in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()
+    ]
+    assert len(shards) == 3 and len(images) == len(set(images)) == 8  # every unlabeled image labeled once
+    metrics = [[line for line in text.splitlines() if line.startswith(" detection:")] for text in (first, second)]
+    assert metrics[0] and metrics[0] == metrics[1]
+
+
 def test_config_show_prints_what_a_trained_model_ran_with(first_run, capsys):
     from mmengine.config import Config
 
     from app.cli import main
 
-    out, _, _ = first_run
+    out, *_ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
     student = next(r for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "student")
     assert main(["config", "show", student.uri]) == 0
@@ -119,7 +156,7 @@ def test_config_show_prints_what_a_trained_model_ran_with(first_run, capsys):
 
 
 def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labeled(first_run):
-    out, _, _ = first_run
+    out, *_ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
     stats = [
         s
@@ -136,7 +173,7 @@ def test_unreadable_images_are_skipped_and_listed_and_odd_formats_are_labeled(fi
 
 
 def test_st_plus_plus_for_detection_reuses_the_teacher_and_ranks_by_box_agreement(first_run, prefect_server):
-    out, _, _ = first_run
+    out, *_ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
     teachers = [r for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"]
     # the first run's teacher (S1 preset, shared with its zoph student); an ST-only run would
@@ -164,7 +201,7 @@ def test_st_plus_plus_for_detection_reuses_the_teacher_and_ranks_by_box_agreemen
 
 
 def test_identical_rerun_computes_nothing(first_run, prefect_server):
-    out, first_output, first_seconds = first_run
+    out, first_output, first_seconds, *_ = first_run
     before = manifests(out)
     scratch_before = sorted(glob.glob(f"{out}/work/**/*.pth", recursive=True))
     t0 = time.monotonic()
@@ -212,7 +249,7 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, pr
 
 
 def test_new_unlabeled_images_cost_only_new_shards(first_run, prefect_server):
-    out, _, _ = first_run
+    out, *_ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
     teacher = next(
         f"train/{r.key}" for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"
@@ -251,7 +288,7 @@ def test_another_threshold_reuses_every_shard_and_trains_on_exactly_what_it_keep
     boxes its thresholds keep (counted here from the shards themselves)."""
     from storage.schemas import PSEUDO_BOXES
 
-    out, _, _ = first_run
+    out, *_ = first_run
     store = ArtifactStore(os.path.join(out, "store"))
     teacher = next(
         f"train/{r.key}" for r in store.list("deepforest", "train") if store.manifest(r).meta["role"] == "teacher"
@@ -300,7 +337,7 @@ def test_reviewed_labels_come_back_as_labeled_data_for_the_next_teacher(first_ru
     from app.cli import main as cli
     from storage.schemas import UNLABELED_IMAGES
 
-    out, _, _ = first_run
+    out, *_ = first_run
     report = os.path.join(out, "report")
     exported = tmp_path / "export.json"
     assert cli(["export", report, "--format", "coco", "--threshold", "0", "--out", str(exported)]) == 0

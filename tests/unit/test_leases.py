@@ -1,0 +1,121 @@
+"""Leases (storage/leases.py) on a local store: one holder at a time, waiters reuse its result,
+a dead holder's lease lapses. The same contract runs on the S3 test server
+(tests/store_contract.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from storage.keys import artifact_key
+from storage.leases import Holder, claim
+from storage.store import ArtifactStore
+
+KEY = artifact_key("unit", 1, "", {}, {"lease": 1})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ArtifactStore(str(tmp_path / "store"))
+
+
+def _lease_file(store, ref, n, **holder):
+    path = f"{store.key_dir(ref)}/LEASE-{n:06d}.json"
+    store.fs.makedirs(store.key_dir(ref), exist_ok=True)
+    store.fs.pipe_file(path, json.dumps(holder).encode())
+
+
+def test_a_free_key_is_claimed_and_a_complete_one_is_reused(store):
+    ref = store.ref("d", "unit", KEY)
+    lease = claim(store, ref, owner="run A")
+    assert lease is not None and lease.generation == 1
+    store.write(ref, {"f": b"done"})
+    lease.release()
+    assert claim(store, ref) is None  # complete: reuse, no lease
+
+
+def test_a_released_lease_is_taken_by_the_next_generation_and_the_old_one_removed(store):
+    ref = store.ref("d", "unit", KEY)
+    claim(store, ref, owner="run A").release()  # failed without committing
+    lease = claim(store, ref, owner="run B")
+    assert lease.generation == 2
+    lease.release()
+    names = sorted(p.rsplit("/", 1)[1] for p in store.fs.ls(store.key_dir(ref), detail=False))
+    assert names == ["LEASE-000002.json"]
+
+
+def test_a_waiter_reuses_what_the_holder_commits(store):
+    ref = store.ref("d", "unit", KEY)
+    holder = claim(store, ref, owner="run A")
+    waited = []
+    result = []
+
+    def second_run():
+        result.append(claim(store, ref, owner="run B", poll_s=0.05, on_wait=waited.append))
+
+    t = threading.Thread(target=second_run)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()  # waiting while run A holds the lease
+    store.write(ref, {"f": b"A's result"})
+    holder.release()
+    t.join(5)
+    assert result == [None] and [h.owner for h in waited] == ["run A"]
+
+
+def test_of_many_racing_claimers_exactly_one_computes(store):
+    ref = store.ref("d", "unit", KEY)
+    computed = []
+
+    def run(i):
+        lease = claim(store, ref, owner=f"run {i}", poll_s=0.05)
+        if lease is not None:
+            computed.append(i)
+            time.sleep(0.2)
+            store.write(ref, {"f": str(i).encode()})
+            lease.release()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(computed) == 1 and store.read(ref, "f") == str(computed[0]).encode()
+
+
+def test_the_lease_of_a_killed_process_on_this_host_lapses_at_once(store):
+    ref = store.ref("d", "unit", KEY)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    _lease_file(store, ref, 1, owner="killed run", host=socket.gethostname(), pid=pid, expires_at=time.time() + 600)
+    lease = claim(store, ref, poll_s=0.05)
+    assert lease is not None and lease.generation == 2
+    lease.release()
+
+
+def test_a_live_holder_elsewhere_is_waited_for_until_its_lease_expires(store):
+    ref = store.ref("d", "unit", KEY)
+    _lease_file(store, ref, 1, owner="run on node 7", host="node-7", pid=1, expires_at=time.time() + 1.0)
+    assert not Holder(owner="x", host="node-7", pid=1, expires_at=time.time() + 1.0).is_free()
+    started = time.monotonic()
+    lease = claim(store, ref, poll_s=0.1)
+    assert lease is not None and lease.generation == 2
+    assert time.monotonic() - started >= 0.8  # waited for the expiry, not less
+    lease.release()
+
+
+def test_the_heartbeat_renews_a_held_lease(store):
+    ref = store.ref("d", "unit", KEY)
+    lease = claim(store, ref, ttl_s=0.4)
+    first = json.loads(store.fs.cat_file(lease.path))["expires_at"]
+    time.sleep(0.6)  # longer than the ttl: only the heartbeat keeps it valid
+    now = json.loads(store.fs.cat_file(lease.path))
+    assert now["expires_at"] > first and not Holder(**now).is_free()
+    lease.release()
+    assert Holder(**json.loads(store.fs.cat_file(lease.path))).released
