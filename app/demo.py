@@ -62,6 +62,9 @@ def arguments() -> argparse.ArgumentParser:
     """The demo's command line (the quality benchmark starts from its defaults too)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="folder for the store, data and reports")
+    parser.add_argument(
+        "--store", default=None, help="the artifact store's root URL instead of <out>/store (e.g. s3://bucket/prefix)"
+    )
     parser.add_argument("--task", choices=["detection", "segmentation", "both"], default="both")
     parser.add_argument(
         "--methods",
@@ -144,7 +147,7 @@ def detection_params(args, out: str):
         val=dict(ann_file=data.val_json, image_root=data.image_root),
         unlabeled=data.unlabeled_dir,
         unlabeled_gt=data.unlabeled_gt_json,
-        store=os.path.join(out, "store"),
+        store=args.store or os.path.join(out, "store"),
     )
 
 
@@ -180,7 +183,7 @@ def segmentation_params(args, out: str):
         val=dict(img_dir=data.val_img_dir, ann_dir=data.val_ann_dir, classes=list(data.classes), **suffixes),
         unlabeled=data.unlabeled_img_dir,
         unlabeled_gt=data.unlabeled_ann_dir,
-        store=os.path.join(out, "store"),
+        store=args.store or os.path.join(out, "store"),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from selftrain.kinds import KINDS, TaskKind
-from storage.store import ArtifactRef
+from storage.store import ArtifactRef, check_no_credentials
 
 Method = Literal["zoph", "st", "st++"]
 
@@ -22,13 +22,15 @@ Method = Literal["zoph", "st", "st++"]
 class CocoSet(BaseModel):
     """A COCO detection set: annotation file and image root, at any fsspec URL or local path."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a refused URL may hold a secret
     ann_file: str
     image_root: str
 
     def absolute(self) -> CocoSet:
         """The set with local paths made absolute (the flow may run elsewhere)."""
-        return CocoSet(ann_file=_absolute(self.ann_file), image_root=_absolute(self.image_root))
+        return CocoSet(
+            ann_file=_absolute(self.ann_file, "ann_file"), image_root=_absolute(self.image_root, "image_root")
+        )
 
     def held_out_like(self, val: CocoSet) -> CocoSet:
         """The held-out set as this labeled set needs it (its classes are checked when it is
@@ -47,7 +49,7 @@ class SegSet(BaseModel):
     """A segmentation set: images and label maps (class indices, 255 = ignore) with the same
     names in two folders, at any fsspec URL or local path; classes in index order."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a refused URL may hold a secret
     img_dir: str
     ann_dir: str
     classes: list[str] = Field(min_length=2, description="class names by label value, background first")
@@ -63,7 +65,9 @@ class SegSet(BaseModel):
 
     def absolute(self) -> SegSet:
         """The set with local paths made absolute (the flow may run elsewhere)."""
-        return self.model_copy(update={"img_dir": _absolute(self.img_dir), "ann_dir": _absolute(self.ann_dir)})
+        return self.model_copy(
+            update={"img_dir": _absolute(self.img_dir, "img_dir"), "ann_dir": _absolute(self.ann_dir, "ann_dir")}
+        )
 
     def held_out_like(self, val: SegSet) -> SegSet:
         """The held-out set as this labeled set needs it: the same classes (ValueError
@@ -99,7 +103,7 @@ class SegSet(BaseModel):
 SET_TYPES = {"detection": CocoSet, "segmentation": SegSet}  # the parameters each kind's sets take
 
 
-def _absolute(url: str) -> str:
+def _absolute(url: str, what: str = "location") -> str:
     """A local path made absolute, environment variables expanded where the flow runs (a
     deployment's '${SELFTRAIN_DATA}/coco/...' resolves on the worker); URLs as given."""
     expanded = os.path.expandvars(url)
@@ -109,6 +113,7 @@ def _absolute(url: str) -> str:
             f"{url!r} names the environment variable(s) {missing}, not set where the flow runs "
             "(set them in the worker's environment or the work pool's job variables)"
         )
+    check_no_credentials(expanded, what)
     return expanded if "://" in expanded else os.path.abspath(expanded)
 
 
@@ -141,7 +146,7 @@ def rename_deprecated(values: dict, warn=None) -> dict:
 
 
 class SelfTrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a refused URL may hold a secret
 
     @model_validator(mode="before")
     @classmethod
@@ -254,17 +259,17 @@ class SelfTrainingParams(BaseModel):
     @field_validator("unlabeled")
     @classmethod
     def _abs_unlabeled(cls, v):
-        return _absolute(v) if isinstance(v, str) else [_absolute(u) for u in v]
+        return _absolute(v, "unlabeled") if isinstance(v, str) else [_absolute(u, "unlabeled") for u in v]
 
     @field_validator("store")
     @classmethod
     def _abs_store(cls, v: str) -> str:
-        return _absolute(v)
+        return _absolute(v, "store")
 
     @field_validator("unlabeled_gt")
     @classmethod
     def _abs_gt(cls, v: str | None) -> str | None:
-        return None if v is None else _absolute(v)
+        return None if v is None else _absolute(v, "unlabeled_gt")
 
     @field_validator("dataset")
     @classmethod

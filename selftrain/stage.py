@@ -125,15 +125,18 @@ def stage_task(name: str, **options: Any) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            from storage.store import CREATED_BY
+            # Dask ships this function to its workers by value (cloudpickle): it names the
+            # context variables through their modules, which travel by reference
+            import selftrain.stage as stage
+            import storage.store as store
 
             with contextlib.ExitStack() as stack:
-                token, creator = _HELD.set(stack), CREATED_BY.set(current_flow_run_id())
+                token, creator = stage._HELD.set(stack), store.CREATED_BY.set(stage.current_flow_run_id())
                 try:
                     return fn(*args, **kwargs)
                 finally:
-                    CREATED_BY.reset(creator)
-                    _HELD.reset(token)
+                    store.CREATED_BY.reset(creator)
+                    stage._HELD.reset(token)
 
         return task(name=name, **{**task_options(), **options})(run)  # type: ignore[return-value]
 

@@ -169,10 +169,30 @@ def _check_file_name(name: str) -> str:
     return name
 
 
+_SECRET_QUERY = ("secret", "password", "passwd", "signature", "token", "credential", "sig")
+
+
 def _redact(url: str) -> str:
+    """``url`` without its user info and with its query string cut (which may hold a secret)."""
     parts = urlsplit(url)
     if parts.password or parts.username:
-        return url.replace(parts.netloc, parts.hostname or "")
+        url = url.replace(parts.netloc, parts.hostname or "")
+    return url.split("?", 1)[0] + ("?<query removed>" if parts.query else "")
+
+
+def check_no_credentials(url: str, what: str) -> str:
+    """``url`` itself, unless it carries a credential: user info (``s3://key:secret@bucket``) or
+    a query parameter named like one (``?X-Amz-Signature=``, ``?token=``...). Raises ValueError
+    naming ``what`` and the URL without the secret, so that it reaches no log, report, Prefect
+    parameter or manifest; credentials belong in the environment or a profile."""
+    parts = urlsplit(url)
+    names = [kv.split("=", 1)[0].lower() for kv in parts.query.split("&") if kv] if "://" in url else []
+    if parts.username or parts.password or any(s in n for n in names for s in _SECRET_QUERY):
+        raise ValueError(
+            f"{what} {_redact(url)!r} carries credentials in the URL; put them in the "
+            "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or the "
+            "storage options instead, so they never reach logs, reports or Prefect"
+        )
     return url
 
 
@@ -183,13 +203,7 @@ class ArtifactStore:
     """An fsspec-backed content-addressed store under one root URL."""
 
     def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None):
-        parts = urlsplit(root)
-        if parts.username or parts.password:
-            raise ValueError(
-                f"store root {_redact(root)!r} carries credentials in the URL; put them in the "
-                "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or the "
-                "storage options instead, so they never reach logs, reports or Prefect"
-            )
+        parts = urlsplit(check_no_credentials(root, "store root"))
         options = dict(storage_options or {})
         if parts.scheme in ("s3", "s3a"):
             options = s3_defaults(options)

@@ -45,9 +45,10 @@ TINY = [
 ]
 
 
-def demo(out, prefect_server, extra=(), wait=True, args=TINY):
+def demo(out, prefect_server, extra=(), wait=True, args=TINY, env_extra=None):
     env = prefect_server.env()
     env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
+    env.update(env_extra or {})
     cmd = [sys.executable, "-m", "app.demo", "--out", str(out), *args, *extra]
     log = open(os.path.join(out, f"run-{time.monotonic_ns()}.log"), "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)

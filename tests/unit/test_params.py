@@ -44,3 +44,27 @@ def test_the_flow_accepts_the_deprecated_name_so_saved_deployments_keep_running(
     assert sig.parameters["labeled"].default is None  # one of the two is required, by the model
     with pytest.raises(ValueError, match="labeled"):
         SelfTrainingParams(**{k: v for k, v in demo_parameters().items() if k != "labeled"})
+
+
+@pytest.mark.parametrize(
+    "field, url",
+    [
+        ("store", "s3://AKIAEXAMPLE:sentinel-s3cr3t@bucket/store"),
+        ("unlabeled", "s3://AKIAEXAMPLE:sentinel-s3cr3t@bucket/pool/"),
+        ("unlabeled", "https://host/pool/?X-Amz-Signature=sentinel-s3cr3t"),
+        ("unlabeled_gt", "s3://user:sentinel-s3cr3t@bucket/gt.json"),
+        ("labeled.image_root", "s3://user:sentinel-s3cr3t@bucket/images"),
+        ("labeled.ann_file", "https://host/ann.json?token=sentinel-s3cr3t"),
+    ],
+)
+def test_a_credential_in_any_url_parameter_is_refused_without_being_echoed(field, url):
+    params = demo_parameters()
+    if "." in field:
+        part, key = field.split(".")
+        params[part] = dict(params[part], **{key: url})
+    else:
+        params[field] = url
+    with pytest.raises(ValueError, match="carries credentials in the URL") as err:
+        SelfTrainingParams(**params)
+    assert "sentinel-s3cr3t" not in str(err.value)
+    assert field.split(".")[-1] in str(err.value)  # the message names the parameter
