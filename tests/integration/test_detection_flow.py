@@ -383,3 +383,21 @@ def test_reviewed_labels_come_back_as_labeled_data_for_the_next_teacher(first_ru
     assert any(a["file_name"] in ids and b["file_name"] in ids for ids in listings)  # the first run's
     (after,) = [ids for ids in listings if a["file_name"] not in ids]  # the next run's: they are labeled now
     assert b["file_name"] not in after and len(after) == len(set().union(*listings)) - 2
+
+
+def test_killed_at_random_moments_the_run_ends_as_an_uninterrupted_one(first_run, prefect_server, tmp_path):
+    """tests/chaos.py with 2 kill points (the script runs many more): after each SIGKILL only
+    complete outputs remain, each verifying; a re-run computes nothing that was complete; the
+    final store has the uninterrupted run's stage keys and labels every image once."""
+    from tests.chaos import kill_and_rerun, stage_key
+
+    out, _, seconds, _, stored = first_run
+    seed = int(os.environ.get("SELFTRAIN_CHAOS_SEED", time.time_ns() % 10**6))
+    print(f"kill schedule seed: {seed} (replay: SELFTRAIN_CHAOS_SEED={seed})")
+    env = dict(prefect_server.env(), SELFTRAIN_WORK_DIR=str(tmp_path / "work"))
+    reference = {stage_key(uri) for uri in stored}
+    outcome = kill_and_rerun(
+        ["--out", out, *TINY], env, str(tmp_path / "store"), str(tmp_path), reference, min(seconds, 60.0), 2, seed
+    )
+    assert outcome.ok, (seed, outcome.recomputed, outcome.problems)
+    assert len(outcome.kills) >= 1  # at least one attempt was still running when killed

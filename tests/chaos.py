@@ -1,0 +1,222 @@
+"""Kill a flow run at random moments, re-run it after each kill, and compare the store it ends
+with to an uninterrupted run's.
+
+The harness behind tests/integration/test_detection_flow.py::test_killed_at_random_moments...
+(a few kill points in the suite) and, with many more points, a script::
+
+    python -m tests.chaos --points 20 --seed 7          # its own Prefect server; prints a summary
+
+A kill is a SIGKILL of the whole process group of the demo's flow run (the flow, its task
+threads and DataLoader workers), at a time drawn uniformly from [1 s, the uninterrupted run's
+wall time]: registration, listing, inference of a shard, a manifest publish, training,
+evaluation or the report, wherever the run is. After each kill the harness records the
+complete stage outputs (their manifests), then starts the run again. The checks:
+
+* every kill left only complete outputs or nothing (each manifest verifies: every file's sha256);
+* no output complete before a re-run was computed again by it (its log names what it computed);
+* the final store holds exactly the stage keys of the uninterrupted run (and a report: its key
+  includes the store's URL), every manifest verifies, and every unlabeled image was labeled
+  exactly once.
+
+The seed of the kill schedule is printed first, so that a failure can be replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPUTED = re.compile(r"- [a-z+ ]+: computed.* -> (\S+)")
+
+
+@dataclass
+class Outcome:
+    seed: int
+    kills: list[float] = field(default_factory=list)  # seconds after the start of each killed attempt
+    recomputed: list[str] = field(default_factory=list)  # outputs computed again though complete
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.recomputed and not self.problems
+
+
+def complete(store_url: str) -> dict[str, str]:
+    """uri -> attempt of every complete output of the store."""
+    from storage.store import ArtifactStore
+
+    store = ArtifactStore(store_url)
+    return {ref.uri: store.manifest(ref).attempt for ref in store.list()}
+
+
+def verify(store_url: str) -> list[str]:
+    """Problems of a store: outputs whose files do not match their manifests."""
+    from storage.store import ArtifactStore, StoreError
+
+    store = ArtifactStore(store_url)
+    problems = []
+    for ref in store.list():
+        for name in store.manifest(ref).files:
+            try:
+                store.read(ref, name)
+            except StoreError as exc:
+                problems.append(f"{ref.uri}/{name}: {exc}")
+    return problems
+
+
+def labeled_once(store_url: str) -> list[str]:
+    """Problems with the pseudo labels: an unlabeled image labeled twice or never."""
+    from storage.schemas import DET_IMAGE_STATS, UNLABELED_IMAGES, read_parquet
+    from storage.store import ArtifactStore
+
+    store = ArtifactStore(store_url)
+    listings = store.list(stage="unlabeled")
+    pool = {
+        r["image_id"]
+        for ref in listings
+        for r in read_parquet(store.read(ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+    }
+    seen: list[str] = []
+    for ref in store.list(stage="pseudo_boxes"):
+        seen += [r["image_id"] for r in read_parquet(store.read(ref, "stats.parquet"), DET_IMAGE_STATS).to_pylist()]
+    twice = sorted({i for i in seen if seen.count(i) > 1})
+    never = sorted(pool - set(seen))
+    return [f"labeled more than once: {twice}"] * bool(twice) + [f"never labeled: {never}"] * bool(never)
+
+
+def stage_key(uri: str) -> str:
+    """'<dataset>/<stage>/<key>' of an output's URI, the same in any store - except the
+    report's key, which includes the run's parameters and with them the store's URL: a report
+    is '<dataset>/report'."""
+    parts = uri.rstrip("/").split("/")
+    return "/".join(parts[-3:-1] if parts[-2] == "report" else parts[-3:])
+
+
+def stage_keys(store_url: str) -> set[str]:
+    """:func:`stage_key` of every complete output of a store."""
+    return {stage_key(uri) for uri in complete(store_url)}
+
+
+def run_demo(cmd: list[str], env: dict[str, str], log_path: str, kill_after: float | None) -> tuple[int | None, str]:
+    """Start the demo; SIGKILL its process group after ``kill_after`` seconds (None: let it
+    finish). Returns (exit code, None when killed; its output)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=kill_after if kill_after is not None else 1200)
+            code: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            if kill_after is None:
+                raise
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+    with open(log_path) as f:
+        return code, f.read()
+
+
+def kill_and_rerun(
+    demo_args: list[str],
+    env: dict[str, str],
+    store_url: str,
+    folder: str,
+    reference: set[str],
+    run_seconds: float,
+    points: int,
+    seed: int,
+) -> Outcome:
+    """Run the demo ``points`` times, each killed at a random moment, then once to the end;
+    check every attempt and the final store against ``reference`` (stage keys of an
+    uninterrupted run). ``env`` holds the Prefect server and a scratch folder of its own."""
+    rng = random.Random(seed)
+    outcome = Outcome(seed=seed)
+    started = time.monotonic()
+    cmd = [sys.executable, "-m", "app.demo", *demo_args, "--store", store_url]
+    env = dict(env, PREFECT_LOGGING_LEVEL="INFO")  # the log names every output a run computed
+    for attempt in range(points + 1):
+        kill_after = round(rng.uniform(1.0, run_seconds), 1) if attempt < points else None
+        before = complete(store_url)
+        code, output = run_demo(cmd, env, os.path.join(folder, f"attempt-{attempt:02d}.log"), kill_after)
+        if kill_after is not None and code is None:
+            outcome.kills.append(kill_after)
+        elif code not in (0, None):
+            outcome.problems.append(f"attempt {attempt} exited with {code}: {output[-1500:]}")
+            return outcome
+        for uri in COMPUTED.findall(output):
+            if uri in before:
+                outcome.recomputed.append(f"attempt {attempt}: {uri}")
+        changed = [uri for uri, attempt_id in before.items() if complete(store_url).get(uri) != attempt_id]
+        outcome.problems += [f"attempt {attempt}: complete output changed or vanished: {uri}" for uri in changed]
+        outcome.problems += [f"attempt {attempt}: {p}" for p in verify(store_url)]
+    final = stage_keys(store_url)
+    if final != reference:
+        outcome.problems.append(
+            f"stage keys differ: missing {sorted(reference - final)}, extra {sorted(final - reference)}"
+        )
+    outcome.problems += labeled_once(store_url)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+TINY = [
+    "--task", "detection", "--teacher-iters", "60", "--student-iters", "6", "--k", "3", "--num-labeled", "3",
+    "--max-unlabeled", "4", "--max-val", "2", "--score-threshold", "0.0", "--shard-size", "2",
+]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=20, help="kills (each followed by a re-run)")
+    parser.add_argument("--seed", type=int, default=None, help="the kill schedule's seed (default: random)")
+    parser.add_argument("--out", default=None, help="work folder (default: a new temporary folder)")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    print(
+        f"kill schedule seed: {seed} (replay: python -m tests.chaos --points {args.points} --seed {seed})", flush=True
+    )
+    from tests.prefect_server import PrefectServer
+    from tests.processes import stop_group
+
+    out = args.out or tempfile.mkdtemp(prefix="selftrain-chaos-")
+    server = PrefectServer(os.path.join(out, "prefect-home")).start()
+    try:
+        demo = ["--out", out, *TINY]
+        env = dict(server.env(), SELFTRAIN_WORK_DIR=os.path.join(out, "work-reference"))
+        t0 = time.monotonic()
+        code, output = run_demo(
+            [sys.executable, "-m", "app.demo", *demo], env, os.path.join(out, "reference.log"), None
+        )
+        if code != 0:
+            print(output[-3000:])
+            return 2
+        reference_seconds = time.monotonic() - t0
+        reference = stage_keys(os.path.join(out, "store"))
+        print(f"uninterrupted run: {reference_seconds:.0f} s, {len(reference)} stage outputs", flush=True)
+        env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work-killed")
+        outcome = kill_and_rerun(
+            demo, env, os.path.join(out, "store-killed"), out, reference, reference_seconds, args.points, seed
+        )
+    finally:
+        stop_group(server.proc, signal.SIGINT, grace=15)
+    print(json.dumps({**outcome.__dict__, "ok": outcome.ok}, indent=1))
+    print(
+        f"{len(outcome.kills)} kills at {outcome.kills} s, then a run to the end: "
+        + ("the final store equals the uninterrupted run's" if outcome.ok else "DIFFERENCES, see above")
+        + f" ({outcome.seconds / 60:.1f} min; seed {seed})"
+    )
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
