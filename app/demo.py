@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from typing import Any, cast
 
 SEG_DEMO_SIZES = dict(num_labeled=16, num_unlabeled=48, num_val=48)  # composed images, 128 px
 SEG_DEMO_PARAMS = dict(
@@ -127,7 +128,7 @@ def _overrides(args, defaults: dict) -> dict:
 
 
 def detection_params(args, out: str):
-    from flows.self_training import SelfTrainingParams
+    from flows.params import CocoSet, SelfTrainingParams
     from selftrain.datasets.deepforest import prepare
 
     data = prepare(
@@ -143,8 +144,8 @@ def detection_params(args, out: str):
     return SelfTrainingParams(
         **_overrides(args, DEMO_PARAMS),
         method=args.methods or "zoph",
-        labeled=dict(ann_file=data.labeled_json, image_root=data.image_root),
-        val=dict(ann_file=data.val_json, image_root=data.image_root),
+        labeled=CocoSet(ann_file=data.labeled_json, image_root=data.image_root),
+        val=CocoSet(ann_file=data.val_json, image_root=data.image_root),
         unlabeled=data.unlabeled_dir,
         unlabeled_gt=data.unlabeled_gt_json,
         store=args.store or os.path.join(out, "store"),
@@ -152,7 +153,7 @@ def detection_params(args, out: str):
 
 
 def segmentation_params(args, out: str):
-    from flows.self_training import SelfTrainingParams
+    from flows.params import SegSet, SelfTrainingParams
     from selftrain.datasets import composed_seg
 
     sizes = dict(SEG_DEMO_SIZES)
@@ -167,20 +168,20 @@ def segmentation_params(args, out: str):
             if v is not None
         }
     )
-    data = composed_seg.prepare(os.path.join(out, "data", "composed-seg"), **sizes)
+    data = composed_seg.prepare(os.path.join(out, "data", "composed-seg"), **cast(dict[str, Any], sizes))
     print(
         f"data: {data.root} (labeled {data.labeled_img_dir}, unlabeled {data.unlabeled_img_dir}, "
         f"val {data.val_img_dir}; classes {list(data.classes)})",
         flush=True,
     )
-    suffixes = dict(img_suffix=data.img_suffix, seg_map_suffix=data.seg_map_suffix)
+    suffixes: dict[str, Any] = dict(img_suffix=data.img_suffix, seg_map_suffix=data.seg_map_suffix)
     return SelfTrainingParams(
         **_overrides(args, SEG_DEMO_PARAMS),
         method=args.methods or ["st++"],
-        labeled=dict(
+        labeled=SegSet(
             img_dir=data.labeled_img_dir, ann_dir=data.labeled_ann_dir, classes=list(data.classes), **suffixes
         ),
-        val=dict(img_dir=data.val_img_dir, ann_dir=data.val_ann_dir, classes=list(data.classes), **suffixes),
+        val=SegSet(img_dir=data.val_img_dir, ann_dir=data.val_ann_dir, classes=list(data.classes), **suffixes),
         unlabeled=data.unlabeled_img_dir,
         unlabeled_gt=data.unlabeled_ann_dir,
         store=args.store or os.path.join(out, "store"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -115,6 +115,15 @@ def _absolute(url: str, what: str = "location") -> str:
         )
     check_no_credentials(expanded, what)
     return expanded if "://" in expanded else os.path.abspath(expanded)
+
+
+T = TypeVar("T")
+
+
+def _resolved(value: T | None, name: str) -> T:
+    if value is None:
+        raise RuntimeError(f"{name} is resolved when the parameters are validated")
+    return value
 
 
 #: Parameter names that were renamed: old name -> new name. A run given an old name still
@@ -344,6 +353,20 @@ class SelfTrainingParams(BaseModel):
             self.teacher_aug = "weak" if all(m in ("st", "st++") for m in self.methods) else self.aug
         self._check_config(self.config)
         return self
+
+    # What validation resolved (typed without None): the model config, the TTA scales and the
+    # teacher's augmentation. Raises RuntimeError on a model that skipped validation.
+    @property
+    def config_name(self) -> str:
+        return _resolved(self.config, "config")
+
+    @property
+    def scales(self) -> list[float]:
+        return _resolved(self.tta_scales, "tta_scales")
+
+    @property
+    def teacher_augmentation(self) -> str:
+        return _resolved(self.teacher_aug, "teacher_aug")
 
     def threshold_of(self, method: str) -> float:
         """The fixed (or fallback) pseudo-label threshold of ``method``'s students: score_threshold,

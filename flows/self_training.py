@@ -24,7 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import time
-from typing import Annotated
+from typing import Annotated, Any, Optional
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -70,24 +71,24 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
     from selftrain.mm.configs import recipe_digest
 
     recipe = recipe_digest(tta=p.kind.tta_defaults)
-    labeler = labeler_key(model, labeled, label_params(p.tta_scales, p.tta_flip, recipe))
+    labeler = labeler_key(model, labeled, label_params(p.scales, p.tta_flip, recipe))
     plan = shard_images(p.store, unlabeled, p.shard_size, labeler=labeler)
     shards = plan.shards
     futures = [
         pseudo_label_shard.submit(
             p.store,
-            p.config,
+            p.config_name,
             model,
             shard,
             labeled,
-            scales=p.tta_scales,
+            scales=p.scales,
             flip=p.tta_flip,
             batch_size=p.inference_batch_size,
         )
         for shard in shards
     ]
     # A progress artifact in the UI, updated as shards finish (reused shards finish at once).
-    progress = create_progress_artifact(
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync in a sync flow
         progress=0.0,
         description=f"pseudo labeling by the {what}: "
         f"{plan.new_images} new of {plan.images} images, {len(shards)} shards",
@@ -126,7 +127,7 @@ def rank_images(p: SelfTrainingParams, teacher, shards, labeled):
     futures = [
         score_stability.submit(
             p.store,
-            p.config,
+            p.config_name,
             teacher,
             shard,
             labeled,
@@ -206,7 +207,8 @@ def flat_parameters(model: type[BaseModel]):
             inspect.Parameter.KEYWORD_ONLY,
             default=None if name in renamed else inspect.Parameter.empty if f.is_required() else f.default,
             annotation=Annotated[
-                f.annotation | None if name in renamed else f.annotation, Field(description=f.description)
+                Optional[f.annotation] if name in renamed else f.annotation,  # noqa: UP045 - a runtime type
+                Field(description=f.description),
             ],
         )
         for name, f in fields.items()
@@ -216,7 +218,7 @@ def flat_parameters(model: type[BaseModel]):
             old,
             inspect.Parameter.KEYWORD_ONLY,
             default=None,
-            annotation=Annotated[fields[new].annotation | None, Field(description=f"deprecated: use {new}")],
+            annotation=Annotated[Optional[fields[new].annotation], Field(description=f"deprecated: use {new}")],  # noqa: UP045
         )
         for old, new in RENAMED.items()
     ]
@@ -251,18 +253,18 @@ def self_training(**fields) -> str:
 
     # 1. Teacher on the labeled set, K evenly spaced checkpoints (or the trained one named).
     if p.teacher:
-        teacher = find_model(store, p.dataset, p.teacher, p.config)
+        teacher = find_model(store, p.dataset, p.teacher, p.config_name)
     else:
         teacher = train_model(
             store,
-            p.config,
+            p.config_name,
             labeled,
             val,
             role="teacher",
             iters=p.teacher_iters,
             k=p.k,
             seed=p.seed,
-            aug=p.teacher_aug,
+            aug=p.teacher_augmentation,
             pretrained=p.pretrained,
         )
     # Students' schedules, as the papers train them unless student_iters is given: a zoph
@@ -270,11 +272,13 @@ def self_training(**fields) -> str:
     # epochs over its own training set (iterations derived in train_model). A named teacher's
     # own length counts, not the teacher_iters parameter.
     teacher_iters = trained_iters(get_store(store).manifest(teacher).meta, p.teacher_iters)
-    train = dict(k=p.k, aug=p.aug, pretrained=p.pretrained)
-    zoph_train = dict(
+    train: dict[str, Any] = dict(k=p.k, aug=p.aug, pretrained=p.pretrained)
+    zoph_train: dict[str, Any] = dict(
         train, iters=p.student_iters or teacher_iters, zoph_batch=p.zoph_batch, normalize_loss=p.normalize_loss
     )
-    st_train = dict(train, iters=p.student_iters, teacher_iters=teacher_iters, aug="weak")  # st: weak + strong
+    st_train: dict[str, Any] = dict(
+        train, iters=p.student_iters, teacher_iters=teacher_iters, aug="weak"
+    )  # st: weak + strong
     models, ranking = {"teacher": teacher}, None
     # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
     first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labeled, "teacher")
@@ -299,7 +303,7 @@ def self_training(**fields) -> str:
             if method == "zoph":
                 student = train_model(
                     store,
-                    p.config,
+                    p.config_name,
                     labeled,
                     val,
                     role="student",
@@ -314,7 +318,7 @@ def self_training(**fields) -> str:
             elif method == "st":
                 student = train_model(
                     store,
-                    p.config,
+                    p.config_name,
                     labeled,
                     val,
                     role="student",
@@ -329,7 +333,7 @@ def self_training(**fields) -> str:
                 ranking = ranking or rank
                 phase1 = train_model(
                     store,
-                    p.config,
+                    p.config_name,
                     labeled,
                     val,
                     role="student",
@@ -345,7 +349,7 @@ def self_training(**fields) -> str:
                 phase2_thresholds = thresholds_for(p, method, labeled, [*pseudo, *relabeled])
                 student = train_model(
                     store,
-                    p.config,
+                    p.config_name,
                     labeled,
                     val,
                     role="student",
@@ -364,7 +368,7 @@ def self_training(**fields) -> str:
             current = student
 
     # 4. Evaluation of every model on the held-out set, and the report.
-    evaluations = {name: evaluate(store, p.config, m, val) for name, m in models.items()}
+    evaluations = {name: evaluate(store, p.config_name, m, val) for name, m in models.items()}
     report = write_report(
         store,
         p.dataset,

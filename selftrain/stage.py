@@ -8,7 +8,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -16,6 +16,8 @@ from selftrain.kinds import KINDS
 from storage.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:  # the OpenMMLab config builder is imported where it is used (it loads mmengine)
+    from prefect import Task
+
     from selftrain.mm.configs import CocoSource, SegSource
 
 
@@ -111,18 +113,19 @@ def task_options() -> dict[str, Any]:
     )
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 # the leases the running stage task holds, released when it returns or raises
 _HELD: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar("selftrain_leases", default=None)
 
 
-def stage_task(name: str, **options: Any) -> Callable[[F], F]:
+def stage_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
     """``@task`` for a stage: Prefect's task with :func:`task_options` (outage retries, no
     result cache) and ``options``; the leases the task takes (:func:`done_or_claimed`) are
     released when it returns or raises."""
     from prefect import task
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             # Dask ships this function to its workers by value (cloudpickle): it names the
@@ -138,7 +141,7 @@ def stage_task(name: str, **options: Any) -> Callable[[F], F]:
                     store.CREATED_BY.reset(creator)
                     stage._HELD.reset(token)
 
-        return task(name=name, **{**task_options(), **options})(run)  # type: ignore[return-value]
+        return cast("Task[P, R]", task(name=name, **{**task_options(), **options})(run))
 
     return decorate
 
