@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +47,7 @@ class Outcome:
     recomputed: list[str] = field(default_factory=list)  # outputs computed again though complete
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -108,20 +110,24 @@ def stage_keys(store_url: str) -> set[str]:
     return {stage_key(uri) for uri in complete(store_url)}
 
 
-def run_demo(cmd: list[str], env: dict[str, str], log_path: str, kill_after: float | None) -> tuple[int | None, str]:
-    """Start the demo; SIGKILL its process group after ``kill_after`` seconds (None: let it
-    finish). Returns (exit code, None when killed; its output)."""
+Kill = float | Callable[[], bool] | None  # seconds after the start, a condition polled, or never
+
+
+def run_demo(cmd: list[str], env: dict[str, str], log_path: str, kill: Kill) -> tuple[int | None, str]:
+    """Start the demo; SIGKILL its process group ``kill`` seconds after the start, or as soon
+    as the condition ``kill()`` holds (None: let it finish). Returns (exit code, None when
+    killed; its output)."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout=kill_after if kill_after is not None else 1200)
-            code: int | None = proc.returncode
-        except subprocess.TimeoutExpired:
-            if kill_after is None:
-                raise
+        deadline = time.monotonic() + (kill if isinstance(kill, float | int) else 1200)
+        while proc.poll() is None and time.monotonic() < deadline and not (callable(kill) and kill()):
+            time.sleep(0.2)
+        code: int | None = proc.poll()
+        if code is None:
+            if kill is None:
+                raise TimeoutError(f"{cmd} did not finish within 1200 s")
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            code = None
     with open(log_path) as f:
         return code, f.read()
 
@@ -135,10 +141,12 @@ def kill_and_rerun(
     run_seconds: float,
     points: int,
     seed: int,
+    first_kill: Callable[[], bool] | None = None,
 ) -> Outcome:
-    """Run the demo ``points`` times, each killed at a random moment, then once to the end;
-    check every attempt and the final store against ``reference`` (stage keys of an
-    uninterrupted run). ``env`` holds the Prefect server and a scratch folder of its own."""
+    """Run the demo ``points`` times, each killed at a random moment (the first, when given,
+    as soon as ``first_kill()`` holds), then once to the end; check every attempt and the
+    final store against ``reference`` (stage keys of an uninterrupted run). ``env`` holds the
+    Prefect server and a scratch folder of its own. ``Outcome.outputs`` keeps every attempt's log."""
     rng = random.Random(seed)
     outcome = Outcome(seed=seed)
     started = time.monotonic()
@@ -146,10 +154,13 @@ def kill_and_rerun(
     env = dict(env, PREFECT_LOGGING_LEVEL="INFO")  # the log names every output a run computed
     for attempt in range(points + 1):
         kill_after = round(rng.uniform(1.0, run_seconds), 1) if attempt < points else None
+        kill: Kill = first_kill if attempt == 0 and first_kill is not None else kill_after
         before = complete(store_url)
-        code, output = run_demo(cmd, env, os.path.join(folder, f"attempt-{attempt:02d}.log"), kill_after)
-        if kill_after is not None and code is None:
-            outcome.kills.append(kill_after)
+        t0 = time.monotonic()
+        code, output = run_demo(cmd, env, os.path.join(folder, f"attempt-{attempt:02d}.log"), kill)
+        outcome.outputs.append(output)
+        if kill is not None and code is None:
+            outcome.kills.append(round(time.monotonic() - t0, 1))
         elif code not in (0, None):
             outcome.problems.append(f"attempt {attempt} exited with {code}: {output[-1500:]}")
             return outcome
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         stop_group(server.proc, signal.SIGINT, grace=15)
-    print(json.dumps({**outcome.__dict__, "ok": outcome.ok}, indent=1))
+    print(json.dumps({k: v for k, v in {**outcome.__dict__, "ok": outcome.ok}.items() if k != "outputs"}, indent=1))
     print(
         f"{len(outcome.kills)} kills at {outcome.kills} s, then a run to the end: "
         + ("the final store equals the uninterrupted run's" if outcome.ok else "DIFFERENCES, see above")
