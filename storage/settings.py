@@ -39,16 +39,7 @@ class SettingsError(ValueError):
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    value = environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        n = int(value)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a whole number, got {value!r}") from exc
-    if n < 1:
-        raise SettingsError(f"{name} must be at least 1, got {n}")
-    return n
+    return _int_in(environ, name, default, 1, 10**9)
 
 
 def _int_in(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -60,7 +51,8 @@ def _int_in(environ: Mapping[str, str], name: str, default: int, low: int, high:
     except ValueError as exc:
         raise SettingsError(f"{name} must be a whole number, got {value!r}") from exc
     if not low <= n <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}, got {n}")
+        bound = f"at least {low}" if high >= 10**9 else f"between {low} and {high}"
+        raise SettingsError(f"{name} must be {bound}, got {n}")
     return n
 
 

@@ -70,23 +70,37 @@ def _loader(steps: list, skip_unreadable: bool) -> list:
     return steps
 
 
-def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None, strong: bool = False) -> list[dict]:
-    """Load -> preset policy (AutoAugment / RandAugment) -> scale jitter -> crop -> flip
-    [-> ST strong augmentation] -> pack (model_configs/pipelines/det.py). ``pack`` replaces the
-    last step (a Zoph et al. student's branch packing). Raises ConfigError for an unknown preset."""
+def _train_pipeline(
+    kind_folder: str, aug: str, *, scale: tuple, crop: tuple, strong: bool, pack: dict | None
+) -> list[dict]:
+    """pipelines/<kind_folder>.py's train_pipeline filled: resize around ``scale`` (w, h) with
+    the preset's ratio range, crop to ``crop`` (h, w), the preset's flip probability; the
+    preset's policy (mmdet-scoped for segmentation) and ST's strong augmentation spliced in;
+    ``pack`` instead of the last step when given."""
     preset = aug_preset(aug)
-    w, h = model_cfg.img_scale
-    where = "pipelines/det.py train_pipeline"
-    steps = _template("det", "train_pipeline")
-    _fill(steps, "RandomResize", scale=(w, h), ratio_range=tuple(preset.scale_jitter))
-    _fill(steps, "RandomCrop", crop_size=(h, w))
+    where = f"pipelines/{kind_folder}.py train_pipeline"
+    steps = _template(kind_folder, "train_pipeline")
+    _fill(steps, "RandomResize", scale=scale, ratio_range=tuple(preset.scale_jitter))
+    _fill(steps, "RandomCrop", crop_size=crop)
     _fill(steps, "RandomFlip", prob=float(preset.flip_prob))
     steps = _filled(steps, where)
     if pack:
         steps[-1] = pack
+    policy = copy.deepcopy(list(preset.policy))
     return _spliced(
-        steps, where, policy=copy.deepcopy(list(preset.policy)), strong=strong_transforms("det") if strong else []
+        steps,
+        where,
+        policy=mmdet_scoped(policy) if kind_folder == "seg" else policy,
+        strong=strong_transforms(kind_folder) if strong else [],
     )
+
+
+def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None, strong: bool = False) -> list[dict]:
+    """Load -> preset policy (AutoAugment / RandAugment) -> scale jitter -> crop -> flip
+    [-> ST strong augmentation] -> pack (model_configs/pipelines/det.py). ``pack`` replaces the
+    last step (a Zoph et al. student's branch packing). Raises ConfigError for an unknown preset."""
+    w, h = model_cfg.img_scale
+    return _train_pipeline("det", aug, scale=(w, h), crop=(h, w), strong=strong, pack=pack)
 
 
 def det_test_pipeline(model_cfg: Config, with_ann: bool = True, skip_unreadable: bool = False) -> list[dict]:
@@ -160,20 +174,8 @@ def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False, pack: 
     [-> ST strong] -> pack (model_configs/pipelines/seg.py). The S2..S4 policies are mmdet's
     AutoAugment / RandAugment, scoped for mmseg (:func:`mmdet_scoped`), as Zoph et al. use the
     presets for segmentation too. Raises ConfigError for an unknown preset."""
-    preset = aug_preset(aug)
-    scale_w, scale_h = model_cfg.img_scale
-    h, w = model_cfg.crop_size
-    where = "pipelines/seg.py train_pipeline"
-    steps = _template("seg", "train_pipeline")
-    _fill(steps, "RandomResize", scale=(scale_w, scale_h), ratio_range=tuple(preset.scale_jitter))
-    _fill(steps, "RandomCrop", crop_size=(h, w))
-    _fill(steps, "RandomFlip", prob=float(preset.flip_prob))
-    steps = _filled(steps, where)
-    if pack:
-        steps[-1] = pack
-    return _spliced(
-        steps, where, policy=mmdet_scoped(list(preset.policy)), strong=strong_transforms("seg") if strong else []
-    )
+    w, h = model_cfg.img_scale
+    return _train_pipeline("seg", aug, scale=(w, h), crop=tuple(model_cfg.crop_size), strong=strong, pack=pack)
 
 
 def seg_test_pipeline(model_cfg: Config, with_ann: bool = True, skip_unreadable: bool = False) -> list[dict]:
