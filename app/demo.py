@@ -188,6 +188,11 @@ def segmentation_params(args, out: str):
     )
 
 
+def demo_dataset(task: str) -> str:
+    """The dataset name of ``task``'s demo in the store ('deepforest' or 'composed-seg')."""
+    return str({"detection": DEMO_PARAMS, "segmentation": SEG_DEMO_PARAMS}[task]["dataset"])
+
+
 # each task's demo: its parameters from the command line, and the folder of its report
 DEMOS = {"detection": (detection_params, "report"), "segmentation": (segmentation_params, "report-seg")}
 

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["detection", "segmentation"], required=True)
     parser.add_argument("--store", default="runs/demo/store", help="a store with a trained teacher (the demo's)")
+    parser.add_argument("--dataset", default=None, help="the dataset name in the store (default: the demo's)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="at most this many images")
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     from storage.store import ArtifactStore
 
     kind = KINDS[args.task]
-    dataset = "deepforest" if args.task == "detection" else "composed-seg"
+    from app import demo
+
+    dataset = args.dataset or demo.demo_dataset(args.task)
     store = ArtifactStore(args.store)
     teachers = [r for r in store.list(dataset, "train") if store.manifest(r).meta.get("role") == "teacher"]
     if not teachers:
