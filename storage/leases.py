@@ -5,16 +5,19 @@ runs started together would both compute the same stage - train the same teacher
 the same shard twice - and share its scratch folder. A lease prevents that. It is an object in
 the store next to the output it guards::
 
-    {root}/{dataset}/{stage}/{key}/LEASE-000001.json   {"owner", "host", "pid", "expires_at", "released"}
+    {root}/{dataset}/{stage}/{key}/LEASE-000001.json
+        {"owner", "host", "machine", "pid", "nonce", "expires_at", "released"}
 
 * **Taking it**: the next generation ``LEASE-<n+1>`` is created with a conditional write (a hard
   link on a local folder; ``If-None-Match: *`` on S3), so of two processes exactly one succeeds.
   A generation may be created only when the newest one is free: released, expired, or held by a
-  process of this host that no longer runs (a killed run's lease lapses at once on its own
-  machine, on other machines when it expires).
-* **Holding it**: a heartbeat thread renews ``expires_at`` every ``ttl / 4`` seconds; a holder
+  process of this machine that no longer runs (a killed run's lease lapses at once on its own
+  machine, elsewhere when it expires). "This machine" is the host name, the boot id and the
+  PID namespace together, so containers that share a host name never judge each other's
+  processes. Generations are never deleted, so a number is never taken twice.
+* **Holding it**: a heartbeat thread renews ``expires_at`` every ``ttl / 6`` seconds; a holder
   that stops (SIGKILL, a lost machine) stops renewing and its lease expires after ``ttl``
-  (default 60 s). A holder that finds a newer generation (it was presumed dead) logs it; the
+  (default 180 s). A holder that finds a newer generation (it was presumed dead) logs it; the
   store's first-manifest-wins commit keeps the output consistent even then.
 * **Waiting**: a process that finds the newest generation held polls until the output is
   complete (and reuses it) or the lease is free (and takes the next generation).
@@ -45,27 +48,54 @@ from storage.store import ArtifactRef, ArtifactStore
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL_S = 60.0
+# A renewal is a LIST and a PUT; on a slow S3 each may take up to about a minute within the
+# store's bounded retries, so the ttl leaves room for two failed renewals before it lapses.
+LEASE_TTL_S = 180.0
 POLL_S = 2.0
 _LEASE = re.compile(r"LEASE-(\d{6})\.json$")
 
 
+def machine_id() -> str:
+    """This machine and PID namespace: the host name, the boot id and the PID namespace's
+    inode (Linux), so that a PID is only ever judged where it means the same process."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id",):
+        try:
+            with open(path) as f:
+                parts.append(f.read().strip())
+        except OSError:
+            parts.append("?")
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        parts.append("?")
+    return "/".join(parts)
+
+
+# leases this process let go of without being able to mark them released (an outage): free
+# for this process's own next claim (a Prefect retry), not for others until they expire
+_ABANDONED: set[str] = set()
+
+
 @dataclass(frozen=True)
 class Holder:
-    """What a lease object says: who holds it, on which host and process, until when (epoch
-    seconds), and whether it was released."""
+    """What a lease object says: who holds it, on which host, machine and process, a nonce that
+    tells its own object from another's, until when (epoch seconds), and whether it was released."""
 
     owner: str
     host: str
     pid: int
     expires_at: float
     released: bool = False
+    machine: str = ""
+    nonce: str = ""
 
     def is_free(self, now: float | None = None) -> bool:
-        """Released, expired, or held by a process of this host that no longer runs."""
-        if self.released or self.expires_at < (time.time() if now is None else now):
+        """Released, expired, abandoned by this process, or held by a process of this machine
+        that no longer runs."""
+        if self.released or self.expires_at < (time.time() if now is None else now) or self.nonce in _ABANDONED:
             return True
-        if self.host == socket.gethostname():
+        if self.machine and self.machine == machine_id():
             try:
                 os.kill(self.pid, 0)
             except ProcessLookupError:
@@ -121,7 +151,7 @@ class Lease:
         self.store.replace_object(self.path, data, f"renewing the lease of {self.ref.uri}")
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl_s / 4):
+        while not self._stop.wait(self.ttl_s / 6):
             try:
                 newest = _generations(self.store, self.ref)
                 if newest and newest[-1][0] > self.generation:
@@ -136,19 +166,20 @@ class Lease:
                 log.warning("could not renew the lease of %s: %s", self.ref.uri, exc)
 
     def release(self) -> None:
-        """Stop renewing and mark the lease released; older generations are removed."""
+        """Stop renewing and mark the lease released (generations are kept: a number is never
+        taken twice). When the mark cannot be written, this process's next claim treats the
+        lease as free and others wait for its expiry."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._thread.join()
+        if self.lost:
+            return
         try:
-            if not self.lost:
-                self._write(Holder(**{**asdict(self.holder), "released": True}))
-            for n, path in _generations(self.store, self.ref):
-                if n < self.generation:
-                    self.store.fs.rm(path)
+            self._write(Holder(**{**asdict(self.holder), "released": True}))
         except Exception as exc:  # noqa: BLE001 - an unreleased lease expires after its ttl
-            log.warning("could not release the lease of %s: %s", self.ref.uri, exc)
+            _ABANDONED.add(self.holder.nonce)
+            log.warning("could not release the lease of %s (it expires in %.0f s): %s", self.ref.uri, self.ttl_s, exc)
 
     def __enter__(self) -> Lease:
         return self
@@ -181,19 +212,30 @@ def claim(
         if newest is None or newest.is_free():
             n = (generations[-1][0] if generations else 0) + 1
             holder = Holder(
-                owner=owner or f"pid {os.getpid()}-{uuid.uuid4().hex[:6]}",
+                owner=owner or f"pid {os.getpid()}",
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 expires_at=time.time() + ttl_s,
+                machine=machine_id(),
+                nonce=uuid.uuid4().hex,
             )
             path = posixpath.join(store.key_dir(ref), f"LEASE-{n:06d}.json")
-            if store.create_exclusive(path, json.dumps(asdict(holder)).encode(), f"taking the lease of {ref.uri}"):
-                lease = Lease(store, ref, n, holder, ttl_s)
+            data = json.dumps(asdict(holder)).encode()
+            if not store.create_exclusive(path, data, f"taking the lease of {ref.uri}"):
+                # another process took generation n - or a retried PUT of ours was refused
+                mine = _read(store, ref, path)
+                if mine is None or mine.nonce != holder.nonce:
+                    time.sleep(min(poll_s, 0.2))
+                    continue
+            lease = Lease(store, ref, n, holder, ttl_s)
+            try:
                 if store.has(ref):  # committed by the previous holder just before it let go
                     lease.release()
                     return None
-                return lease
-            continue  # another process took generation n first: look again
+            except BaseException:
+                lease.release()
+                raise
+            return lease
         if not announced and on_wait is not None:
             on_wait(newest)
         announced = True

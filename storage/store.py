@@ -18,8 +18,8 @@ names that folder, with each file's size and sha256. Consequences:
   object changed after it was written (a flipped byte) raises CorruptArtifact naming it and is
   never used.
 
-The manifest is one object; on local disks it is renamed into place atomically, on S3 a PUT
-is atomic per object.
+The manifest is one object, created exclusively: on local disks a hard link (atomic, and it
+fails if the manifest exists), on S3 a conditional PUT (If-None-Match: *).
 """
 
 from __future__ import annotations
@@ -169,27 +169,41 @@ def _check_file_name(name: str) -> str:
     return name
 
 
-_SECRET_QUERY = ("secret", "password", "passwd", "signature", "token", "credential", "sig")
+# query parameters that carry a credential: exact names, and the signed-URL families' prefixes
+_SECRET_PARAMS = {
+    "signature", "sig", "token", "access_token", "id_token", "password", "passwd", "pwd", "secret",
+    "client_secret", "api_key", "apikey", "access_key", "accesskey", "secret_key", "secretkey", "awsaccesskeyid",
+}  # fmt: skip
+_SECRET_PREFIXES = ("x-amz-", "x-goog-")
 
 
 def _redact(url: str) -> str:
     """``url`` without its user info and with its query string cut (which may hold a secret)."""
     parts = urlsplit(url)
-    if parts.password or parts.username:
-        url = url.replace(parts.netloc, parts.hostname or "")
+    netloc_secret = "@" in parts.netloc
+    if netloc_secret:
+        url = url.replace(parts.netloc, "<credentials removed>@" + parts.netloc.rsplit("@", 1)[1])
     return url.split("?", 1)[0] + ("?<query removed>" if parts.query else "")
 
 
 def check_no_credentials(url: str, what: str) -> str:
-    """``url`` itself, unless it carries a credential: user info (``s3://key:secret@bucket``) or
-    a query parameter named like one (``?X-Amz-Signature=``, ``?token=``...). Raises ValueError
-    naming ``what`` and the URL without the secret, so that it reaches no log, report, Prefect
-    parameter or manifest; credentials belong in the environment or a profile."""
-    parts = urlsplit(url)
-    names = [kv.split("=", 1)[0].lower() for kv in parts.query.split("&") if kv] if "://" in url else []
-    if parts.username or parts.password or any(s in n for n in names for s in _SECRET_QUERY):
+    """``url`` itself, unless it carries a credential: user info (``s3://key:secret@bucket``,
+    also when the secret holds '/' or '#') or a query parameter of a signed URL or a token
+    (``X-Amz-Signature``, ``token``, ``api_key``...). Raises ValueError naming ``what`` and the
+    URL without the secret, so that it reaches no log, report, Prefect parameter or manifest;
+    credentials belong in the environment or a profile. Local paths are never refused."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    authority = rest.split("/", 1)[0]  # up to the first '/', as a secret may hold '/' or '#'
+    names = [kv.split("=", 1)[0].lower() for kv in urlsplit(url).query.split("&") if kv]
+    secret_param = any(n in _SECRET_PARAMS or n.startswith(_SECRET_PREFIXES) for n in names)
+    # "key:sec/ret@bucket": the authority up to the first '/' is "key:sec", a colon with no port
+    split_secret = "@" in rest and ":" in authority and not authority.rsplit(":", 1)[1].isdigit()
+    if "@" in authority or split_secret or secret_param:
+        shown = f"{scheme}://<credentials removed>@{rest.rsplit('@', 1)[1]}" if "@" in rest else _redact(url)
         raise ValueError(
-            f"{what} {_redact(url)!r} carries credentials in the URL; put them in the "
+            f"{what} {shown.split('?', 1)[0]!r} carries credentials in the URL; put them in the "
             "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or the "
             "storage options instead, so they never reach logs, reports or Prefect"
         )
@@ -283,10 +297,13 @@ class ArtifactStore:
             return
         digest = hashlib.sha256()
         size = 0
-        with self._guard(f"opening {ref.uri}/{name}", self.fs.open, path, "rb") as f:
-            while chunk := self._guard(f"reading {ref.uri}/{name}", f.read, _CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+        try:
+            with self._guard(f"opening {ref.uri}/{name}", self.fs.open, path, "rb") as f:
+                while chunk := self._guard(f"reading {ref.uri}/{name}", f.read, _CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError as exc:
+            raise CorruptArtifact(f"{ref.uri}/{name} is named by the manifest but missing") from exc
         if size != entry.size:
             raise self._corrupt(ref, name, f"{size} bytes, the manifest says {entry.size}")
         if digest.hexdigest() != entry.sha256:
@@ -422,7 +439,10 @@ class ArtifactStore:
         os.makedirs(os.path.dirname(os.path.abspath(local_path)) or ".", exist_ok=True)
         tmp = f"{local_path}.part-{uuid.uuid4().hex[:8]}"
         try:
-            self._guard(f"downloading {ref.uri}/{name}", self.fs.get_file, path, tmp)
+            try:
+                self._guard(f"downloading {ref.uri}/{name}", self.fs.get_file, path, tmp)
+            except FileNotFoundError as exc:
+                raise CorruptArtifact(f"{ref.uri}/{name} is named by the manifest but missing") from exc
             entry = manifest.files[name]
             size = os.path.getsize(tmp)
             if size != entry.size:
@@ -493,8 +513,12 @@ class ArtifactStore:
             return True
         try:
             self._guard(what, self.fs.pipe_file, path, data, mode="create")
+        except StoreError:
+            raise  # unreachable, access denied...: never taken for "another writer won"
+        except FileExistsError:
+            return False  # s3fs's translation of 412 Precondition Failed
         except OSError as exc:
-            if "pre-condition" in str(exc) or "PreconditionFailed" in str(exc) or "412" in str(exc):
+            if "PreconditionFailed" in str(exc) or "pre-conditions you specified did not hold" in str(exc):
                 return False
             raise
         return True
@@ -626,8 +650,12 @@ class StageWriter:
             created_by=CREATED_BY.get(),
         )
         if not self.store._publish_manifest(self.ref, manifest):
+            winner = self.store.manifest(self.ref)
+            if winner.attempt == self.attempt:  # our own PUT landed, and a retry of it was refused
+                self.manifest = winner
+                return winner
             self.store._remove_attempt(self.ref, self.attempt)
-            self.manifest, self.reused = self.store.manifest(self.ref), True
+            self.manifest, self.reused = winner, True
             return self.manifest
         self.manifest = manifest
         return manifest

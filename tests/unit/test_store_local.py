@@ -34,3 +34,22 @@ def test_file_urls_are_local_paths(tmp_path):
     store.write(ref, {"f.txt": b"hi"})
     url = store.file_url(ref, "f.txt")
     assert url.startswith(str(tmp_path)) and open(url, "rb").read() == b"hi"
+
+
+def test_a_commit_whose_retried_put_was_refused_keeps_its_own_manifest(tmp_path, monkeypatch):
+    """On S3 a PUT that landed but timed out is sent again by the client's retries and refused
+    (412): the manifest found is this writer's own, so its attempt must be kept, not removed."""
+    from storage.keys import artifact_key
+
+    store = ArtifactStore(str(tmp_path))
+    ref = store.ref("demo", "unit", artifact_key("unit", 1, "", {}, {"n": 1}))
+    real = store.create_exclusive
+
+    def landed_then_refused(path, data, what):
+        assert real(path, data, what)
+        return False
+
+    monkeypatch.setattr(store, "create_exclusive", landed_then_refused)
+    with store.writer(ref) as w:
+        w.write_bytes("f", b"mine")
+    assert not w.reused and store.read(ref, "f") == b"mine"
