@@ -6,6 +6,9 @@ The harness behind tests/integration/test_detection_flow.py::test_killed_at_rand
 
     python -m tests.chaos --points 20 --seed 7          # its own Prefect server; prints a summary
 
+(the script runs cycles of ``--per-cycle`` kills, each cycle on a fresh store, since a re-run
+after a complete run finishes in seconds and a kill then hits nothing).
+
 A kill is a SIGKILL of the whole process group of the demo's flow run (the flow, its task
 threads and DataLoader workers), at a time drawn uniformly from [1 s, the uninterrupted run's
 wall time]: registration, listing, inference of a shard, a manifest publish, training,
@@ -149,6 +152,7 @@ def kill_and_rerun(
     Prefect server and a scratch folder of its own. ``Outcome.outputs`` keeps every attempt's log."""
     rng = random.Random(seed)
     outcome = Outcome(seed=seed)
+    os.makedirs(folder, exist_ok=True)
     started = time.monotonic()
     cmd = [sys.executable, "-m", "app.demo", *demo_args, "--store", store_url]
     env = dict(env, PREFECT_LOGGING_LEVEL="INFO")  # the log names every output a run computed
@@ -189,6 +193,7 @@ TINY = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=20, help="kills (each followed by a re-run)")
+    parser.add_argument("--per-cycle", type=int, default=4, help="kills before a cycle's run to the end")
     parser.add_argument("--seed", type=int, default=None, help="the kill schedule's seed (default: random)")
     parser.add_argument("--out", default=None, help="work folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
@@ -214,19 +219,38 @@ def main(argv: list[str] | None = None) -> int:
         reference_seconds = time.monotonic() - t0
         reference = stage_keys(os.path.join(out, "store"))
         print(f"uninterrupted run: {reference_seconds:.0f} s, {len(reference)} stage outputs", flush=True)
-        env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work-killed")
-        outcome = kill_and_rerun(
-            demo, env, os.path.join(out, "store-killed"), out, reference, reference_seconds, args.points, seed
-        )
+        # Cycles of a few kills each, every cycle on a fresh store and scratch folder: once a
+        # run has completed, a re-run finishes in seconds and a later kill would hit nothing.
+        outcomes, cycle = [], 0
+        while sum(len(o.kills) for o in outcomes) < args.points and cycle < 4 * args.points:
+            env["SELFTRAIN_WORK_DIR"] = os.path.join(out, f"work-killed-{cycle}")
+            outcome = kill_and_rerun(
+                demo,
+                env,
+                os.path.join(out, f"store-killed-{cycle}"),
+                os.path.join(out, f"cycle-{cycle}"),
+                reference,
+                0.8 * reference_seconds,
+                min(args.per_cycle, args.points - sum(len(o.kills) for o in outcomes)),
+                seed + cycle,
+            )
+            outcomes.append(outcome)
+            print(f"cycle {cycle}: kills at {outcome.kills} s, ok {outcome.ok}", flush=True)
+            cycle += 1
+            if not outcome.ok:
+                break
     finally:
         stop_group(server.proc, signal.SIGINT, grace=15)
-    print(json.dumps({k: v for k, v in {**outcome.__dict__, "ok": outcome.ok}.items() if k != "outputs"}, indent=1))
+    for o in outcomes:
+        print(json.dumps({k: v for k, v in {**o.__dict__, "ok": o.ok}.items() if k != "outputs"}))
+    kills = [k for o in outcomes for k in o.kills]
+    ok = all(o.ok for o in outcomes)
     print(
-        f"{len(outcome.kills)} kills at {outcome.kills} s, then a run to the end: "
-        + ("the final store equals the uninterrupted run's" if outcome.ok else "DIFFERENCES, see above")
-        + f" ({outcome.seconds / 60:.1f} min; seed {seed})"
+        f"{len(kills)} kills in {len(outcomes)} cycles (each: kills, then a run to the end, on a fresh store): "
+        + ("every final store equals the uninterrupted run's" if ok else "DIFFERENCES, see above")
+        + f" ({sum(o.seconds for o in outcomes) / 60:.1f} min; seed {seed})"
     )
-    return 0 if outcome.ok else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
