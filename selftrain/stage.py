@@ -249,6 +249,38 @@ def scratch_dir(ref: ArtifactRef) -> str:
     return path
 
 
+class ScratchError(RuntimeError):
+    """The local scratch folder of a stage failed under it: the disk is full, or the folder was
+    deleted while the stage ran. Nothing of the stage was stored; the message names the folder."""
+
+
+_DISK_FULL = ("no space left on device", "file write failed", "disk quota exceeded")
+
+
+@contextlib.contextmanager
+def scratch_guard(work: str, what: str):
+    """Run a stage's local work in its scratch folder ``work``, turning a full disk or a folder
+    deleted meanwhile into a ScratchError that names the folder and what to do; other errors
+    pass unchanged. The stage's output is stored only after this work, so nothing half-written
+    counts, and a re-run recovers (a training resumes from its last checkpoint when one is left)."""
+    import errno
+
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - translated when it is the scratch folder's failure
+        text = str(exc).lower()
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(t in text for t in _DISK_FULL)
+        gone = not os.path.isdir(work)
+        if not (full or gone):
+            raise
+        why = "the disk is full" if full else "the folder was deleted while the stage ran"
+        raise ScratchError(
+            f"{what}: scratch folder {work}: {why} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). "
+            "Nothing of this stage was stored. Free space there or set SELFTRAIN_WORK_DIR to a larger "
+            "disk, then run again."
+        ) from exc
+
+
 def read_pseudo_boxes(store: ArtifactStore, shards: list[ArtifactRef]) -> tuple[list[dict], list[dict]]:
     """All pseudo-box rows and per-image statistics rows of the given pseudo-label shards."""
     from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, read_parquet

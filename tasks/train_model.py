@@ -36,6 +36,7 @@ from selftrain.stage import (
     get_store,
     log_stage,
     scratch_dir,
+    scratch_guard,
     stage_logger,
     stage_task,
 )
@@ -209,11 +210,12 @@ def train_model(
     config_file = os.path.join(work, "config.py")
     train_cfg.dump(config_file)
     n_gpus = gpus()
-    if n_gpus > 1:
-        train_distributed(train_cfg, work, n_gpus)  # torchrun + mmengine's launcher, DDP with SyncBN
-    else:
-        with quiet_openmmlab(work, train_cfg.experiment_name, f"train {what}"):
-            Runner.from_cfg(train_cfg).train()
+    with scratch_guard(work, f"train {what}"):
+        if n_gpus > 1:
+            train_distributed(train_cfg, work, n_gpus)  # torchrun + mmengine's launcher, DDP with SyncBN
+        else:
+            with quiet_openmmlab(work, train_cfg.experiment_name, f"train {what}"):
+                Runner.from_cfg(train_cfg).train()
 
     interval = iters // k
     ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]

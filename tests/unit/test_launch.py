@@ -109,3 +109,31 @@ def test_only_a_storage_outage_is_retried():
         ValueError("a user's bad parameter"),
     ):
         assert not is_storage_outage(error), error
+
+
+def test_a_full_disk_or_a_deleted_scratch_folder_is_named_and_other_errors_pass(tmp_path):
+    import errno
+    import shutil
+
+    from selftrain.stage import ScratchError, scratch_guard
+
+    work = tmp_path / "work" / "deepforest" / "train" / "k"
+    work.mkdir(parents=True)
+    with pytest.raises(
+        ScratchError, match=rf"train teacher: scratch folder {work}: the disk is full .*SELFTRAIN_WORK_DIR"
+    ):
+        with scratch_guard(str(work), "train teacher"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(work / "iter_40.pth"))
+    with pytest.raises(ScratchError, match="the disk is full"):  # torch.save's own wording of it
+        with scratch_guard(str(work), "train teacher"):
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed: file write failed"
+            )
+    with pytest.raises(ScratchError, match="the folder was deleted while the stage ran"):
+        with scratch_guard(str(work), "train teacher"):
+            shutil.rmtree(work)
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(work / "iter_40.pth"))
+    work.mkdir(parents=True)
+    with pytest.raises(ValueError, match="a user's bad value"):  # not the scratch folder's failure
+        with scratch_guard(str(work), "train teacher"):
+            raise ValueError("a user's bad value")
