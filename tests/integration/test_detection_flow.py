@@ -139,6 +139,46 @@ def test_two_runs_at_once_compute_every_stage_once(first_run):
     assert metrics[0] and metrics[0] == metrics[1]
 
 
+def test_killed_mid_training_and_at_a_random_moment_the_run_ends_as_an_uninterrupted_one(
+    first_run, prefect_server, tmp_path
+):
+    """tests/chaos.py with 2 kill points (the script runs many more): the first once the
+    teacher has written its checkpoint at iteration 40 (the next attempt resumes from it, not
+    from scratch), the second at a random moment. After each SIGKILL only complete outputs
+    remain, each verifying; a re-run computes nothing that was complete; the final store has
+    the uninterrupted run's stage keys and labels every image once. It runs before the tests
+    below that add images to the data (pytest keeps the file's order): its reference is the
+    first runs' store, made on the data as prepared."""
+    from tests.chaos import kill_and_rerun, stage_key
+
+    out, _, seconds, _, stored = first_run
+    seed = int(os.environ.get("SELFTRAIN_CHAOS_SEED", time.time_ns() % 10**6))
+    print(f"kill schedule seed: {seed} (replay: SELFTRAIN_CHAOS_SEED={seed})")
+    env = dict(prefect_server.env(), SELFTRAIN_WORK_DIR=str(tmp_path / "work"))
+    reference = {stage_key(uri) for uri in stored}
+
+    def at_40():  # mmengine names a checkpoint in last_checkpoint only once it is fully written
+        return any(
+            open(p).read().strip().endswith("iter_40.pth")
+            for p in glob.glob(f"{tmp_path}/work/*/train/*/last_checkpoint")
+        )
+
+    outcome = kill_and_rerun(
+        ["--out", out, *TINY],
+        env,
+        str(tmp_path / "store"),
+        str(tmp_path),
+        reference,
+        min(seconds, 60.0),
+        2,
+        seed,
+        first_kill=at_40,
+    )
+    assert outcome.ok, (seed, outcome.recomputed, outcome.problems)
+    assert outcome.kills  # the first attempt was killed mid-teacher
+    assert "resumed" in outcome.outputs[1].lower() and "iter: 40" in outcome.outputs[1]
+
+
 def test_config_show_prints_what_a_trained_model_ran_with(first_run, capsys):
     from mmengine.config import Config
 
@@ -357,41 +397,3 @@ def test_reviewed_labels_come_back_as_labeled_data_for_the_next_teacher(first_ru
     assert any(a["file_name"] in ids and b["file_name"] in ids for ids in listings)  # the first run's
     (after,) = [ids for ids in listings if a["file_name"] not in ids]  # the next run's: they are labeled now
     assert b["file_name"] not in after and len(after) == len(set().union(*listings)) - 2
-
-
-def test_killed_mid_training_and_at_a_random_moment_the_run_ends_as_an_uninterrupted_one(
-    first_run, prefect_server, tmp_path
-):
-    """tests/chaos.py with 2 kill points (the script runs many more): the first once the
-    teacher has written its checkpoint at iteration 40 (the next attempt resumes from it, not
-    from scratch), the second at a random moment. After each SIGKILL only complete outputs
-    remain, each verifying; a re-run computes nothing that was complete; the final store has
-    the uninterrupted run's stage keys and labels every image once."""
-    from tests.chaos import kill_and_rerun, stage_key
-
-    out, _, seconds, _, stored = first_run
-    seed = int(os.environ.get("SELFTRAIN_CHAOS_SEED", time.time_ns() % 10**6))
-    print(f"kill schedule seed: {seed} (replay: SELFTRAIN_CHAOS_SEED={seed})")
-    env = dict(prefect_server.env(), SELFTRAIN_WORK_DIR=str(tmp_path / "work"))
-    reference = {stage_key(uri) for uri in stored}
-
-    def at_40():  # mmengine names a checkpoint in last_checkpoint only once it is fully written
-        return any(
-            open(p).read().strip().endswith("iter_40.pth")
-            for p in glob.glob(f"{tmp_path}/work/*/train/*/last_checkpoint")
-        )
-
-    outcome = kill_and_rerun(
-        ["--out", out, *TINY],
-        env,
-        str(tmp_path / "store"),
-        str(tmp_path),
-        reference,
-        min(seconds, 60.0),
-        2,
-        seed,
-        first_kill=at_40,
-    )
-    assert outcome.ok, (seed, outcome.recomputed, outcome.problems)
-    assert outcome.kills  # the first attempt was killed mid-teacher
-    assert "resumed" in outcome.outputs[1].lower() and "iter: 40" in outcome.outputs[1]
