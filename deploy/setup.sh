@@ -5,7 +5,8 @@
 #   SELFTRAIN_DEVICE=cuda deploy/setup.sh
 #
 # A second call with nothing changed returns in about a second: the last successful set-up
-# leaves a stamp holding a digest of everything that decides what gets installed.
+# leaves a stamp holding a digest of everything that decides what gets installed (and of the
+# checkout's path: the editable install points there, so a venv used by another checkout re-points).
 #
 # Environment:
 #   SELFTRAIN_VENV         virtual environment folder (default: .venv in the repository)
@@ -28,7 +29,7 @@ case "$device" in cpu|cuda) ;; *) echo "SELFTRAIN_DEVICE must be cpu or cuda, no
 
 stamp="$venv/.selftrain-setup"
 digest="$(cat deploy/setup.sh requirements.txt constraints.txt pyproject.toml selftrain/compat.py \
-          | sha256sum | cut -c1-16)-$device-${SELFTRAIN_TORCH_INDEX:-}"
+          | sha256sum | cut -c1-16)-$device-${SELFTRAIN_TORCH_INDEX:-}-$(printf %s "$repo" | sha256sum | cut -c1-8)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$digest" && -x "$venv/bin/python" ]]; then
   echo "set-up: up to date ($venv)"
   exit 0
