@@ -131,8 +131,8 @@ def test_deployment_run_from_the_cli_completes(prefect_server, worker, tmp_path)
     # The README's smoke command, from a fresh shell, on 3 of the demo's tiles and a test store.
     out = fresh_shell(
         prefect_server,
-        "prefect deployment run self-training/demo --param teacher_iters=60 "
-        "--param student_iters=30 --param score_threshold=0.0 --watch --watch-timeout 900 "
+        "prefect deployment run self-training/demo --param teacher_iters=30 "
+        "--param student_iters=15 --param score_threshold=0.0 --watch --watch-timeout 900 "
         f"--param unlabeled={unlabeled} --param store={store}",
         timeout=960,
     )
@@ -140,7 +140,7 @@ def test_deployment_run_from_the_cli_completes(prefect_server, worker, tmp_path)
     (report,) = glob.glob(f"{store}/deepforest/report/*/*/report.json")
     report = json.load(open(report))
     assert set(report["metrics"]) == {"teacher", "zoph"}
-    assert report["parameters"]["teacher_iters"] == 60 and report["parameters"]["aug"] == "S1"  # default kept
+    assert report["parameters"]["teacher_iters"] == 30 and report["parameters"]["aug"] == "S1"  # default kept
     assert report["pseudo_labels"]["images"] == 3
 
 

@@ -143,7 +143,7 @@ def test_killed_mid_training_and_at_a_random_moment_the_run_ends_as_an_uninterru
     first_run, prefect_server, tmp_path
 ):
     """tests/chaos.py with 2 kill points (the script runs many more): the first once the
-    teacher has written its checkpoint at iteration 40 (the next attempt resumes from it, not
+    teacher has written its checkpoint at iteration 40 of 60 (the next attempt resumes from it, not
     from scratch), the second at a random moment. After each SIGKILL only complete outputs
     remain, each verifying; a re-run computes nothing that was complete; the final store has
     the uninterrupted run's stage keys and labels every image once. It runs before the tests
