@@ -1,5 +1,5 @@
 """The Prefect server restarts while a flow run trains (an upgrade, a crash of `make serve`):
-the run keeps going or fails with a clear error, and a re-run resumes from the store without
+the run keeps going (Prefect's client retries its API calls), and a re-run resumes from the store without
 computing again anything that was complete. A Prefect server of its own (the session's shared
 one keeps serving other tests), stopped mid-teacher and started again on the same port."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import time
 
 import pytest
@@ -35,8 +34,7 @@ def test_a_prefect_server_restart_mid_run_and_a_rerun_that_resumes(tmp_path):
         server.start()
         proc.wait(timeout=900)
         output = open(log).read()
-        if proc.returncode != 0:  # failing is allowed, failing silently or obscurely is not
-            assert re.search(r"(Prefect|API|connect|Connection)", output), output[-4000:]
+        assert proc.returncode == 0, output[-4000:]  # the run went on through the restart
         store = os.path.join(out, "store")
         before = complete(store)
         rerun = demo(out, server, env_extra=info)
@@ -44,6 +42,5 @@ def test_a_prefect_server_restart_mid_run_and_a_rerun_that_resumes(tmp_path):
         assert not again, f"the re-run computed again what was complete: {again}"
         assert "report:" in rerun
         assert {uri: a for uri, a in complete(store).items() if uri in before} == before  # nothing rewritten
-        print(f"first run exit code {proc.returncode}; {len(before)} outputs complete before the re-run")
     finally:
         server.stop()
