@@ -162,6 +162,15 @@ class Manifest(BaseModel):
     created_by: str | None = None
 
 
+def _sha256_of(f: Any) -> tuple[str, int]:
+    """(sha256 hex digest, size in bytes) of a readable binary file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := f.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def _check_file_name(name: str) -> str:
     parts = name.split("/")
     if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or name == MANIFEST:
@@ -180,8 +189,7 @@ _SECRET_PREFIXES = ("x-amz-", "x-goog-")
 def _redact(url: str) -> str:
     """``url`` without its user info and with its query string cut (which may hold a secret)."""
     parts = urlsplit(url)
-    netloc_secret = "@" in parts.netloc
-    if netloc_secret:
+    if "@" in parts.netloc:
         url = url.replace(parts.netloc, "<credentials removed>@" + parts.netloc.rsplit("@", 1)[1])
     return url.split("?", 1)[0] + ("?<query removed>" if parts.query else "")
 
@@ -295,18 +303,14 @@ class ArtifactStore:
         entry = manifest.files[name]
         if (self.url, path, entry.sha256) in _VERIFIED:
             return
-        digest = hashlib.sha256()
-        size = 0
         try:
             with self._guard(f"opening {ref.uri}/{name}", self.fs.open, path, "rb") as f:
-                while chunk := self._guard(f"reading {ref.uri}/{name}", f.read, _CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+                sha, size = self._guard(f"reading {ref.uri}/{name}", _sha256_of, f)
         except FileNotFoundError as exc:
             raise CorruptArtifact(f"{ref.uri}/{name} is named by the manifest but missing") from exc
         if size != entry.size:
             raise self._corrupt(ref, name, f"{size} bytes, the manifest says {entry.size}")
-        if digest.hexdigest() != entry.sha256:
+        if sha != entry.sha256:
             raise self._corrupt(ref, name, "sha256 differs")
         _VERIFIED.add((self.url, path, entry.sha256))
 
@@ -447,11 +451,9 @@ class ArtifactStore:
             size = os.path.getsize(tmp)
             if size != entry.size:
                 raise self._corrupt(ref, name, f"{size} bytes, the manifest says {entry.size}")
-            digest = hashlib.sha256()
             with open(tmp, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-            if digest.hexdigest() != entry.sha256:
+                sha, _ = _sha256_of(f)
+            if sha != entry.sha256:
                 raise self._corrupt(ref, name, "sha256 differs")
             os.replace(tmp, local_path)
         finally:
