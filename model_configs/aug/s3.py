@@ -1,4 +1,6 @@
-# S3 (Zoph et al. 2020): AutoAugment + large scale jitter (0.5, 2.0).
-policy = [dict(type="AutoAugment")]
+# S3 (Zoph et al. 2020 §3.1): AutoAugment with the detection policy of Zoph et al. 2019 + large
+# scale jitter (0.5, 2.0).
+_base_ = ["./zoph2019_det_v0.py"]
+policy = [dict(type="AutoAugment", policies={{_base_.policies}})]
 scale_jitter = (0.5, 2.0)
 flip_prob = 0.5

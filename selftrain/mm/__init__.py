@@ -6,4 +6,11 @@ GaussianBlur) and mmengine's hooks (ProgressHook).
 In configs: ``custom_imports = dict(imports=['selftrain.mm'], allow_failed_imports=False)``.
 """
 
-from selftrain.mm import fileio, loss_normalization, progress, segmentation, transforms  # noqa: F401
+from selftrain.mm import (  # noqa: F401
+    detection_autoaugment,
+    fileio,
+    loss_normalization,
+    progress,
+    segmentation,
+    transforms,
+)
