@@ -116,14 +116,23 @@ def stage_keys(store_url: str) -> set[str]:
 Kill = float | Callable[[], bool] | None  # seconds after the start, a condition polled, or never
 
 
-def run_demo(cmd: list[str], env: dict[str, str], log_path: str, kill: Kill) -> tuple[int | None, str]:
+Event = tuple[Callable[[str], bool], Callable[[], None]]  # (condition on the log so far, action)
+
+
+def run_demo(
+    cmd: list[str], env: dict[str, str], log_path: str, kill: Kill, event: Event | None = None
+) -> tuple[int | None, str]:
     """Start the demo; SIGKILL its process group ``kill`` seconds after the start, or as soon
-    as the condition ``kill()`` holds (None: let it finish). Returns (exit code, None when
-    killed; its output)."""
+    as the condition ``kill()`` holds (None: let it finish); with ``event`` (condition, action),
+    run the action once, the first time the condition holds on the run's output so far.
+    Returns (exit code, None when killed; its output)."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + (kill if isinstance(kill, float | int) else 1200)
         while proc.poll() is None and time.monotonic() < deadline and not (callable(kill) and kill()):
+            if event is not None and event[0](open(log_path).read()):
+                event[1]()
+                event = None
             time.sleep(0.2)
         code: int | None = proc.poll()
         if code is None:
@@ -145,25 +154,47 @@ def kill_and_rerun(
     points: int,
     seed: int,
     first_kill: Callable[[], bool] | None = None,
+    disk_full: Callable[[], str] | None = None,
+    during_disk_full: Event | None = None,
 ) -> Outcome:
     """Run the demo ``points`` times, each killed at a random moment (the first, when given,
     as soon as ``first_kill()`` holds), then once to the end; check every attempt and the
     final store against ``reference`` (stage keys of an uninterrupted run). ``env`` holds the
-    Prefect server and a scratch folder of its own. ``Outcome.outputs`` keeps every attempt's log."""
+    Prefect server and a scratch folder of its own. ``Outcome.outputs`` keeps every attempt's log.
+
+    With ``disk_full``, the attempt after the first fills the disk: ``disk_full()`` plants a
+    file of the scratch folder that the attempt will write (a link to /dev/full, whose every
+    write fails with ENOSPC, the kernel's own "No space left on device") and returns its path;
+    the attempt must fail with a ScratchError naming that folder, and the link is removed
+    afterwards (the space freed) before the next attempt. ``during_disk_full`` (condition on the
+    attempt's output, action) happens during that attempt (the suite restarts the Prefect server
+    there: the attempt must still reach the full disk, its own failure)."""
     rng = random.Random(seed)
     outcome = Outcome(seed=seed)
     os.makedirs(folder, exist_ok=True)
     started = time.monotonic()
     cmd = [sys.executable, "-m", "app.demo", *demo_args, "--store", store_url]
     env = dict(env, PREFECT_LOGGING_LEVEL="INFO")  # the log names every output a run computed
-    for attempt in range(points + 1):
-        kill_after = round(rng.uniform(1.0, run_seconds), 1) if attempt < points else None
-        kill: Kill = first_kill if attempt == 0 and first_kill is not None else kill_after
+    schedule: list[tuple[str, Kill]] = []
+    for attempt in range(points):
+        kill_after = round(rng.uniform(1.0, run_seconds), 1)
+        schedule.append(("kill", first_kill if attempt == 0 and first_kill is not None else kill_after))
+    if disk_full is not None:
+        schedule.insert(1, ("disk full", None))
+    schedule.append(("to the end", None))
+    for attempt, (action, kill) in enumerate(schedule):
         before = complete(store_url)
+        planted = disk_full() if action == "disk full" and disk_full is not None else None
         t0 = time.monotonic()
-        code, output = run_demo(cmd, env, os.path.join(folder, f"attempt-{attempt:02d}.log"), kill)
+        event = during_disk_full if planted is not None else None
+        code, output = run_demo(cmd, env, os.path.join(folder, f"attempt-{attempt:02d}.log"), kill, event)
         outcome.outputs.append(output)
-        if kill is not None and code is None:
+        if planted is not None:
+            os.remove(planted)  # the space is freed
+            folder_named = f"scratch folder {os.path.dirname(planted)}: the disk is full"
+            if code == 0 or "ScratchError" not in output or folder_named not in output:
+                outcome.problems.append(f"attempt {attempt} (disk full) did not fail with {folder_named!r}")
+        elif kill is not None and code is None:
             outcome.kills.append(round(time.monotonic() - t0, 1))
         elif code not in (0, None):
             outcome.problems.append(f"attempt {attempt} exited with {code}: {output[-1500:]}")

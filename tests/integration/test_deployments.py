@@ -132,7 +132,7 @@ def test_deployment_run_from_the_cli_completes(prefect_server, worker, tmp_path)
     out = fresh_shell(
         prefect_server,
         "prefect deployment run self-training/demo --param teacher_iters=30 "
-        "--param student_iters=15 --param score_threshold=0.0 --watch --watch-timeout 900 "
+        "--param student_iters=6 --param score_threshold=0.0 --watch --watch-timeout 900 "
         f"--param unlabeled={unlabeled} --param store={store}",
         timeout=960,
     )

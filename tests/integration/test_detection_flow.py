@@ -139,16 +139,21 @@ def test_two_runs_at_once_compute_every_stage_once(first_run):
     assert metrics[0] and metrics[0] == metrics[1]
 
 
-def test_killed_mid_training_and_at_a_random_moment_the_run_ends_as_an_uninterrupted_one(
+def test_killed_mid_training_a_full_disk_a_server_restart_and_a_random_kill_the_run_ends_as_an_uninterrupted_one(
     first_run, prefect_server, tmp_path
 ):
-    """tests/chaos.py with 2 kill points (the script runs many more): the first once the
-    teacher has written its checkpoint at iteration 40 of 60 (the next attempt resumes from it, not
-    from scratch), the second at a random moment. After each SIGKILL only complete outputs
-    remain, each verifying; a re-run computes nothing that was complete; the final store has
-    the uninterrupted run's stage keys and labels every image once. It runs before the tests
-    below that add images to the data (pytest keeps the file's order): its reference is the
-    first runs' store, made on the data as prepared."""
+    """tests/chaos.py with 2 kill points (the script runs many more), a full disk and a Prefect
+    server restart: the first kill once the teacher has written its checkpoint at iteration 40
+    of 60. The next attempt resumes from it, not from scratch; as it resumes, the Prefect server
+    stops and starts again 5 s later on the same port and database (an upgrade, a crash of
+    `make serve`); the run goes on training through the restart and meets a full disk when it
+    writes its iteration-60 checkpoint (a link to /dev/full: the kernel's ENOSPC, as on a real
+    full disk), failing with a ScratchError that names the teacher's scratch folder. Then, the
+    space freed, a kill at a random moment, and a run to the end. After each attempt only
+    complete outputs remain, each verifying; a re-run computes nothing that was complete; the
+    final store has the uninterrupted run's stage keys and labels every image once. It runs
+    before the tests below that add images to the data (pytest keeps the file's order): its
+    reference is the first runs' store, made on the data as prepared."""
     from tests.chaos import kill_and_rerun, stage_key
 
     out, _, seconds, _, stored = first_run
@@ -163,6 +168,20 @@ def test_killed_mid_training_and_at_a_random_moment_the_run_ends_as_an_uninterru
             for p in glob.glob(f"{tmp_path}/work/*/train/*/last_checkpoint")
         )
 
+    def full_disk_at_60():  # the teacher's next checkpoint goes to a device that is always full
+        (last,) = glob.glob(f"{tmp_path}/work/*/train/*/last_checkpoint")
+        link = os.path.join(os.path.dirname(last), "iter_60.pth")
+        os.symlink("/dev/full", link)
+        return link
+
+    restarted = []
+
+    def restart_server():  # mid-teacher: the attempt has resumed training from iteration 40
+        prefect_server.stop()
+        time.sleep(5)
+        prefect_server.start()
+        restarted.append(time.monotonic())
+
     outcome = kill_and_rerun(
         ["--out", out, *TINY],
         env,
@@ -173,10 +192,14 @@ def test_killed_mid_training_and_at_a_random_moment_the_run_ends_as_an_uninterru
         2,
         seed,
         first_kill=at_40,
+        disk_full=full_disk_at_60,
+        during_disk_full=(lambda log: "resumed from the last checkpoint" in log, restart_server),
     )
     assert outcome.ok, (seed, outcome.recomputed, outcome.problems)
     assert outcome.kills  # the first attempt was killed mid-teacher
     assert "resumed" in outcome.outputs[1].lower() and "iter: 40" in outcome.outputs[1]
+    assert "No space left on device" in outcome.outputs[1]  # the kernel's error, translated
+    assert restarted  # the server restarted during that attempt, which went on to its own failure
 
 
 def test_config_show_prints_what_a_trained_model_ran_with(first_run, capsys):
@@ -372,7 +395,7 @@ def test_reviewed_labels_come_back_as_labeled_data_for_the_next_teacher(first_ru
 
     params = json.load(open(report + "/report.json"))["parameters"]
     image_root = os.path.join(out, "data", "deepforest", "images")
-    params.update(labeled={"ann_file": str(merged), "image_root": image_root}, student_iters=6)
+    params.update(labeled={"ann_file": str(merged), "image_root": image_root}, teacher_iters=30, student_iters=6)
     (tmp_path / "params.json").write_text(json.dumps(params))
     env = prefect_server.env()
     env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
