@@ -13,8 +13,13 @@ demo: setup
 selfcheck: setup
 	$(PY) -m selftrain.selfcheck
 
+# The suite's files on TEST_WORKERS processes (pytest-xdist; a file's tests stay together, in
+# order, on one): its runs wait on servers and subprocesses about half the time. TEST_WORKERS=0
+# runs it in one process.
+TEST_WORKERS ?= 2
+
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The fast loop: unit tests only (pure logic, no servers, no training), about a minute.
 test-unit: setup

@@ -6,6 +6,13 @@ import os
 
 import pytest
 
+# Under pytest-xdist (make test: two worker processes on a 2-core machine) each worker and the
+# runs it starts compute on one thread: two trainings with a thread per core each would
+# oversubscribe the cores, and OpenMP's spinning threads then slow both tenfold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 # Non-AWS S3 servers do not implement the newer default request checksums.
 os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "WHEN_REQUIRED")
 os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "WHEN_REQUIRED")

@@ -35,9 +35,13 @@ def reference_argument(op: str, level: int) -> float:
 
 
 def built(op: dict):
+    """``op`` built as a detection pipeline builds it (in the mmdet scope, whatever scope an
+    earlier test of this process left current)."""
     from mmdet.registry import TRANSFORMS
+    from mmengine.registry import DefaultScope
 
-    return TRANSFORMS.build(op)
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        return TRANSFORMS.build(op)
 
 
 @pytest.mark.parametrize("preset", ["S2", "S3"])
@@ -158,13 +162,9 @@ def test_centred_cutout_is_a_square_around_a_uniform_pixel_clipped_at_the_border
 
 
 def test_the_policy_runs_on_detection_samples_and_keeps_boxes_inside_the_image():
-    from mmdet.registry import TRANSFORMS
-    from mmengine.registry import init_default_scope
-
-    init_default_scope("mmdet")  # as a detection pipeline runs it
     np.random.seed(1)
     (auto,) = aug_preset("S3").policy
-    policy = TRANSFORMS.build(auto)
+    policy = built(auto)
     for _ in range(60):
         out = policy(sample(boxes=((20.0, 30.0, 60.0, 90.0), (150.0, 80.0, 199.0, 119.0))))
         assert out["img"].shape == (120, 200, 3) and out["img"].dtype == np.uint8
