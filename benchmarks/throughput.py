@@ -9,7 +9,8 @@ store, its TTA views: flip for detection, the kind's defaults for segmentation):
 
 * **pipeline**: what `pseudo_label_shard` runs - selftrain.mm.inference.predict (decode,
   resize, TTA views, batches through a DataLoader, the model's test_step with the TTA merge)
-  plus the kind's label_image on every prediction - at each batch size of ``--batch-sizes``;
+  plus the kind's label_image on every prediction - at each batch size of ``--batch-sizes``,
+  and the same with ``prefetch`` (the next batch decoded in a thread while the model runs);
 * **bound**: the model alone - the same batches decoded and preprocessed beforehand, only
   ``test_step`` timed - at each batch size (the best is the bound);
 * **naive**: the per-image loop users write - the test pipeline and ``test_step`` on one
@@ -24,11 +25,12 @@ a CPU, >= 5 on a GPU). The best batch size of each is printed: the flow's defaul
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
+
+from benchmarks import save_results
 
 
 def _images(store, dataset: str, limit: int | None) -> list[dict]:
@@ -87,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    def pipeline_run(batch: int) -> float:
+    def pipeline_run(batch: int, prefetch: bool = False) -> float:
         t0 = time.perf_counter()
-        for image, pred in predict(model, images, pipeline, batch, scope=kind.scope, by_shape=kind.batch_by_shape):
+        for image, pred in predict(
+            model, images, pipeline, batch, scope=kind.scope, by_shape=kind.batch_by_shape, prefetch=prefetch
+        ):
             kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
         return n / (time.perf_counter() - t0)
 
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return n / (time.perf_counter() - t0)
 
     variants = {f"pipeline b{b}": (lambda b=b: pipeline_run(b)) for b in args.batch_sizes}
+    variants |= {f"pipeline b{b} prefetch": (lambda b=b: pipeline_run(b, True)) for b in args.batch_sizes}
     variants |= {f"bound b{b}": (lambda b=b: bound_run(b)) for b in args.batch_sizes}
     variants["naive"] = naive_run
     pipeline_run(args.batch_sizes[0])  # warm-up: allocator, caches, lazy imports
@@ -160,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         f"pipeline / naive per-image loop: {result['pipeline_over_naive']:.2f}x (goal > 1 on CPU, >= 5 on GPU)\n"
         f"the default batch ({default_batch}) reaches {result['default_batch_over_best']:.2f} of the best batch size"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    save_results(args.json, result)
     return 0
 
 

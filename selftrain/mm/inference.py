@@ -5,8 +5,8 @@ config builder; this only loads weights and feeds batches."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from selftrain.mm.transforms import (
     MISSING,
@@ -18,6 +18,8 @@ from selftrain.mm.transforms import (
     mark_unreadable,
     with_retries,
 )
+
+T = TypeVar("T")
 
 
 class ImageList:
@@ -125,6 +127,47 @@ def load_weights(model, checkpoint: str) -> None:
     load_checkpoint(target, checkpoint, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
 
 
+def prefetched(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """``items`` in order, produced up to ``depth`` ahead by a background thread: the next
+    batch is read, decoded and transformed (cv2 and numpy release the GIL) while the model
+    runs on this one. An exception of the producer is raised here, at its place in the order;
+    an abandoned iterator stops the thread at its next item."""
+    import queue
+    import threading
+
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((item, None))
+            q.put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
 def predict(
     model,
     images: list[dict],
@@ -134,6 +177,7 @@ def predict(
     *,
     scope: str = "mmdet",
     by_shape: bool = False,
+    prefetch: bool = False,
 ) -> Iterator[tuple[dict, Any]]:
     """(image row, prediction) for every image, in batches; the image row's order is kept.
 
@@ -141,7 +185,8 @@ def predict(
     Images whose pipeline failed come with ``pred.metainfo['load_error']`` (ImageList).
     ``by_shape`` (the kind's ``batch_by_shape``: segmentation) runs each batch in sub-batches
     of equal input shapes (mmseg stacks a test batch without padding and refuses mixed sizes);
-    otherwise batches go whole (mmdet pads them). Raises InfrastructureError, naming the
+    otherwise batches go whole (mmdet pads them). ``prefetch``: prepare the next batch in a
+    thread (:func:`prefetched`) while the model runs. Raises InfrastructureError, naming the
     image, when reading fails for a reason that is not the image's own (after retries).
     """
     import torch
@@ -164,7 +209,7 @@ def predict(
         shuffle=False,
     )
     with torch.no_grad():
-        for batch in loader:
+        for batch in prefetched(loader) if prefetch else loader:
             preds = grouped_test_step(model, batch) if by_shape else model.test_step(batch)
             for pred in preds:
                 yield images[pred.metainfo["img_id"]], pred

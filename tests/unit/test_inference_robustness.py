@@ -453,3 +453,40 @@ def test_unlabeled_listing_follows_a_linked_folder_and_stops_on_a_cycle(tmp_path
     assert listed[1]["image_uri"] == str(prefix / "linked" / "c.png") and listed[1]["size"] == 4
     with pytest.raises(FileNotFoundError, match=r"unlabeled prefix .*nope does not exist"):
         list_images(str(tmp_path / "nope"))
+
+
+def test_prefetching_keeps_the_order_raises_in_place_and_stops_when_abandoned():
+    import threading
+    import time
+
+    from selftrain.mm.inference import prefetched
+    from selftrain.mm.transforms import InfrastructureError
+
+    assert list(prefetched(iter(range(7)))) == list(range(7))
+
+    def failing():
+        yield 1
+        yield 2
+        raise InfrastructureError("storage unavailable: s3://b/x.png")
+
+    got = []
+    with pytest.raises(InfrastructureError, match="s3://b/x.png"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1, 2]  # every item before the failure, then the producer's own error
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    it = prefetched(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # the consumer stops early (a failed batch, a cancelled task)
+    time.sleep(0.2)
+    assert threading.active_count() == before and len(produced) <= 3 + 2 + 1  # at most depth ahead
