@@ -70,6 +70,7 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
     log = get_run_logger()
     from selftrain.mm.configs import recipe_digest
 
+    t0 = time.monotonic()
     recipe = recipe_digest(tta=p.kind.tta_defaults)
     labeler = labeler_key(model, labeled, label_params(p.scales, p.tta_flip, recipe))
     plan = shard_images(p.store, unlabeled, p.shard_size, labeler=labeler)
@@ -98,6 +99,15 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
         refs.append(fut.result())
         update_progress_artifact(progress, progress=100.0 * i / len(futures))
         log.info("%s: pseudo-labeled shard %d/%d", what, i, len(futures))
+    log.info(
+        "%s: pseudo labeling took %.1f s (%d new of %d images; %d shards, %d reused)",
+        what,
+        time.monotonic() - t0,
+        plan.new_images,
+        plan.images,
+        len(shards),
+        plan.reused_shards,
+    )
     return refs, plan
 
 
