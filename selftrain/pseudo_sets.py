@@ -181,28 +181,41 @@ class PseudoBoxSet(PseudoSet):
         """Whether the thresholds keep a box row (score >= its class's threshold)."""
         return bool(box["score"] >= self._threshold.get(box["label"], self.thresholds.default))
 
-    @functools.cached_property
-    def _all(self) -> list[dict]:
+    def _shard_rows(self):
+        """The stored box rows, one shard's at a time (the box files only: the statistics were
+        read when the set was opened)."""
         from storage.schemas import PSEUDO_BOXES, read_parquet
 
-        # the box files only: the statistics were read when the set was opened
-        return [
-            b
-            for ref in self.shards
-            for b in read_parquet(self.store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
-        ]
+        for ref in self.shards:
+            yield read_parquet(self.store.read(ref, "boxes.parquet"), PSEUDO_BOXES).to_pylist()
 
     @functools.cached_property
+    def _kept_and_below(self) -> tuple[list[dict], int]:
+        # Read shard by shard: only the boxes the thresholds keep stay in memory (a teacher
+        # stores every box above the model's floor, often tens of times more than it keeps).
+        kept: list[dict] = []
+        below = 0
+        for rows in self._shard_rows():
+            for b in rows:
+                if self.kept(b):
+                    kept.append(b)
+                else:
+                    below += 1
+        return kept, below
+
+    @property
     def boxes(self) -> list[dict]:
-        return [b for b in self._all if self.kept(b)]
+        """The stored boxes the thresholds keep."""
+        return self._kept_and_below[0]
 
-    @functools.cached_property
-    def below(self) -> dict[str, list[dict]]:
-        """The stored boxes below their threshold, by image id."""
+    def below(self, image_ids: set[str]) -> dict[str, list[dict]]:
+        """The stored boxes below their threshold of the images ``image_ids``, by image id
+        (read again shard by shard: the report draws them for a few images only)."""
         grouped: dict[str, list[dict]] = {}
-        for b in self._all:
-            if not self.kept(b):
-                grouped.setdefault(b["image_id"], []).append(b)
+        for rows in self._shard_rows():
+            for b in rows:
+                if b["image_id"] in image_ids and not self.kept(b):
+                    grouped.setdefault(b["image_id"], []).append(b)
         return grouped
 
     @functools.cached_property
@@ -216,7 +229,7 @@ class PseudoBoxSet(PseudoSet):
         ok, boxes = self.ok, self.boxes
         return dict(
             boxes=len(boxes),
-            boxes_below_threshold=sum(len(v) for v in self.below.values()),
+            boxes_below_threshold=self._kept_and_below[1],
             images_with_boxes=sum(1 for s in ok if s["image_id"] in self.by_image),
             boxes_per_image=len(boxes) / len(ok) if ok else 0.0,
             mean_score=sum(b["score"] for b in boxes) / len(boxes) if boxes else None,
@@ -248,13 +261,14 @@ class PseudoBoxSet(PseudoSet):
             from selftrain import diagnostics
 
             truth = diagnostics.load_gt_boxes(parameters["unlabeled_gt"], {s["image_id"] for s in samples})
+        below = self.below({s["image_id"] for s in samples})
         return [
             overlay_png(
                 s["image_uri"],
                 self.by_image.get(s["image_id"], []),
                 names,
                 None if truth is None else truth.get(s["image_id"], ([], [])),
-                below=self.below.get(s["image_id"], []),
+                below=below.get(s["image_id"], []),
             )
             for s in samples
         ]

@@ -93,13 +93,15 @@ def pseudo_coco(
     boxes: list[dict] = []
     stats: list[dict] = []
     for shards, keep in sources:
-        shard_boxes, shard_stats = read_pseudo_boxes(store, shards)
-        boxes += [
-            x
-            for x in shard_boxes
-            if (keep is None or x["image_id"] in keep) and x["score"] >= threshold.get(x["label"], thresholds.default)
-        ]
-        stats += [x for x in shard_stats if keep is None or x["image_id"] in keep]
+        for shard in shards:  # one shard's rows at a time: only the kept boxes stay in memory
+            shard_boxes, shard_stats = read_pseudo_boxes(store, [shard])
+            boxes += [
+                x
+                for x in shard_boxes
+                if (keep is None or x["image_id"] in keep)
+                and x["score"] >= threshold.get(x["label"], thresholds.default)
+            ]
+            stats += [x for x in shard_stats if keep is None or x["image_id"] in keep]
     if len({s["image_id"] for s in stats}) != len(stats):
         raise ValueError("an image has pseudo labels from two sources; each must be labeled once")
     images: list[dict] = []

@@ -162,7 +162,8 @@ def test_the_report_view_counts_kept_and_below_and_masks_apply_confidence(det_st
     labels = DETECTION.open_pseudo(store, [shard], META, Thresholds(default=0.5))
     s = labels.label_stats(META, bins=2)
     assert s["per_class"] == {"cat": 2, "dog": 1} and s["below_threshold"] == {"cat": 2, "dog": 3}
-    assert sorted(b["score"] for b in labels.below["a"]) == pytest.approx([0.45])
+    assert sorted(b["score"] for b in labels.below({"a"})["a"]) == pytest.approx([0.45])
+    assert labels.summary()["boxes_below_threshold"] == 5 and len(labels.boxes) == 3  # counted, not kept
     assert s["images_without_labels"] == 1 and s["images_without_labels_sample"] == ["d"]  # every box below
 
     label = np.array([[0, 1], [1, 1]], np.uint8)
