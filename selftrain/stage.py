@@ -281,6 +281,23 @@ def scratch_guard(work: str, what: str):
         ) from exc
 
 
+def check_checkpoints(work: str, checkpoints: list[str], what: str) -> None:
+    """After a training: every one of the K ``checkpoints`` (paths in the scratch folder
+    ``work``) must exist. When some are gone (deleted from the scratch folder meanwhile), the
+    training cannot be stored: its ``last_checkpoint`` pointer is removed, so that the re-run
+    trains again instead of resuming at the end of the schedule into the same gap, and a
+    ScratchError names the folder and the missing files."""
+    missing = [os.path.basename(c) for c in checkpoints if not os.path.exists(c)]
+    if not missing:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(work, "last_checkpoint"))
+    raise ScratchError(
+        f"{what}: scratch folder {work}: checkpoints {missing} are missing after the training (deleted from the "
+        "folder while it ran?). Nothing of this stage was stored; a re-run trains it again."
+    )
+
+
 def read_pseudo_boxes(store: ArtifactStore, shards: list[ArtifactRef]) -> tuple[list[dict], list[dict]]:
     """All pseudo-box rows and per-image statistics rows of the given pseudo-label shards."""
     from storage.schemas import DET_IMAGE_STATS, PSEUDO_BOXES, read_parquet

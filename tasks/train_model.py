@@ -30,6 +30,7 @@ from selftrain.pseudo_labels import Thresholds
 from selftrain.stage import (
     LABELED_INPUT,
     RELABELED_INPUT,
+    check_checkpoints,
     done_or_claimed,
     expect,
     fetch_checkpoint,
@@ -219,9 +220,7 @@ def train_model(
 
     interval = iters // k
     ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]
-    missing = [c for c in ckpts if not os.path.exists(c)]
-    if missing:
-        raise RuntimeError(f"training finished but checkpoints are missing: {missing}")
+    check_checkpoints(work, ckpts, f"train {what}")
     best = sorted(glob.glob(os.path.join(work, "best_*.pth")))
     history = _scalars(work)
     meta = {

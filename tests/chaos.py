@@ -128,20 +128,37 @@ def run_demo(
     Returns (exit code, None when killed; its output)."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + (kill if isinstance(kill, float | int) else 1200)
-        while proc.poll() is None and time.monotonic() < deadline and not (callable(kill) and kill()):
-            if event is not None and event[0](open(log_path).read()):
-                event[1]()
-                event = None
-            time.sleep(0.2)
-        code: int | None = proc.poll()
-        if code is None:
-            if kill is None:
+        try:
+            deadline = time.monotonic() + (kill if isinstance(kill, float | int) else 1200)
+            while proc.poll() is None and time.monotonic() < deadline and not (callable(kill) and kill()):
+                if event is not None:
+                    with open(log_path) as f:
+                        happened = event[0](f.read())
+                    if happened:
+                        event[1]()
+                        event = None
+                time.sleep(0.2)
+            code: int | None = proc.poll()
+            if code is None and kill is None:
                 raise TimeoutError(f"{cmd} did not finish within 1200 s")
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        finally:  # killed on purpose, timed out, or the event's action failed: nothing keeps running
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     with open(log_path) as f:
         return code, f.read()
+
+
+@dataclass
+class Fault:
+    """An attempt that must fail on purpose. ``start()`` runs before it and returns (a path to
+    remove once the attempt has ended - the fault undone - or None; the text the attempt's
+    output must hold: its error, naming what failed); ``event`` (condition on the output so
+    far, action) happens during it."""
+
+    name: str
+    start: Callable[[], tuple[str | None, str]]
+    event: Event | None = None
 
 
 def kill_and_rerun(
@@ -154,46 +171,43 @@ def kill_and_rerun(
     points: int,
     seed: int,
     first_kill: Callable[[], bool] | None = None,
-    disk_full: Callable[[], str] | None = None,
-    during_disk_full: Event | None = None,
+    faults: list[Fault] | None = None,
 ) -> Outcome:
     """Run the demo ``points`` times, each killed at a random moment (the first, when given,
     as soon as ``first_kill()`` holds), then once to the end; check every attempt and the
     final store against ``reference`` (stage keys of an uninterrupted run). ``env`` holds the
     Prefect server and a scratch folder of its own. ``Outcome.outputs`` keeps every attempt's log.
 
-    With ``disk_full``, the attempt after the first fills the disk: ``disk_full()`` plants a
-    file of the scratch folder that the attempt will write (a link to /dev/full, whose every
-    write fails with ENOSPC, the kernel's own "No space left on device") and returns its path;
-    the attempt must fail with a ScratchError naming that folder, and the link is removed
-    afterwards (the space freed) before the next attempt. ``during_disk_full`` (condition on the
-    attempt's output, action) happens during that attempt (the suite restarts the Prefect server
-    there: the attempt must still reach the full disk, its own failure)."""
+    ``faults`` are attempts made after the first, in order (the suite's: a full disk while the
+    Prefect server restarts, then the scratch folder deleted mid-training): each must fail
+    with the text its fault expects and a ScratchError, and afterwards the same checks hold
+    as after a kill."""
     rng = random.Random(seed)
     outcome = Outcome(seed=seed)
     os.makedirs(folder, exist_ok=True)
     started = time.monotonic()
     cmd = [sys.executable, "-m", "app.demo", *demo_args, "--store", store_url]
     env = dict(env, PREFECT_LOGGING_LEVEL="INFO")  # the log names every output a run computed
-    schedule: list[tuple[str, Kill]] = []
+    schedule: list[tuple[Kill, Fault | None]] = []
     for attempt in range(points):
         kill_after = round(rng.uniform(1.0, run_seconds), 1)
-        schedule.append(("kill", first_kill if attempt == 0 and first_kill is not None else kill_after))
-    if disk_full is not None:
-        schedule.insert(1, ("disk full", None))
-    schedule.append(("to the end", None))
-    for attempt, (action, kill) in enumerate(schedule):
+        schedule.append((first_kill if attempt == 0 and first_kill is not None else kill_after, None))
+    schedule[1:1] = [(None, fault) for fault in faults or []]
+    schedule.append((None, None))  # to the end
+    for attempt, (kill, fault) in enumerate(schedule):
         before = complete(store_url)
-        planted = disk_full() if action == "disk full" and disk_full is not None else None
+        undo, expected = fault.start() if fault is not None else (None, "")
         t0 = time.monotonic()
-        event = during_disk_full if planted is not None else None
-        code, output = run_demo(cmd, env, os.path.join(folder, f"attempt-{attempt:02d}.log"), kill, event)
+        log = os.path.join(folder, f"attempt-{attempt:02d}.log")
+        try:
+            code, output = run_demo(cmd, env, log, kill, fault.event if fault is not None else None)
+        finally:  # the fault undone whatever happened (a full disk freed)
+            if undo is not None and os.path.lexists(undo):
+                os.remove(undo)
         outcome.outputs.append(output)
-        if planted is not None:
-            os.remove(planted)  # the space is freed
-            folder_named = f"scratch folder {os.path.dirname(planted)}: the disk is full"
-            if code == 0 or "ScratchError" not in output or folder_named not in output:
-                outcome.problems.append(f"attempt {attempt} (disk full) did not fail with {folder_named!r}")
+        if fault is not None:
+            if code == 0 or "ScratchError" not in output or expected not in output:
+                outcome.problems.append(f"attempt {attempt} ({fault.name}) did not fail with {expected!r}")
         elif kill is not None and code is None:
             outcome.kills.append(round(time.monotonic() - t0, 1))
         elif code not in (0, None):

@@ -139,22 +139,24 @@ def test_two_runs_at_once_compute_every_stage_once(first_run):
     assert metrics[0] and metrics[0] == metrics[1]
 
 
-def test_killed_mid_training_a_full_disk_a_server_restart_and_a_random_kill_the_run_ends_as_an_uninterrupted_one(
+def test_kills_a_full_disk_a_server_restart_and_a_deleted_scratch_folder_end_as_an_uninterrupted_run(
     first_run, prefect_server, tmp_path
 ):
-    """tests/chaos.py with 2 kill points (the script runs many more), a full disk and a Prefect
-    server restart: the first kill once the teacher has written its checkpoint at iteration 40
-    of 60. The next attempt resumes from it, not from scratch; as it resumes, the Prefect server
-    stops and starts again 5 s later on the same port and database (an upgrade, a crash of
-    `make serve`); the run goes on training through the restart and meets a full disk when it
-    writes its iteration-60 checkpoint (a link to /dev/full: the kernel's ENOSPC, as on a real
-    full disk), failing with a ScratchError that names the teacher's scratch folder. Then, the
-    space freed, a kill at a random moment, and a run to the end. After each attempt only
-    complete outputs remain, each verifying; a re-run computes nothing that was complete; the
-    final store has the uninterrupted run's stage keys and labels every image once. It runs
-    before the tests below that add images to the data (pytest keeps the file's order): its
-    reference is the first runs' store, made on the data as prepared."""
-    from tests.chaos import kill_and_rerun, stage_key
+    """tests/chaos.py with 2 kill points (the script runs many more) and two faults. The first
+    kill once the teacher has written its checkpoint at iteration 40 of 60. The next attempt
+    resumes from it, not from scratch; as it resumes, the Prefect server stops and starts again
+    5 s later on the same port and database (an upgrade, a crash of `make serve`); the run goes
+    on training through the restart and meets a full disk when it writes its iteration-60
+    checkpoint (a link to /dev/full: the kernel's ENOSPC, as on a real full disk), failing with
+    a ScratchError that names the teacher's scratch folder. The space freed, the next attempt
+    resumes from iteration 40 again, and once it has logged iteration 50 its scratch folder is
+    deleted (a cleaner, a user): it fails with a ScratchError saying so, and the attempt after
+    it trains the teacher from scratch. Then a kill at a random moment, and a run to the end.
+    After each attempt only complete outputs remain, each verifying; a re-run computes nothing
+    that was complete; the final store has the uninterrupted run's stage keys and labels every
+    image once. It runs before the tests below that add images to the data (pytest keeps the
+    file's order): its reference is the first runs' store, made on the data as prepared."""
+    from tests.chaos import Fault, kill_and_rerun, stage_key
 
     out, _, seconds, _, stored = first_run
     seed = int(os.environ.get("SELFTRAIN_CHAOS_SEED", time.time_ns() % 10**6))
@@ -162,25 +164,40 @@ def test_killed_mid_training_a_full_disk_a_server_restart_and_a_random_kill_the_
     env = dict(prefect_server.env(), SELFTRAIN_WORK_DIR=str(tmp_path / "work"))
     reference = {stage_key(uri) for uri in stored}
 
+    def teacher_folder() -> str:
+        (last,) = glob.glob(f"{tmp_path}/work/*/train/*/last_checkpoint")
+        return os.path.dirname(last)
+
     def at_40():  # mmengine names a checkpoint in last_checkpoint only once it is fully written
         return any(
             open(p).read().strip().endswith("iter_40.pth")
             for p in glob.glob(f"{tmp_path}/work/*/train/*/last_checkpoint")
         )
 
-    def full_disk_at_60():  # the teacher's next checkpoint goes to a device that is always full
-        (last,) = glob.glob(f"{tmp_path}/work/*/train/*/last_checkpoint")
-        link = os.path.join(os.path.dirname(last), "iter_60.pth")
-        os.symlink("/dev/full", link)
-        return link
+    restarted, deleted = [], []
 
-    restarted = []
+    def full_disk_at_60():  # the teacher's next checkpoint goes to a device that is always full
+        link = os.path.join(teacher_folder(), "iter_60.pth")
+        os.symlink("/dev/full", link)
+        return link, f"scratch folder {teacher_folder()}: the disk is full"
 
     def restart_server():  # mid-teacher: the attempt has resumed training from iteration 40
         prefect_server.stop()
         time.sleep(5)
         prefect_server.start()
         restarted.append(time.monotonic())
+
+    earlier: set[str] = set()
+
+    def folder_to_delete():
+        folder = teacher_folder()
+        deleted.append(folder)
+        earlier.update(glob.glob(f"{folder}/*/vis_data/scalars.json"))  # the attempts before this one
+        return None, f"scratch folder {folder}: the folder was deleted while the stage ran"
+
+    def logged_iteration_50(_log: str) -> bool:  # this attempt's OpenMMLab scalars, past its resume
+        mine = set(glob.glob(f"{deleted[0]}/*/vis_data/scalars.json")) - earlier
+        return any('"iter": 50' in open(p).read() for p in mine)
 
     outcome = kill_and_rerun(
         ["--out", out, *TINY],
@@ -192,14 +209,25 @@ def test_killed_mid_training_a_full_disk_a_server_restart_and_a_random_kill_the_
         2,
         seed,
         first_kill=at_40,
-        disk_full=full_disk_at_60,
-        during_disk_full=(lambda log: "resumed from the last checkpoint" in log, restart_server),
+        faults=[
+            Fault("disk full", full_disk_at_60, (lambda log: "resumed from the last" in log, restart_server)),
+            Fault("scratch deleted", folder_to_delete, (logged_iteration_50, lambda: shutil.rmtree(deleted[0]))),
+        ],
     )
     assert outcome.ok, (seed, outcome.recomputed, outcome.problems)
     assert outcome.kills  # the first attempt was killed mid-teacher
     assert "resumed" in outcome.outputs[1].lower() and "iter: 40" in outcome.outputs[1]
     assert "No space left on device" in outcome.outputs[1]  # the kernel's error, translated
-    assert restarted  # the server restarted during that attempt, which went on to its own failure
+    assert restarted  # the server restarted during that attempt, which went on to its own failure ...
+    (run_id,) = set(re.findall(r"/runs/flow-run/([0-9a-f-]{36})", outcome.outputs[1]))
+    ask = "from prefect.client.orchestration import get_client\nimport sys\n"
+    ask += "with get_client(sync_client=True) as c:\n    print(c.read_flow_run(sys.argv[1]).state.type.value)"
+    state = subprocess.run(
+        [sys.executable, "-c", ask, run_id], env=prefect_server.env(), capture_output=True, text=True, timeout=120
+    )
+    assert state.stdout.strip() == "FAILED", state.stdout + state.stderr  # ... and reported it to the restarted server
+    assert "resumed" in outcome.outputs[2].lower() and "iter: 40" in outcome.outputs[2]  # the full disk counted nothing
+    assert "resumed" not in outcome.outputs[3].lower()  # the deleted folder took its checkpoints: trained anew
 
 
 def test_config_show_prints_what_a_trained_model_ran_with(first_run, capsys):

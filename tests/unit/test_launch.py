@@ -137,3 +137,19 @@ def test_a_full_disk_or_a_deleted_scratch_folder_is_named_and_other_errors_pass(
     with pytest.raises(ValueError, match="a user's bad value"):  # not the scratch folder's failure
         with scratch_guard(str(work), "train teacher"):
             raise ValueError("a user's bad value")
+
+
+def test_checkpoints_missing_after_a_training_fail_it_and_the_rerun_trains_again(tmp_path):
+    from selftrain.stage import ScratchError, check_checkpoints
+
+    work = tmp_path / "work"
+    work.mkdir()
+    ckpts = [str(work / f"iter_{i}.pth") for i in (20, 40, 60)]
+    for c in ckpts[1:]:
+        open(c, "wb").close()
+    (work / "last_checkpoint").write_text(ckpts[-1])
+    check_checkpoints(str(work), ckpts[1:], "train teacher")  # all there: nothing happens
+    assert (work / "last_checkpoint").exists()
+    with pytest.raises(ScratchError, match=rf"train teacher: scratch folder {work}: checkpoints \['iter_20.pth'\] are"):
+        check_checkpoints(str(work), ckpts, "train teacher")
+    assert not (work / "last_checkpoint").exists()  # the re-run does not resume past the gap
