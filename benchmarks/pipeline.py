@@ -15,7 +15,8 @@ server each, as a user's command line run), on the demo's data in a fresh folder
    (the flow's own "pseudo labeling took" line: shard planning, every shard, reused ones
    included) (goal <= 0.15);
 4. **peak memory** of a whole run on N and on 10N unlabeled images (the teacher of run 1
-   reused by both, a new student of ``--memory-student-iters`` each): the largest process's
+   reused by both; the store's pseudo labels removed before each, so that both label every one
+   of their images; a new student of ``--memory-student-iters`` each): the largest process's
    peak RSS and the process tree's peak total RSS, sampled every 0.2 s (goal: 10N / N <= 1.1).
 
 New images are copies of the pool's images under new names (decoded and labeled like any
@@ -166,22 +167,26 @@ def main(argv: list[str] | None = None) -> int:
     teacher_ref = f"train/{teacher['key']}"
     relabel = {"teacher": teacher_ref, "retrain_student": False}
 
+    def forget_pseudo_labels() -> None:
+        for stage in ("pseudo_boxes", "pseudo_masks"):
+            shutil.rmtree(os.path.join(store, params["dataset"], stage), ignore_errors=True)
+
     # 3. N/10 new images: label only them, against labeling all of them from nothing
     tenth = max(1, n // 10)
     add_copies(pool, tenth, "new")
     incremental = Run("3-plus-10pct", params, out, relabel)()
-    for stage in ("pseudo_boxes", "pseudo_masks"):
-        shutil.rmtree(os.path.join(store, params["dataset"], stage), ignore_errors=True)
+    forget_pseudo_labels()
     full = Run("3-full-relabel", params, out, relabel)()
 
     # 4. peak memory: whole runs on N and on 10N images, the teacher reused, a new student each
     for name in os.listdir(pool):
         if name.startswith("copy-new-"):
             os.remove(os.path.join(pool, name))
-    iters = args.memory_student_iters + (args.memory_student_iters == args.student_iters)
-    students = {"student_iters": iters}  # a student not trained before
+    students = {"student_iters": args.memory_student_iters}  # a student not trained before
+    forget_pseudo_labels()  # both memory runs label every one of their images
     mem_n = Run("4-memory-N", params, out, students)()
     add_copies(pool, 9 * n, "ten")
+    forget_pseudo_labels()
     mem_10n = Run("4-memory-10N", params, out, students)()
 
     inc_s, inc_new, inc_all = incremental.labeling()

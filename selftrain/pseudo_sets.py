@@ -155,9 +155,10 @@ class PseudoSet:
 
 
 class PseudoBoxSet(PseudoSet):
-    """Pseudo boxes of some shards: the per-image statistics in memory; the box rows read on
-    first use (``boxes``: those the thresholds keep, ``below``: the others, ``by_image``: the
-    report and exports), never by ``label_stats``, which streams them."""
+    """Pseudo boxes of some shards: the per-image statistics in memory; the box rows read one
+    shard at a time on first use, keeping only those the thresholds keep (``boxes``,
+    ``by_image``: the report and exports; the others are counted, and ``below(image_ids)``
+    reads them again for a few images); ``label_stats`` streams them."""
 
     formats = ("coco", "label-studio")
 

@@ -128,10 +128,11 @@ def load_weights(model, checkpoint: str) -> None:
 
 
 def prefetched(items: Iterable[T], depth: int = 1) -> Iterator[T]:
-    """``items`` in order, produced up to ``depth`` ahead by a background thread: the next
-    batch is read, decoded and transformed (cv2 and numpy release the GIL) while the model
-    runs on this one. An exception of the producer is raised here, at its place in the order;
-    an abandoned iterator stops the thread at its next item."""
+    """``items`` in order, produced ahead by a background thread - at most ``depth`` waiting
+    in the queue and one more being handed over: the next batch is read, decoded and
+    transformed (cv2 and numpy release the GIL) while the model runs on this one. An exception
+    of the producer is raised here, at its place in the order; when the consumer stops early
+    the thread reads no further item (it finishes the one it is reading)."""
     import queue
     import threading
 
@@ -141,11 +142,14 @@ def prefetched(items: Iterable[T], depth: int = 1) -> Iterator[T]:
 
     def produce() -> None:
         try:
-            for item in items:
-                if stop.is_set():
+            source = iter(items)
+            while not stop.is_set():  # checked before each item: nothing is read once the consumer left
+                try:
+                    item = next(source)
+                except StopIteration:
+                    q.put((done, None))
                     return
                 q.put((item, None))
-            q.put((done, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             q.put((done, exc))
 
