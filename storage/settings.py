@@ -14,7 +14,8 @@ SELFTRAIN_CACHE                offline weights, dataset sources, scratch folders
 SELFTRAIN_WORK_DIR             scratch folders of trainings and inference (default: <cache>/work)
 SELFTRAIN_SHARD_CONCURRENCY    pseudo-label shards run at once in one flow (default 1)
 SELFTRAIN_DASK_ADDRESS         a Dask scheduler (tcp://host:8786): shards run on its workers
-SELFTRAIN_GPUS                 GPUs a training uses, DDP when > 1 (default 1)
+SELFTRAIN_GPUS                 GPUs a training uses, DDP when > 1 (default 1); without CUDA,
+                               that many CPU processes (gloo)
 SELFTRAIN_S3_ENDPOINT_URL      an S3-compatible endpoint (MinIO, SeaweedFS, ...); else
 AWS_ENDPOINT_URL               the standard variable; else AWS itself
 SELFTRAIN_OUTAGE_RETRIES       times a task is retried after a storage outage (default 4,

@@ -48,6 +48,13 @@ def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tm
     dist = distributed_config(cfg)
     assert dist.launcher == "pytorch" and dist.sync_bn == "torch"
     assert dist.env_cfg.dist_cfg.backend == "nccl"
+    assert "model_wrapper_cfg" not in dist  # mmengine's default: DDP on the local rank's GPU
+    cpu = distributed_config(cfg, cuda=False)  # CPU processes: gloo, plain BatchNorm, no device ids
+    assert cpu.launcher == "pytorch" and "sync_bn" not in cpu
+    assert cpu.env_cfg.dist_cfg.backend == "gloo"
+    assert cpu.model_wrapper_cfg == dict(
+        type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False, find_unused_parameters=False
+    )
     assert "launcher" not in cfg  # the single-process config is left alone
     path = tmp_path / "train_config.py"
     dist.dump(str(path))
@@ -56,6 +63,15 @@ def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tm
     again = Config.fromfile(str(path))
     assert again.launcher == "pytorch" and again.train_cfg.max_iters == 30
     assert again.train_dataloader.batch_size == 4  # per GPU
+
+
+def test_more_processes_than_visible_gpus_is_refused(tmp_path, monkeypatch):
+    import selftrain.mm.launch as launch
+
+    monkeypatch.setattr(launch, "cuda_devices", lambda: 2)  # this machine has no GPU to count
+    with pytest.raises(ValueError, match="SELFTRAIN_GPUS=4 but this machine has 2 visible CUDA device"):
+        launch.train_distributed(None, str(tmp_path), 4)  # refused before the config is used
+    assert not (tmp_path / "train_config.py").exists()
 
 
 def test_settings_read_every_variable_in_one_place_and_name_a_bad_one():
