@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 
 def save_results(path: str | None, results) -> None:
@@ -10,3 +12,49 @@ def save_results(path: str | None, results) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
+
+
+@dataclass
+class DemoTeacher:
+    """The latest teacher of a store (the demo's, after `make demo`), with what inference needs."""
+
+    store: Any  # storage.store.ArtifactStore
+    dataset: str
+    teacher: Any  # its ArtifactRef
+    meta: dict  # the teacher's manifest meta (model_config, checkpoints, ...)
+    labeled_meta: dict  # the labeled set's manifest meta (classes, ...)
+    cfg: Any  # the model config (mmengine Config)
+    images: list[dict]  # the largest unlabeled listing's rows (image_id, image_uri), at most ``limit``
+
+
+def demo_teacher(kind, store_url: str, dataset: str | None, limit: int | None) -> DemoTeacher:
+    """The latest trained teacher of ``dataset`` (default: the demo's dataset of ``kind``) in
+    ``store_url`` and its largest unlabeled listing; SystemExit naming what is missing."""
+    from app import demo
+    from storage.schemas import UNLABELED_IMAGES, read_parquet
+    from storage.store import ArtifactStore
+
+    dataset = dataset or demo.demo_dataset(kind.name)
+    store = ArtifactStore(store_url)
+    teachers = [r for r in store.list(dataset, "train") if store.manifest(r).meta.get("role") == "teacher"]
+    if not teachers:
+        raise SystemExit(f"no trained teacher of {dataset!r} in {store.url}: run `make demo` first")
+    teacher = max(teachers, key=lambda r: store.manifest(r).created_at)
+    meta = store.manifest(teacher).meta
+    labeled = next(
+        r for r in store.list(dataset, kind.dataset_stage) if store.manifest(r).meta.get("role") == "labeled"
+    )
+    listings = store.list(dataset, "unlabeled")
+    if not listings:
+        raise SystemExit(f"no unlabeled listing of {dataset!r} in {store.url}: run `make demo` first")
+    listing = max(listings, key=lambda r: store.manifest(r).meta.get("num_images", 0))
+    rows = read_parquet(store.read(listing, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+    return DemoTeacher(
+        store=store,
+        dataset=dataset,
+        teacher=teacher,
+        meta=meta,
+        labeled_meta=store.manifest(labeled).meta,
+        cfg=kind.load_config(meta["model_config"]),
+        images=rows[:limit] if limit else rows,
+    )

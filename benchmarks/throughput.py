@@ -10,7 +10,8 @@ store, its TTA views: flip for detection, the kind's defaults for segmentation):
 * **pipeline**: what `pseudo_label_shard` runs - selftrain.mm.inference.predict (decode,
   resize, TTA views, batches through a DataLoader, the model's test_step with the TTA merge)
   plus the kind's label_image on every prediction - at each batch size of ``--batch-sizes``,
-  and the same with ``prefetch`` (the next batch decoded in a thread while the model runs);
+  and the same with ``prefetch`` (the next batch decoded in a thread while the model runs) and
+  with ``worker`` (decoding in one DataLoader worker process, as on a GPU);
 * **bound**: the model alone - the same batches decoded and preprocessed beforehand, only
   ``test_step`` timed - at each batch size (the best is the bound);
 * **naive**: the per-image loop users write - the test pipeline and ``test_step`` on one
@@ -30,18 +31,7 @@ import statistics
 import sys
 import time
 
-from benchmarks import save_results
-
-
-def _images(store, dataset: str, limit: int | None) -> list[dict]:
-    from storage.schemas import UNLABELED_IMAGES, read_parquet
-
-    listings = store.list(dataset, "unlabeled")
-    if not listings:
-        raise SystemExit(f"no unlabeled listing of {dataset!r} in {store.url}: run `make demo` first")
-    ref = max(listings, key=lambda r: store.manifest(r).meta.get("num_images", 0))
-    rows = read_parquet(store.read(ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-    return rows[:limit] if limit else rows
+from benchmarks import demo_teacher, save_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,26 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     from selftrain.kinds import KINDS
     from selftrain.mm.inference import ImageList, build_model, predict
     from selftrain.stage import fetch_checkpoint
-    from storage.store import ArtifactStore
 
     kind = KINDS[args.task]
-    from app import demo
-
-    dataset = args.dataset or demo.demo_dataset(args.task)
-    store = ArtifactStore(args.store)
-    teachers = [r for r in store.list(dataset, "train") if store.manifest(r).meta.get("role") == "teacher"]
-    if not teachers:
-        raise SystemExit(f"no trained teacher of {dataset!r} in {store.url}: run `make demo` first")
-    teacher = max(teachers, key=lambda r: store.manifest(r).created_at)
-    meta = store.manifest(teacher).meta
-    labeled = next(r for r in store.list(dataset, "dataset") if store.manifest(r).meta.get("role") == "labeled")
-    labeled_meta = store.manifest(labeled).meta
-    cfg = kind.load_config(meta["model_config"])
+    demo = demo_teacher(kind, args.store, args.dataset, args.limit)
+    store, teacher, meta, labeled_meta, cfg, images = (
+        demo.store, demo.teacher, demo.meta, demo.labeled_meta, demo.cfg, demo.images
+    )  # fmt: skip
     ckpt = fetch_checkpoint(store, teacher, "last", os.path.join("/tmp", f"throughput-{teacher.key}.pth"))
     model = build_model(kind.tta_model(cfg, len(labeled_meta["classes"])), kind.scope, ckpt)
     scales, flip = list(kind.default_tta_scales(kind.default_method)), True
     pipeline = kind.tta_pipeline(cfg, scales, flip)
-    images = _images(store, dataset, args.limit)
     n = len(images)
     print(
         f"{args.task}: teacher {teacher.stage}/{teacher.key} ({meta['model_config']}), {n} images, "
@@ -89,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    def pipeline_run(batch: int, prefetch: bool = False) -> float:
+    def pipeline_run(batch: int, prefetch: bool = False, workers: int | None = None) -> float:
         t0 = time.perf_counter()
         for image, pred in predict(
-            model, images, pipeline, batch, scope=kind.scope, by_shape=kind.batch_by_shape, prefetch=prefetch
+            model, images, pipeline, batch, workers, scope=kind.scope, by_shape=kind.batch_by_shape, prefetch=prefetch
         ):
             kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
         return n / (time.perf_counter() - t0)
@@ -128,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = {f"pipeline b{b}": (lambda b=b: pipeline_run(b)) for b in args.batch_sizes}
     variants |= {f"pipeline b{b} prefetch": (lambda b=b: pipeline_run(b, True)) for b in args.batch_sizes}
+    variants |= {f"pipeline b{b} worker": (lambda b=b: pipeline_run(b, workers=1)) for b in args.batch_sizes}
     variants |= {f"bound b{b}": (lambda b=b: bound_run(b)) for b in args.batch_sizes}
     variants["naive"] = naive_run
     pipeline_run(args.batch_sizes[0])  # warm-up: allocator, caches, lazy imports

@@ -1,7 +1,8 @@
 """Score one shard's images by checkpoint stability (ST++, docs/design.md §3.3).
 
 Every one of the teacher's K checkpoints predicts every image at a single scale (as the
-ST++ reference does); s_i compares checkpoints 1..K-1 with the last one (selftrain/
+ST++ reference does); each image is read and decoded once for all K (the K checkpoints are
+held as K models; selftrain.mm.inference.predict_each); s_i compares checkpoints 1..K-1 with the last one (selftrain/
 stability.py): meanIoU of label maps for segmentation, F1 of the score-thresholded boxes
 for detection. Unreadable images get no score (they have no pseudo labels either); a shard
 whose every image is unreadable is reported as pseudo_label_shard reports it.
@@ -44,7 +45,7 @@ def score_stability(
     batch_size: int = 8,
 ) -> ArtifactRef:
     """Score the stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.3)."""
-    from selftrain.mm.inference import build_model, load_weights, predict
+    from selftrain.mm.inference import build_model, predict_each
 
     expect("score_stability", "teacher", teacher, "model")
     expect("score_stability", "shard", shard, "shard")
@@ -76,18 +77,25 @@ def score_stability(
         raise ValueError(f"stability ranking needs at least 2 checkpoints; the teacher kept {k} (set k >= 2)")
     images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     work = scratch_dir(ref)
-    model = build_model(kind.test_model(cfg, len(classes)), kind.scope)
+    models = [
+        build_model(
+            kind.test_model(cfg, len(classes)),
+            kind.scope,
+            fetch_checkpoint(store, teacher, f"ckpt-{j}", os.path.join(work, f"ckpt-{j}.pth")),
+        )
+        for j in range(1, k + 1)
+    ]
     pipeline = kind.test_pipeline(cfg)
 
-    per_image: dict[str, list] = {im["image_id"]: [] for im in images}
+    per_image: dict[str, list] = {}  # image_id -> its K views, checkpoint 1 first
     unreadable: dict[str, str] = {}  # image_id -> reason
-    for j in range(1, k + 1):
-        load_weights(model, fetch_checkpoint(store, teacher, f"ckpt-{j}", os.path.join(work, f"ckpt-{j}.pth")))
-        for image, pred in predict(model, images, pipeline, batch_size, scope=kind.scope, by_shape=kind.batch_by_shape):
-            if pred.metainfo.get("load_error"):
-                unreadable[image["image_id"]] = pred.metainfo["load_error"]
-            else:
-                per_image[image["image_id"]].append(kind.stability_view(pred, score_thr, class_thr))
+    for image, preds in predict_each(
+        models, images, pipeline, batch_size, scope=kind.scope, by_shape=kind.batch_by_shape
+    ):
+        if preds[0].metainfo.get("load_error"):
+            unreadable[image["image_id"]] = preds[0].metainfo["load_error"]
+        else:
+            per_image[image["image_id"]] = [kind.stability_view(p, score_thr, class_thr) for p in preds]
     all_skipped = check_all_skipped(
         shard.uri,
         [

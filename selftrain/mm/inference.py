@@ -117,16 +117,6 @@ def build_model(model_dict: dict, scope: str, checkpoint: str | None = None):
     return model.to(get_device()).eval()
 
 
-def load_weights(model, checkpoint: str) -> None:
-    """Swap another checkpoint of the same architecture into a built model (stability scoring)."""
-    from mmengine.runner import load_checkpoint
-
-    from selftrain.mm.loss_normalization import REVISE_KEYS
-
-    target = model.module if hasattr(model, "merge_preds") else model
-    load_checkpoint(target, checkpoint, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
-
-
 def prefetched(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     """``items`` in order, produced ahead by a background thread - at most ``depth`` waiting
     in the queue and one more being handed over: the next batch is read, decoded and
@@ -193,11 +183,36 @@ def predict(
     thread (:func:`prefetched`) while the model runs. Raises InfrastructureError, naming the
     image, when reading fails for a reason that is not the image's own (after retries).
     """
+    for image, (pred,) in predict_each(
+        [model], images, pipeline, batch_size, num_workers, scope=scope, by_shape=by_shape, prefetch=prefetch
+    ):
+        yield image, pred
+
+
+def predict_each(
+    models: list,
+    images: list[dict],
+    pipeline: list[dict],
+    batch_size: int,
+    num_workers: int | None = None,
+    *,
+    scope: str = "mmdet",
+    by_shape: bool = False,
+    prefetch: bool = False,
+) -> Iterator[tuple[dict, list]]:
+    """(image row, [the prediction of each model, in the order of ``models``]) for every image.
+
+    Each image is read, decoded and transformed once for all the models (ST++'s K checkpoints:
+    tasks/score_stability.py); every batch then goes through each model's ``test_step`` in
+    turn. The models must take the same inputs (one architecture, one pipeline). Arguments and
+    errors as :func:`predict`."""
     import torch
     from mmengine.dataset import pseudo_collate
     from mmengine.device import get_device
     from mmengine.registry import DefaultScope
 
+    if not models:
+        raise ValueError("predict_each needs at least one model")
     if num_workers is None:
         # On a CPU the model already uses every core and decoding an image costs little next to
         # it; worker processes forked from a long-running flow process also died once here
@@ -214,9 +229,9 @@ def predict(
     )
     with torch.no_grad():
         for batch in prefetched(loader) if prefetch else loader:
-            preds = grouped_test_step(model, batch) if by_shape else model.test_step(batch)
-            for pred in preds:
-                yield images[pred.metainfo["img_id"]], pred
+            per_model = [grouped_test_step(m, batch) if by_shape else list(m.test_step(batch)) for m in models]
+            for preds in zip(*per_model, strict=True):
+                yield images[preds[0].metainfo["img_id"]], list(preds)
 
 
 def _is_tta_batch(batch: dict) -> bool:

@@ -141,6 +141,43 @@ def test_segmentation_single_scale_mixed_sizes(tmp_path, seg_cfg):
     ]
 
 
+def test_predict_each_decodes_an_image_once_for_all_models_and_matches_each_model_alone(tmp_path, seg_cfg):
+    """Stability scoring's K checkpoints: one read of each image, K predictions, each the same
+    as that model's own predict()."""
+    import torch
+    from mmcv.transforms import LoadImageFromFile
+    from mmseg.registry import TRANSFORMS
+
+    from selftrain.mm.configs import seg_model, seg_test_pipeline
+    from selftrain.mm.inference import build_model, predict, predict_each
+
+    @TRANSFORMS.register_module(force=True)
+    class CountedLoad(LoadImageFromFile):
+        reads: list[str] = []
+
+        def transform(self, results):
+            CountedLoad.reads.append(os.path.basename(results["img_path"]))
+            return super().transform(results)
+
+    torch.manual_seed(0)
+    models = [build_model(seg_model(seg_cfg, SEG_CLASSES, pretrained=False), "mmseg") for _ in range(3)]
+    images = rows([write_png(tmp_path / f"{i}.png", 64 + 16 * (i % 2), 48, seed=i) for i in range(5)])
+    pipeline = seg_test_pipeline(seg_cfg, with_ann=False, skip_unreadable=True)
+    pipeline = [dict(pipeline[0], type="CountedLoad"), *pipeline[1:]]
+
+    together = list(predict_each(models, images, pipeline, batch_size=2, num_workers=0, **SEGMENTATION_BATCHES))
+    assert sorted(CountedLoad.reads) == [im["image_id"] for im in images]  # each image read once
+    assert [im["image_id"] for im, _ in together] == [im["image_id"] for im in images]
+    for k, model in enumerate(models):
+        alone = list(predict(model, images, pipeline, batch_size=2, num_workers=0, **SEGMENTATION_BATCHES))
+        for (_, preds), (_, pred) in zip(together, alone, strict=True):
+            assert torch.equal(preds[k].seg_logits.data, pred.seg_logits.data)
+    # the models differ, so the predictions are not one model's repeated
+    assert not torch.equal(together[0][1][0].seg_logits.data, together[0][1][1].seg_logits.data)
+    with pytest.raises(ValueError, match="at least one model"):
+        list(predict_each([], images, pipeline, batch_size=2))
+
+
 def test_shape_groups_key_on_every_tta_view():
     import torch
 
