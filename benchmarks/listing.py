@@ -4,13 +4,14 @@ pool's size (not a test: it prints the growth).
     python -m benchmarks.listing                          # 10k, 100k and 1M keys
     python -m benchmarks.listing --sizes 100000 1000000
 
-The pool is an object-store prefix simulated by an fsspec filesystem (``simpool://``) that
-answers the recursive ``find`` an S3 listing makes with N keys (``img/<i>.jpg``, sizes of
-100..200 kB) and stores nothing; the rest is the real code path, on a local store: the
-``list_unlabeled`` task (listing, sort, content digest, ``images.parquet``) and the
-``shard_images`` task (consecutive shards of the flow's default size, each written to the
-store with its manifest). Each size runs in a process of its own, so that its peak RSS (the
-kernel's ``ru_maxrss``) is its own; the import baseline is subtracted.
+The pool is an S3 prefix simulated by an s3fs filesystem (``simpool://``) whose ListObjectsV2
+pages hold N keys (``img/<i>.jpg``, sizes of 100..200 kB) and nothing else; the rest is the
+real code path, on a local store: the ``list_unlabeled`` task (the listing page by page, the
+sort in spilled runs, the streamed content digest, ``images.parquet`` written in row groups)
+and the ``shard_images`` task (consecutive shards of the flow's default size, read from the
+stored listing and written to the store with their manifests one at a time). Each size runs
+in a process of its own, so that its peak RSS (the kernel's ``ru_maxrss``) is its own; the
+import baseline is subtracted.
 
 Goal (the performance issue): time linear in N (seconds per 1,000 keys flat across sizes) and
 memory bounded by a shard, not by the pool.
@@ -27,35 +28,26 @@ import sys
 import tempfile
 import time
 
-from fsspec.spec import AbstractFileSystem
+from s3fs import S3FileSystem
 
 from benchmarks import save_results
 
 
-class SimulatedPool(AbstractFileSystem):
-    """A read-only prefix of N image keys: ``simpool://<N>/img/<i:09d>.jpg``."""
+class SimulatedPool(S3FileSystem):
+    """A read-only S3 prefix of N image keys, ``simpool://<N>/img/<i:09d>.jpg``: s3fs's own
+    listing code path, with ListObjectsV2's pages answered here instead of by a server."""
 
-    protocol = "simpool"
-    root_marker = ""
+    protocol = ("simpool",)
 
-    def _size(self, path: str) -> int:
-        return int(self._strip_protocol(path).split("/", 1)[0])
+    async def _iterdir(self, bucket, max_items=None, delimiter="/", prefix="", versions=False):
+        for i in range(int(bucket)):
+            yield {"name": f"{bucket}/img/{i:09d}.jpg", "size": 100_000 + (i * 7919) % 100_000, "type": "file"}
 
-    def isdir(self, path: str) -> bool:
-        return "/" not in self._strip_protocol(path).rstrip("/") or path.rstrip("/").endswith("/img")
+    def isdir(self, path) -> bool:
+        return self._strip_protocol(path).rstrip("/").count("/") <= 1
 
     def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
-        n = self._size(path)
-        base = self._strip_protocol(path).split("/", 1)[0]
-        names = (f"{base}/img/{i:09d}.jpg" for i in range(n))
-        if not detail:
-            return list(names)
-        return {
-            name: {"name": name, "size": 100_000 + (i * 7919) % 100_000, "type": "file"} for i, name in enumerate(names)
-        }
-
-    def ls(self, path, detail=True, **kwargs):
-        raise NotImplementedError("the benchmark lists with find only")
+        raise NotImplementedError("an S3 pool is listed page by page (storage/listing.py), not with find")
 
 
 def rss_mib() -> float:

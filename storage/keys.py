@@ -76,6 +76,26 @@ def digest_json(value: Any) -> str:
     return digest_bytes(canonical_json(value).encode("utf-8"))
 
 
+class JsonListDigest:
+    """:func:`digest_json` of a list, computed one item at a time: after ``add(x)`` for each
+    item of ``items``, ``hexdigest()`` equals ``digest_json(list(items))`` (the same canonical
+    bytes, fed to SHA-256 as they are made), so a listing of millions of rows is keyed
+    without holding it."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256(b"[")
+        self.count = 0
+
+    def add(self, item: Any) -> None:
+        self._hash.update((("," if self.count else "") + canonical_json(item)).encode("utf-8"))
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        final = self._hash.copy()
+        final.update(b"]")
+        return final.hexdigest()
+
+
 def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"invalid {kind} name {name!r}: use lower-case letters, digits, '_', '-', '.'")

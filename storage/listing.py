@@ -2,14 +2,24 @@
 set share.
 
 Local folders are walked with symbolic links followed (a sub-folder that is a link to another
-disk is part of the set, as a user expects; a link cycle is visited once); object stores
-(``s3://`` and any other fsspec URL) are listed with the filesystem's recursive ``find``.
+disk is part of the set, as a user expects; a link cycle is visited once), one directory entry
+at a time (``os.scandir``); ``s3://`` prefixes are listed page by page (ListObjectsV2, 1,000
+keys a page, through s3fs); other fsspec URLs with the filesystem's recursive ``find``, which
+holds the whole listing.
+
+:func:`iter_files` streams the files in no particular order; :func:`sorted_files` sorts any
+such stream by relative path in bounded memory (sorted runs of ``run_size`` files, spilled to
+temporary Parquet files past the first, then merged), so that a pool of millions of images is
+listed in memory of the order of a run, not of the pool (benchmarks/listing.py).
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import posixpath
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,29 +58,87 @@ def read_url(url: str) -> bytes:
     return data
 
 
-def _walk_local(root: str) -> list[ListedFile]:
-    out, seen = [], set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+def _walk_local(root: str) -> Iterator[ListedFile]:
+    """The files under ``root``, one directory entry at a time. Folders are visited in the
+    order of ``os.walk`` with sorted sub-folders (depth first), so that of two paths to one
+    real folder (a linked folder, a link cycle) the same one is always listed."""
+    seen, pending = set(), [root]
+    while pending:
+        folder = pending.pop()
         real = os.path.realpath(folder)
-        if real in seen:  # a link back up the tree: visit each real folder once
-            dirs[:] = []
+        if real in seen:  # a link back up the tree, or a second link: visit each real folder once
             continue
         seen.add(real)
-        dirs.sort()
-        for name in files:
-            path = os.path.join(folder, name)
-            try:
-                size = os.stat(path).st_size  # follows a linked file; a dangling link is skipped
-            except FileNotFoundError:
-                continue
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
-            out.append(ListedFile(rel=rel, uri=path, size=int(size)))
-    return out
+        subfolders = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=True):
+                        subfolders.append(entry.path)
+                        continue
+                    size = entry.stat(follow_symlinks=True).st_size  # a linked file's size
+                except FileNotFoundError:  # a dangling link is skipped
+                    continue
+                rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
+                yield ListedFile(rel=rel, uri=entry.path, size=int(size))
+        pending.extend(sorted(subfolders, reverse=True))  # the first in name order is visited next
 
 
-def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[ListedFile]:
+PAGE = 1000  # keys taken from an object store's listing at a time
+
+
+def _s3_pages(fs: Any, root: str) -> Iterator[list[dict[str, Any]]]:
+    """Every object under ``root`` (bucket/prefix) of an s3fs filesystem, a page at a time:
+    ListObjectsV2 without a delimiter, so the whole sub-tree streams (s3fs ``_iterdir``)."""
+    from fsspec.asyn import sync
+
+    bucket, _, prefix = root.partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    objects = fs._iterdir(bucket, delimiter="", prefix=prefix)
+
+    async def take(n: int) -> list[dict[str, Any]]:
+        page: list[dict[str, Any]] = []
+        try:
+            while len(page) < n:
+                page.append(await objects.__anext__())
+        except StopAsyncIteration:
+            pass
+        return page
+
+    try:
+        while True:
+            page = sync(fs.loop, take, PAGE)
+            if page:
+                yield page
+            if len(page) < PAGE:
+                return
+    finally:
+        sync(fs.loop, objects.aclose)
+
+
+def _object_store_files(fs: Any, root: str) -> Iterator[ListedFile]:
+    base = root.rstrip("/") or "/"
+    from s3fs import S3FileSystem
+
+    if isinstance(fs, S3FileSystem):
+        for page in _s3_pages(fs, base):
+            for info in page:
+                if info.get("type") != "file" or info["name"].endswith("/"):  # folder markers
+                    continue
+                path = info["name"]
+                yield ListedFile(
+                    rel=posixpath.relpath(path, base), uri=fs.unstrip_protocol(path), size=int(info.get("size") or 0)
+                )
+        return
+    for path, info in fs.find(root, detail=True).items():  # other filesystems: one whole listing
+        yield ListedFile(
+            rel=posixpath.relpath(path, base), uri=fs.unstrip_protocol(path), size=int(info.get("size") or 0)
+        )
+
+
+def iter_files(url: str, suffixes: tuple[str, ...] | None = None) -> Iterator[ListedFile]:
     """Every file under ``url`` (recursively), optionally only names ending in one of
-    ``suffixes`` (case-insensitive), sorted by relative path.
+    ``suffixes`` (case-insensitive), in no particular order, as the listing goes.
 
     Raises FileNotFoundError (naming the URL) when the folder does not exist.
     """
@@ -79,21 +147,82 @@ def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[Listed
         root = os.path.abspath(root)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
-        files = _walk_local(root)
+        files: Iterator[ListedFile] = _walk_local(root)
     else:
         if not fs.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
-        base = root.rstrip("/") or "/"
-        files = [
-            ListedFile(
-                rel=posixpath.relpath(path, base), uri=fs.unstrip_protocol(path), size=int(info.get("size") or 0)
-            )
-            for path, info in fs.find(root, detail=True).items()
-        ]
-    if suffixes:
-        lowered = tuple(s.lower() for s in suffixes)
-        files = [f for f in files if f.rel.lower().endswith(lowered)]
-    return sorted(files, key=lambda f: f.rel)
+        files = _object_store_files(fs, root)
+    lowered = tuple(s.lower() for s in suffixes) if suffixes else None
+    for f in files:
+        if lowered is None or f.rel.lower().endswith(lowered):
+            yield f
+
+
+RUN_SIZE = 65_536  # files sorted in memory at a time by sorted_files
+
+
+def sorted_files(files: Iterable[ListedFile], run_size: int | None = None) -> Iterator[ListedFile]:
+    """``files`` sorted by relative path, in memory of the order of ``run_size`` files: runs of
+    ``run_size`` are sorted in memory; when there is more than one, each is written to a
+    temporary Parquet file and the runs are merged, reading each a batch at a time (the files
+    are removed when the iteration ends or is abandoned). ``run_size``: default RUN_SIZE."""
+    run_size = RUN_SIZE if run_size is None else run_size
+    if run_size < 1:
+        raise ValueError(f"run_size must be positive, got {run_size}")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = iter(files)
+    run: list[ListedFile] = []
+    with tempfile.TemporaryDirectory(prefix="selftrain-listing-") as folder:
+        paths: list[str] = []
+        for f in source:
+            run.append(f)
+            if len(run) == run_size:
+                paths.append(_spill(sorted(run, key=_rel), folder, len(paths), pa, pq))
+                run = []
+        run.sort(key=_rel)
+        if not paths:
+            yield from run
+            return
+        if run:
+            paths.append(_spill(run, folder, len(paths), pa, pq))
+            run = []
+        batch = max(256, run_size // len(paths))  # the merge holds about one run in all
+        yield from heapq.merge(*(_read_run(p, batch, pq) for p in paths), key=_rel)
+
+
+def _rel(f: ListedFile) -> str:
+    return f.rel
+
+
+def _spill(run: list[ListedFile], folder: str, index: int, pa: Any, pq: Any) -> str:
+    path = os.path.join(folder, f"run-{index:06d}.parquet")
+    table = pa.table(
+        {
+            "rel": [f.rel for f in run],
+            "uri": [f.uri for f in run],
+            "size": pa.array([f.size for f in run], pa.int64()),
+        }
+    )
+    pq.write_table(table, path, row_group_size=4096)
+    return path
+
+
+def _read_run(path: str, batch: int, pq: Any) -> Iterator[ListedFile]:
+    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch):
+        cols = record_batch.to_pydict()
+        for rel, uri, size in zip(cols["rel"], cols["uri"], cols["size"], strict=True):
+            yield ListedFile(rel=rel, uri=uri, size=int(size))
+
+
+def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[ListedFile]:
+    """Every file under ``url`` (recursively), optionally only names ending in one of
+    ``suffixes`` (case-insensitive), sorted by relative path, as a list (registration: a
+    labeled set's folder). Raises FileNotFoundError (naming the URL) when the folder does not
+    exist. A pool of unlabeled images is streamed instead: :func:`sorted_files` of
+    :func:`iter_files`."""
+    return list(sorted_files(iter_files(url, suffixes)))
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import tempfile
+from collections.abc import Iterator
+
 import pyarrow as pa
 
 from selftrain.kinds import kind_of
@@ -15,9 +20,9 @@ from selftrain.stage import (
     stage_logger,
     stage_task,
 )
-from storage.keys import digest_json
-from storage.listing import IMAGE_SUFFIXES, list_files, url_fs
-from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
+from storage.keys import JsonListDigest
+from storage.listing import IMAGE_SUFFIXES, iter_files, sorted_files, url_fs
+from storage.schemas import UNLABELED_IMAGES
 from storage.store import ArtifactRef
 
 STAGE, VERSION = UNLABELED_STAGE, UNLABELED_VERSION
@@ -27,36 +32,52 @@ class EmptyUnlabeledSet(ValueError):
     pass
 
 
-def list_images(source: str | list[str]) -> list[dict]:
-    """(image_id, image_uri, size) of every image, sorted by id. Content = names and sizes.
+def iter_images(source: str | list[str]) -> Iterator[dict]:
+    """(image_id, image_uri, size) of every image, sorted by id, as the listing goes: a prefix
+    is listed and sorted in bounded memory (storage.listing.sorted_files). Content = names and
+    sizes.
 
     ``source``: a prefix (local folder, symbolic links followed, or any fsspec URL; image_id =
     the path relative to it) or a list of image URLs (image_id = the URL). Raises
-    FileNotFoundError for a missing prefix or image, EmptyUnlabeledSet when there is no image.
+    FileNotFoundError for a missing prefix or image, EmptyUnlabeledSet when there is no image,
+    ValueError naming an image listed twice.
     """
-    rows = []
     if isinstance(source, str):
         try:
-            files = list_files(source, IMAGE_SUFFIXES)
+            files = iter_files(source, IMAGE_SUFFIXES)
+            first = next(files, None)  # a missing prefix is found here, before any sorting
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"unlabeled prefix {source} does not exist") from exc
-        rows = [{"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in files]
+        found = itertools.chain([first], files) if first is not None else iter(())
+        rows: Iterator[dict] = ({"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in sorted_files(found))
         where = f"under {source}"
     else:
+        listed: list[dict] = []
         for url in source:
             fs, path = url_fs(url)
             try:
                 size = int(fs.size(path) or 0)
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"unlabeled image {url} does not exist") from exc
-            rows.append({"image_id": url, "image_uri": url, "size": size})
+            listed.append({"image_id": url, "image_uri": url, "size": size})
+        rows = iter(sorted(listed, key=lambda r: str(r["image_id"])))
         where = "in the given list"
-    if not rows:
+    previous = None
+    for row in rows:
+        if row["image_id"] == previous:
+            raise ValueError(f"the unlabeled list names the same image twice: {row['image_id']}")
+        previous = row["image_id"]
+        yield row
+    if previous is None:
         raise EmptyUnlabeledSet(f"the unlabeled set is empty: no images ({', '.join(IMAGE_SUFFIXES)}) {where}")
-    ids = [r["image_id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise ValueError("the unlabeled list names the same image twice")
-    return sorted(rows, key=lambda r: r["image_id"])
+
+
+def list_images(source: str | list[str]) -> list[dict]:
+    """:func:`iter_images` as a list (small pools: the watcher, tests)."""
+    return list(iter_images(source))
+
+
+ROW_GROUP = 65_536  # rows of the listing written at a time
 
 
 @stage_task("list_unlabeled")
@@ -68,30 +89,43 @@ def list_unlabeled(
     The listing is content-addressed (URI and size of each image): the same pool gives the same
     key, so an unchanged pool costs nothing downstream. Images of the ``labeled`` set (a
     registered set) are left out - reviewed corrections imported into the labeled set
-    (`selftrain import-labels`) are trained on, not pseudo-labeled again."""
+    (`selftrain import-labels`) are trained on, not pseudo-labeled again. The listing streams
+    through a temporary local Parquet file, ``ROW_GROUP`` rows at a time, while its key is
+    computed (storage.keys.JsonListDigest): memory does not grow with the pool."""
+    import pyarrow.parquet as pq
+
     expect("list_unlabeled", "labeled", labeled, "registered set")
     store = get_store(store_url)
-    rows = list_images(source)
-    if labeled is not None:
-        known = kind_of(labeled).image_uris(store, labeled)
-        kept = [r for r in rows if r["image_uri"] not in known]
-        if len(kept) < len(rows):
+    known = kind_of(labeled).image_uris(store, labeled) if labeled is not None else set()
+    digest, total = JsonListDigest(), 0
+    with tempfile.TemporaryDirectory(prefix="selftrain-unlabeled-") as folder:
+        path = os.path.join(folder, "images.parquet")
+        with pq.ParquetWriter(path, UNLABELED_IMAGES, compression="zstd") as out:
+            batch: list[dict] = []
+            for row in iter_images(source):
+                total += 1
+                if row["image_uri"] in known:
+                    continue
+                digest.add(row)
+                batch.append(row)
+                if len(batch) == ROW_GROUP:
+                    out.write_table(pa.Table.from_pylist(batch, schema=UNLABELED_IMAGES))
+                    batch = []
+            if batch:
+                out.write_table(pa.Table.from_pylist(batch, schema=UNLABELED_IMAGES))
+        if digest.count < total:
             stage_logger().info(
                 "list unlabeled: %d of %d images are in the labeled set and are not pseudo-labeled",
-                len(rows) - len(kept),
-                len(rows),
+                total - digest.count,
+                total,
             )
-        if not kept:
-            raise EmptyUnlabeledSet(f"every image of the unlabeled set ({len(rows)}) is in the labeled set")
-        rows = kept
-    ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {})
-    reused = done_or_claimed(store, ref, "list unlabeled")
-    if not reused:
-        table = pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES)
-        store.write(
-            ref,
-            {"images.parquet": to_parquet_bytes(table, UNLABELED_IMAGES)},
-            meta={"source": source if isinstance(source, str) else f"{len(source)} URLs", "num_images": len(rows)},
-        )
-    log_stage("list unlabeled", ref, reused, detail=f"{len(rows)} images")
+        if not digest.count:
+            raise EmptyUnlabeledSet(f"every image of the unlabeled set ({total}) is in the labeled set")
+        ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest.hexdigest()}, {})
+        reused = done_or_claimed(store, ref, "list unlabeled")
+        if not reused:
+            meta = {"source": source if isinstance(source, str) else f"{len(source)} URLs", "num_images": digest.count}
+            with store.writer(ref, meta=meta) as w:
+                w.put_file("images.parquet", path)
+    log_stage("list unlabeled", ref, reused, detail=f"{digest.count} images")
     return ref

@@ -9,6 +9,8 @@ adding 10% new images costs 10% new shards, never a re-shuffle of the old ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from prefect import get_run_logger
 
 from selftrain.stage import PSEUDO_STAGES, ShardPlan, expect, get_store, stage_task
@@ -39,13 +41,21 @@ def labeled_shards(store: ArtifactStore, dataset: str, labeler: str) -> list[Art
 
 
 def plan(
-    store: ArtifactStore, rows: list[dict], dataset: str, shard_size: int, labeler: str | None
+    store: ArtifactStore,
+    rows: list[dict],
+    dataset: str,
+    shard_size: int,
+    labeler: str | None,
+    candidates: list[ArtifactRef] | None = None,
 ) -> tuple[list[list[dict]], list[ArtifactRef]]:
-    """(chunks of images needing new shards, existing shards to reuse)."""
+    """(chunks of images needing new shards, existing shards to reuse). ``candidates``: the
+    shards ``labeler`` labeled, when the caller has them already (else they are looked up)."""
     current = {(r["image_id"], r["size"]) for r in rows}
     reused: list[tuple[tuple[str, int], ArtifactRef]] = []
     covered: set[tuple[str, int]] = set()
-    for ref in labeled_shards(store, dataset, labeler) if labeler else []:
+    if candidates is None:
+        candidates = labeled_shards(store, dataset, labeler) if labeler else []
+    for ref in candidates:
         images = {
             (r["image_id"], r["size"])
             for r in read_parquet(store.read(ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
@@ -64,15 +74,29 @@ def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labele
     """Split the unlabeled listing into shards of ``shard_size`` images; images ``labeler`` already labeled keep theirs.
 
     Returns the plan: every shard (reused ones first), how many images are new and how many
-    shards were reused."""
+    shards were reused. When no shard of ``labeler`` exists (a first run), the listing is read
+    a shard at a time and each shard written as it is read: memory does not grow with the
+    pool. Otherwise the listing's (image id, size) pairs are held to match the labeled
+    shards against it."""
     import pyarrow as pa
 
     expect("shard_images", "unlabeled", unlabeled, "unlabeled listing")
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
     store = get_store(store_url)
-    rows = read_parquet(store.read(unlabeled, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-    chunks, reused = plan(store, rows, unlabeled.dataset, shard_size, labeler)
+    candidates = labeled_shards(store, unlabeled.dataset, labeler) if labeler else []
+    chunks: Iterable[list[dict]]
+    if candidates:
+        rows = read_parquet(store.read(unlabeled, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+        chunks, reused = plan(store, rows, unlabeled.dataset, shard_size, labeler, candidates)
+        total = len(rows)
+        del rows
+    else:
+        chunks, reused, total = listing_chunks(store, unlabeled, shard_size), [], 0
     refs = list(reused)
+    new_images = new_shards = 0
     for chunk in chunks:
+        new_images, new_shards = new_images + len(chunk), new_shards + 1
         # A shard's key is its content, so the same images re-use the same shard artifact.
         ref = store.stage_ref(unlabeled.dataset, STAGE, VERSION, "", {"images": digest_json(chunk)}, {})
         if not store.has(ref):
@@ -83,14 +107,36 @@ def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labele
                 meta={"num_images": len(chunk), "first": chunk[0]["image_id"]},
             )
         refs.append(ref)
-    new_images = sum(len(c) for c in chunks)
+    total = total or new_images
     if labeler:
         get_run_logger().info(
             "%d unlabeled images: %d already labeled in %d shards, %d new in %d new shards",
-            len(rows),
-            len(rows) - new_images,
+            total,
+            total - new_images,
             len(reused),
             new_images,
-            len(chunks),
+            new_shards,
         )
-    return ShardPlan(shards=refs, images=len(rows), new_images=new_images, reused_shards=len(reused))
+    return ShardPlan(shards=refs, images=total, new_images=new_images, reused_shards=len(reused))
+
+
+def listing_chunks(store: ArtifactStore, unlabeled: ArtifactRef, shard_size: int) -> Iterator[list[dict]]:
+    """Consecutive chunks of ``shard_size`` rows of a stored listing (sorted by image id, as
+    list_unlabeled writes it), read a chunk at a time: the same chunks as :func:`make_shards`.
+    Raises ValueError when the listing is not sorted."""
+    import pyarrow.parquet as pq
+
+    previous = None
+    chunk: list[dict] = []
+    with store.open(unlabeled, "images.parquet") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=shard_size):
+            for row in batch.to_pylist():
+                if previous is not None and row["image_id"] <= previous:
+                    raise ValueError(f"{unlabeled.uri}: the listing is not sorted by image id at {row['image_id']}")
+                previous = row["image_id"]
+                chunk.append({"image_id": row["image_id"], "image_uri": row["image_uri"], "size": int(row["size"])})
+                if len(chunk) == shard_size:
+                    yield chunk
+                    chunk = []
+    if chunk:
+        yield chunk

@@ -179,3 +179,27 @@ def test_registration_and_listing_read_s3_through_the_configured_endpoint(s3_ima
     assert ref.stage == "dataset"
     listed = list_images(f"s3://{s3_bucket}/img")
     assert [r["image_uri"] for r in listed] == [im["image_uri"] for im in images]
+
+
+def test_an_s3_pool_is_listed_page_by_page_and_only_under_its_prefix(s3_server, s3_bucket, monkeypatch):
+    """ListObjectsV2 pages (7 keys a page here, 1,000 by default) stream into the sorted listing:
+    nested keys and every page are there; a folder marker, other suffixes and a sibling prefix
+    that shares the name's start (img2/) are not."""
+    import s3fs
+
+    import storage.listing
+    from tasks.list_unlabeled import list_images
+
+    monkeypatch.setenv("SELFTRAIN_S3_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.storage_options()["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage_options()["secret"])
+    monkeypatch.setattr(storage.listing, "PAGE", 7)
+    monkeypatch.setattr(storage.listing, "RUN_SIZE", 10)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options())
+    keys = [f"img/{d}/{i:02d}.jpg" for d in ("b", "a") for i in range(12)] + ["img/top.png"]
+    fs.pipe({f"{s3_bucket}/{k}": b"x" * (1 + len(k)) for k in [*keys, "img/notes.txt", "img2/other.png"]})
+    fs.pipe_file(f"{s3_bucket}/img/empty/", b"")  # a folder marker some tools write
+    listed = list_images(f"s3://{s3_bucket}/img")
+    assert [r["image_id"] for r in listed] == sorted(k[len("img/") :] for k in keys)
+    assert all(r["image_uri"] == f"s3://{s3_bucket}/img/{r['image_id']}" for r in listed)
+    assert all(r["size"] == len(r["image_id"]) + 5 for r in listed)

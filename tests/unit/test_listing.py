@@ -1,0 +1,89 @@
+"""A pool of unlabeled images is listed, keyed and sharded as a stream: sorted runs merged from
+disk, a digest fed row by row, shards written as the listing is read - with the same results
+(and the same keys) as holding the whole listing in memory."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from storage.keys import JsonListDigest, digest_json
+from storage.listing import ListedFile, iter_files, list_files, sorted_files
+
+
+def test_the_streamed_digest_of_a_list_is_digest_json_of_the_list():
+    rows = [{"image_id": f"é/{i}.png", "image_uri": f"s3://b/é/{i}.png", "size": i * 7} for i in range(5)]
+    for n in range(len(rows) + 1):  # the empty list included
+        digest = JsonListDigest()
+        for row in rows[:n]:
+            digest.add(row)
+        assert digest.hexdigest() == digest_json(rows[:n]) and digest.count == n
+    assert digest.hexdigest() == digest.hexdigest()  # reading it does not change it
+
+
+def test_sorted_files_merges_spilled_runs_into_one_sorted_stream(tmp_path, monkeypatch):
+    names = [f"{d}/{i}.png" for d in ("b", "a", "a/z", "c") for i in range(7)] + ["a.png", "a0.png"]
+    files = [ListedFile(rel=n, uri=f"/root/{n}", size=len(n)) for n in names]
+    random.Random(0).shuffle(files)
+    expected = sorted(files, key=lambda f: f.rel)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    for run_size in (1, 3, 29, 30, 1000):  # one file a run .. everything in one run
+        assert list(sorted_files(files, run_size=run_size)) == expected, run_size
+    assert os.listdir(tmp_path) == []  # the spilled runs are removed
+    stream = sorted_files(files, run_size=4)
+    next(stream)
+    stream.close()  # abandoned half-way: removed too
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="run_size must be positive"):
+        list(sorted_files(files, run_size=0))
+
+
+def test_a_folder_is_walked_one_entry_at_a_time_and_listed_sorted(tmp_path):
+    for rel in ("b/1.png", "a/2.JPG", "a/sub/3.png", "a.png", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * len(rel))
+    os.symlink(tmp_path / "a", tmp_path / "b" / "back")  # a linked folder, listed once more under b/
+    os.symlink(tmp_path, tmp_path / "a" / "sub" / "loop")  # a cycle: each real folder once
+    listed = list_files(str(tmp_path), (".png", ".jpg"))
+    # folders in os.walk's order with sorted sub-folders: a/ is seen before its link b/back
+    assert [(f.rel, f.size) for f in listed] == [("a.png", 5), ("a/2.JPG", 7), ("a/sub/3.png", 11), ("b/1.png", 7)]
+    assert [f.uri for f in listed] == [str(tmp_path / f.rel) for f in listed]
+    assert sorted(f.rel for f in iter_files(str(tmp_path), (".png",))) == ["a.png", "a/sub/3.png", "b/1.png"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        next(iter_files(str(tmp_path / "nope")))
+
+
+def test_a_streamed_listing_keeps_the_key_and_rows_of_the_whole_listing_and_shards_alike(tmp_path, monkeypatch):
+    """The listing's key is the digest of all its rows (as before streaming: stores made then
+    reuse their listings); shards read from the stored listing chunk by chunk are the chunks of
+    make_shards over the whole list; the spilled runs make no difference."""
+    import storage.listing
+    import tasks.list_unlabeled
+    from selftrain.stage import UNLABELED_STAGE, UNLABELED_VERSION, get_store
+    from storage.schemas import UNLABELED_IMAGES, read_parquet
+    from tasks.list_unlabeled import list_images, list_unlabeled
+    from tasks.shard_images import make_shards, shard_images
+
+    pool = tmp_path / "pool"
+    for i in random.Random(1).sample(range(50), 23):
+        (pool / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (pool / f"d{i % 4}" / f"{i}.png").write_bytes(b"p" * i)
+    rows = list_images(str(pool))
+    assert [r["image_id"] for r in rows] == sorted(r["image_id"] for r in rows) and len(rows) == 23
+    store_url = str(tmp_path / "store")
+    store = get_store(store_url)
+    expected = store.stage_ref("pool", UNLABELED_STAGE, UNLABELED_VERSION, "", {"listing": digest_json(rows)}, {})
+
+    monkeypatch.setattr(storage.listing, "RUN_SIZE", 5)  # five sorted runs spilled and merged
+    monkeypatch.setattr(tasks.list_unlabeled, "ROW_GROUP", 4)  # the listing written 4 rows at a time
+    listing = list_unlabeled.fn(store_url, "pool", str(pool))
+    assert listing == expected
+    assert read_parquet(store.read(listing, "images.parquet"), UNLABELED_IMAGES).to_pylist() == rows
+    assert store.manifest(listing).meta["num_images"] == 23
+
+    plan = shard_images.fn(store_url, listing, 6)
+    shards = [read_parquet(store.read(s, "images.parquet"), UNLABELED_IMAGES).to_pylist() for s in plan.shards]
+    assert shards == make_shards(rows, 6) and [len(s) for s in shards] == [6, 6, 6, 5]
+    assert (plan.images, plan.new_images, plan.reused_shards) == (23, 23, 0)
