@@ -16,6 +16,7 @@ listed in memory of the order of a run, not of the pool (benchmarks/listing.py).
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 import posixpath
 import tempfile
@@ -159,59 +160,85 @@ def iter_files(url: str, suffixes: tuple[str, ...] | None = None) -> Iterator[Li
 
 
 RUN_SIZE = 65_536  # files sorted in memory at a time by sorted_files
+FAN_IN = 16  # sorted runs merged at once; more are merged in passes
+ROW_GROUP = 4096  # rows of a spilled run read back at a time
 
 
 def sorted_files(files: Iterable[ListedFile], run_size: int | None = None) -> Iterator[ListedFile]:
-    """``files`` sorted by relative path, in memory of the order of ``run_size`` files: runs of
-    ``run_size`` are sorted in memory; when there is more than one, each is written to a
-    temporary Parquet file and the runs are merged, reading each a batch at a time (the files
-    are removed when the iteration ends or is abandoned). ``run_size``: default RUN_SIZE."""
+    """``files`` sorted by relative path, in memory of the order of ``run_size`` files (an
+    external merge sort): runs of ``run_size`` are sorted in memory; when there is more than
+    one, each is written to a temporary Parquet file, and the runs are merged FAN_IN at a time
+    (in passes when there are more), each read back ROW_GROUP rows at a time. The files are
+    removed when the iteration ends or is abandoned. ``run_size``: default RUN_SIZE."""
     run_size = RUN_SIZE if run_size is None else run_size
     if run_size < 1:
         raise ValueError(f"run_size must be positive, got {run_size}")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     source = iter(files)
     run: list[ListedFile] = []
     with tempfile.TemporaryDirectory(prefix="selftrain-listing-") as folder:
         paths: list[str] = []
+
+        def spill(items: Iterable[ListedFile]) -> None:
+            paths.append(_spill(items, os.path.join(folder, f"run-{len(paths):06d}.parquet")))
+
         for f in source:
             run.append(f)
             if len(run) == run_size:
-                paths.append(_spill(sorted(run, key=_rel), folder, len(paths), pa, pq))
+                spill(sorted(run, key=_rel))
                 run = []
         run.sort(key=_rel)
         if not paths:
             yield from run
             return
         if run:
-            paths.append(_spill(run, folder, len(paths), pa, pq))
+            spill(run)
             run = []
-        batch = max(256, run_size // len(paths))  # the merge holds about one run in all
-        yield from heapq.merge(*(_read_run(p, batch, pq) for p in paths), key=_rel)
+        done = 0  # runs before this index are merged into later ones and removed
+        while len(paths) - done > FAN_IN:
+            group, done = paths[done : done + FAN_IN], done + FAN_IN
+            spill(_merge(group))
+            for path in group:
+                os.remove(path)
+        yield from _merge(paths[done:])
 
 
 def _rel(f: ListedFile) -> str:
     return f.rel
 
 
-def _spill(run: list[ListedFile], folder: str, index: int, pa: Any, pq: Any) -> str:
-    path = os.path.join(folder, f"run-{index:06d}.parquet")
-    table = pa.table(
-        {
-            "rel": [f.rel for f in run],
-            "uri": [f.uri for f in run],
-            "size": pa.array([f.size for f in run], pa.int64()),
-        }
-    )
-    pq.write_table(table, path, row_group_size=4096)
+def _merge(paths: list[str]) -> Iterator[ListedFile]:
+    return heapq.merge(*(_read_run(p) for p in paths), key=_rel)
+
+
+def _spill(items: Iterable[ListedFile], path: str) -> str:
+    """Write sorted ``items`` to a Parquet file ROW_GROUP rows at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("rel", pa.string()), ("uri", pa.string()), ("size", pa.int64())])
+    with pq.ParquetWriter(path, schema) as out:
+        chunk: list[ListedFile] = []
+        for f in itertools.chain(items, [None]):
+            if f is not None:
+                chunk.append(f)
+            if chunk and (f is None or len(chunk) == ROW_GROUP):
+                out.write_table(
+                    pa.table(
+                        {"rel": [c.rel for c in chunk], "uri": [c.uri for c in chunk], "size": [c.size for c in chunk]},
+                        schema=schema,
+                    )
+                )
+                chunk = []
     return path
 
 
-def _read_run(path: str, batch: int, pq: Any) -> Iterator[ListedFile]:
-    for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch):
-        cols = record_batch.to_pydict()
+def _read_run(path: str) -> Iterator[ListedFile]:
+    """A spilled run, one row group (ROW_GROUP rows) in memory at a time."""
+    import pyarrow.parquet as pq
+
+    run = pq.ParquetFile(path, pre_buffer=False)
+    for i in range(run.num_row_groups):
+        cols = run.read_row_group(i, use_threads=False).to_pydict()
         for rel, uri, size in zip(cols["rel"], cols["uri"], cols["size"], strict=True):
             yield ListedFile(rel=rel, uri=uri, size=int(size))
 

