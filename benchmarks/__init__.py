@@ -27,6 +27,15 @@ class DemoTeacher:
     images: list[dict]  # the largest unlabeled listing's rows (image_id, image_uri), at most ``limit``
 
 
+def synchronize() -> None:
+    """Wait for the GPU's queued work (a no-op without CUDA), so that a timer stopped after it
+    counts the work."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def demo_teacher(kind, store_url: str, dataset: str | None, limit: int | None) -> DemoTeacher:
     """The latest trained teacher of ``dataset`` (default: the demo's dataset of ``kind``) in
     ``store_url`` and its largest unlabeled listing; SystemExit naming what is missing."""

@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 
-from benchmarks import demo_teacher, save_results
+from benchmarks import demo_teacher, save_results, synchronize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             per_image[image["image_id"]] = [kind.stability_view(p, args.score_thr, {}) for p in preds]
         score(per_image)
+        synchronize()
         return n / (time.perf_counter() - t0)
 
     def per_checkpoint_run(batch: int) -> float:
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             for image, pred in predict(model, images, pipeline, batch, scope=kind.scope, by_shape=kind.batch_by_shape):
                 per_image[image["image_id"]].append(kind.stability_view(pred, args.score_thr, {}))
         score(per_image)
+        synchronize()
         return n / (time.perf_counter() - t0)
 
     with DefaultScope.overwrite_default_scope(kind.scope):
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in batches:
                 for model in models:
                     grouped_test_step(model, b) if kind.batch_by_shape else model.test_step(b)
+        synchronize()
         return n / (time.perf_counter() - t0)
 
     variants = {}

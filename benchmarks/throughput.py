@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 
-from benchmarks import demo_teacher, save_results
+from benchmarks import demo_teacher, save_results, synchronize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             model, images, pipeline, batch, workers, scope=kind.scope, by_shape=kind.batch_by_shape, prefetch=prefetch
         ):
             kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
+        synchronize()
         return n / (time.perf_counter() - t0)
 
     from mmengine.registry import DefaultScope
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             for b in batches:
                 grouped_test_step(model, b) if kind.batch_by_shape else model.test_step(b)
+        synchronize()
         return n / (time.perf_counter() - t0)
 
     def naive_run() -> float:
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 data = steps({"img_path": image["image_uri"], "img_id": i})
                 pred = model.test_step(pseudo_collate([data]))[0]
                 kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
+        synchronize()
         return n / (time.perf_counter() - t0)
 
     variants = {f"pipeline b{b}": (lambda b=b: pipeline_run(b)) for b in args.batch_sizes}

@@ -71,14 +71,20 @@ def _walk_local(root: str) -> Iterator[ListedFile]:
             continue
         seen.add(real)
         subfolders = []
-        with os.scandir(folder) as entries:
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            if folder == root:
+                raise
+            continue  # an unreadable or vanished sub-folder (lost+found, ...) is skipped, as os.walk does
+        with entries:
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=True):
                         subfolders.append(entry.path)
                         continue
                     size = entry.stat(follow_symlinks=True).st_size  # a linked file's size
-                except FileNotFoundError:  # a dangling link is skipped
+                except OSError:  # a dangling link, a file gone or unreadable meanwhile: skipped
                     continue
                 rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
                 yield ListedFile(rel=rel, uri=entry.path, size=int(size))
@@ -93,8 +99,8 @@ def _s3_pages(fs: Any, root: str) -> Iterator[list[dict[str, Any]]]:
     ListObjectsV2 without a delimiter, so the whole sub-tree streams (s3fs ``_iterdir``)."""
     from fsspec.asyn import sync
 
-    bucket, _, prefix = root.partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    bucket, key, _ = fs.split_path(root)  # access-point ARNs too
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
     objects = fs._iterdir(bucket, delimiter="", prefix=prefix)
 
     async def take(n: int) -> list[dict[str, Any]]:
@@ -141,7 +147,9 @@ def iter_files(url: str, suffixes: tuple[str, ...] | None = None) -> Iterator[Li
     """Every file under ``url`` (recursively), optionally only names ending in one of
     ``suffixes`` (case-insensitive), in no particular order, as the listing goes.
 
-    Raises FileNotFoundError (naming the URL) when the folder does not exist.
+    Raises FileNotFoundError (naming the URL) here, when the folder does not exist; errors
+    while listing (an unreadable root folder, an object store's) are raised during the
+    iteration. Sub-folders that cannot be read are skipped, as ``os.walk`` does.
     """
     fs, root = url_fs(url)
     if isinstance(fs, LocalFileSystem):
@@ -154,9 +162,17 @@ def iter_files(url: str, suffixes: tuple[str, ...] | None = None) -> Iterator[Li
             raise FileNotFoundError(f"folder {url} does not exist")
         files = _object_store_files(fs, root)
     lowered = tuple(s.lower() for s in suffixes) if suffixes else None
-    for f in files:
-        if lowered is None or f.rel.lower().endswith(lowered):
-            yield f
+    return files if lowered is None else (f for f in files if f.rel.lower().endswith(lowered))
+
+
+def scratch_root() -> str:
+    """Where a listing's temporary files go: SELFTRAIN_WORK_DIR (storage/settings.py), made if
+    missing."""
+    from storage.settings import settings
+
+    folder = settings().work_dir
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 RUN_SIZE = 65_536  # files sorted in memory at a time by sorted_files
@@ -169,13 +185,14 @@ def sorted_files(files: Iterable[ListedFile], run_size: int | None = None) -> It
     external merge sort): runs of ``run_size`` are sorted in memory; when there is more than
     one, each is written to a temporary Parquet file, and the runs are merged FAN_IN at a time
     (in passes when there are more), each read back ROW_GROUP rows at a time. The files are
-    removed when the iteration ends or is abandoned. ``run_size``: default RUN_SIZE."""
+    removed when the iteration ends or is abandoned; they lie in the scratch folder
+    (:func:`scratch_root`), not in a /tmp that may be memory. ``run_size``: default RUN_SIZE."""
     run_size = RUN_SIZE if run_size is None else run_size
     if run_size < 1:
         raise ValueError(f"run_size must be positive, got {run_size}")
     source = iter(files)
     run: list[ListedFile] = []
-    with tempfile.TemporaryDirectory(prefix="selftrain-listing-") as folder:
+    with tempfile.TemporaryDirectory(prefix="listing-", dir=scratch_root()) as folder:
         paths: list[str] = []
 
         def spill(items: Iterable[ListedFile]) -> None:

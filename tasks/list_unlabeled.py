@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pyarrow as pa
 
@@ -21,7 +21,7 @@ from selftrain.stage import (
     stage_task,
 )
 from storage.keys import JsonListDigest
-from storage.listing import IMAGE_SUFFIXES, iter_files, sorted_files, url_fs
+from storage.listing import IMAGE_SUFFIXES, iter_files, scratch_root, sorted_files, url_fs
 from storage.schemas import UNLABELED_IMAGES
 from storage.store import ArtifactRef
 
@@ -44,12 +44,12 @@ def iter_images(source: str | list[str]) -> Iterator[dict]:
     """
     if isinstance(source, str):
         try:
-            files = iter_files(source, IMAGE_SUFFIXES)
-            first = next(files, None)  # a missing prefix is found here, before any sorting
+            files = iter_files(source, IMAGE_SUFFIXES)  # checks the prefix exists
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"unlabeled prefix {source} does not exist") from exc
-        found = itertools.chain([first], files) if first is not None else iter(())
-        rows: Iterator[dict] = ({"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in sorted_files(found))
+        rows: Generator[dict, None, None] = (
+            {"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in sorted_files(files)
+        )
         where = f"under {source}"
     else:
         listed: list[dict] = []
@@ -60,14 +60,15 @@ def iter_images(source: str | list[str]) -> Iterator[dict]:
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"unlabeled image {url} does not exist") from exc
             listed.append({"image_id": url, "image_uri": url, "size": size})
-        rows = iter(sorted(listed, key=lambda r: str(r["image_id"])))
+        rows = (r for r in sorted(listed, key=lambda r: str(r["image_id"])))
         where = "in the given list"
     previous = None
-    for row in rows:
-        if row["image_id"] == previous:
-            raise ValueError(f"the unlabeled list names the same image twice: {row['image_id']}")
-        previous = row["image_id"]
-        yield row
+    with contextlib.closing(rows):  # an error or an early stop removes the sort's spilled runs now
+        for row in rows:
+            if row["image_id"] == previous:
+                raise ValueError(f"the unlabeled list names the same image twice: {row['image_id']}")
+            previous = row["image_id"]
+            yield row
     if previous is None:
         raise EmptyUnlabeledSet(f"the unlabeled set is empty: no images ({', '.join(IMAGE_SUFFIXES)}) {where}")
 
@@ -98,7 +99,7 @@ def list_unlabeled(
     store = get_store(store_url)
     known = kind_of(labeled).image_uris(store, labeled) if labeled is not None else set()
     digest, total = JsonListDigest(), 0
-    with tempfile.TemporaryDirectory(prefix="selftrain-unlabeled-") as folder:
+    with tempfile.TemporaryDirectory(prefix="unlabeled-", dir=scratch_root()) as folder:
         path = os.path.join(folder, "images.parquet")
         with pq.ParquetWriter(path, UNLABELED_IMAGES, compression="zstd") as out:
             batch: list[dict] = []

@@ -11,8 +11,9 @@ which builds mmengine's Runner from it; the batch size in the model config is pe
 - On a machine with CUDA: one process per GPU, the NCCL backend, and ``sync_bn='torch'``
   (BatchNorm -> SyncBatchNorm). N must not exceed the visible GPUs (ValueError).
 - Without CUDA: N CPU processes, the gloo backend, plain BatchNorm (SyncBatchNorm is
-  CUDA-only), and mmengine's DDP wrapper without ``device_ids``. torchrun gives each process one
-  compute thread (OMP_NUM_THREADS=1) unless the variable is set.
+  CUDA-only: ``sync_bn`` is not set and a model config's own ``SyncBN`` layers become ``BN``),
+  and mmengine's DDP wrapper without ``device_ids``. Each process computes on cores / N
+  threads (OMP_NUM_THREADS, unless it is set).
 
 On Kubernetes or a GPU work pool the same variable is set in the job's environment.
 """
@@ -53,6 +54,7 @@ def distributed_config(cfg: Config, cuda: bool = True) -> Config:
         cfg.env_cfg = dict(cfg.get("env_cfg", {}), dist_cfg=dict(backend="nccl"))
     else:
         cfg.pop("sync_bn", None)
+        cfg.model = _without_sync_bn(cfg.model)  # a model config's own SyncBN (mmseg's bases) as well
         cfg.env_cfg = dict(cfg.get("env_cfg", {}), dist_cfg=dict(backend="gloo"))
         cfg.model_wrapper_cfg = dict(
             type="MMDistributedDataParallel",
@@ -61,6 +63,16 @@ def distributed_config(cfg: Config, cuda: bool = True) -> Config:
             find_unused_parameters=cfg.get("find_unused_parameters", False),
         )
     return cfg
+
+
+def _without_sync_bn(node):
+    """A config tree with every ``type='SyncBN'`` norm layer made ``'BN'`` (SyncBatchNorm
+    runs on CUDA only)."""
+    if isinstance(node, dict):
+        return {k: ("BN" if k == "type" and v == "SyncBN" else _without_sync_bn(v)) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_without_sync_bn(v) for v in node)
+    return node
 
 
 def torchrun_command(config_path: str, nproc: int) -> list[str]:
@@ -87,7 +99,10 @@ def train_distributed(cfg: Config, work_dir: str, nproc: int) -> None:
         raise ValueError(f"SELFTRAIN_GPUS={nproc} but this machine has {devices} visible CUDA device(s)")
     path = os.path.join(work_dir, "train_config.py")
     distributed_config(cfg, cuda=bool(devices)).dump(path)
-    proc = subprocess.run(torchrun_command(path, nproc))
+    env = dict(os.environ)
+    if not devices:  # CPU processes share the cores (torchrun would give each one thread)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    proc = subprocess.run(torchrun_command(path, nproc), env=env)
     if proc.returncode:
         raise RuntimeError(
             f"distributed training ({nproc} processes) failed with exit code {proc.returncode}; config {path}"

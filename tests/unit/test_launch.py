@@ -55,6 +55,7 @@ def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tm
     assert cpu.model_wrapper_cfg == dict(
         type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False, find_unused_parameters=False
     )
+
     assert "launcher" not in cfg  # the single-process config is left alone
     path = tmp_path / "train_config.py"
     dist.dump(str(path))
@@ -63,6 +64,27 @@ def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tm
     again = Config.fromfile(str(path))
     assert again.launcher == "pytorch" and again.train_cfg.max_iters == 30
     assert again.train_dataloader.batch_size == 4  # per GPU
+
+
+def test_a_model_configs_own_syncbn_becomes_bn_on_cpu_processes(tmp_path):
+    """mmseg's DeepLabV3+ bases set norm_cfg=dict(type='SyncBN'): on gloo every one becomes BN."""
+    from selftrain.mm.configs import SegSource, seg_train_config
+
+    cfg = seg_train_config(
+        load_config("seg/deeplabv3plus_r50_512_voc12aug", "seg"),
+        work_dir=str(tmp_path),
+        labeled=SegSource(str(tmp_path / "l.json"), ("background", "thing")),
+        val=None,
+        iters=30,
+        k=3,
+        seed=0,
+        pretrained=False,
+    )
+    assert "SyncBN" in str(cfg.model)  # the config as mmseg ships it
+    cpu = distributed_config(cfg, cuda=False)
+    assert "SyncBN" not in str(cpu.model) and cpu.model.backbone.norm_cfg.type == "BN"
+    assert cpu.model.decode_head.norm_cfg.type == "BN"
+    assert "SyncBN" in str(distributed_config(cfg).model)  # on CUDA it stays
 
 
 def test_more_processes_than_visible_gpus_is_refused(tmp_path, monkeypatch):

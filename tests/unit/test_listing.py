@@ -28,14 +28,15 @@ def test_sorted_files_merges_spilled_runs_into_one_sorted_stream(tmp_path, monke
     files = [ListedFile(rel=n, uri=f"/root/{n}", size=len(n)) for n in names]
     random.Random(0).shuffle(files)
     expected = sorted(files, key=lambda f: f.rel)
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    for run_size in (1, 3, 29, 30, 1000):  # one file a run .. everything in one run
+    monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "scratch"))  # where runs are spilled
+    for run_size in (1, 3, 29, 30, 1000):  # one file a run (2 merge passes) .. everything in one run
         assert list(sorted_files(files, run_size=run_size)) == expected, run_size
-    assert os.listdir(tmp_path) == []  # the spilled runs are removed
+    assert os.listdir(tmp_path / "scratch") == []  # the spilled runs are removed
     stream = sorted_files(files, run_size=4)
     next(stream)
+    assert len(os.listdir(tmp_path / "scratch")) == 1  # the runs' folder, while the merge runs
     stream.close()  # abandoned half-way: removed too
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path / "scratch") == []
     with pytest.raises(ValueError, match="run_size must be positive"):
         list(sorted_files(files, run_size=0))
 
@@ -52,7 +53,22 @@ def test_a_folder_is_walked_one_entry_at_a_time_and_listed_sorted(tmp_path):
     assert [f.uri for f in listed] == [str(tmp_path / f.rel) for f in listed]
     assert sorted(f.rel for f in iter_files(str(tmp_path), (".png",))) == ["a.png", "a/sub/3.png", "b/1.png"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        next(iter_files(str(tmp_path / "nope")))
+        iter_files(str(tmp_path / "nope"))  # at the call, before any iteration
+
+
+def test_a_sub_folder_that_vanishes_or_loops_is_skipped_as_os_walk_skips_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for rel in ("a.png", "sub/x.png"):
+        (tmp_path / rel).write_bytes(b"x")
+    os.symlink(tmp_path / "l2", tmp_path / "l1")  # a link loop: neither a folder nor a file
+    os.symlink(tmp_path / "l1", tmp_path / "l2")
+    files = iter_files(str(tmp_path), (".png",))
+    first = next(files)  # the root's own files come before its sub-folders are visited
+    assert first.rel == "a.png"
+    import shutil
+
+    shutil.rmtree(tmp_path / "sub")  # gone before the walk reaches it
+    assert list(files) == []
 
 
 def test_a_streamed_listing_keeps_the_key_and_rows_of_the_whole_listing_and_shards_alike(tmp_path, monkeypatch):
@@ -76,6 +92,7 @@ def test_a_streamed_listing_keeps_the_key_and_rows_of_the_whole_listing_and_shar
     store = get_store(store_url)
     expected = store.stage_ref("pool", UNLABELED_STAGE, UNLABELED_VERSION, "", {"listing": digest_json(rows)}, {})
 
+    monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "scratch"))
     monkeypatch.setattr(storage.listing, "RUN_SIZE", 5)  # five sorted runs spilled and merged
     monkeypatch.setattr(tasks.list_unlabeled, "ROW_GROUP", 4)  # the listing written 4 rows at a time
     listing = list_unlabeled.fn(store_url, "pool", str(pool))
