@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,23 @@ class DemoTeacher:
     labeled_meta: dict  # the labeled set's manifest meta (classes, ...)
     cfg: Any  # the model config (mmengine Config)
     images: list[dict]  # the largest unlabeled listing's rows (image_id, image_uri), at most ``limit``
+
+
+def interleaved_medians(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Run every variant (a callable returning a rate) ``repeats`` times, interleaved - each
+    repeat runs them all in turn, so that the machine's slow spells fall on all of them - and
+    return each one's median; prints every repeat's rates."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(repeats):
+        for name, run in variants.items():
+            samples[name].append(run())
+        print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in samples.items()), flush=True)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def best_of(median: dict[str, float], prefix: str) -> str:
+    """The fastest variant whose name starts with ``prefix``."""
+    return max((name for name in median if name.startswith(prefix)), key=median.__getitem__)
 
 
 def synchronize() -> None:

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
-from benchmarks import demo_teacher, save_results, synchronize
+from benchmarks import best_of, demo_teacher, interleaved_medians, save_results, synchronize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,19 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         variants[f"per checkpoint b{b}"] = lambda b=b: per_checkpoint_run(b)
         variants[f"bound b{b}"] = lambda b=b: bound_run(b)
     pipeline_run(args.batch_sizes[0])  # warm-up: allocator, caches, lazy imports
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.repeats):
-        for name, run in variants.items():
-            samples[name].append(run())
-        print(
-            f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in samples.items()), flush=True
-        )
-    median = {name: statistics.median(v) for name, v in samples.items()}
-
-    def best(prefix: str) -> str:
-        return max((name for name in median if name.startswith(prefix)), key=median.__getitem__)
-
-    best_pipe, best_old, best_bound = best("pipeline"), best("per checkpoint"), best("bound")
+    median = interleaved_medians(variants, args.repeats)
+    best_pipe, best_old = best_of(median, "pipeline"), best_of(median, "per checkpoint")
+    best_bound = best_of(median, "bound")
     result = {
         "task": args.task,
         "images": n,

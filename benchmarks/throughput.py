@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
-from benchmarks import demo_teacher, save_results, synchronize
+from benchmarks import best_of, demo_teacher, interleaved_medians, save_results, synchronize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,16 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     variants |= {f"bound b{b}": (lambda b=b: bound_run(b)) for b in args.batch_sizes}
     variants["naive"] = naive_run
     pipeline_run(args.batch_sizes[0])  # warm-up: allocator, caches, lazy imports
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.repeats):
-        for name, run in variants.items():
-            samples[name].append(run())
-        print(
-            f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in samples.items()), flush=True
-        )
-    median = {name: statistics.median(v) for name, v in samples.items()}
-    best_pipe = max((k for k in median if k.startswith("pipeline")), key=median.__getitem__)
-    best_bound = max((k for k in median if k.startswith("bound")), key=median.__getitem__)
+    median = interleaved_medians(variants, args.repeats)
+    best_pipe, best_bound = best_of(median, "pipeline"), best_of(median, "bound")
     from flows.params import SelfTrainingParams
 
     default_batch = SelfTrainingParams.model_fields["inference_batch_size"].default

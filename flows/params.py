@@ -243,8 +243,9 @@ class SelfTrainingParams(BaseModel):
     inference_batch_size: int = Field(
         4,
         gt=0,
-        description="images per pseudo-labeling batch; 4 was the fastest of 1, 2, 4, 8 on a 2-core CPU "
-        "(benchmarks/throughput.py: 42.9 images/s against 23.6 at 8); measure yours with that script",
+        description="images per pseudo-labeling and stability-scoring batch; on a 2-core CPU the fastest "
+        "of 1, 2, 4, 8 was 4 on one day and 2 on the next (benchmarks/throughput.py); measure yours "
+        "with that script on your device and images",
     )
     retrain_student: bool = Field(
         True,
