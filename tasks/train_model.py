@@ -144,6 +144,9 @@ def train_model(
     if pseudo and method == "st":
         if iters is None:
             params["epochs_of_teacher_iters"] = teacher_iters
+    n_gpus = gpus()
+    if n_gpus > 1:  # the model config's batch is per process: N processes train on N times the batch
+        params["processes"] = n_gpus  # absent for one: keys of one-process trainings stay valid
     if pseudo and method == "zoph":
         params["zoph_batch"] = zoph_batch
         if not normalize_loss:  # absent by default: keys of normalised students stay valid
@@ -210,10 +213,9 @@ def train_model(
     train_cfg.custom_hooks = [dict(type="ProgressHook", what=f"train {what}")]
     config_file = os.path.join(work, "config.py")
     train_cfg.dump(config_file)
-    n_gpus = gpus()
     with scratch_guard(work, f"train {what}"):
-        if n_gpus > 1:
-            train_distributed(train_cfg, work, n_gpus)  # torchrun + mmengine's launcher, DDP with SyncBN
+        if n_gpus > 1:  # torchrun + mmengine's launcher: DDP (NCCL and SyncBN on CUDA, gloo on CPU)
+            config_file = train_distributed(train_cfg, work, n_gpus, f"train {what}")
         else:
             with quiet_openmmlab(work, train_cfg.experiment_name, f"train {what}"):
                 Runner.from_cfg(train_cfg).train()
@@ -231,6 +233,7 @@ def train_model(
         "checkpoints": k,
         "last": f"ckpt-{k}.pth",
         "best": os.path.basename(best[-1]) if best else None,
+        "processes": n_gpus,
         "final_val": history[-1] if history and kind.val_metric in history[-1] else None,
     }
     if held is not None:
@@ -241,7 +244,9 @@ def train_model(
         if best:
             w.put_file("best.pth", best[-1])
         w.write_json("history.json", history)
-        w.put_file("config.py", config_file)  # what this training ran with: `selftrain config show <uri>`
+        w.put_file(
+            "config.py", config_file
+        )  # what it ran with (the DDP config for N processes): `selftrain config show`
     log_stage(
         f"train {what}",
         ref,

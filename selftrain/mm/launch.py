@@ -21,10 +21,14 @@ On Kubernetes or a GPU work pool the same variable is set in the job's environme
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 
 from mmengine.config import Config
+
+from selftrain.mm.progress import WORKER_PROGRESS
 
 
 def gpus() -> int:
@@ -49,6 +53,11 @@ def distributed_config(cfg: Config, cuda: bool = True) -> Config:
     wrapper passes the local rank as a CUDA device)."""
     cfg = Config(cfg.to_dict())
     cfg.launcher = "pytorch"
+    # DDP waits for a gradient of every parameter unless told that some get none: layers a
+    # config builds but does not use (MobileNetV2's last conv with out_indices=(2, 4, 6), an
+    # unused auxiliary head) would fail the second iteration. A config may set False to save
+    # the search.
+    cfg.find_unused_parameters = cfg.get("find_unused_parameters", True)
     if cuda:
         cfg.sync_bn = "torch"
         cfg.env_cfg = dict(cfg.get("env_cfg", {}), dist_cfg=dict(backend="nccl"))
@@ -60,7 +69,7 @@ def distributed_config(cfg: Config, cuda: bool = True) -> Config:
             type="MMDistributedDataParallel",
             device_ids=None,
             broadcast_buffers=False,
-            find_unused_parameters=cfg.get("find_unused_parameters", False),
+            find_unused_parameters=cfg.find_unused_parameters,
         )
     return cfg
 
@@ -88,25 +97,68 @@ def torchrun_command(config_path: str, nproc: int) -> list[str]:
     ]
 
 
-def train_distributed(cfg: Config, work_dir: str, nproc: int) -> None:
-    """Write the DDP config next to the checkpoints and run it under torchrun.
+def train_distributed(cfg: Config, work_dir: str, nproc: int, what: str = "training") -> str:
+    """Write the DDP config next to the checkpoints and run it under torchrun; returns the
+    config's path (``train_config.py`` in ``work_dir``).
 
-    On CUDA, one process per GPU; without CUDA, ``nproc`` CPU processes (gloo). Raises
-    ValueError when more GPUs are asked for than are visible, RuntimeError when a process
-    fails (its exit code and the config's path in the message)."""
+    On CUDA, one process per GPU; without CUDA, ``nproc`` CPU processes (gloo). The processes'
+    output (OpenMMLab's log of every rank) goes to ``train_processes.log`` in ``work_dir``,
+    whose path is logged; rank 0's progress lines are relayed to the stage's log as they come.
+    Raises ValueError when more GPUs are asked for than are visible, or more CPU processes
+    than cores; RuntimeError when a process fails, naming the log and quoting its last error
+    lines."""
+    from selftrain.stage import stage_logger
+
     devices = cuda_devices()
     if devices and nproc > devices:
         raise ValueError(f"SELFTRAIN_GPUS={nproc} but this machine has {devices} visible CUDA device(s)")
+    cores = os.cpu_count() or 1
+    if not devices and nproc > cores:
+        raise ValueError(f"SELFTRAIN_GPUS={nproc} CPU processes (no CUDA device) but this machine has {cores} cores")
     path = os.path.join(work_dir, "train_config.py")
     distributed_config(cfg, cuda=bool(devices)).dump(path)
     env = dict(os.environ)
     if not devices:  # CPU processes share the cores (torchrun would give each one thread)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    proc = subprocess.run(torchrun_command(path, nproc), env=env)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
+    log_path = os.path.join(work_dir, "train_processes.log")
+    log = stage_logger()
+    log.info("%s: %d processes (%s); their OpenMMLab log in %s", what, nproc, "NCCL" if devices else "gloo", log_path)
+    with open(log_path, "ab") as out:
+        start = out.tell()
+        proc = subprocess.Popen(torchrun_command(path, nproc), env=env, stdout=out, stderr=subprocess.STDOUT)
+        with open(log_path, "rb") as follow:
+            follow.seek(start)
+            while True:
+                done = proc.poll() is not None
+                for line in follow.read().decode("utf-8", "replace").splitlines():
+                    if line.startswith(WORKER_PROGRESS):
+                        log.info("%s", line[len(WORKER_PROGRESS) :])
+                if done:
+                    break
+                time.sleep(2.0)
     if proc.returncode:
         raise RuntimeError(
-            f"distributed training ({nproc} processes) failed with exit code {proc.returncode}; config {path}"
+            f"{what}: distributed training ({nproc} processes) failed with exit code {proc.returncode}"
+            f"{last_errors(log_path, start)}; the processes' log: {log_path}; config {path}"
         )
+    return path
+
+
+def last_errors(log_path: str, start: int = 0, most: int = 3) -> str:
+    """The last ``most`` distinct lines of the log (from byte ``start``) that name an error,
+    as ': line | line', or '' when there is none."""
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    errors: list[str] = []
+    for line in reversed(lines):
+        text = line.split("]: ", 1)[1] if line.startswith("[rank") and "]: " in line else line
+        text = text.strip()
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", text) and text not in errors:
+            errors.append(text)
+            if len(errors) == most:
+                break
+    return (": " + " | ".join(reversed(errors))) if errors else ""
 
 
 def main(argv: list[str] | None = None) -> int:

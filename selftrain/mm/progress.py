@@ -51,11 +51,23 @@ def _update_progress(artifact, percent: float) -> None:
         pass
 
 
+#: The start of a progress line that a torchrun worker prints (rank 0 only) for its parent to
+#: relay into the stage's log (selftrain/mm/launch.py).
+WORKER_PROGRESS = "selftrain-progress: "
+
+
+def in_torchrun_worker() -> bool:
+    """True in a process that torchrun started (a DDP rank): it has no Prefect run of its own."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 @HOOKS.register_module()
 class ProgressHook(Hook):
     """Training progress for people: a log line (Prefect's run logger inside a run) every
     ``every_s`` seconds and at the end, and a Prefect progress artifact. Reads only; changes
-    nothing of the training."""
+    nothing of the training. In a torchrun worker (DDP) it makes no artifact (there is no run
+    to attach it to: trying would start a Prefect server per rank), and rank 0 alone prints
+    its lines, prefixed with WORKER_PROGRESS, for the parent process to relay."""
 
     priority = "VERY_LOW"
 
@@ -63,11 +75,14 @@ class ProgressHook(Hook):
         self.what, self.every_s = what, float(every_s)
         self._t0 = self._last = 0.0
         self._artifact = None
+        self._worker = False
 
     def before_train(self, runner) -> None:
         self._t0 = self._last = time.monotonic()
         self._start_iter = runner.iter
-        self._artifact = _prefect_progress(f"{self.what}: {runner.max_iters} iterations")
+        self._worker = in_torchrun_worker()
+        if not self._worker:
+            self._artifact = _prefect_progress(f"{self.what}: {runner.max_iters} iterations")
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         now, it, total = time.monotonic(), runner.iter + 1, runner.max_iters
@@ -79,16 +94,15 @@ class ProgressHook(Hook):
         if isinstance(outputs, dict) and "loss" in outputs:
             value = outputs["loss"]
             loss = f", loss {float(value.detach() if hasattr(value, 'detach') else value):.4f}"
-        stage_logger().info(
-            "%s: %s %d/%d%s, %.2f it/s, ETA %s",
-            self.what,
-            bar(it / total),
-            it,
-            total,
-            loss,
-            rate,
-            duration((total - it) / rate if rate > 0 else 0.0),
+        line = (
+            f"{self.what}: {bar(it / total)} {it}/{total}{loss}, {rate:.2f} it/s, "
+            f"ETA {duration((total - it) / rate if rate > 0 else 0.0)}"
         )
+        if self._worker:
+            if runner.rank == 0:
+                print(WORKER_PROGRESS + line, flush=True)
+            return
+        stage_logger().info("%s", line)
         _update_progress(self._artifact, 100.0 * it / total)
 
 

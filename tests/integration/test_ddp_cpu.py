@@ -110,35 +110,101 @@ def test_two_cpu_processes_train_on_different_data_with_the_same_emas_and_resume
     assert (work / "iter_4.pth").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU (gloo) path: CUDA machines take NCCL")
-def test_train_model_with_selftrain_gpus_2_trains_on_two_processes_and_stores_the_checkpoints(tmp_path, monkeypatch):
-    """What a user gets from SELFTRAIN_GPUS=2 on a machine without CUDA: the stage trains under
-    torchrun on two gloo processes and stores its checkpoints as a one-process training does."""
-    from selftrain.stage import get_store
+def _tiny_set(root, task: str):
+    """4 labeled images of unequal sizes: a COCO set (detection) or image / label-map folders
+    (segmentation), registered as a user registers them."""
+    rng = np.random.default_rng(1)
+    for sub in ("img", "ann"):
+        (root / sub).mkdir()
+    images, annotations = [], []
+    for i in range(4):
+        h, w = 48 + 16 * i, 64
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "img" / f"{i}.png")
+        mask = np.zeros((h, w), np.uint8)
+        mask[8:30, 10:40] = 1
+        Image.fromarray(mask).save(root / "ann" / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": w, "height": h})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10, 8, 30, 22], "area": 660})
+    store_url = str(root / "store")
+    if task == "detection":
+        from tasks.register_dataset import register_dataset
+
+        coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
+        (root / "coco.json").write_text(json.dumps(coco))
+        return store_url, register_dataset.fn(store_url, "tiny", str(root / "coco.json"), str(root / "img"), "labeled")
     from tasks.register_seg_dataset import register_seg_dataset
+
+    labeled = register_seg_dataset.fn(
+        store_url, "tiny", str(root / "img"), str(root / "ann"), ["background", "thing"], "labeled", ".png"
+    )
+    return store_url, labeled
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU (gloo) path: CUDA machines take NCCL")
+@pytest.mark.parametrize(
+    "task, config", [("detection", "det/retinanet_mnv2_256_cpu"), ("segmentation", "seg/deeplabv3plus_mnv2_128_cpu")]
+)
+def test_train_model_with_selftrain_gpus_2_trains_on_two_processes_and_stores_what_it_ran(
+    task, config, tmp_path, monkeypatch
+):
+    """What a user gets from SELFTRAIN_GPUS=2 on a machine without CUDA: the stage trains under
+    torchrun on two gloo processes (the detector's MobileNetV2 has a layer it does not use,
+    which DDP must be told about), relays rank 0's progress to the stage's log, stores its
+    checkpoints and the DDP config it ran with, and keys the model by its process count."""
+    import logging
+
+    from selftrain.stage import get_store
     from tasks.train_model import train_model
 
-    for sub in ("img", "ann"):
-        (tmp_path / sub).mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (48, 56 + 8 * i, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
-        mask = np.zeros((48, 56 + 8 * i), np.uint8)
-        mask[8:30, 10:40] = 1
-        Image.fromarray(mask).save(tmp_path / "ann" / f"{i}.png")
-    store_url = str(tmp_path / "store")
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    lines = Lines()
+    logging.getLogger("selftrain").addHandler(lines)  # the stage's log outside a flow
+    monkeypatch.setattr(logging.getLogger("selftrain"), "level", logging.INFO)
+    store_url, labeled = _tiny_set(tmp_path, task)
     monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "scratch"))
     monkeypatch.setenv("SELFTRAIN_GPUS", "2")
-    labeled = register_seg_dataset.fn(
-        store_url, "tiny", str(tmp_path / "img"), str(tmp_path / "ann"), ["background", "thing"], "labeled", ".png"
-    )
-    ref = train_model.fn(
-        store_url, "seg/deeplabv3plus_mnv2_128_cpu", labeled, None, role="teacher", iters=2, k=2, seed=0,
-        pretrained=False,
-    )  # fmt: skip
-    manifest = get_store(store_url).manifest(ref)
+    try:
+        ref = train_model.fn(
+            store_url, config, labeled, None, role="teacher", iters=4, k=2, seed=0, pretrained=False
+        )  # fmt: skip
+    finally:
+        logging.getLogger("selftrain").removeHandler(lines)
+    store = get_store(store_url)
+    manifest = store.manifest(ref)
     assert {"ckpt-1.pth", "ckpt-2.pth", "config.py"} <= set(manifest.files)
-    assert manifest.meta["iters"] == 2
-    (dist_config,) = (tmp_path / "scratch").rglob("train_config.py")  # what torchrun ran
-    text = dist_config.read_text()
-    assert "launcher = 'pytorch'" in text and "backend='gloo'" in text
+    assert manifest.meta["iters"] == 4 and manifest.meta["processes"] == 2
+    assert manifest.meta["params"]["processes"] == 2  # part of the key: the batch is per process
+    stored = store.read(ref, "config.py").decode()  # what torchrun ran
+    assert "launcher = 'pytorch'" in stored and "backend='gloo'" in stored
+    assert "find_unused_parameters = True" in stored
+    logged = "\n".join(lines.lines)
+    assert "train teacher: 2 processes (gloo); their OpenMMLab log in" in logged
+    assert "train teacher: [####################] 4/4, loss" in logged  # rank 0's, relayed
+    assert "Traceback" not in logged and "[rank" not in logged  # the ranks' output went to the log file
+
+    monkeypatch.setenv("SELFTRAIN_GPUS", "1")  # one process: another model, not the 2-process one reused
+    assert train_model.fn(
+        store_url, config, labeled, None, role="teacher", iters=4, k=2, seed=0, pretrained=False
+    ).key != ref.key  # fmt: skip
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU (gloo) path: CUDA machines take NCCL")
+def test_a_failing_distributed_training_names_its_error_and_its_log(tmp_path):
+    """A rank's exception is quoted in the stage's error, with the log holding the whole trace
+    (here mmengine's refusal of a config without a training loop)."""
+    from mmengine.config import Config
+
+    cfg = Config(dict(model=dict(type="NoSuchDetector"), work_dir=str(tmp_path), train_cfg=dict(max_iters=1)))
+    with pytest.raises(RuntimeError) as failure:
+        train_distributed(cfg, str(tmp_path), 2, "train teacher")
+    message = str(failure.value)
+    assert message.startswith("train teacher: distributed training (2 processes) failed with exit code 1: ")
+    assert "ValueError: train_dataloader, train_cfg, and optim_wrapper should be either all None" in message
+    assert str(tmp_path / "train_processes.log") in message

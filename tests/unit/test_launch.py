@@ -53,8 +53,9 @@ def test_distributed_config_is_ddp_with_syncbn_and_round_trips_through_a_file(tm
     assert cpu.launcher == "pytorch" and "sync_bn" not in cpu
     assert cpu.env_cfg.dist_cfg.backend == "gloo"
     assert cpu.model_wrapper_cfg == dict(
-        type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False, find_unused_parameters=False
+        type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False, find_unused_parameters=True
     )
+    assert dist.find_unused_parameters is True  # mmengine's default wrapper reads it on CUDA
 
     assert "launcher" not in cfg  # the single-process config is left alone
     path = tmp_path / "train_config.py"
@@ -94,6 +95,35 @@ def test_more_processes_than_visible_gpus_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="SELFTRAIN_GPUS=4 but this machine has 2 visible CUDA device"):
         launch.train_distributed(None, str(tmp_path), 4)  # refused before the config is used
     assert not (tmp_path / "train_config.py").exists()
+    monkeypatch.setattr(launch, "cuda_devices", lambda: 0)
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 2)
+    with pytest.raises(
+        ValueError, match="SELFTRAIN_GPUS=3 CPU processes .no CUDA device. but this machine has 2 cores"
+    ):
+        launch.train_distributed(None, str(tmp_path), 3)
+
+
+def test_the_last_error_lines_of_the_ranks_log_are_quoted(tmp_path):
+    from selftrain.mm.launch import last_errors
+
+    log = tmp_path / "train_processes.log"
+    log.write_text(
+        "old attempt\nKeyError: 'from before'\n"
+        "[rank1]: Traceback (most recent call last):\n"
+        '[rank1]:   File "x.py", line 3, in f\n'
+        "[rank1]: RuntimeError: Expected to have finished reduction in the prior iteration\n"
+        "[rank0]: RuntimeError: Expected to have finished reduction in the prior iteration\n"
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+        "an ordinary line about errors\n"
+    )
+    start = len("old attempt\nKeyError: 'from before'\n")
+    assert last_errors(str(log), start) == (
+        ": RuntimeError: Expected to have finished reduction in the prior iteration"
+        " | torch.distributed.elastic.multiprocessing.errors.ChildFailedError:"
+    )
+    assert last_errors(str(log)).startswith(": KeyError: 'from before' | RuntimeError")
+    log.write_text("all went well\n")
+    assert last_errors(str(log)) == ""
 
 
 def test_settings_read_every_variable_in_one_place_and_name_a_bad_one():
