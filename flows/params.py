@@ -104,9 +104,12 @@ SET_TYPES = {"detection": CocoSet, "segmentation": SegSet}  # the parameters eac
 
 
 def _absolute(url: str, what: str = "location") -> str:
-    """A local path made absolute, environment variables expanded where the flow runs (a
-    deployment's '${SELFTRAIN_DATA}/coco/...' resolves on the worker); URLs as given."""
-    expanded = os.path.expandvars(url)
+    """A local path made absolute, environment variables and a leading '~' expanded where the
+    flow runs (a deployment's '${SELFTRAIN_DATA}/coco/...' resolves on the worker); URLs as
+    given. An empty or blank value is refused (it would name the working folder)."""
+    if not url.strip():
+        raise ValueError(f"{what} is empty: give a folder or a URL (an empty path would mean the working folder)")
+    expanded = os.path.expanduser(os.path.expandvars(url))
     if "${" in expanded or re.search(r"\$[A-Za-z_]", expanded):
         missing = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)))
         raise ValueError(
@@ -114,6 +117,8 @@ def _absolute(url: str, what: str = "location") -> str:
             "(set them in the worker's environment or the work pool's job variables)"
         )
     check_no_credentials(expanded, what)
+    if "://" in expanded and not expanded.split("://", 1)[1].strip("/"):
+        raise ValueError(f"{what} {url!r} names no bucket or host: give e.g. s3://bucket/prefix")
     return expanded if "://" in expanded else os.path.abspath(expanded)
 
 
@@ -274,7 +279,11 @@ class SelfTrainingParams(BaseModel):
     @field_validator("unlabeled")
     @classmethod
     def _abs_unlabeled(cls, v):
-        return _absolute(v, "unlabeled") if isinstance(v, str) else [_absolute(u, "unlabeled") for u in v]
+        if isinstance(v, str):
+            return _absolute(v, "unlabeled")
+        if not v:
+            raise ValueError("unlabeled is an empty list: give a prefix or at least one image URL")
+        return [_absolute(u, "unlabeled") for u in v]
 
     @field_validator("store")
     @classmethod

@@ -147,13 +147,16 @@ def iter_files(url: str, suffixes: tuple[str, ...] | None = None) -> Iterator[Li
     """Every file under ``url`` (recursively), optionally only names ending in one of
     ``suffixes`` (case-insensitive), in no particular order, as the listing goes.
 
-    Raises FileNotFoundError (naming the URL) here, when the folder does not exist; errors
+    Raises FileNotFoundError (naming the URL) here, when the folder does not exist, and
+    NotADirectoryError when a local path is a file; errors
     while listing (an unreadable root folder, an object store's) are raised during the
     iteration. Sub-folders that cannot be read are skipped, as ``os.walk`` does.
     """
     fs, root = url_fs(url)
     if isinstance(fs, LocalFileSystem):
         root = os.path.abspath(root)
+        if os.path.isfile(root):
+            raise NotADirectoryError(f"{url} is a file, not a folder")
         if not os.path.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
         files: Iterator[ListedFile] = _walk_local(root)

@@ -21,7 +21,7 @@ from selftrain.stage import (
     stage_task,
 )
 from storage.keys import JsonListDigest
-from storage.listing import IMAGE_SUFFIXES, iter_files, scratch_root, sorted_files, url_fs
+from storage.listing import IMAGE_SUFFIXES, ListedFile, iter_files, scratch_root, sorted_files, url_fs
 from storage.schemas import UNLABELED_IMAGES
 from storage.store import ArtifactRef
 
@@ -39,16 +39,24 @@ def iter_images(source: str | list[str]) -> Iterator[dict]:
 
     ``source``: a prefix (local folder, symbolic links followed, or any fsspec URL; image_id =
     the path relative to it) or a list of image URLs (image_id = the URL). Raises
-    FileNotFoundError for a missing prefix or image, EmptyUnlabeledSet when there is no image,
-    ValueError naming an image listed twice.
+    FileNotFoundError for a missing prefix or image, NotADirectoryError for a prefix that is a
+    file, EmptyUnlabeledSet when there is no image, ValueError naming an image listed twice.
+    Under a prefix, hidden files and names that are not UTF-8 are left out with a warning
+    naming them (:func:`_listable`).
     """
     if isinstance(source, str):
         try:
             files = iter_files(source, IMAGE_SUFFIXES)  # checks the prefix exists
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"unlabeled prefix {source} does not exist") from exc
+        except NotADirectoryError as exc:
+            raise NotADirectoryError(
+                f"unlabeled prefix {source} is a file, not a folder: give the folder that holds the images, "
+                "or a list of image URLs"
+            ) from exc
+        skipped: dict[str, list] = {"hidden": [0], "not UTF-8": [0]}  # why -> [count, first names...]
         rows: Generator[dict, None, None] = (
-            {"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in sorted_files(files)
+            {"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in sorted_files(_listable(files, skipped))
         )
         where = f"under {source}"
     else:
@@ -69,8 +77,42 @@ def iter_images(source: str | list[str]) -> Iterator[dict]:
                 raise ValueError(f"the unlabeled list names the same image twice: {row['image_id']}")
             previous = row["image_id"]
             yield row
+    if isinstance(source, str):
+        _log_skipped(source, skipped)
     if previous is None:
         raise EmptyUnlabeledSet(f"the unlabeled set is empty: no images ({', '.join(IMAGE_SUFFIXES)}) {where}")
+
+
+def _listable(files: Iterator[ListedFile], skipped: dict[str, list]) -> Iterator[ListedFile]:
+    """The files that can be images of the pool. Left out, and counted in ``skipped``: hidden
+    files and files in hidden folders (a name starting with '.': macOS's ``._x.jpg`` metadata,
+    thumbnail caches), and names that are not UTF-8 (a file system's bytes that no URI, Parquet
+    string or JSON key can hold; ``repr`` of the name kept). ``skipped[why]`` is [count, up to
+    5 names]."""
+
+    def skip(why: str, name: str) -> None:
+        skipped[why][0] += 1
+        if len(skipped[why]) <= 5:
+            skipped[why].append(name)
+
+    for f in files:
+        if any(part.startswith(".") for part in f.rel.split("/")):
+            skip("hidden", f.rel)
+            continue
+        try:
+            f.uri.encode("utf-8")
+        except UnicodeEncodeError:
+            skip("not UTF-8", repr(f.rel))
+            continue
+        yield f
+
+
+def _log_skipped(source: str, skipped: dict[str, list]) -> None:
+    for why, (count, *names) in skipped.items():
+        if count:
+            stage_logger().warning(
+                "list unlabeled: %d file(s) under %s left out (%s name), e.g. %s", count, source, why, ", ".join(names)
+            )
 
 
 def list_images(source: str | list[str]) -> list[dict]:

@@ -104,3 +104,46 @@ def test_a_streamed_listing_keeps_the_key_and_rows_of_the_whole_listing_and_shar
     shards = [read_parquet(store.read(s, "images.parquet"), UNLABELED_IMAGES).to_pylist() for s in plan.shards]
     assert shards == make_shards(rows, 6) and [len(s) for s in shards] == [6, 6, 6, 5]
     assert (plan.images, plan.new_images, plan.reused_shards) == (23, 23, 0)
+
+
+def test_hidden_files_and_names_that_are_not_utf8_are_left_out_with_a_warning(tmp_path, caplog):
+    """macOS's ._x.jpg metadata, files in hidden folders and a Latin-1 name are not images of the
+    pool: listed without them, and a warning names them; the listing's key can be computed."""
+    import logging
+
+    from tasks.list_unlabeled import list_images
+
+    (tmp_path / ".thumbs").mkdir()
+    for rel in ("a.png", "._a.png", ".thumbs/t.png", "sub/b.jpg"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"), "wb") as f:  # not UTF-8
+        f.write(b"x")
+    logger = logging.getLogger("selftrain")
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        rows = list_images(str(tmp_path))
+    finally:
+        logger.removeHandler(handler)
+    assert [r["image_id"] for r in rows] == ["a.png", "sub/b.jpg"]
+    digest_json(rows)  # every kept name can be part of a key
+    assert any("2 file(s)" in m and "(hidden name)" in m and "._a.png" in m and ".thumbs/t.png" in m for m in records)
+    assert any("1 file(s)" in m and "(not UTF-8 name)" in m and "caf\\udce9.png" in m for m in records), records
+
+
+def test_a_prefix_that_is_a_file_or_empty_is_refused_clearly(tmp_path):
+    from flows.params import _absolute
+    from tasks.list_unlabeled import list_images
+
+    (tmp_path / "one.png").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match=r"one.png is a file, not a folder: give the folder"):
+        list_images(str(tmp_path / "one.png"))
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match="unlabeled is empty"):
+            _absolute(empty, "unlabeled")
+    with pytest.raises(ValueError, match="names no bucket or host"):
+        _absolute("s3://", "unlabeled")
+    assert _absolute("~/pool", "unlabeled") == os.path.join(os.path.expanduser("~"), "pool")
