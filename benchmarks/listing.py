@@ -116,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['peak_rss_listing_mib']:.0f} MiB, with sharding {r['peak_rss_mib']:.0f} MiB",
             flush=True,
         )
-    print("\nper 1,000 keys (flat = linear):")
-    for r in results:
+    print("\ntime per 1,000 keys (goal: flat, i.e. linear) and peak memory against the previous size (goal: ~1.0x):")
+    for previous, r in zip([None, *results], results):
         k = r["keys"] / 1000
+        growth = f"{r['peak_rss_mib'] / previous['peak_rss_mib']:.2f}x" if previous else "-"
         print(
-            f"  {r['keys']:>9,d} keys: {(r['listing_s'] + r['sharding_s']) / k * 1000:6.1f} ms, "
-            f"{r['peak_rss_mib'] / k:6.2f} MiB"
+            f"  {r['keys']:>9,d} keys: {(r['listing_s'] + r['sharding_s']) / k * 1000:6.1f} ms per 1,000 keys; "
+            f"peak {r['peak_rss_mib']:6.0f} MiB, {growth} the previous size's"
         )
     save_results(args.json, results)
     return 0
