@@ -96,13 +96,13 @@ def _listable(files: Iterator[ListedFile], skipped: dict[str, list]) -> Iterator
             skipped[why].append(name)
 
     for f in files:
-        if any(part.startswith(".") for part in f.rel.split("/")):
-            skip("hidden", f.rel)
-            continue
         try:
             f.uri.encode("utf-8")
-        except UnicodeEncodeError:
+        except UnicodeEncodeError:  # checked first: such a name cannot be logged as it is
             skip("not UTF-8", repr(f.rel))
+            continue
+        if any(part.startswith(".") for part in f.rel.split("/")):
+            skip("hidden", f.rel)
             continue
         yield f
 

@@ -112,7 +112,7 @@ def train_distributed(cfg: Config, work_dir: str, nproc: int, what: str = "train
     devices = cuda_devices()
     if devices and nproc > devices:
         raise ValueError(f"SELFTRAIN_GPUS={nproc} but this machine has {devices} visible CUDA device(s)")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if not devices and nproc > cores:
         raise ValueError(f"SELFTRAIN_GPUS={nproc} CPU processes (no CUDA device) but this machine has {cores} cores")
     path = os.path.join(work_dir, "train_config.py")
@@ -126,22 +126,63 @@ def train_distributed(cfg: Config, work_dir: str, nproc: int, what: str = "train
     with open(log_path, "ab") as out:
         start = out.tell()
         proc = subprocess.Popen(torchrun_command(path, nproc), env=env, stdout=out, stderr=subprocess.STDOUT)
-        with open(log_path, "rb") as follow:
-            follow.seek(start)
-            while True:
-                done = proc.poll() is not None
-                for line in follow.read().decode("utf-8", "replace").splitlines():
-                    if line.startswith(WORKER_PROGRESS):
-                        log.info("%s", line[len(WORKER_PROGRESS) :])
-                if done:
-                    break
-                time.sleep(2.0)
+        try:
+            relay_progress(proc, log_path, start, lambda line: log.info("%s", line))
+        except BaseException:
+            # the task was cancelled or failed here: stop the training rather than leave it
+            # writing checkpoints into a scratch folder that a re-run will use (torchrun stops
+            # its ranks on SIGTERM)
+            stop(proc)
+            raise
     if proc.returncode:
         raise RuntimeError(
             f"{what}: distributed training ({nproc} processes) failed with exit code {proc.returncode}"
             f"{last_errors(log_path, start)}; the processes' log: {log_path}; config {path}"
         )
     return path
+
+
+def relay_progress(proc: subprocess.Popen, log_path: str, start: int, emit, every_s: float = 2.0) -> None:
+    """Follow ``log_path`` from byte ``start`` until ``proc`` ends, passing each complete line
+    that starts with WORKER_PROGRESS (without it) to ``emit``. A line is taken only once its
+    newline is written, so a line read half-written (or a UTF-8 character split) is whole."""
+    pending = b""
+    with open(log_path, "rb") as follow:
+        follow.seek(start)
+        while True:
+            done = proc.poll() is not None  # before the read: what it wrote up to its end is read
+            pending += follow.read()
+            *lines, pending = pending.split(b"\n")
+            if done and pending:
+                lines, pending = [*lines, pending], b""
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                if line.startswith(WORKER_PROGRESS):
+                    emit(line[len(WORKER_PROGRESS) :])
+            if done:
+                return
+            time.sleep(every_s)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s`` seconds if the process has not ended."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), else
+    os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def last_errors(log_path: str, start: int = 0, most: int = 3) -> str:

@@ -96,11 +96,42 @@ def test_more_processes_than_visible_gpus_is_refused(tmp_path, monkeypatch):
         launch.train_distributed(None, str(tmp_path), 4)  # refused before the config is used
     assert not (tmp_path / "train_config.py").exists()
     monkeypatch.setattr(launch, "cuda_devices", lambda: 0)
-    monkeypatch.setattr(launch.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(launch, "usable_cores", lambda: 2)
     with pytest.raises(
         ValueError, match="SELFTRAIN_GPUS=3 CPU processes .no CUDA device. but this machine has 2 cores"
     ):
         launch.train_distributed(None, str(tmp_path), 3)
+
+
+def test_progress_lines_are_relayed_whole_and_the_training_is_stopped_on_cancel(tmp_path):
+    """A line written in pieces (the prefix, then the rest; a UTF-8 character split between
+    writes) is relayed once, whole; other lines are not; the last line is read after the end."""
+    import subprocess
+    import time
+
+    from selftrain.mm.launch import WORKER_PROGRESS, relay_progress, stop
+
+    writer = (
+        "import sys, time\n"
+        "out = sys.stdout.buffer\n"
+        f"pieces = [b'noise\\n{WORKER_PROGRESS[:5]}', b'{WORKER_PROGRESS[5:]}train: [##', b'..] 1/2 \\xc3',"
+        f" b'\\xa9t\\xc3\\xa9\\n[rank1]: x\\n', b'{WORKER_PROGRESS}train: 2/2']\n"
+        "for p in pieces:\n"
+        "    out.write(p); out.flush(); time.sleep(0.3)\n"
+    )
+    log_path = tmp_path / "train_processes.log"
+    log_path.write_bytes(b"an earlier attempt\n" + WORKER_PROGRESS.encode() + b"old\n")
+    start = log_path.stat().st_size
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-c", writer], stdout=out)
+        got: list[str] = []
+        relay_progress(proc, str(log_path), start, got.append, every_s=0.05)
+    assert got == ["train: [##..] 1/2 été", "train: 2/2"]  # the last line has no newline: read at the end
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    t0 = time.monotonic()
+    stop(sleeper, grace_s=5)
+    assert sleeper.poll() is not None and time.monotonic() - t0 < 5  # SIGTERM ended it
 
 
 def test_the_last_error_lines_of_the_ranks_log_are_quoted(tmp_path):
