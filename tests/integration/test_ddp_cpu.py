@@ -170,9 +170,10 @@ def test_train_model_with_selftrain_gpus_2_trains_on_two_processes_and_stores_wh
         def emit(self, record):
             self.lines.append(record.getMessage())
 
-    lines = Lines()
-    logging.getLogger("selftrain").addHandler(lines)  # the stage's log outside a flow
-    monkeypatch.setattr(logging.getLogger("selftrain"), "level", logging.INFO)
+    lines, logger = Lines(), logging.getLogger("selftrain")  # the stage's log outside a flow
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the logger's level cache
     store_url, labeled = _tiny_set(tmp_path, task)
     monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "scratch"))
     monkeypatch.setenv("SELFTRAIN_GPUS", "2")
@@ -181,7 +182,8 @@ def test_train_model_with_selftrain_gpus_2_trains_on_two_processes_and_stores_wh
             store_url, config, labeled, None, role="teacher", iters=4, k=2, seed=0, pretrained=False
         )  # fmt: skip
     finally:
-        logging.getLogger("selftrain").removeHandler(lines)
+        logger.removeHandler(lines)
+        logger.setLevel(level)
     store = get_store(store_url)
     manifest = store.manifest(ref)
     assert {"ckpt-1.pth", "ckpt-2.pth", "config.py"} <= set(manifest.files)
