@@ -92,7 +92,7 @@ def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labele
         total = len(rows)
         del rows
     else:
-        chunks, reused, total = listing_chunks(store, unlabeled, shard_size), [], 0
+        chunks, reused, total = listing_chunks(store, unlabeled, shard_size), [], None
     refs = list(reused)
     new_images = new_shards = 0
     for chunk in chunks:
@@ -107,7 +107,8 @@ def shard_images(store_url: str, unlabeled: ArtifactRef, shard_size: int, labele
                 meta={"num_images": len(chunk), "first": chunk[0]["image_id"]},
             )
         refs.append(ref)
-    total = total or new_images
+    if total is None:  # a first run: every listed image went into a new shard
+        total = new_images
     if labeler:
         get_run_logger().info(
             "%d unlabeled images: %d already labeled in %d shards, %d new in %d new shards",
