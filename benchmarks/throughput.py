@@ -15,12 +15,15 @@ store, its TTA views: flip for detection, the kind's defaults for segmentation):
 * **bound**: the model alone - the same batches decoded and preprocessed beforehand, only
   ``test_step`` timed - at each batch size (the best is the bound);
 * **naive**: the per-image loop users write - the test pipeline and ``test_step`` on one
-  image at a time (OpenMMLab's high-level inference APIs do exactly this per call).
+  image at a time (OpenMMLab's high-level inference APIs do exactly this per call);
+* **auto**: the pipeline at the batch size and worker count that the flow's default
+  (``inference_batch_size="auto"``) chooses on this device: measured first, as the first
+  shard measures them (selftrain/mm/calibrate.py), then timed with the others.
 
 Each variant runs ``--repeats`` times, interleaved, and the median of its images per second
 is reported; then the ratios pipeline / bound (goal >= 0.95) and pipeline / naive (goal > 1 on
-a CPU, >= 5 on a GPU). The best batch size of each is printed: the flow's default
-``inference_batch_size`` should be it on this device (set the parameter otherwise).
+a CPU, >= 5 on a GPU), and what the flow's own choice reaches: auto / bound and auto / the
+best pipeline batch.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmengine.device import get_device
 
     from selftrain.kinds import KINDS
+    from selftrain.mm.calibrate import measure_settings
     from selftrain.mm.inference import ImageList, build_model, predict
     from selftrain.stage import fetch_checkpoint
 
@@ -114,12 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     variants |= {f"bound b{b}": (lambda b=b: bound_run(b)) for b in args.batch_sizes}
     variants["naive"] = naive_run
     pipeline_run(args.batch_sizes[0])  # warm-up: allocator, caches, lazy imports
+    t0 = time.perf_counter()
+    measured = measure_settings([model], images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape)
+    if measured is None:
+        raise SystemExit(f"{n} images are too few for the flow's measurement of the batch size")
+    chosen, timings = measured
+    calibration_s = time.perf_counter() - t0
+    print(
+        f"the flow's choice on this device: batch {chosen.batch_size}, {chosen.workers} workers "
+        f"(measured in {calibration_s:.1f} s: "
+        + ", ".join(f"b{t.batch_size} w{t.workers} {t.images_per_s:.1f}" for t in timings)
+        + " images/s)",
+        flush=True,
+    )
+    variants["auto"] = lambda: pipeline_run(chosen.batch_size, workers=chosen.workers)
     median = interleaved_medians(variants, args.repeats)
     best_pipe, best_bound = best_of(median, "pipeline"), best_of(median, "bound")
-    from flows.params import SelfTrainingParams
-
-    default_batch = SelfTrainingParams.model_fields["inference_batch_size"].default
-    default = f"pipeline b{default_batch}" if f"pipeline b{default_batch}" in median else best_pipe
     result = {
         "task": args.task,
         "images": n,
@@ -129,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         "best_bound": best_bound,
         "pipeline_over_bound": median[best_pipe] / median[best_bound],
         "pipeline_over_naive": median[best_pipe] / median["naive"],
-        "default_batch_over_best": median[default] / median[best_pipe],
+        "auto": {"batch_size": chosen.batch_size, "workers": chosen.workers, "calibration_s": calibration_s},
+        "auto_over_bound": median["auto"] / median[best_bound],
+        "auto_over_best_pipeline": median["auto"] / median[best_pipe],
     }
     print(f"\nimages/s (median of {args.repeats} runs):")
     for name, v in median.items():
@@ -138,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\npipeline / model-only bound: {result['pipeline_over_bound']:.2f} "
         f"({best_pipe} vs {best_bound}; goal >= 0.95)\n"
         f"pipeline / naive per-image loop: {result['pipeline_over_naive']:.2f}x (goal > 1 on CPU, >= 5 on GPU)\n"
-        f"the default batch ({default_batch}) reaches {result['default_batch_over_best']:.2f} of the best batch size"
+        f"the flow's choice (auto: batch {chosen.batch_size}, {chosen.workers} workers) / bound: "
+        f"{result['auto_over_bound']:.2f}; / the best pipeline batch: {result['auto_over_best_pipeline']:.2f}"
     )
     save_results(args.json, result)
     return 0

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from selftrain.kinds import KINDS, TaskKind
 from storage.store import ArtifactRef, check_no_credentials
@@ -245,12 +245,13 @@ class SelfTrainingParams(BaseModel):
     pretrained: bool = Field(True, description="ImageNet-pretrained backbone (offline weights)")
     store: str = Field("runs/store", description="artifact store root: a local folder or s3://bucket/prefix")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (mmengine accepts 0 .. 2^32-1)")
-    inference_batch_size: int = Field(
-        4,
-        gt=0,
-        description="images per pseudo-labeling and stability-scoring batch; on a 2-core CPU the fastest "
-        "of 1, 2, 4, 8 was 4 on one day and 2 on the next (benchmarks/throughput.py); measure yours "
-        "with that script on your device and images",
+    inference_batch_size: Literal["auto"] | PositiveInt = Field(
+        "auto",
+        description="images per pseudo-labeling and stability-scoring batch. 'auto': measured on each "
+        "device by the first shard that runs there (batch sizes 1, 2, 4, ... and DataLoader worker "
+        "counts, on the shard's first 16 images; 64 on a GPU; a smaller shard runs batch 4) and stored "
+        "per device, model config and TTA, so later shards and runs reuse it; an int fixes it "
+        "(DataLoader workers: the device's default)",
     )
     retrain_student: bool = Field(
         True,

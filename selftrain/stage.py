@@ -163,7 +163,7 @@ def done_or_claimed(store: ArtifactStore, ref: ArtifactRef, what: str) -> bool:
     def waiting(holder) -> None:
         stage_logger().info("%s: waiting for %s, which is computing %s", what, holder.describe(), ref.uri)
 
-    lease = claim(store, ref, owner=_run_name(), on_wait=waiting)
+    lease = claim(store, ref, owner=run_name(), on_wait=waiting)
     if lease is None:
         return True
     stack.enter_context(lease)
@@ -184,7 +184,7 @@ def current_flow_run_id() -> str | None:
         return None
 
 
-def _run_name() -> str:
+def run_name() -> str:
     """'flow run <name> / <task run name>' inside Prefect, else 'pid <n>'."""
     try:
         from prefect.context import FlowRunContext, TaskRunContext

@@ -19,6 +19,7 @@ import os
 import socket
 import time
 
+from selftrain.inference_settings import inference_settings
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key
@@ -46,7 +47,7 @@ def pseudo_label_shard(
     *,
     scales: list[float],
     flip: bool,
-    batch_size: int = 8,
+    batch_size: int | str = "auto",
     num_workers: int | None = None,
 ) -> ArtifactRef:
     """Pseudo-label one shard of unlabeled images with a model and test-time augmentation.
@@ -55,9 +56,12 @@ def pseudo_label_shard(
     argmax label map with its per-pixel confidence (8 bits) for segmentation; chosen by the
     labeled set's kind; TTA views: ``scales`` (relative to the test size) x horizontal flip.
     Stores Parquet boxes or mask shards with per-image statistics; unreadable images are
-    skipped with their reason. Raises WrongReference for a swapped reference,
+    skipped with their reason. ``batch_size``: images per batch, or 'auto' (the device's
+    measured choice, with its worker count: selftrain/inference_settings.py); ``num_workers``:
+    DataLoader workers (None: the measured or the device's default). Raises WrongReference for a swapped reference,
     AllImagesFailed when every image failed alike for a reason that is not the images' own
     (docs/design.md §3.2)."""
+    from selftrain.mm.calibrate import measure_settings
     from selftrain.mm.inference import build_model, predict
 
     expect("pseudo_label_shard", "model", model, "model")
@@ -86,10 +90,19 @@ def pseudo_label_shard(
     ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
     tta = build_model(kind.tta_model(cfg, len(classes)), kind.scope, ckpt)
     pipeline = kind.tta_pipeline(cfg, scales, flip)
+    run = inference_settings(
+        store,
+        shard.dataset,
+        config_digest(cfg),
+        {"task": "pseudo labels", "scales": params["scales"], "flip": params["flip"]},
+        batch_size,
+        num_workers,
+        lambda: measure_settings([tta], images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),
+    )
 
     labels, stats = [], []
     for image, pred in predict(
-        tta, images, pipeline, batch_size, num_workers, scope=kind.scope, by_shape=kind.batch_by_shape
+        tta, images, pipeline, run.batch_size, run.workers, scope=kind.scope, by_shape=kind.batch_by_shape
     ):
         image_labels, stat = kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
         labels += image_labels
@@ -109,6 +122,7 @@ def pseudo_label_shard(
         "model": f"{model.stage}/{model.key}",
         "shard": f"{shard.stage}/{shard.key}",
         "labeler": labeler_key(model, labeled, params),
+        "inference": run.as_meta(),
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     meta[f"num_{kind.made}"] = len(labels)
@@ -122,6 +136,7 @@ def pseudo_label_shard(
         ref,
         reused=False,
         started=started,
-        detail=f"{len(images)} images, {made}, {len(skipped)} skipped, {len(images) / max(seconds, 1e-9):.1f} images/s",
+        detail=f"{len(images)} images, {made}, {len(skipped)} skipped, "
+        f"{len(images) / max(seconds, 1e-9):.1f} images/s ({run.describe()})",
     )
     return ref

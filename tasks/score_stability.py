@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 
+from selftrain.inference_settings import inference_settings
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped
@@ -42,9 +43,13 @@ def score_stability(
     *,
     score_thr: float,
     class_thresholds: dict[str, float] | None = None,
-    batch_size: int = 8,
+    batch_size: int | str = "auto",
 ) -> ArtifactRef:
-    """Score the stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.3)."""
+    """Score the stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.3).
+
+    ``batch_size``: images per batch, or 'auto' (the device's measured choice for K models,
+    with its worker count: selftrain/inference_settings.py)."""
+    from selftrain.mm.calibrate import measure_settings
     from selftrain.mm.inference import build_model, predict_each
 
     expect("score_stability", "teacher", teacher, "model")
@@ -86,11 +91,20 @@ def score_stability(
         for j in range(1, k + 1)
     ]
     pipeline = kind.test_pipeline(cfg)
+    run = inference_settings(
+        store,
+        shard.dataset,
+        config_digest(cfg),
+        {"task": "stability", "checkpoints": k},
+        batch_size,
+        None,
+        lambda: measure_settings(models, images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),
+    )
 
     per_image: dict[str, list] = {}  # image_id -> its K views, checkpoint 1 first
     unreadable: dict[str, str] = {}  # image_id -> reason
     for image, preds in predict_each(
-        models, images, pipeline, batch_size, scope=kind.scope, by_shape=kind.batch_by_shape
+        models, images, pipeline, run.batch_size, run.workers, scope=kind.scope, by_shape=kind.batch_by_shape
     ):
         if preds[0].metainfo.get("load_error"):
             unreadable[image["image_id"]] = preds[0].metainfo["load_error"]
@@ -121,7 +135,9 @@ def score_stability(
             "num_images": len(images),
             "scored": len(rows),
             "all_skipped": all_skipped,
+            "inference": run.as_meta(),
         },
     )
-    log_stage("score stability", ref, reused=False, started=started, detail=f"{len(images)} images x {k} checkpoints")
+    detail = f"{len(images)} images x {k} checkpoints ({run.describe()})"
+    log_stage("score stability", ref, reused=False, started=started, detail=detail)
     return ref

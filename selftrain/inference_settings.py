@@ -1,0 +1,124 @@
+"""The inference batch size and worker count of pseudo labeling and stability scoring, chosen
+once per device by measurement and kept in the store (docs/design.md §3.2).
+
+With ``inference_batch_size="auto"`` (the default) the first shard task that runs on a device
+measures the settings (selftrain/mm/calibrate.py) on its own first images and stores the
+choice as an ``inference_settings`` artifact; every later shard on the same device, and every
+later run against the store, reads it. Its key holds what the choice depends on: the device
+(GPU name, or CPU model, cores and threads, and torch's version), the model config's digest,
+the purpose (pseudo labels with their TTA views, or stability with its K checkpoints) - not
+the weights or the images, so a new teacher reuses its predecessor's choice. Two shards that
+need it at once do not both measure: one holds the artifact's lease and the other waits for
+it (storage/leases.py), so the device is not shared while it is measured. The choice does not
+enter any pseudo-label key (the batch size does not change what is computed; see
+docs/design.md §3.2 for mmdet's padding of mixed sizes). To measure again, delete the
+artifact (``<store>/<dataset>/inference_settings/``) or pass an explicit batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from selftrain.stage import run_name, stage_logger
+from storage.store import ArtifactRef, ArtifactStore
+
+STAGE, VERSION = "inference_settings", 1
+FALLBACK_BATCH = 4  # when a shard is too small to measure and nothing is stored yet
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What a shard task runs with: ``batch_size`` (>= 1), ``workers`` (DataLoader worker
+    processes, >= 0 or None for the device's default) and how they were chosen:
+    ``how`` is 'measured' (now), 'stored' (read from ``ref``), 'given' (the parameter) or
+    'fallback' (too few images to measure); ``timings``: the measured rows, when any."""
+
+    batch_size: int
+    workers: int | None
+    how: str
+    ref: ArtifactRef | None = None
+    timings: tuple[dict, ...] = ()
+
+    def describe(self) -> str:
+        workers = "default" if self.workers is None else str(self.workers)
+        where = f" ({self.ref.stage}/{self.ref.key})" if self.ref is not None else ""
+        return f"batch {self.batch_size}, {workers} workers, {self.how}{where}"
+
+    def as_meta(self) -> dict:
+        """The manifest entry of the shard that ran with these settings."""
+        return {
+            "batch_size": self.batch_size,
+            "workers": self.workers,
+            "how": self.how,
+            "settings": f"{self.ref.stage}/{self.ref.key}" if self.ref is not None else None,
+        }
+
+
+def settings_ref(store: ArtifactStore, dataset: str, config_digest: str, purpose: dict, device: str) -> ArtifactRef:
+    """The key of a device's settings for one model config and ``purpose`` (a JSON-able dict:
+    what the timed loop runs, e.g. {"task": "pseudo labels", "scales": [...], "flip": true})."""
+    return store.stage_ref(dataset, STAGE, VERSION, config_digest, {}, {"device": device, "purpose": purpose})
+
+
+def inference_settings(
+    store: ArtifactStore,
+    dataset: str,
+    config_digest: str,
+    purpose: dict,
+    batch_size: int | str,
+    workers: int | None,
+    measure: Callable[[], tuple | None],
+) -> InferenceSettings:
+    """The settings to run a shard with.
+
+    ``batch_size``: an int >= 1 (given: used as it is, with ``workers``) or 'auto'.
+    ``measure``: runs selftrain.mm.calibrate.measure_settings on this shard's models and
+    images, returning (chosen Timing, [Timing]) or None when the shard is too small. Under
+    'auto' the stored choice of this device is read, else measured and stored (the artifact's
+    lease makes concurrent callers wait for one measurement); an explicit ``workers`` replaces
+    the chosen worker count. Raises ValueError for any other ``batch_size``, and the store's
+    errors when it cannot be read or written."""
+    from selftrain.mm.calibrate import device_description
+    from storage.leases import claim
+
+    if batch_size != "auto":
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"inference batch size must be 'auto' or an int >= 1, not {batch_size!r}")
+        return InferenceSettings(batch_size, workers, "given")
+    device = device_description()
+    ref = settings_ref(store, dataset, config_digest, purpose, device)
+    how = "stored"
+    if not store.has(ref):
+
+        def waiting(holder) -> None:
+            stage_logger().info("inference settings: waiting for %s, which is measuring them", holder.describe())
+
+        lease = claim(store, ref, owner=run_name(), on_wait=waiting)
+        if lease is not None:
+            with lease:
+                measured = measure()
+                if measured is None:
+                    return InferenceSettings(FALLBACK_BATCH, workers, "fallback")
+                chosen, timings = measured
+                store.write(
+                    ref,
+                    {},
+                    meta={
+                        "device": device,
+                        "purpose": purpose,
+                        "batch_size": chosen.batch_size,
+                        "workers": chosen.workers,
+                        "images_per_s": chosen.images_per_s,
+                        "timings": [t.as_dict() for t in timings],
+                    },
+                )
+                how = "measured"
+    meta = store.manifest(ref).meta
+    return InferenceSettings(
+        int(meta["batch_size"]),
+        int(meta["workers"]) if workers is None else workers,
+        how,
+        ref,
+        tuple(meta["timings"]),
+    )
