@@ -1,8 +1,8 @@
 """The `watch-unlabeled` flow: announce new unlabeled images on a prefix as a Prefect event.
 
 Lists the prefix (local folder or s3://...), compares it with every listing announced before
-for that prefix (kept in the store as `landed` artifacts), and for images it has not seen
-emits one `selftrain.unlabeled.landed` event whose resource is the prefix; a deployment
+for that prefix (kept in the store as `landed` artifacts; the last one counts), and for
+images it has not seen emits one `selftrain.unlabeled.landed` event whose resource is the prefix; a deployment
 trigger turns the event into a re-labeling run of `self-training` for that prefix
 (deploy/deployments.py). Images that the dataset's newest teacher has already pseudo-labeled
 are not new either. Idempotent: the same listing is announced once; a failed emit records
@@ -14,16 +14,18 @@ nothing, so the next watch announces it again.
 from __future__ import annotations
 
 import argparse
+import heapq
 import os
 import sys
+from collections.abc import Iterator
 
-import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger
 
 from selftrain.stage import get_store
-from storage.keys import digest_json
-from storage.schemas import UNLABELED_IMAGES, read_parquet, to_parquet_bytes
-from tasks.list_unlabeled import list_images
+from storage.listing import ListedFile, join_sorted, sorted_files
+from storage.store import ArtifactRef
+from tasks.list_unlabeled import log_left_out, written_listing
 
 EVENT = "selftrain.unlabeled.landed"
 STAGE, VERSION = "landed", 1
@@ -38,82 +40,100 @@ def resource(dataset: str, prefix: str) -> dict[str, str]:
     }
 
 
-def labeled_by_latest_teacher(st, dataset: str) -> set[tuple[str, int]]:
-    """(image URI, size) of every image that the newest teacher of ``dataset`` has pseudo-labeled
-    (or skipped as unreadable) in the store: those are not new to a re-labeling run."""
+def latest_teacher_shards(st, dataset: str) -> list[ArtifactRef]:
+    """The shards that the newest teacher of ``dataset`` has pseudo-labeled (or whose images it
+    skipped as unreadable) in the store: their images are not new to a re-labeling run."""
     from selftrain.stage import PSEUDO_STAGES, ModelNotFound, find_model
 
     try:
         teacher = find_model(st, dataset, "latest")
     except ModelNotFound:
-        return set()
+        return []
     model = f"{teacher.stage}/{teacher.key}"
-    out: set[tuple[str, int]] = set()
+    shards = []
     for stage in PSEUDO_STAGES:
         for ref in st.list(dataset, stage):
             meta = st.manifest(ref).meta
-            if meta.get("model") != model or "/" not in str(meta.get("shard", "")):
-                continue
-            shard_stage, shard_key = meta["shard"].split("/", 1)
-            shard = st.ref(dataset, shard_stage, shard_key)
-            out |= {
-                (r["image_uri"], r["size"])
-                for r in read_parquet(st.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-            }
-    return out
+            if meta.get("model") == model and "/" in str(meta.get("shard", "")):
+                shards.append(st.ref(dataset, *meta["shard"].split("/", 1)))
+    return list(dict.fromkeys(shards))
+
+
+def image_rows(st, refs: list[ArtifactRef], mark: str) -> Iterator[ListedFile]:
+    """Every image of the listings or shards ``refs`` as ListedFile(rel=its URI, uri=``mark``,
+    size), a row group at a time."""
+    import pyarrow.parquet as pq
+
+    for ref in refs:
+        with st.open(ref, "images.parquet") as f:
+            for batch in pq.ParquetFile(f).iter_batches(columns=["image_uri", "size"]):
+                cols = batch.to_pydict()
+                for uri, size in zip(cols["image_uri"], cols["size"], strict=True):
+                    yield ListedFile(rel=uri, uri=mark, size=int(size))
 
 
 @flow(name="watch-unlabeled", log_prints=True)
 def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int:
-    """Emit `selftrain.unlabeled.landed` for images under ``prefix`` not announced before; returns their number."""
+    """Emit `selftrain.unlabeled.landed` for images under ``prefix`` not announced before; returns their number.
+
+    New: listed now, but neither in the last listing announced for ``prefix`` nor pseudo-labeled
+    by the dataset's newest teacher (same URI and size). The listing streams to a temporary
+    file and is merged with those, sorted by URI on disk (storage.listing): memory does not
+    grow with the pool. Files left out of the listing (hidden, names not UTF-8) are warned
+    about once per new listing, not on every watch."""
     from prefect.events import emit_event
 
     log = get_run_logger()
     prefix = prefix if "://" in prefix else os.path.abspath(prefix)
     st = get_store(store if "://" in store else os.path.abspath(store))
-    rows = list_images(prefix)
-    ref = st.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(rows)}, {"prefix": prefix})
-    if st.has(ref):
-        log.info("listing of %s already announced (%d images)", prefix, len(rows))
-        return 0
-    seen = set()
-    for old in st.list(dataset, STAGE):
-        if st.manifest(old).meta.get("prefix") == prefix:
-            seen |= {
-                (r["image_uri"], r["size"])
-                for r in read_parquet(st.read(old, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-            }
-    labeled = labeled_by_latest_teacher(st, dataset)
-    new = [r for r in rows if (r["image_uri"], r["size"]) not in seen | labeled]
-    if labeled:
-        log.info(
-            "%d of %d images under %s already have pseudo labels by the latest teacher",
-            sum((r["image_uri"], r["size"]) in labeled for r in rows),
-            len(rows),
-            prefix,
+    left_out: dict[str, list] = {}
+    with written_listing(prefix, left_out=left_out) as (path, digest, total):
+        ref = st.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest.hexdigest()}, {"prefix": prefix})
+        if st.has(ref):
+            log.info("listing of %s already announced (%d images)", prefix, total)
+            return 0
+        log_left_out(prefix, left_out)
+        announced = [r for r in st.list(dataset, STAGE) if st.manifest(r).meta.get("prefix") == prefix]
+        last = [max(announced, key=lambda r: st.manifest(r).created_at)] if announced else []
+        known = heapq.merge(
+            image_rows(st, last, "announced"),
+            sorted_files(image_rows(st, latest_teacher_shards(st, dataset), "labeled")),
+            key=lambda f: f.rel,
         )
-    if new:
-        event = emit_event(
-            event=EVENT,
-            resource=resource(dataset, prefix),
-            payload={
-                "prefix": prefix,
-                "dataset": dataset,
-                "store": st.url,  # the re-labeling run labels into the store the watcher looked at
-                "new_images": len(new),
-                "images": len(rows),
-                "examples": [r["image_id"] for r in new[:5]],
-            },
-        )
-        if event is None:
-            raise RuntimeError("could not emit the event: is PREFECT_API_URL set and the server reachable?")
-        log.info("announced %d new images under %s (event %s)", len(new), prefix, event.id)
-    st.write(
-        ref,
-        {"images.parquet": to_parquet_bytes(pa.Table.from_pylist(rows, schema=UNLABELED_IMAGES), UNLABELED_IMAGES)},
-        meta={"prefix": prefix, "images": len(rows), "new_images": len(new)},
-    )
-    return len(new)
+        new, labeled, examples = 0, 0, list[str]()
+        listed = (row for batch in pq.ParquetFile(path).iter_batches() for row in batch.to_pylist())
+        for row, matches in join_sorted(listed, known, lambda r: r["image_uri"], lambda f: f.rel):
+            if row is None:
+                continue
+            marks = {f.uri for f in matches if f.size == row["size"]}
+            labeled += "labeled" in marks
+            if not marks:
+                new += 1
+                if len(examples) < 5:
+                    examples.append(row["image_id"])
+        if labeled:
+            log.info(
+                "%d of %d images under %s already have pseudo labels by the latest teacher", labeled, total, prefix
+            )
+        if new:
+            event = emit_event(
+                event=EVENT,
+                resource=resource(dataset, prefix),
+                payload={
+                    "prefix": prefix,
+                    "dataset": dataset,
+                    "store": st.url,  # the re-labeling run labels into the store the watcher looked at
+                    "new_images": new,
+                    "images": total,
+                    "examples": examples,
+                },
+            )
+            if event is None:
+                raise RuntimeError("could not emit the event: is PREFECT_API_URL set and the server reachable?")
+            log.info("announced %d new images under %s (event %s)", new, prefix, event.id)
+        with st.writer(ref, meta={"prefix": prefix, "images": total, "new_images": new}) as w:
+            w.put_file("images.parquet", path)
+    return new
 
 
 def main(argv: list[str] | None = None) -> int:

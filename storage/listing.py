@@ -10,7 +10,9 @@ holds the whole listing.
 :func:`iter_files` streams the files in no particular order; :func:`sorted_files` sorts any
 such stream by relative path in bounded memory (sorted runs of ``run_size`` files, spilled to
 temporary Parquet files past the first, then merged), so that a pool of millions of images is
-listed in memory of the order of a run, not of the pool (benchmarks/listing.py).
+listed in memory of the order of a run, not of the pool (benchmarks/listing.py);
+:func:`join_sorted` merges two such sorted streams (an incremental run's labeled shards
+against its listing, the watcher's listing against the last one it announced).
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import itertools
 import os
 import posixpath
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+L = TypeVar("L")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,34 @@ def _read_run(path: str) -> Iterator[ListedFile]:
         cols = run.read_row_group(i, use_threads=False).to_pydict()
         for rel, uri, size in zip(cols["rel"], cols["uri"], cols["size"], strict=True):
             yield ListedFile(rel=rel, uri=uri, size=int(size))
+
+
+def join_sorted(
+    left: Iterable[L], right: Iterable[R], left_key: Callable[[L], str], right_key: Callable[[R], str]
+) -> Iterator[tuple[L | None, list[R]]]:
+    """Merge two streams sorted by their keys (``left``'s keys unique): (the left item or
+    None, the right items of that key) for every key of either, in key order; memory of one
+    key's right items. Raises ValueError naming the key where ``left`` is not strictly
+    increasing (a merge of unsorted input would silently miss matches)."""
+    groups = itertools.groupby(right, key=right_key)
+    group = next(groups, None)
+    previous: str | None = None
+    for item in left:
+        key = left_key(item)
+        if previous is not None and key <= previous:
+            raise ValueError(f"join_sorted: the left stream is not sorted by its key at {key!r} (after {previous!r})")
+        previous = key
+        while group is not None and group[0] < key:
+            yield None, list(group[1])
+            group = next(groups, None)
+        if group is not None and group[0] == key:
+            yield item, list(group[1])
+            group = next(groups, None)
+        else:
+            yield item, []
+    while group is not None:
+        yield None, list(group[1])
+        group = next(groups, None)
 
 
 def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[ListedFile]:

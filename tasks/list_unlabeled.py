@@ -32,7 +32,7 @@ class EmptyUnlabeledSet(ValueError):
     pass
 
 
-def iter_images(source: str | list[str]) -> Iterator[dict]:
+def iter_images(source: str | list[str], left_out: dict[str, list] | None = None) -> Iterator[dict]:
     """(image_id, image_uri, size) of every image, sorted by id, as the listing goes: a prefix
     is listed and sorted in bounded memory (storage.listing.sorted_files). Content = names and
     sizes.
@@ -42,7 +42,9 @@ def iter_images(source: str | list[str]) -> Iterator[dict]:
     FileNotFoundError for a missing prefix or image, NotADirectoryError for a prefix that is a
     file, EmptyUnlabeledSet when there is no image, ValueError naming an image listed twice.
     Under a prefix, hidden files and names that are not UTF-8 are left out with a warning
-    naming them (:func:`_listable`).
+    naming them (:func:`_listable`); given a ``left_out`` dict, they are counted there
+    instead (``{why: [count, up to 5 names]}``) and the caller decides whether to warn
+    (:func:`log_left_out`: the watcher warns once per listing, not every tick).
     """
     if isinstance(source, str):
         try:
@@ -54,7 +56,8 @@ def iter_images(source: str | list[str]) -> Iterator[dict]:
                 f"unlabeled prefix {source} is a file, not a folder: give the folder that holds the images, "
                 "or a list of image URLs"
             ) from exc
-        skipped: dict[str, list] = {"hidden": [0], "not UTF-8": [0]}  # why -> [count, first names...]
+        skipped: dict[str, list] = left_out if left_out is not None else {}
+        skipped.update({"hidden": [0], "not UTF-8": [0]})  # why -> [count, first names...]
         rows: Generator[dict, None, None] = (
             {"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in sorted_files(_listable(files, skipped))
         )
@@ -77,8 +80,8 @@ def iter_images(source: str | list[str]) -> Iterator[dict]:
                 raise ValueError(f"the unlabeled list names the same image twice: {row['image_id']}")
             previous = row["image_id"]
             yield row
-    if isinstance(source, str):
-        _log_skipped(source, skipped)
+    if isinstance(source, str) and left_out is None:
+        log_left_out(source, skipped)
     if previous is None:
         raise EmptyUnlabeledSet(f"the unlabeled set is empty: no images ({', '.join(IMAGE_SUFFIXES)}) {where}")
 
@@ -107,12 +110,43 @@ def _listable(files: Iterator[ListedFile], skipped: dict[str, list]) -> Iterator
         yield f
 
 
-def _log_skipped(source: str, skipped: dict[str, list]) -> None:
+def log_left_out(source: str, skipped: dict[str, list]) -> None:
+    """Warn about the files of ``source`` that :func:`iter_images` left out (``skipped``)."""
     for why, (count, *names) in skipped.items():
         if count:
             stage_logger().warning(
                 "list unlabeled: %d file(s) under %s left out (%s name), e.g. %s", count, source, why, ", ".join(names)
             )
+
+
+@contextlib.contextmanager
+def written_listing(
+    source: str | list[str], known: set[str] | frozenset[str] = frozenset(), left_out: dict[str, list] | None = None
+) -> Iterator[tuple[str, JsonListDigest, int]]:
+    """The listing of ``source`` (:func:`iter_images`, sorted by image id) less the images
+    whose URI is in ``known``, streamed into a temporary local Parquet file (UNLABELED_IMAGES,
+    ``ROW_GROUP`` rows at a time, in the scratch folder) while its content digest is computed:
+    yields (the file's path, the digest - its ``count`` the rows written -, the number of
+    images listed before ``known`` was taken out). The file is removed on leaving."""
+    import pyarrow.parquet as pq
+
+    digest, total = JsonListDigest(), 0
+    with tempfile.TemporaryDirectory(prefix="unlabeled-", dir=scratch_root()) as folder:
+        path = os.path.join(folder, "images.parquet")
+        with pq.ParquetWriter(path, UNLABELED_IMAGES, compression="zstd") as out:
+            batch: list[dict] = []
+            for row in iter_images(source, left_out):
+                total += 1
+                if row["image_uri"] in known:
+                    continue
+                digest.add(row)
+                batch.append(row)
+                if len(batch) == ROW_GROUP:
+                    out.write_table(pa.Table.from_pylist(batch, schema=UNLABELED_IMAGES))
+                    batch = []
+            if batch:
+                out.write_table(pa.Table.from_pylist(batch, schema=UNLABELED_IMAGES))
+        yield path, digest, total
 
 
 def list_images(source: str | list[str]) -> list[dict]:
@@ -135,27 +169,10 @@ def list_unlabeled(
     (`selftrain import-labels`) are trained on, not pseudo-labeled again. The listing streams
     through a temporary local Parquet file, ``ROW_GROUP`` rows at a time, while its key is
     computed (storage.keys.JsonListDigest): memory does not grow with the pool."""
-    import pyarrow.parquet as pq
-
     expect("list_unlabeled", "labeled", labeled, "registered set")
     store = get_store(store_url)
     known = kind_of(labeled).image_uris(store, labeled) if labeled is not None else set()
-    digest, total = JsonListDigest(), 0
-    with tempfile.TemporaryDirectory(prefix="unlabeled-", dir=scratch_root()) as folder:
-        path = os.path.join(folder, "images.parquet")
-        with pq.ParquetWriter(path, UNLABELED_IMAGES, compression="zstd") as out:
-            batch: list[dict] = []
-            for row in iter_images(source):
-                total += 1
-                if row["image_uri"] in known:
-                    continue
-                digest.add(row)
-                batch.append(row)
-                if len(batch) == ROW_GROUP:
-                    out.write_table(pa.Table.from_pylist(batch, schema=UNLABELED_IMAGES))
-                    batch = []
-            if batch:
-                out.write_table(pa.Table.from_pylist(batch, schema=UNLABELED_IMAGES))
+    with written_listing(source, known) as (path, digest, total):
         if digest.count < total:
             stage_logger().info(
                 "list unlabeled: %d of %d images are in the labeled set and are not pseudo-labeled",

@@ -18,7 +18,9 @@ from tests.integration.test_deployments import REPO, register
 pytestmark = pytest.mark.integration
 
 
-def watch(server, prefix, store):
+def watch(server, prefix, store, output=None):
+    """Run the watcher as a user does; the number of images it announced (its output appended
+    to ``output`` when given)."""
     out = subprocess.run(
         [
             sys.executable,
@@ -38,6 +40,8 @@ def watch(server, prefix, store):
         timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    if output is not None:
+        output.append(out.stdout + out.stderr)
     return int(out.stdout.strip().splitlines()[-1].split()[0])
 
 
@@ -90,19 +94,25 @@ def test_new_images_emit_one_event_that_starts_a_relabel_run_for_the_prefix(pref
     prefix.mkdir()
     for i in range(2):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(prefix / f"a{i}.png")
+    (prefix / "._a0.png").write_bytes(b"macOS metadata")  # a hidden file: left out, warned once
+    outputs: list[str] = []
     try:
-        assert watch(prefect_server, prefix, store) == 2
+        assert watch(prefect_server, prefix, store, outputs) == 2
         runs = wait_for_runs(prefect_server, 1)
         assert [r["unlabeled"] for r in runs] == [str(prefix)]  # the prefix templated from the event
         assert [r["store"] for r in runs] == [str(store)]  # into the store the watcher looked at
 
-        assert watch(prefect_server, prefix, store) == 0  # idempotent: nothing new, no event
+        assert watch(prefect_server, prefix, store, outputs) == 0  # idempotent: nothing new, no event
+        assert "left out (hidden name), e.g. ._a0.png" in outputs[0]
+        assert "left out" not in outputs[1]  # an unchanged listing does not warn again
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(prefix / "b.png")
         assert watch(prefect_server, prefix, store) == 1  # only the image it had not seen
         runs = wait_for_runs(prefect_server, 2)
         assert len(runs) == 2 and {r["unlabeled"] for r in runs} == {str(prefix)}
         time.sleep(5)
         assert len(relabel_runs(prefect_server)) == 2  # the repeated watch started nothing
+        (prefix / "a1.png").unlink()
+        assert watch(prefect_server, prefix, store) == 0  # a removed image announces nothing
     finally:
         delete_runs(prefect_server)  # never leave a 900-iteration run for a worker to find
         shutil.rmtree(prefix, ignore_errors=True)

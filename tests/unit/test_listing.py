@@ -147,3 +147,22 @@ def test_a_prefix_that_is_a_file_or_empty_is_refused_clearly(tmp_path):
     with pytest.raises(ValueError, match="names no bucket or host"):
         _absolute("s3://", "unlabeled")
     assert _absolute("~/pool", "unlabeled") == os.path.join(os.path.expanduser("~"), "pool")
+
+
+def test_join_sorted_pairs_every_key_of_either_stream_in_order():
+    from storage.listing import join_sorted
+
+    left = [{"id": "b"}, {"id": "d"}, {"id": "e"}]
+    right = [("a", 1), ("b", 2), ("b", 3), ("c", 4), ("e", 5), ("f", 6)]
+    out = [(row and row["id"], group) for row, group in join_sorted(left, right, lambda r: r["id"], lambda t: t[0])]
+    assert out == [
+        (None, [("a", 1)]),
+        ("b", [("b", 2), ("b", 3)]),
+        (None, [("c", 4)]),
+        ("d", []),
+        ("e", [("e", 5)]),
+        (None, [("f", 6)]),
+    ]
+    assert list(join_sorted([], [("a", 1)], str, lambda t: t[0])) == [(None, [("a", 1)])]
+    with pytest.raises(ValueError, match="not sorted by its key at 'a'"):
+        list(join_sorted(["b", "a"], [], str, lambda t: t[0]))

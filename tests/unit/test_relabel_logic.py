@@ -57,7 +57,10 @@ def test_relabeling_runs_must_name_their_teacher(tmp_path):
 
 
 def test_the_watcher_counts_images_labeled_by_the_latest_teacher(tmp_path):
-    from flows.watch_unlabeled import labeled_by_latest_teacher
+    from flows.watch_unlabeled import image_rows, latest_teacher_shards
+
+    def labeled_by_latest_teacher(store, dataset):
+        return {(f.rel, f.size) for f in image_rows(store, latest_teacher_shards(store, dataset), "labeled")}
 
     store = ArtifactStore(str(tmp_path / "s"))
     assert labeled_by_latest_teacher(store, "d") == set()
