@@ -1,8 +1,8 @@
 """The `watch-unlabeled` flow: announce new unlabeled images on a prefix as a Prefect event.
 
-Lists the prefix (local folder or s3://...), compares it with every listing announced before
-for that prefix (kept in the store as `landed` artifacts; the last one counts), and for
-images it has not seen emits one `selftrain.unlabeled.landed` event whose resource is the prefix; a deployment
+Lists the prefix (local folder or s3://...), compares it with the last listing announced for
+that prefix (kept in the store as `landed` artifacts), and for images it has not seen emits
+one `selftrain.unlabeled.landed` event whose resource is the prefix; a deployment
 trigger turns the event into a re-labeling run of `self-training` for that prefix
 (deploy/deployments.py). Images that the dataset's newest teacher has already pseudo-labeled
 are not new either. Idempotent: the same listing is announced once; a failed emit records
@@ -14,7 +14,8 @@ nothing, so the next watch announces it again.
 from __future__ import annotations
 
 import argparse
-import heapq
+import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from prefect import flow, get_run_logger
 from selftrain.stage import get_store
 from storage.listing import ListedFile, join_sorted, sorted_files
 from storage.store import ArtifactRef
-from tasks.list_unlabeled import log_left_out, written_listing
+from tasks.list_unlabeled import EmptyUnlabeledSet, log_left_out, written_listing
 
 EVENT = "selftrain.unlabeled.landed"
 STAGE, VERSION = "landed", 1
@@ -59,6 +60,10 @@ def latest_teacher_shards(st, dataset: str) -> list[ArtifactRef]:
     return list(dict.fromkeys(shards))
 
 
+def _uri(f: ListedFile) -> str:
+    return f.rel
+
+
 def image_rows(st, refs: list[ArtifactRef], mark: str) -> Iterator[ListedFile]:
     """Every image of the listings or shards ``refs`` as ListedFile(rel=its URI, uri=``mark``,
     size), a row group at a time."""
@@ -78,16 +83,22 @@ def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int
 
     New: listed now, but neither in the last listing announced for ``prefix`` nor pseudo-labeled
     by the dataset's newest teacher (same URI and size). The listing streams to a temporary
-    file and is merged with those, sorted by URI on disk (storage.listing): memory does not
+    file; it and those are sorted by URI on disk and merged (storage.listing): memory does not
     grow with the pool. Files left out of the listing (hidden, names not UTF-8) are warned
-    about once per new listing, not on every watch."""
+    about once per new listing, not on every watch; a prefix with no image left is a warning
+    and announces nothing (a missing prefix is an error)."""
     from prefect.events import emit_event
 
     log = get_run_logger()
     prefix = prefix if "://" in prefix else os.path.abspath(prefix)
     st = get_store(store if "://" in store else os.path.abspath(store))
     left_out: dict[str, list] = {}
-    with written_listing(prefix, left_out=left_out) as (path, digest, total):
+    with contextlib.ExitStack() as stack:
+        try:
+            path, digest, total = stack.enter_context(written_listing(prefix, left_out=left_out))
+        except EmptyUnlabeledSet as exc:
+            log.warning("nothing to announce: %s", exc)
+            return 0
         ref = st.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest.hexdigest()}, {"prefix": prefix})
         if st.has(ref):
             log.info("listing of %s already announced (%d images)", prefix, total)
@@ -95,22 +106,28 @@ def watch_unlabeled(dataset: str, prefix: str, store: str = "runs/store") -> int
         log_left_out(prefix, left_out)
         announced = [r for r in st.list(dataset, STAGE) if st.manifest(r).meta.get("prefix") == prefix]
         last = [max(announced, key=lambda r: st.manifest(r).created_at)] if announced else []
-        known = heapq.merge(
-            image_rows(st, last, "announced"),
-            sorted_files(image_rows(st, latest_teacher_shards(st, dataset), "labeled")),
-            key=lambda f: f.rel,
+        # both sides sorted by URI on disk (a listing is sorted by image id, which need not be
+        # the URIs' order: an S3 key with '//' has a normalised id)
+        known = sorted_files(
+            itertools.chain(
+                image_rows(st, last, "announced"), image_rows(st, latest_teacher_shards(st, dataset), "labeled")
+            )
+        )
+        listed = sorted_files(
+            ListedFile(rel=row["image_uri"], uri=row["image_id"], size=int(row["size"]))
+            for batch in pq.ParquetFile(path).iter_batches()
+            for row in batch.to_pylist()
         )
         new, labeled, examples = 0, 0, list[str]()
-        listed = (row for batch in pq.ParquetFile(path).iter_batches() for row in batch.to_pylist())
-        for row, matches in join_sorted(listed, known, lambda r: r["image_uri"], lambda f: f.rel):
-            if row is None:
+        for image, matches in join_sorted(listed, known, _uri, _uri):
+            if image is None:
                 continue
-            marks = {f.uri for f in matches if f.size == row["size"]}
+            marks = {f.uri for f in matches if f.size == image.size}
             labeled += "labeled" in marks
             if not marks:
                 new += 1
                 if len(examples) < 5:
-                    examples.append(row["image_id"])
+                    examples.append(image.uri)
         if labeled:
             log.info(
                 "%d of %d images under %s already have pseudo labels by the latest teacher", labeled, total, prefix

@@ -18,10 +18,13 @@ artifact (``<store>/<dataset>/inference_settings/``) or pass an explicit batch s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from selftrain.stage import run_name, stage_logger
 from storage.store import ArtifactRef, ArtifactStore
+
+T = TypeVar("T")
 
 STAGE, VERSION = "inference_settings", 1
 FALLBACK_BATCH = 4  # when a shard is too small to measure and nothing is stored yet
@@ -99,6 +102,11 @@ def inference_settings(
             with lease:
                 measured = measure()
                 if measured is None:
+                    stage_logger().info(
+                        "inference settings: this shard is too small to measure them on; batch %d (a shard "
+                        "of at least 16 images, 64 on a GPU, measures them)",
+                        FALLBACK_BATCH,
+                    )
                     return InferenceSettings(FALLBACK_BATCH, workers, "fallback")
                 chosen, timings = measured
                 store.write(
@@ -122,3 +130,29 @@ def inference_settings(
         ref,
         tuple(meta["timings"]),
     )
+
+
+def with_smaller_batches(
+    run: InferenceSettings, work: Callable[[int, int | None], T], what: str
+) -> tuple[T, InferenceSettings]:
+    """(``work(batch_size, workers)``, the settings it finally ran with). When the device runs
+    out of memory (a shard of larger images than the measured ones, another job on the GPU),
+    the whole work runs again at half the batch size, down to 1, each step logged as a
+    warning naming ``what``; any other error, or running out of memory at batch 1, propagates."""
+    from selftrain.mm.calibrate import out_of_memory
+
+    batch = run.batch_size
+    while True:
+        try:
+            result = work(batch, run.workers)
+        except Exception as exc:
+            if batch == 1 or not out_of_memory(exc):
+                raise
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            stage_logger().warning("%s: out of memory at batch %d; again at batch %d: %s", what, batch, batch // 2, exc)
+            batch //= 2
+            continue
+        return result, run if batch == run.batch_size else replace(run, batch_size=batch, how=f"{run.how}, halved")

@@ -274,8 +274,18 @@ def join_sorted(
     """Merge two streams sorted by their keys (``left``'s keys unique): (the left item or
     None, the right items of that key) for every key of either, in key order; memory of one
     key's right items. Raises ValueError naming the key where ``left`` is not strictly
-    increasing (a merge of unsorted input would silently miss matches)."""
-    groups = itertools.groupby(right, key=right_key)
+    increasing or ``right`` decreases (a merge of unsorted input would silently miss matches)."""
+
+    def checked(items: Iterable[R]) -> Iterator[R]:
+        last: str | None = None
+        for item in items:
+            key = right_key(item)
+            if last is not None and key < last:
+                raise ValueError(f"join_sorted: the right stream is not sorted by its key at {key!r} (after {last!r})")
+            last = key
+            yield item
+
+    groups = itertools.groupby(checked(right), key=right_key)
     group = next(groups, None)
     previous: str | None = None
     for item in left:

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 
-from selftrain.inference_settings import inference_settings
+from selftrain.inference_settings import inference_settings, with_smaller_batches
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest, recipe_digest
 from selftrain.pseudo_labels import check_all_skipped, label_params, labeler_key
@@ -100,13 +100,17 @@ def pseudo_label_shard(
         lambda: measure_settings([tta], images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),
     )
 
-    labels, stats = [], []
-    for image, pred in predict(
-        tta, images, pipeline, run.batch_size, run.workers, scope=kind.scope, by_shape=kind.batch_by_shape
-    ):
-        image_labels, stat = kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
-        labels += image_labels
-        stats.append(stat)
+    def label_all(batch: int, workers: int | None) -> tuple[list, list[dict]]:
+        labels, stats = [], []
+        for image, pred in predict(
+            tta, images, pipeline, batch, workers, scope=kind.scope, by_shape=kind.batch_by_shape
+        ):
+            image_labels, stat = kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
+            labels += image_labels
+            stats.append(stat)
+        return labels, stats
+
+    (labels, stats), run = with_smaller_batches(run, label_all, f"pseudo label shard {shard.key}")
     stats.sort(key=lambda s: s["image_id"])
     skipped = [{"image_id": s["image_id"], "reason": s["error"]} for s in stats if s["status"] != IMAGE_OK]
     all_skipped = check_all_skipped(

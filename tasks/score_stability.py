@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from selftrain.inference_settings import inference_settings
+from selftrain.inference_settings import inference_settings, with_smaller_batches
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import config_digest
 from selftrain.pseudo_labels import check_all_skipped
@@ -101,15 +101,19 @@ def score_stability(
         lambda: measure_settings(models, images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),
     )
 
-    per_image: dict[str, list] = {}  # image_id -> its K views, checkpoint 1 first
-    unreadable: dict[str, str] = {}  # image_id -> reason
-    for image, preds in predict_each(
-        models, images, pipeline, run.batch_size, run.workers, scope=kind.scope, by_shape=kind.batch_by_shape
-    ):
-        if preds[0].metainfo.get("load_error"):
-            unreadable[image["image_id"]] = preds[0].metainfo["load_error"]
-        else:
-            per_image[image["image_id"]] = [kind.stability_view(p, score_thr, class_thr) for p in preds]
+    def view_all(batch: int, workers: int | None) -> tuple[dict[str, list], dict[str, str]]:
+        per_image: dict[str, list] = {}  # image_id -> its K views, checkpoint 1 first
+        unreadable: dict[str, str] = {}  # image_id -> reason
+        for image, preds in predict_each(
+            models, images, pipeline, batch, workers, scope=kind.scope, by_shape=kind.batch_by_shape
+        ):
+            if preds[0].metainfo.get("load_error"):
+                unreadable[image["image_id"]] = preds[0].metainfo["load_error"]
+            else:
+                per_image[image["image_id"]] = [kind.stability_view(p, score_thr, class_thr) for p in preds]
+        return per_image, unreadable
+
+    (per_image, unreadable), run = with_smaller_batches(run, view_all, f"score stability {shard.key}")
     all_skipped = check_all_skipped(
         shard.uri,
         [

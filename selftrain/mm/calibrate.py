@@ -8,14 +8,14 @@ scoring (``inference_batch_size="auto"``, the default) time the real inference l
 the first 16 images of their shard (64 on a GPU; a smaller shard measures nothing):
 
 1. one untimed batch of one image (lazy initialisation, allocator, caches);
-2. batch sizes 1, 2, 4, ... (up to half the sample, so that at least one batch is timed after
-   the first), with the device's default workers, each over the same sample; the first batch
-   of every pass is not timed (it holds the DataLoader's start). Doubling stops at the first
-   size below ``SLOWER`` of the best so far, or when CUDA runs out of memory;
+2. batch sizes 1, 2, 4, ... (up to half the sample), with the device's default workers, each
+   a whole pass over the same sample, the DataLoader's start included (a shard pays it too).
+   Doubling stops at the first size below ``SLOWER`` of the best so far, or at one that fails
+   (CUDA out of memory);
 3. the same batch sizes again (``ROUNDS`` rounds; each setting's best rate counts, since a
    busy spell of the machine only slows a pass down);
 4. at the fastest batch size, each other DataLoader worker count of :func:`worker_counts`,
-   ``ROUNDS`` times.
+   ``ROUNDS`` times; a count whose workers fail is recorded with its error and not chosen.
 
 :func:`choose` then takes the fastest batch size, and more workers only when they are more
 than ``MARGIN`` faster (a worker process costs memory and a fork per shard). The flow stores
@@ -53,8 +53,10 @@ class Timing:
 
 
 def default_workers() -> int:
-    """DataLoader workers when nothing was measured: 0 on a CPU (the model uses every core),
-    min(4, cores) on a GPU (decoding in workers keeps the GPU fed)."""
+    """DataLoader workers when nothing was measured: 0 on a CPU (the model already uses every
+    core and decoding an image costs little next to it; worker processes forked from a
+    long-running flow process also died once here, exit code 1, no trace), min(4, usable
+    cores) on a GPU (decoding in workers keeps the GPU fed)."""
     from mmengine.device import get_device
 
     from selftrain.mm.launch import usable_cores
@@ -89,15 +91,16 @@ def choose(timings: list[Timing], margin: float = MARGIN) -> Timing:
 
 
 def device_description() -> str:
-    """What the choice depends on, as a stable text: 'cuda <GPU name>, torch <version>', or
-    'cpu <model name>, <n> cores, <m> threads, torch <version>' (cores: this process's CPU
-    affinity; threads: torch's intra-op threads)."""
+    """What the choice depends on, as a stable text: 'cuda <GPU name>, <n> cores, torch
+    <version>', or 'cpu <model name>, <n> cores, <m> threads, torch <version>' (cores: this
+    process's CPU affinity; threads: torch's intra-op threads)."""
     import torch
 
     from selftrain.mm.launch import usable_cores
 
-    if torch.cuda.is_available():
-        return f"cuda {torch.cuda.get_device_name(torch.cuda.current_device())}, torch {torch.__version__}"
+    if torch.cuda.is_available():  # the host's cores too: they bound the DataLoader workers
+        gpu = torch.cuda.get_device_name(torch.cuda.current_device())
+        return f"cuda {gpu}, {usable_cores()} cores, torch {torch.__version__}"
     return f"cpu {cpu_model()}, {usable_cores()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
@@ -118,21 +121,18 @@ def cpu_model() -> str:
 def images_per_second(
     models: list, images: list[dict], pipeline, batch_size: int, workers: int, *, scope: str, by_shape: bool
 ) -> float:
-    """Images per second of :func:`~selftrain.mm.inference.predict_each` over ``images`` at
-    this setting, after its first batch (the DataLoader's start is not timed); ``images`` must
-    hold more than one batch."""
+    """Images per second of a whole pass of :func:`~selftrain.mm.inference.predict_each` over
+    ``images`` at this setting, the DataLoader's start included (a shard pays it too; leaving
+    out the first batch would let worker processes decode ahead untimed and favour the
+    largest batch)."""
     from selftrain.mm.inference import predict_each
 
-    if len(images) <= batch_size:
-        raise ValueError(f"timing batch size {batch_size} needs more than {batch_size} images, not {len(images)}")
-    seen, first = 0, 0.0
-    for _image, _preds in predict_each(models, images, pipeline, batch_size, workers, scope=scope, by_shape=by_shape):
-        seen += 1
-        if seen == batch_size:
-            _synchronize()
-            first = time.perf_counter()
     _synchronize()
-    return (len(images) - batch_size) / max(time.perf_counter() - first, 1e-9)
+    start = time.perf_counter()
+    for _ in predict_each(models, images, pipeline, batch_size, workers, scope=scope, by_shape=by_shape):
+        pass
+    _synchronize()
+    return len(images) / max(time.perf_counter() - start, 1e-9)
 
 
 def _synchronize() -> None:
@@ -142,7 +142,9 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def _out_of_memory(exc: BaseException) -> bool:
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (CUDA's OutOfMemoryError, or an
+    error saying 'out of memory')."""
     import torch
 
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
@@ -157,8 +159,9 @@ def measure_settings(
     would be kept for the device: the caller uses its fallback and a later, larger shard
     measures). Runs the steps of the module docstring, every setting ``ROUNDS`` times in
     interleaved rounds, and keeps each setting's best rate (a busy spell of the machine only
-    ever slows a pass down). A CUDA out-of-memory error ends the doubling (that size is
-    recorded with rate 0 and its note). Other errors propagate."""
+    ever slows a pass down). A setting that fails (CUDA out of memory, a DataLoader worker
+    that died) is recorded with rate 0 and its error, never chosen, and ends the doubling.
+    Raises ValueError when no setting ran at all (the errors named)."""
     import torch
     from mmengine.device import get_device
 
@@ -175,28 +178,31 @@ def measure_settings(
     notes: dict[tuple[int, int], str] = {}
 
     def run(batch: int, workers: int) -> float:
-        rate = images_per_second(models, images, pipeline, batch, workers, scope=scope, by_shape=by_shape)
+        """The setting's rate, its best over the rounds; 0 once it failed (CUDA out of memory,
+        a DataLoader worker that died...): a setting that failed once is never chosen."""
+        if notes.get((batch, workers)):
+            return 0.0
+        try:
+            rate = images_per_second(models, images, pipeline, batch, workers, scope=scope, by_shape=by_shape)
+        except Exception as exc:  # noqa: BLE001 - recorded with the setting; choose() skips it
+            if out_of_memory(exc):
+                torch.cuda.empty_cache()
+            rates[batch, workers], notes[batch, workers] = 0.0, f"{type(exc).__name__}: {exc}"[:300]
+            return 0.0
         rates[batch, workers] = max(rate, rates.get((batch, workers), 0.0))
         return rate
 
     start = default_workers()
     best = 0.0
     for batch in batch_candidates(len(images)):  # round 1: doubling
-        try:
-            rate = run(batch, start)
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            if not _out_of_memory(exc):
-                raise
-            torch.cuda.empty_cache()
-            rates[batch, start], notes[batch, start] = 0.0, "CUDA out of memory"
-            break
+        rate = run(batch, start)
         best = max(best, rate)
-        if rate < SLOWER * best:
+        if rate < SLOWER * best or rate == 0.0:
             break
     for _ in range(ROUNDS - 1):  # later rounds: the same sizes again
         for batch, workers in [k for k, v in rates.items() if v > 0]:
             run(batch, workers)
-    batch = choose(_table(rates, notes)).batch_size
+    batch = choose(_table(rates, notes)).batch_size  # ValueError when nothing ran at all
     for _ in range(ROUNDS):
         for workers in worker_counts(usable_cores()):
             if workers != start:

@@ -4,7 +4,6 @@ config builder; this only loads weights and feeds batches."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -208,16 +207,14 @@ def predict_each(
     errors as :func:`predict`."""
     import torch
     from mmengine.dataset import pseudo_collate
-    from mmengine.device import get_device
     from mmengine.registry import DefaultScope
 
     if not models:
         raise ValueError("predict_each needs at least one model")
     if num_workers is None:
-        # On a CPU the model already uses every core and decoding an image costs little next to
-        # it; worker processes forked from a long-running flow process also died once here
-        # (exit code 1, no trace). On a GPU, decoding in workers keeps the GPU fed.
-        num_workers = min(4, os.cpu_count() or 1) if get_device() == "cuda" else 0
+        from selftrain.mm.calibrate import default_workers
+
+        num_workers = default_workers()
     with DefaultScope.overwrite_default_scope(scope):  # the model's transforms
         dataset = ImageList(images, pipeline)
     loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(

@@ -113,6 +113,11 @@ def test_new_images_emit_one_event_that_starts_a_relabel_run_for_the_prefix(pref
         assert len(relabel_runs(prefect_server)) == 2  # the repeated watch started nothing
         (prefix / "a1.png").unlink()
         assert watch(prefect_server, prefix, store) == 0  # a removed image announces nothing
+        for image in prefix.glob("[!.]*.png"):
+            image.unlink()  # only the hidden file is left: a warning, nothing announced, no failure
+        assert [p.name for p in prefix.iterdir()] == ["._a0.png"]
+        assert watch(prefect_server, prefix, store, outputs) == 0
+        assert "nothing to announce: the unlabeled set is empty" in outputs[-1]
     finally:
         delete_runs(prefect_server)  # never leave a 900-iteration run for a worker to find
         shutil.rmtree(prefix, ignore_errors=True)

@@ -166,3 +166,79 @@ def test_measure_settings_times_a_real_model_and_chooses_the_fastest(tmp_path):
     assert chosen == choose(table)
     # fewer images than the sample: nothing measured (a choice made on them would be kept)
     assert measure_settings([tta], images[:3], pipeline, scope="mmdet", by_shape=False, sample=4) is None
+
+
+class OutOfMemoryAbove:
+    """A real model whose test_step fails as CUDA does when a batch holds more than ``most``
+    images (fault injection: this machine has no GPU to fill)."""
+
+    def __init__(self, model, most: int) -> None:
+        self.model, self.most = model, most
+
+    def test_step(self, batch):
+        inputs = batch["inputs"]  # a TTA batch: a list over views of lists over images
+        images = len(inputs[0]) if isinstance(inputs[0], (list, tuple)) else len(inputs)
+        if images > self.most:
+            raise RuntimeError(f"CUDA out of memory. Tried to allocate 2.00 GiB (a batch of {images})")
+        return self.model.test_step(batch)
+
+
+def test_a_setting_that_runs_out_of_memory_is_recorded_and_never_chosen(tmp_path, monkeypatch):
+    """A segmentor that fails above 2 images a batch, on 8 images: batch 4 is recorded with rate
+    0 and its error, the doubling stops there, and the choice is batch 1 or 2 (the doubling's
+    slowness stop is off here, so that a slow batch 2 on a busy machine cannot stop it first)."""
+    import cv2
+    import numpy as np
+
+    import selftrain.mm.calibrate
+    from selftrain.mm.calibrate import measure_settings
+
+    monkeypatch.setattr(selftrain.mm.calibrate, "SLOWER", 0.0)
+    from selftrain.mm.configs import load_config, seg_tta_model, seg_tta_pipeline
+    from selftrain.mm.inference import build_model
+
+    cfg = load_config("seg/deeplabv3plus_mnv2_128_cpu", "seg")
+    model = OutOfMemoryAbove(build_model(seg_tta_model(cfg, 3, 0.0), "mmseg"), most=2)
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(8):
+        path = str(tmp_path / f"{i}.png")
+        cv2.imwrite(path, rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+        images.append({"image_id": f"{i}.png", "image_uri": path})
+    chosen, table = measure_settings(
+        [model], images, seg_tta_pipeline(cfg, [1.0], False), scope="mmseg", by_shape=True, sample=8
+    )
+    failed = [t for t in table if t.images_per_s == 0]
+    assert [(t.batch_size, t.workers) for t in failed] == [(4, 0)]
+    assert "CUDA out of memory" in failed[0].note
+    assert chosen.batch_size in (1, 2) and chosen == choose(table)
+
+
+def test_out_of_memory_at_run_time_halves_the_batch_until_it_fits():
+    from selftrain.inference_settings import InferenceSettings, with_smaller_batches
+
+    tried = []
+
+    def work(batch, workers):
+        tried.append(batch)
+        if batch > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return f"labels at batch {batch}"
+
+    result, ran = with_smaller_batches(InferenceSettings(8, 0, "stored"), work, "pseudo label shard x")
+    assert result == "labels at batch 2" and tried == [8, 4, 2]
+    assert (ran.batch_size, ran.workers, ran.how) == (2, 0, "stored, halved")
+    result, ran = with_smaller_batches(InferenceSettings(2, None, "given"), work, "x")
+    assert ran == InferenceSettings(2, None, "given")  # nothing halved
+
+    def always(batch, workers):
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with_smaller_batches(InferenceSettings(4, 0, "measured"), always, "x")  # at batch 1 too
+
+    def broken(batch, workers):
+        raise ValueError("not a memory error")
+
+    with pytest.raises(ValueError, match="not a memory error"):
+        with_smaller_batches(InferenceSettings(4, 0, "measured"), broken, "x")

@@ -164,5 +164,7 @@ def test_join_sorted_pairs_every_key_of_either_stream_in_order():
         (None, [("f", 6)]),
     ]
     assert list(join_sorted([], [("a", 1)], str, lambda t: t[0])) == [(None, [("a", 1)])]
-    with pytest.raises(ValueError, match="not sorted by its key at 'a'"):
+    with pytest.raises(ValueError, match="left stream is not sorted by its key at 'a'"):
         list(join_sorted(["b", "a"], [], str, lambda t: t[0]))
+    with pytest.raises(ValueError, match="right stream is not sorted by its key at 'a'"):
+        list(join_sorted(["c"], [("b", 1), ("a", 2)], str, lambda t: t[0]))
