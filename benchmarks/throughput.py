@@ -16,6 +16,11 @@ store, its TTA views: flip for detection, the kind's defaults for segmentation):
   ``test_step`` timed - at each batch size (the best is the bound);
 * **naive**: the per-image loop users write - the test pipeline and ``test_step`` on one
   image at a time (OpenMMLab's high-level inference APIs do exactly this per call);
+* **amp** (with ``--amp``): the pipeline with ``inference_precision="amp"`` (the network under
+  autocast: bfloat16 on a CPU, float16 on a GPU) at each batch size, and the agreement of its
+  labels with the float32 labels of the same images: ST++'s stability measure between the two
+  (detection: the F1 of class-aware matches at IoU 0.5 of the boxes above ``--score-thr``;
+  segmentation: the mean IoU of the label maps), averaged over the images;
 * **auto**: the pipeline at the batch size and worker count that the flow's default
   (``inference_batch_size="auto"``) chooses on this device: measured first, as the first
   shard measures them (selftrain/mm/calibrate.py), then timed with the others.
@@ -44,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="at most this many images")
+    parser.add_argument("--amp", action="store_true", help="also time mixed precision and its label agreement")
+    parser.add_argument("--score-thr", type=float, default=0.5, help="--amp, detection: the boxes compared")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -72,10 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    def pipeline_run(batch: int, prefetch: bool = False, workers: int | None = None) -> float:
+    def pipeline_run(batch: int, prefetch: bool = False, workers: int | None = None, net=None) -> float:
         t0 = time.perf_counter()
         for image, pred in predict(
-            model, images, pipeline, batch, workers, scope=kind.scope, by_shape=kind.batch_by_shape, prefetch=prefetch
+            net or model,
+            images,
+            pipeline,
+            batch,
+            workers,
+            scope=kind.scope,
+            by_shape=kind.batch_by_shape,
+            prefetch=prefetch,
         ):
             kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
         synchronize()
@@ -117,6 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     variants |= {f"pipeline b{b} worker": (lambda b=b: pipeline_run(b, workers=1)) for b in args.batch_sizes}
     variants |= {f"bound b{b}": (lambda b=b: bound_run(b)) for b in args.batch_sizes}
     variants["naive"] = naive_run
+    agreement = None
+    if args.amp:
+        amp_model = build_model(kind.tta_model(cfg, len(labeled_meta["classes"])), kind.scope, ckpt, "amp")
+        variants |= {f"amp b{b}": (lambda b=b: pipeline_run(b, net=amp_model)) for b in args.batch_sizes}
+        views = {}
+        for name, net in (("fp32", model), ("amp", amp_model)):
+            views[name] = {
+                image["image_id"]: kind.stability_view(pred, args.score_thr, {})
+                for image, pred in predict(net, images, pipeline, 2, 0, scope=kind.scope, by_shape=kind.batch_by_shape)
+            }
+        per_image = [kind.stability([views["amp"][i], views["fp32"][i]]) for i in views["fp32"]]
+        agreement = sum(per_image) / len(per_image)
+        print(f"amp / fp32 label agreement (ST++ stability of the two, mean over {n} images): {agreement:.4f}")
     pipeline_run(args.batch_sizes[0])  # warm-up: allocator, caches, lazy imports
     t0 = time.perf_counter()
     measured = measure_settings([model], images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape)
@@ -147,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         "auto_over_bound": median["auto"] / median[best_bound],
         "auto_over_best_pipeline": median["auto"] / median[best_pipe],
     }
+    if args.amp:
+        best_amp = best_of(median, "amp")
+        result |= {
+            "best_amp": best_amp,
+            "amp_over_fp32": median[best_amp] / median[best_pipe],
+            "amp_agreement": agreement,
+        }
     print(f"\nimages/s (median of {args.repeats} runs):")
     for name, v in median.items():
         print(f"  {name:14s} {v:7.1f}")
@@ -157,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         f"the flow's choice (auto: batch {chosen.batch_size}, {chosen.workers} workers) / bound: "
         f"{result['auto_over_bound']:.2f}; / the best pipeline batch: {result['auto_over_best_pipeline']:.2f}"
     )
+    if args.amp:
+        print(
+            f"mixed precision ({result['best_amp']}) / float32 ({best_pipe}): {result['amp_over_fp32']:.2f}x; "
+            f"label agreement {agreement:.4f}"
+        )
     save_results(args.json, result)
     return 0
 

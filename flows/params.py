@@ -253,6 +253,13 @@ class SelfTrainingParams(BaseModel):
         "per device, model config and TTA, so later shards and runs reuse it; an int fixes it "
         "(DataLoader workers: the device's default)",
     )
+    inference_precision: Literal["fp32", "amp"] = Field(
+        "fp32",
+        description="pseudo labeling and stability scoring: 'fp32', or 'amp' - the network (backbone, "
+        "neck, heads) under mixed precision (float16 on a GPU, bfloat16 on a CPU), box decoding, NMS and "
+        "the TTA merge in float32; labels can differ slightly (benchmarks/throughput.py --amp measures "
+        "the speed and the agreement); part of the pseudo labels' key",
+    )
     retrain_student: bool = Field(
         True,
         description="False: only pseudo-label (new) unlabeled images with the "

@@ -72,7 +72,7 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
 
     t0 = time.monotonic()
     recipe = recipe_digest(tta=p.kind.tta_defaults)
-    labeler = labeler_key(model, labeled, label_params(p.scales, p.tta_flip, recipe))
+    labeler = labeler_key(model, labeled, label_params(p.scales, p.tta_flip, recipe, p.inference_precision))
     plan = shard_images(p.store, unlabeled, p.shard_size, labeler=labeler)
     shards = plan.shards
     futures = [
@@ -85,6 +85,7 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
             scales=p.scales,
             flip=p.tta_flip,
             batch_size=p.inference_batch_size,
+            precision=p.inference_precision,
         )
         for shard in shards
     ]
@@ -144,6 +145,7 @@ def rank_images(p: SelfTrainingParams, teacher, shards, labeled):
             score_thr=p.threshold_of("st++"),
             class_thresholds=p.class_thresholds,
             batch_size=p.inference_batch_size,
+            precision=p.inference_precision,
         )
         for shard in shards
     ]

@@ -56,13 +56,18 @@ def check_all_skipped(where: str, skipped: list[dict], num_images: int) -> bool:
     return True
 
 
-def label_params(scales: list[float], flip: bool, recipe: str = "") -> dict:
+def label_params(scales: list[float], flip: bool, recipe: str = "", precision: str = "fp32") -> dict:
     """The pseudo-labeling parameters in canonical form (part of every shard's key and of the
     labeler's identity). ``recipe``: the digest of the TTA defaults file (merge settings;
     selftrain.mm.configs.recipe_digest), so that editing it re-labels instead of reusing.
+    ``precision``: 'fp32' or 'amp' (the network under autocast; its labels differ slightly, so
+    it is part of the key - only when 'amp', so that fp32 keys are those of before).
     No threshold: a shard stores every label above the model's own floor with its score, and
     thresholds are applied when a student's set is built (:class:`Thresholds`)."""
-    return {"scales": list(map(float, scales)), "flip": bool(flip), "checkpoint": "last", "recipe": recipe}
+    params = {"scales": list(map(float, scales)), "flip": bool(flip), "checkpoint": "last", "recipe": recipe}
+    if precision != "fp32":
+        params["precision"] = precision
+    return params
 
 
 def labeler_key(model: ArtifactRef, labeled: ArtifactRef, params: dict) -> str:

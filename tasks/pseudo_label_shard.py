@@ -49,6 +49,7 @@ def pseudo_label_shard(
     flip: bool,
     batch_size: int | str = "auto",
     num_workers: int | None = None,
+    precision: str = "fp32",
 ) -> ArtifactRef:
     """Pseudo-label one shard of unlabeled images with a model and test-time augmentation.
 
@@ -58,7 +59,9 @@ def pseudo_label_shard(
     Stores Parquet boxes or mask shards with per-image statistics; unreadable images are
     skipped with their reason. ``batch_size``: images per batch, or 'auto' (the device's
     measured choice, with its worker count: selftrain/inference_settings.py); ``num_workers``:
-    DataLoader workers (None: the measured or the device's default). Raises WrongReference for a swapped reference,
+    DataLoader workers (None: the measured or the device's default); ``precision``: 'fp32' or
+    'amp' (the network under autocast, selftrain.mm.inference.mixed_precision; in the key).
+    Raises WrongReference for a swapped reference,
     AllImagesFailed when every image failed alike for a reason that is not the images' own
     (docs/design.md §3.2)."""
     from selftrain.mm.calibrate import measure_settings
@@ -72,7 +75,7 @@ def pseudo_label_shard(
     cfg = kind.load_config(model_config)
     labeled_meta = store.manifest(labeled).meta
     classes = labeled_meta["classes"]
-    params = label_params(scales, flip, recipe_digest(tta=kind.tta_defaults))
+    params = label_params(scales, flip, recipe_digest(tta=kind.tta_defaults), precision)
     ref = store.stage_ref(
         shard.dataset,
         kind.pseudo_stage,
@@ -88,13 +91,13 @@ def pseudo_label_shard(
     started = time.monotonic()
     images = read_parquet(store.read(shard, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     ckpt = fetch_checkpoint(store, model, "last", os.path.join(scratch_dir(ref), "model.pth"))
-    tta = build_model(kind.tta_model(cfg, len(classes)), kind.scope, ckpt)
+    tta = build_model(kind.tta_model(cfg, len(classes)), kind.scope, ckpt, precision)
     pipeline = kind.tta_pipeline(cfg, scales, flip)
     run = inference_settings(
         store,
         shard.dataset,
         config_digest(cfg),
-        {"task": "pseudo labels", "scales": params["scales"], "flip": params["flip"]},
+        {"task": "pseudo labels", "scales": params["scales"], "flip": params["flip"], "precision": precision},
         batch_size,
         num_workers,
         lambda: measure_settings([tta], images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),

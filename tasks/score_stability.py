@@ -44,11 +44,13 @@ def score_stability(
     score_thr: float,
     class_thresholds: dict[str, float] | None = None,
     batch_size: int | str = "auto",
+    precision: str = "fp32",
 ) -> ArtifactRef:
     """Score the stability of each image of ``shard`` across the teacher's K checkpoints (ST++, docs/design.md §3.3).
 
     ``batch_size``: images per batch, or 'auto' (the device's measured choice for K models,
-    with its worker count: selftrain/inference_settings.py)."""
+    with its worker count: selftrain/inference_settings.py); ``precision``: 'fp32' or 'amp'
+    (the network under autocast; in the key when 'amp')."""
     from selftrain.mm.calibrate import measure_settings
     from selftrain.mm.inference import build_model, predict_each
 
@@ -60,10 +62,12 @@ def score_stability(
     cfg = kind.load_config(model_config)
     classes = store.manifest(labeled).meta["classes"]
     class_thr = {classes.index(n): float(t) for n, t in (class_thresholds or {}).items()}
-    params = {
+    params: dict[str, object] = {
         "score_thr": float(score_thr) if kind.thresholded_stability else None,
         "class_thresholds": {k: float(v) for k, v in sorted((class_thresholds or {}).items())},
     }
+    if precision != "fp32":
+        params["precision"] = precision
     ref = store.stage_ref(
         shard.dataset,
         STAGE,
@@ -87,6 +91,7 @@ def score_stability(
             kind.test_model(cfg, len(classes)),
             kind.scope,
             fetch_checkpoint(store, teacher, f"ckpt-{j}", os.path.join(work, f"ckpt-{j}.pth")),
+            precision,
         )
         for j in range(1, k + 1)
     ]
@@ -95,7 +100,7 @@ def score_stability(
         store,
         shard.dataset,
         config_digest(cfg),
-        {"task": "stability", "checkpoints": k},
+        {"task": "stability", "checkpoints": k, "precision": precision},
         batch_size,
         None,
         lambda: measure_settings(models, images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),

@@ -94,8 +94,59 @@ def step_failure(index: int, step: str, shape, exc: Exception) -> str:
     return f"{REJECTED}{size} in {step}: {describe(exc)}"
 
 
-def build_model(model_dict: dict, scope: str, checkpoint: str | None = None):
-    """Build a model from a config dict in ``scope``, load a checkpoint, move it to the device, eval()."""
+PRECISIONS = ("fp32", "amp")
+# the parts of an mmdet detector / mmseg segmentor whose forward is the network; decoding boxes,
+# NMS and the TTA merge come after them and stay in float32 (mmcv's NMS takes float32 only)
+NETWORK_PARTS = ("backbone", "neck", "bbox_head", "rpn_head", "roi_head.bbox_head", "roi_head.mask_head", "decode_head")
+
+
+def mixed_precision(model, device: str):
+    """``model`` (a detector, a segmentor, or a TTA wrapper of one: its ``module``) with each of
+    its NETWORK_PARTS run under ``torch.autocast`` - float16 on CUDA, bfloat16 on a CPU - and
+    their outputs cast back to float32, so that box decoding, NMS, softmax and the TTA merge
+    run in float32 as before. Returns the same model. Raises ValueError when the model has
+    none of those parts."""
+    import torch
+
+    dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    inner = model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+    wrapped = []
+    for name in NETWORK_PARTS:
+        part = inner
+        for attr in name.split("."):
+            part = getattr(part, attr, None)
+        if not isinstance(part, torch.nn.Module):
+            continue
+
+        def forward(*args, _forward=part.forward, **kwargs):
+            with torch.autocast(device_type=device, dtype=dtype):
+                out = _forward(*args, **kwargs)
+            return _as_float32(out)
+
+        part.forward = forward
+        wrapped.append(name)
+    if not wrapped:
+        raise ValueError(f"mixed precision: {type(inner).__name__} has none of the parts {NETWORK_PARTS}")
+    return model
+
+
+def _as_float32(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_as_float32(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _as_float32(v) for k, v in out.items()}
+    return out
+
+
+def build_model(model_dict: dict, scope: str, checkpoint: str | None = None, precision: str = "fp32"):
+    """Build a model from a config dict in ``scope``, load a checkpoint, move it to the device,
+    eval(). ``precision``: 'fp32', or 'amp' (:func:`mixed_precision`); ValueError otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     from mmengine.config import ConfigDict
     from mmengine.device import get_device
     from mmengine.registry import init_default_scope
@@ -113,7 +164,8 @@ def build_model(model_dict: dict, scope: str, checkpoint: str | None = None):
     if checkpoint is not None:
         target = model.module if hasattr(model, "module") and hasattr(model, "merge_preds") else model
         load_checkpoint(target, checkpoint, map_location="cpu", revise_keys=REVISE_KEYS, logger="silent")
-    return model.to(get_device()).eval()
+    model = model.to(get_device()).eval()
+    return mixed_precision(model, get_device()) if precision == "amp" else model
 
 
 def prefetched(items: Iterable[T], depth: int = 1) -> Iterator[T]:
