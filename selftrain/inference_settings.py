@@ -9,7 +9,8 @@ later run against the store, reads it. Its key holds what the choice depends on:
 the purpose (pseudo labels with their TTA views, or stability with its K checkpoints) - not
 the weights or the images, so a new teacher reuses its predecessor's choice. Two shards that
 need it at once do not both measure: one holds the artifact's lease and the other waits for
-it (storage/leases.py), so the device is not shared while it is measured. The choice does not
+it (storage/leases.py), so they do not time beside each other (another job on the device
+still can). The choice does not
 enter any pseudo-label key (the batch size does not change what is computed; see
 docs/design.md §3.2 for mmdet's padding of mixed sizes). To measure again, delete the
 artifact (``<store>/<dataset>/inference_settings/``) or pass an explicit batch size.
