@@ -79,7 +79,7 @@ def test_the_first_shard_measures_the_next_reuses_and_stability_measures_its_own
     assert first["inference"]["settings"] == f"{STAGE}/{settings.key}"
     chosen = store.manifest(settings).meta
     assert chosen["device"] == device_description()
-    assert chosen["purpose"] == {"task": "pseudo labels", "scales": [1.0], "flip": True}
+    assert chosen["purpose"] == {"task": "pseudo labels", "scales": [1.0], "flip": True, "precision": "fp32"}
     assert chosen["batch_size"] in (1, 2, 4, 8) and chosen["workers"] in (0, 1, 2, 4, 8)
     assert (first["inference"]["batch_size"], first["inference"]["workers"]) == (
         chosen["batch_size"],
@@ -103,7 +103,7 @@ def test_the_first_shard_measures_the_next_reuses_and_stability_measures_its_own
     stability = store.manifest(ref).meta["inference"]
     assert stability["how"] == "measured" and stability["settings"] != first["inference"]["settings"]
     ref = store.ref("scenes", STAGE, stability["settings"].split("/")[1])
-    assert store.manifest(ref).meta["purpose"] == {"task": "stability", "checkpoints": 2}
+    assert store.manifest(ref).meta["purpose"] == {"task": "stability", "checkpoints": 2, "precision": "fp32"}
     assert len(store.list("scenes", STAGE)) == 2
 
 
