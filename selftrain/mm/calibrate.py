@@ -160,8 +160,9 @@ def measure_settings(
     measures). Runs the steps of the module docstring, every setting ``ROUNDS`` times in
     interleaved rounds, and keeps each setting's best rate (a busy spell of the machine only
     ever slows a pass down). A setting that fails (CUDA out of memory, a DataLoader worker
-    that died) is recorded with rate 0 and its error, never chosen, and ends the doubling.
-    Raises ValueError when no setting ran at all (the errors named)."""
+    that died) is recorded with rate 0 and its error, never chosen, and ends the doubling;
+    other errors (storage unreachable: InfrastructureError) propagate. Raises ValueError when
+    no setting ran at all (the errors named)."""
     import torch
     from mmengine.device import get_device
 
@@ -184,8 +185,12 @@ def measure_settings(
             return 0.0
         try:
             rate = images_per_second(models, images, pipeline, batch, workers, scope=scope, by_shape=by_shape)
-        except Exception as exc:  # noqa: BLE001 - recorded with the setting; choose() skips it
-            if out_of_memory(exc):
+        except Exception as exc:
+            # the setting's own failures are recorded; any other (storage unreachable, a bug)
+            # propagates, so that an outage is retried as everywhere else
+            if not (out_of_memory(exc) or "DataLoader worker" in str(exc)):
+                raise
+            if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             rates[batch, workers], notes[batch, workers] = 0.0, f"{type(exc).__name__}: {exc}"[:300]
             return 0.0

@@ -170,16 +170,16 @@ def test_measure_settings_times_a_real_model_and_chooses_the_fastest(tmp_path):
 
 class OutOfMemoryAbove:
     """A real model whose test_step fails as CUDA does when a batch holds more than ``most``
-    images (fault injection: this machine has no GPU to fill)."""
+    images (fault injection: this machine has no GPU to fill), or with ``error`` when given."""
 
-    def __init__(self, model, most: int) -> None:
-        self.model, self.most = model, most
+    def __init__(self, model, most: int, error: Exception | None = None) -> None:
+        self.model, self.most, self.error = model, most, error
 
     def test_step(self, batch):
         inputs = batch["inputs"]  # a TTA batch: a list over views of lists over images
         images = len(inputs[0]) if isinstance(inputs[0], (list, tuple)) else len(inputs)
         if images > self.most:
-            raise RuntimeError(f"CUDA out of memory. Tried to allocate 2.00 GiB (a batch of {images})")
+            raise self.error or RuntimeError(f"CUDA out of memory. Tried to allocate 2.00 GiB (a batch of {images})")
         return self.model.test_step(batch)
 
 
@@ -212,6 +212,10 @@ def test_a_setting_that_runs_out_of_memory_is_recorded_and_never_chosen(tmp_path
     assert [(t.batch_size, t.workers) for t in failed] == [(4, 0)]
     assert "CUDA out of memory" in failed[0].note
     assert chosen.batch_size in (1, 2) and chosen == choose(table)
+    # any other error is not the setting's own: it propagates (an outage is retried upstream)
+    model.error = ConnectionError("storage unreachable")
+    with pytest.raises(ConnectionError, match="storage unreachable"):
+        measure_settings([model], images, seg_tta_pipeline(cfg, [1.0], False), scope="mmseg", by_shape=True, sample=8)
 
 
 def test_out_of_memory_at_run_time_halves_the_batch_until_it_fits():
