@@ -162,6 +162,13 @@ def rename_deprecated(values: dict, warn=None) -> dict:
 class SelfTrainingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a refused URL may hold a secret
 
+    @field_validator("inference_batch_size", mode="before")
+    @classmethod
+    def _batch_size_not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"inference_batch_size must be 'auto' or an int >= 1, not {value!r}")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, values):

@@ -71,6 +71,12 @@ def pseudo_label_all(p: SelfTrainingParams, model, unlabeled, labeled, what: str
     from selftrain.mm.configs import recipe_digest
 
     t0 = time.monotonic()
+    if p.inference_batch_size == "auto" and p.shard_size < 16:
+        log.warning(
+            "inference_batch_size 'auto' measures the batch size on a shard of at least 16 images (64 on a "
+            "GPU); with shard_size %d every shard runs batch 4: raise shard_size or give a batch size",
+            p.shard_size,
+        )
     recipe = recipe_digest(tta=p.kind.tta_defaults)
     labeler = labeler_key(model, labeled, label_params(p.scales, p.tta_flip, recipe, p.inference_precision))
     plan = shard_images(p.store, unlabeled, p.shard_size, labeler=labeler)

@@ -73,6 +73,7 @@ def inference_settings(
     batch_size: int | str,
     workers: int | None,
     measure: Callable[[], tuple | None],
+    num_images: int | None = None,
 ) -> InferenceSettings:
     """The settings to run a shard with.
 
@@ -81,9 +82,11 @@ def inference_settings(
     images, returning (chosen Timing, [Timing]) or None when the shard is too small. Under
     'auto' the stored choice of this device is read, else measured and stored (the artifact's
     lease makes concurrent callers wait for one measurement); an explicit ``workers`` replaces
-    the chosen worker count. Raises ValueError for any other ``batch_size``, and the store's
-    errors when it cannot be read or written."""
-    from selftrain.mm.calibrate import device_description
+    the chosen worker count. ``num_images``: the shard's size, when known: a shard smaller
+    than the device's sample (selftrain.mm.calibrate.sample_size) runs the fallback without
+    taking the lease. Raises ValueError for any other ``batch_size``, and the store's errors
+    when it cannot be read or written."""
+    from selftrain.mm.calibrate import device_description, sample_size
     from storage.leases import claim
 
     if batch_size != "auto":
@@ -93,6 +96,8 @@ def inference_settings(
     device = device_description()
     ref = settings_ref(store, dataset, config_digest, purpose, device)
     how = "stored"
+    if not store.has(ref) and num_images is not None and num_images < sample_size():
+        return _fallback(workers)
     if not store.has(ref):
 
         def waiting(holder) -> None:
@@ -103,12 +108,7 @@ def inference_settings(
             with lease:
                 measured = measure()
                 if measured is None:
-                    stage_logger().info(
-                        "inference settings: this shard is too small to measure them on; batch %d (a shard "
-                        "of at least 16 images, 64 on a GPU, measures them)",
-                        FALLBACK_BATCH,
-                    )
-                    return InferenceSettings(FALLBACK_BATCH, workers, "fallback")
+                    return _fallback(workers)
                 chosen, timings = measured
                 store.write(
                     ref,
@@ -131,6 +131,18 @@ def inference_settings(
         ref,
         tuple(meta["timings"]),
     )
+
+
+def _fallback(workers: int | None) -> InferenceSettings:
+    from selftrain.mm.calibrate import sample_size
+
+    stage_logger().info(
+        "inference settings: this shard is too small to measure them on; batch %d (a shard of at least "
+        "%d images measures them on this device)",
+        FALLBACK_BATCH,
+        sample_size(),
+    )
+    return InferenceSettings(FALLBACK_BATCH, workers, "fallback")
 
 
 def with_smaller_batches(

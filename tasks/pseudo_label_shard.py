@@ -101,6 +101,7 @@ def pseudo_label_shard(
         batch_size,
         num_workers,
         lambda: measure_settings([tta], images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),
+        len(images),
     )
 
     def label_all(batch: int, workers: int | None) -> tuple[list, list[dict]]:

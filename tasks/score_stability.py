@@ -104,6 +104,7 @@ def score_stability(
         batch_size,
         None,
         lambda: measure_settings(models, images, pipeline, scope=kind.scope, by_shape=kind.batch_by_shape),
+        len(images),
     )
 
     def view_all(batch: int, workers: int | None) -> tuple[dict[str, list], dict[str, str]]:

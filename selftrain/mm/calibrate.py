@@ -52,6 +52,13 @@ class Timing:
         return asdict(self)
 
 
+def sample_size() -> int:
+    """Images a measurement needs on this device (SAMPLE_IMAGES: 16 on a CPU, 64 on a GPU)."""
+    from mmengine.device import get_device
+
+    return SAMPLE_IMAGES["cuda" if get_device() == "cuda" else "cpu"]
+
+
 def default_workers() -> int:
     """DataLoader workers when nothing was measured: 0 on a CPU (the model already uses every
     core and decoding an image costs little next to it; worker processes forked from a
@@ -164,12 +171,11 @@ def measure_settings(
     other errors (storage unreachable: InfrastructureError) propagate. Raises ValueError when
     no setting ran at all (the errors named)."""
     import torch
-    from mmengine.device import get_device
 
     from selftrain.mm.inference import predict_each
     from selftrain.mm.launch import usable_cores
 
-    sample = sample or SAMPLE_IMAGES["cuda" if get_device() == "cuda" else "cpu"]
+    sample = sample or sample_size()
     if len(images) < sample:
         return None
     images = images[:sample]

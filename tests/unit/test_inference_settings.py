@@ -105,9 +105,28 @@ def test_a_given_batch_size_is_used_as_it_is_and_nothing_is_measured(store):
 
 
 def test_a_shard_too_small_to_measure_uses_the_fallback_and_stores_nothing(store):
+    import os
+
     run = inference_settings(store, "trees", "cfg", PURPOSE, "auto", None, lambda: None)
     assert (run.batch_size, run.how) == (FALLBACK_BATCH, "fallback")
     assert store.list("trees", STAGE) == []  # the next, larger shard measures
+    # a shard known to be too small does not even take the lease (no lease file left behind)
+    folder = os.path.join(store.root, "trees", STAGE)
+    before = sorted(os.listdir(os.path.join(folder, os.listdir(folder)[0])))
+    run = inference_settings(store, "trees", "cfg", PURPOSE, "auto", None, lambda: 1 / 0, num_images=5)
+    assert run.how == "fallback"
+    assert sorted(os.listdir(os.path.join(folder, os.listdir(folder)[0]))) == before
+
+
+def test_a_bool_batch_size_is_refused_before_any_work():
+    from pydantic import ValidationError
+
+    from deploy.deployments import demo_parameters
+    from flows.params import SelfTrainingParams
+
+    with pytest.raises(ValidationError, match="inference_batch_size must be 'auto' or an int >= 1, not True"):
+        SelfTrainingParams(**{**demo_parameters(), "inference_batch_size": True})
+    assert SelfTrainingParams(**{**demo_parameters(), "inference_batch_size": 3}).inference_batch_size == 3
 
 
 def test_two_shards_at_once_measure_once(store):
