@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger
 
-from selftrain.stage import get_store
+from selftrain.stage import get_store, listed_images
 from storage.listing import ListedFile, join_sorted, sorted_files
 from storage.store import ArtifactRef
 from tasks.list_unlabeled import EmptyUnlabeledSet, log_left_out, written_listing
@@ -65,16 +65,8 @@ def _uri(f: ListedFile) -> str:
 
 
 def image_rows(st, refs: list[ArtifactRef], mark: str) -> Iterator[ListedFile]:
-    """Every image of the listings or shards ``refs`` as ListedFile(rel=its URI, uri=``mark``,
-    size), a row group at a time."""
-    import pyarrow.parquet as pq
-
-    for ref in refs:
-        with st.open(ref, "images.parquet") as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=["image_uri", "size"]):
-                cols = batch.to_pydict()
-                for uri, size in zip(cols["image_uri"], cols["size"], strict=True):
-                    yield ListedFile(rel=uri, uri=mark, size=int(size))
+    """Every image of the listings or shards ``refs`` as ListedFile(rel=its URI, uri=``mark``, size)."""
+    return listed_images(st, refs, "image_uri", [mark] * len(refs))
 
 
 @flow(name="watch-unlabeled", log_prints=True)

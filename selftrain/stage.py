@@ -7,12 +7,13 @@ import contextvars
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from pydantic import BaseModel
 
 from selftrain.kinds import KINDS
+from storage.listing import ListedFile
 from storage.store import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:  # the OpenMMLab config builder is imported where it is used (it loads mmengine)
@@ -470,3 +471,18 @@ class ShardPlan(BaseModel):
     images: int
     new_images: int
     reused_shards: int
+
+
+def listed_images(store: ArtifactStore, refs: list[ArtifactRef], key: str, marks: list[str]) -> Iterator[ListedFile]:
+    """Every image of the listings or shards ``refs`` (their images.parquet) as
+    ListedFile(rel=its ``key`` column - 'image_id' or 'image_uri' -, uri=the ref's mark from
+    ``marks``, size), a row group at a time: the input of an on-disk sort
+    (storage.listing.sorted_files) that incremental sharding and the watcher merge."""
+    import pyarrow.parquet as pq
+
+    for ref, mark in zip(refs, marks, strict=True):
+        with store.open(ref, "images.parquet") as f:
+            for batch in pq.ParquetFile(f).iter_batches(columns=[key, "size"]):
+                cols = batch.to_pydict()
+                for name, size in zip(cols[key], cols["size"], strict=True):
+                    yield ListedFile(rel=name, uri=mark, size=int(size))

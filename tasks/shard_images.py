@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from selftrain.stage import PSEUDO_STAGES, ShardPlan, expect, get_store, stage_logger, stage_task
+from selftrain.stage import PSEUDO_STAGES, ShardPlan, expect, get_store, listed_images, stage_logger, stage_task
 from storage.keys import digest_json
 from storage.listing import ListedFile, join_sorted, sorted_files
 from storage.schemas import UNLABELED_IMAGES, to_parquet_bytes
@@ -106,15 +106,9 @@ def plan_streamed(
 
 def _candidate_rows(store: ArtifactStore, shards: list[ArtifactRef], which: Iterable[int]) -> Iterator[ListedFile]:
     """Every image of the shards numbered ``which``, as ListedFile(rel=image id, uri=the
-    shard's number, size), read a row group at a time (the sort's input)."""
-    import pyarrow.parquet as pq
-
-    for i in which:
-        with store.open(shards[i], "images.parquet") as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=["image_id", "size"]):
-                cols = batch.to_pydict()
-                for image_id, size in zip(cols["image_id"], cols["size"], strict=True):
-                    yield ListedFile(rel=image_id, uri=str(i), size=int(size))
+    shard's number, size) (the sort's input)."""
+    which = list(which)
+    return listed_images(store, [shards[i] for i in which], "image_id", [str(i) for i in which])
 
 
 def _id(row: dict) -> str:
