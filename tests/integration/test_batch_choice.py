@@ -87,8 +87,13 @@ def test_the_first_shard_measures_the_next_reuses_and_stability_measures_its_own
     )
     # the table holds every batch size timed (doubling from 1) and the chosen one is its fastest
     timed = {(t["batch_size"], t["workers"]): t["images_per_s"] for t in chosen["timings"]}
-    assert (1, 0) in timed and timed[chosen["batch_size"], chosen["workers"]] == chosen["images_per_s"]
-    assert all(v > 0 for v in timed.values())
+    assert (1, 0) in timed and timed[chosen["batch_size"], chosen["workers"]] == chosen["images_per_s"] > 0
+    # a setting that could not run (a DataLoader worker that died: seen once on CI's 2 cores) is
+    # kept with its error and rate 0, never chosen; every other setting has a rate
+    for t in chosen["timings"]:
+        assert (t["images_per_s"] > 0) != ("DataLoader worker" in t["note"] or "out of memory" in t["note"]), t
+    top = max(timed.values())
+    assert chosen["batch_size"] == min(b for (b, _), v in timed.items() if v == top)
     # all 16 images labeled, whatever the batch size
     stats = read_parquet(store.read(store.list("scenes", "pseudo_masks")[0], "stats.parquet"), SEG_IMAGE_STATS)
     assert stats.num_rows == 16
