@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from app.local_prefect import use_local_defaults
+
 STORED_THRESHOLDED = (
     "note: {n} masks were stored by an earlier version with its threshold applied (no confidence kept): "
     "thresholds do not change them"
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return selfcheck()
     if args.command == "run":
+        use_local_defaults()
         return run_params(args.params, args.set)
     return 2
 
@@ -312,7 +315,8 @@ def run_params(path: str, overrides: list[str]) -> int:
 
     from pydantic import ValidationError
 
-    from flows.self_training import SelfTrainingParams, run
+    from app.local_prefect import EarlyServer
+    from flows.params import SelfTrainingParams
 
     with open(path) as f:
         fields = json.load(f)
@@ -322,11 +326,16 @@ def run_params(path: str, overrides: list[str]) -> int:
             fields[name] = json.loads(value)
         except json.JSONDecodeError:
             fields[name] = value  # a plain string
+    server = EarlyServer()  # boots while the parameters are checked and the flow is imported
     try:
         params = SelfTrainingParams(**fields)
     except ValidationError as exc:
+        server.stop()
         print(f"invalid parameters in {path}:\n{exc}", file=sys.stderr)
         return 2
+    from flows.self_training import run
+
+    server.wait()
     print(f"report: {run(params)}", flush=True)
     return 0
 

@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Any, cast
 
+from app.local_prefect import use_local_defaults
+
 SEG_DEMO_SIZES = dict(num_labeled=16, num_unlabeled=48, num_val=48)  # composed images, 128 px
 SEG_DEMO_PARAMS = dict(
     dataset="composed-seg",
@@ -103,11 +105,7 @@ def arguments() -> argparse.ArgumentParser:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo's task(s) with parsed arguments."""
-    # The embedded Prefect server must not try to phone home (no network beyond registries).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # A first start creates and migrates the embedded server's database: on a busy 2-core
-    # machine that can exceed Prefect's 20 s default.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    use_local_defaults()
     t0 = time.time()
     out = os.path.abspath(args.out)
     tasks = list(DEMOS) if args.task == "both" else [args.task]

@@ -34,6 +34,8 @@ import statistics
 import sys
 import time
 
+from app.local_prefect import use_local_defaults
+
 DEFAULT_METHODS = {"detection": ["zoph"], "segmentation": ["st", "st++"]}
 
 
@@ -58,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also zoph students at alpha 4 with and without loss normalisation (Zoph et al. Appendix B)",
     )
     args = parser.parse_args(argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    use_local_defaults()
     out = os.path.abspath(args.out or default_out())
     methods = args.methods or DEFAULT_METHODS[args.task]
     t0 = time.time()

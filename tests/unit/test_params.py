@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 
 import pytest
 
@@ -68,3 +69,28 @@ def test_a_credential_in_any_url_parameter_is_refused_without_being_echoed(field
         SelfTrainingParams(**params)
     assert "sentinel-s3cr3t" not in str(err.value)
     assert field.split(".")[-1] in str(err.value)  # the message names the parameter
+
+
+def test_selftrain_run_turns_off_the_temporary_servers_telemetry_unless_the_user_set_it(tmp_path, monkeypatch):
+    """The temporary Prefect server's telemetry tried to phone home and locked its SQLite database
+    ('database is locked' tracebacks on every `selftrain run`): the command line turns it off by
+    default, before the parameters are even read; a user's own setting is kept."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from app.cli import main
+    from app.local_prefect import EarlyServer
+
+    bad = tmp_path / "params.json"
+    bad.write_text("{}")  # invalid: the command returns 2 before any flow runs
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    # a server is named, so no temporary server starts (tests/integration/test_cli_run.py runs one)
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert EarlyServer().thread is None
+        assert main(["run", str(bad)]) == 2
+        assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+        assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"
+
+        monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+        assert main(["run", str(bad)]) == 2
+        assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
