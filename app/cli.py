@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -318,8 +319,15 @@ def run_params(path: str, overrides: list[str]) -> int:
     from app.local_prefect import EarlyServer
     from flows.params import SelfTrainingParams
 
-    with open(path) as f:
-        fields = json.load(f)
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"cannot read the parameters file {path}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(fields, dict):
+        print(f"{path} must hold a JSON object of the flow's fields, not a {type(fields).__name__}", file=sys.stderr)
+        return 2
     for item in overrides:
         name, _, value = item.partition("=")
         try:
@@ -328,16 +336,39 @@ def run_params(path: str, overrides: list[str]) -> int:
             fields[name] = value  # a plain string
     server = EarlyServer()  # boots while the parameters are checked and the flow is imported
     try:
-        params = SelfTrainingParams(**fields)
+        with terminate_as_exit():
+            params = SelfTrainingParams(**fields)
+            from flows.self_training import run
+
+            server.wait()
     except ValidationError as exc:
         server.stop()
         print(f"invalid parameters in {path}:\n{exc}", file=sys.stderr)
         return 2
-    from flows.self_training import run
-
-    server.wait()
+    except BaseException as exc:  # Ctrl-C, SIGTERM, an import error: no flow will use the server
+        server.stop()
+        if isinstance(exc, KeyboardInterrupt):
+            print("selftrain run: interrupted before the flow started", file=sys.stderr)
+            return 130
+        raise
     print(f"report: {run(params)}", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def terminate_as_exit():
+    """SIGTERM raises SystemExit(143) in the block (instead of ending the process at once), so
+    that what the block started is stopped; the previous handler is restored after it."""
+    import signal
+
+    def exit_143(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

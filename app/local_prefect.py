@@ -38,9 +38,10 @@ class EarlyServer:
     (about 6 s on a 2-core machine) after importing everything (about 8 s); started here, the
     server's process boots on another core meanwhile (an identical re-run: 20 s -> 15 s).
     :meth:`wait` must return before the flow is called: the client then finds the server
-    running. :meth:`stop` stops it when no flow runs (invalid parameters). Does nothing when
-    PREFECT_API_URL names a server or Prefect's ephemeral mode is off. A failure to start is
-    left to the flow's own start, which raises it as it would have."""
+    running. :meth:`stop` stops it when no flow will run (invalid parameters, Ctrl-C, SIGTERM
+    before the flow): Prefect registers its own stop at exit only once the process exists.
+    Does nothing when PREFECT_API_URL names a server or Prefect's ephemeral mode is off. A
+    failure to start is left to the flow's own start, which raises it as it would have."""
 
     def __init__(self) -> None:
         import threading
@@ -48,6 +49,8 @@ class EarlyServer:
         from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
         self.server: Any = None  # prefect's SubprocessASGIServer, once the thread made it
+        self.cancelled = False
+        self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
             from prefect.logging.configuration import ensure_logging_setup
@@ -59,10 +62,13 @@ class EarlyServer:
     def _start(self) -> None:
         from prefect.server.api.server import SubprocessASGIServer
 
-        server = self.server = SubprocessASGIServer()
+        with self.lock:
+            if self.cancelled:
+                return
+            server = self.server = SubprocessASGIServer()
         try:
             server.start()
-        except Exception:  # noqa: BLE001 - the flow's own start tries again and raises it
+        except Exception:  # noqa: BLE001 - the flow's own start tries again and raises it (or stop() ended it)
             pass
 
     def wait(self) -> None:
@@ -71,7 +77,15 @@ class EarlyServer:
             self.thread.join()
 
     def stop(self) -> None:
-        """Wait for the start, then stop the server (no flow will use it)."""
-        self.wait()
-        if self.server is not None:
-            self.server.stop()
+        """Stop the server without waiting for it to answer: once its process exists (a fork
+        after the thread's imports), terminate it; before that, keep it from starting."""
+        import time
+
+        with self.lock:
+            self.cancelled = True
+            server = self.server
+        if server is None or self.thread is None:
+            return
+        while self.thread.is_alive() and server.server_process is None:
+            time.sleep(0.01)
+        server.stop()

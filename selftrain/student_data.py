@@ -126,11 +126,17 @@ def pseudo_coco(
             }
         )
     if not annotations:
+        floor = "the model config's own test_cfg.score_thr - 0.05 in the CPU config - is the floor of what is stored"
+        if thresholds.default <= 0 and not any(v > 0 for v in thresholds.per_class.values()):
+            advice = (
+                f"the teacher stored no box at all ({floor}): train it longer, or lower that value in a "
+                "copy of the config"
+            )
+        else:
+            advice = f"train the teacher longer or lower score_threshold ({floor})"
         raise ValueError(
             f"no pseudo boxes to train a student on: no box on any of {len(images)} unlabeled images "
-            f"reaches its threshold ({thresholds.describe()}); train the teacher longer or lower "
-            "score_threshold (the model config's own test_cfg.score_thr - 0.05 in the CPU config - is "
-            "the floor of what is stored)"
+            f"reaches its threshold ({thresholds.describe()}); {advice}"
         )
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,16 +18,44 @@ from tests import messy_data
 pytestmark = pytest.mark.integration
 
 
-def selftrain_run(tmp_path, params: dict) -> subprocess.CompletedProcess:
+def command(tmp_path, params: dict) -> tuple[list[str], dict[str, str]]:
     path = tmp_path / "params.json"
     path.write_text(json.dumps(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no server, Prefect's defaults
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="INFO", SELFTRAIN_WORK_DIR=str(tmp_path / "work")
     )
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", "run", str(path)], env=env, capture_output=True, text=True, timeout=600
+    return [sys.executable, "-m", "app.cli", "run", str(path)], env
+
+
+def selftrain_run(tmp_path, params: dict) -> subprocess.CompletedProcess:
+    args, env = command(tmp_path, params)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+
+
+def signalled_during_start(tmp_path, params: dict, signum: int) -> tuple[int, str, int]:
+    """(exit code, output, the temporary server's port) of a run sent ``signum`` once its
+    temporary server is starting (the flow's imports still under way)."""
+    args, env = command(tmp_path, params)
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
     )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Starting temporary server on" in line:
+            proc.send_signal(signum)
+            break
+    lines += proc.stdout.readlines()
+    out = "".join(lines)
+    (port,) = re.findall(r"Starting temporary server on http://127.0.0.1:(\d+)", out)
+    return proc.wait(timeout=120), out, int(port)
 
 
 def closed(port: int) -> bool:
@@ -66,3 +95,25 @@ def test_a_run_without_a_server_uses_one_temporary_server_and_leaves_none_runnin
     assert "Beginning flow run" not in out
     (port,) = re.findall(r"Stopping temporary server on http://127.0.0.1:(\d+)", out)
     assert closed(int(port))
+
+
+def test_ctrl_c_or_sigterm_before_the_flow_stops_the_temporary_server(tmp_path):
+    """Prefect stops its temporary server at exit only once the server's process exists; the
+    command stops the server it started early whenever it ends before the flow."""
+    data = messy_data.detection_set(str(tmp_path / "data"))
+    params = dict(
+        dataset="messy",
+        labeled=data["labeled"],
+        val=data["val"],
+        unlabeled=data["unlabeled"],
+        teacher_iters=3,
+        student_iters=3,
+        store=str(tmp_path / "store"),
+    )
+    code, out, port = signalled_during_start(tmp_path, params, signal.SIGINT)
+    assert code == 130 and "interrupted before the flow started" in out, out[-3000:]
+    assert "Beginning flow run" not in out and closed(port)
+
+    code, out, port = signalled_during_start(tmp_path, params, signal.SIGTERM)
+    assert code == 143 and "Beginning flow run" not in out, out[-3000:]
+    assert closed(port)

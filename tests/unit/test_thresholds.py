@@ -135,8 +135,16 @@ def test_a_students_boxes_are_exactly_those_at_or_above_their_class_threshold(de
     kept = sorted((a["category_id"], round(a["score"], 6)) for a in coco["annotations"])
     assert kept == [(3, 0.6), (3, 0.9), (7, 0.4), (7, 0.45), (7, 0.7)]  # cats under 0.5, dogs under 0.4 dropped
     assert images == 4 and held == {"labels": 5, "per_class": {"cat": 2, "dog": 3}, "unit": "boxes"}
-    with pytest.raises(ValueError, match="no pseudo boxes.*reaches its threshold"):
+    with pytest.raises(ValueError, match="no pseudo boxes.*reaches its threshold.*lower score_threshold"):
         pseudo_coco(store, [([shard], None)], labeled, str(tmp_path / "q.json"), Thresholds(default=0.95))
+    # a teacher that stored no box at all: a threshold of 0 cannot be lowered, the advice says so
+    empty = store.ref("d", DETECTION.pseudo_stage, "2" * 32)
+    with store.writer(empty) as w:
+        for name, data in DETECTION.shard_files([], [stat("e", 0)]).items():
+            w.write_bytes(name, data)
+    with pytest.raises(ValueError, match=r"\(fixed 0\); the teacher stored no box at all") as raised:
+        pseudo_coco(store, [([empty], None)], labeled, str(tmp_path / "r.json"), Thresholds(default=0.0))
+    assert "lower score_threshold" not in str(raised.value)
 
 
 def test_the_threshold_stage_records_each_class_value_and_what_it_keeps(det_store):
