@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from typing import Any
 
@@ -336,7 +335,7 @@ def run_params(path: str, overrides: list[str]) -> int:
             fields[name] = value  # a plain string
     server = EarlyServer()  # boots while the parameters are checked and the flow is imported
     try:
-        with terminate_as_exit():
+        with server.stopped_on_signal():  # Ctrl-C / SIGTERM: the server stopped, exit 130 / 143
             params = SelfTrainingParams(**fields)
             from flows.self_training import run
 
@@ -345,30 +344,11 @@ def run_params(path: str, overrides: list[str]) -> int:
         server.stop()
         print(f"invalid parameters in {path}:\n{exc}", file=sys.stderr)
         return 2
-    except BaseException as exc:  # Ctrl-C, SIGTERM, an import error: no flow will use the server
+    except BaseException:  # an import error...: no flow will use the server
         server.stop()
-        if isinstance(exc, KeyboardInterrupt):
-            print("selftrain run: interrupted before the flow started", file=sys.stderr)
-            return 130
         raise
     print(f"report: {run(params)}", flush=True)
     return 0
-
-
-@contextlib.contextmanager
-def terminate_as_exit():
-    """SIGTERM raises SystemExit(143) in the block (instead of ending the process at once), so
-    that what the block started is stopped; the previous handler is restored after it."""
-    import signal
-
-    def exit_143(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, exit_143)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

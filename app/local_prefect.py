@@ -7,7 +7,9 @@ reads from it) wins.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 DEFAULTS = {
@@ -38,8 +40,9 @@ class EarlyServer:
     (about 6 s on a 2-core machine) after importing everything (about 8 s); started here, the
     server's process boots on another core meanwhile (an identical re-run: 20 s -> 15 s).
     :meth:`wait` must return before the flow is called: the client then finds the server
-    running. :meth:`stop` stops it when no flow will run (invalid parameters, Ctrl-C, SIGTERM
-    before the flow): Prefect registers its own stop at exit only once the process exists.
+    running. :meth:`stop` stops it when no flow will run (invalid parameters, an error), and
+    :meth:`stopped_on_signal` on Ctrl-C or SIGTERM before the flow: Prefect registers its own
+    stop at exit only once the process exists.
     Does nothing when PREFECT_API_URL names a server or Prefect's ephemeral mode is off. A
     failure to start is left to the flow's own start, which raises it as it would have."""
 
@@ -70,6 +73,49 @@ class EarlyServer:
             server.start()
         except Exception:  # noqa: BLE001 - the flow's own start tries again and raises it (or stop() ended it)
             pass
+
+    @contextlib.contextmanager
+    def stopped_on_signal(self) -> Iterator[None]:
+        """In the block, SIGINT (Ctrl-C) and SIGTERM stop the server's process and end this one at
+        once (exit code 130 / 143) instead of raising KeyboardInterrupt: an exception raised by a
+        signal handler in the middle of an import can leave a module lock held, and the server's
+        thread then waits on it forever (seen under load). The previous handlers are restored
+        after the block (the flow's own handling of Ctrl-C is unchanged)."""
+        import signal
+
+        def end(signum, frame) -> None:
+            self._kill()
+            name = signal.Signals(signum).name
+            os.write(2, f"selftrain run: {name} before the flow started; the temporary server is stopped\n".encode())
+            os._exit(128 + signum)
+
+        previous = {s: signal.signal(s, end) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _kill(self) -> None:
+        """Terminate the server's process, from a signal handler: no lock, no logging. A thread
+        about to launch it (its server made) is given 2 s to do so; one that has not made it yet
+        never will (the process ends right after this)."""
+        import subprocess
+        import time
+
+        self.cancelled = True
+        server, deadline = self.server, time.monotonic() + 2
+        if server is None or self.thread is None:
+            return
+        while server.server_process is None and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc = server.server_process
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def wait(self) -> None:
         """Return once the server answers (or its start failed)."""
