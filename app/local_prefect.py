@@ -97,19 +97,12 @@ class EarlyServer:
                 signal.signal(s, handler)
 
     def _kill(self) -> None:
-        """Terminate the server's process, from a signal handler: no lock, no logging. A thread
-        about to launch it (its server made) is given 2 s to do so; one that has not made it yet
-        never will (the process ends right after this)."""
+        """Terminate the server's process, from a signal handler: no lock, no logging (the
+        process ends right after this)."""
         import subprocess
-        import time
 
         self.cancelled = True
-        server, deadline = self.server, time.monotonic() + 2
-        if server is None or self.thread is None:
-            return
-        while server.server_process is None and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        proc = server.server_process
+        proc = self._launched()
         if proc is not None:
             proc.terminate()
             try:
@@ -117,21 +110,28 @@ class EarlyServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+    def _launched(self, grace: float = 2.0):
+        """The server's process once the thread launched it, or None: a thread that made its
+        server is given ``grace`` seconds to launch the process (a fork after its imports); one
+        that has not made it yet never will (``cancelled`` is set first)."""
+        import time
+
+        server, deadline = self.server, time.monotonic() + grace
+        if server is None or self.thread is None:
+            return None
+        while server.server_process is None and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return server.server_process
+
     def wait(self) -> None:
         """Return once the server answers (or its start failed)."""
         if self.thread is not None:
             self.thread.join()
 
     def stop(self) -> None:
-        """Stop the server without waiting for it to answer: once its process exists (a fork
-        after the thread's imports), terminate it; before that, keep it from starting."""
-        import time
-
+        """Stop the server without waiting for it to answer: terminate its process once it
+        exists; before that, keep it from starting."""
         with self.lock:
             self.cancelled = True
-            server = self.server
-        if server is None or self.thread is None:
-            return
-        while self.thread.is_alive() and server.server_process is None:
-            time.sleep(0.01)
-        server.stop()
+        if self._launched(grace=10.0) is not None:
+            self.server.stop()

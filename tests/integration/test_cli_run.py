@@ -64,9 +64,9 @@ def closed(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_a_run_without_a_server_uses_one_temporary_server_and_leaves_none_running(tmp_path):
+def messy_params(tmp_path) -> tuple[dict, dict]:
+    """(the flow's parameters, the data's locations) of a tiny run on the messy detection set."""
     data = messy_data.detection_set(str(tmp_path / "data"))
-    os.remove(os.path.join(data["labeled"]["image_root"], "b.jpg"))  # named in the COCO file
     params = dict(
         dataset="messy",
         labeled=data["labeled"],
@@ -76,6 +76,12 @@ def test_a_run_without_a_server_uses_one_temporary_server_and_leaves_none_runnin
         student_iters=3,
         store=str(tmp_path / "store"),
     )
+    return params, data
+
+
+def test_a_run_without_a_server_uses_one_temporary_server_and_leaves_none_running(tmp_path):
+    params, data = messy_params(tmp_path)
+    os.remove(os.path.join(data["labeled"]["image_root"], "b.jpg"))  # named in the COCO file
     done = selftrain_run(tmp_path, params)
     out = done.stdout + done.stderr
     # the flow ran on the server started early (one server, no second start), and its first stage
@@ -101,16 +107,7 @@ def test_a_run_without_a_server_uses_one_temporary_server_and_leaves_none_runnin
 def test_ctrl_c_or_sigterm_before_the_flow_stops_the_temporary_server(tmp_path):
     """Prefect stops its temporary server at exit only once the server's process exists; the
     command stops the server it started early whenever it ends before the flow."""
-    data = messy_data.detection_set(str(tmp_path / "data"))
-    params = dict(
-        dataset="messy",
-        labeled=data["labeled"],
-        val=data["val"],
-        unlabeled=data["unlabeled"],
-        teacher_iters=3,
-        student_iters=3,
-        store=str(tmp_path / "store"),
-    )
+    params, _ = messy_params(tmp_path)
     for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
         code, out, port = signalled_during_start(tmp_path, params, signum)
         assert code == 128 + signum, out[-3000:]
