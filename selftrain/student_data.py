@@ -92,9 +92,11 @@ def pseudo_coco(
     names = {c["id"]: c["name"] for c in categories}
     boxes: list[dict] = []
     stats: list[dict] = []
+    stored = 0  # boxes the teacher stored, before the thresholds
     for shards, keep in sources:
         for shard in shards:  # one shard's rows at a time: only the kept boxes stay in memory
             shard_boxes, shard_stats = read_pseudo_boxes(store, [shard])
+            stored += len(shard_boxes)
             boxes += [
                 x
                 for x in shard_boxes
@@ -127,7 +129,7 @@ def pseudo_coco(
         )
     if not annotations:
         floor = "the model config's own test_cfg.score_thr - 0.05 in the CPU config - is the floor of what is stored"
-        if thresholds.default <= 0 and not any(v > 0 for v in thresholds.per_class.values()):
+        if not stored:
             advice = (
                 f"the teacher stored no box at all ({floor}): train it longer, or lower that value in a "
                 "copy of the config"

@@ -142,9 +142,10 @@ def test_a_students_boxes_are_exactly_those_at_or_above_their_class_threshold(de
     with store.writer(empty) as w:
         for name, data in DETECTION.shard_files([], [stat("e", 0)]).items():
             w.write_bytes(name, data)
-    with pytest.raises(ValueError, match=r"\(fixed 0\); the teacher stored no box at all") as raised:
-        pseudo_coco(store, [([empty], None)], labeled, str(tmp_path / "r.json"), Thresholds(default=0.0))
-    assert "lower score_threshold" not in str(raised.value)
+    for default in (0.0, 0.5):  # no threshold can help: the advice says so
+        with pytest.raises(ValueError, match=rf"\(fixed {default:g}\); the teacher stored no box at all") as raised:
+            pseudo_coco(store, [([empty], None)], labeled, str(tmp_path / "r.json"), Thresholds(default=default))
+        assert "lower score_threshold" not in str(raised.value)
 
 
 def test_the_threshold_stage_records_each_class_value_and_what_it_keeps(det_store):
