@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import glob
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -282,20 +284,126 @@ def scratch_guard(work: str, what: str):
         ) from exc
 
 
+def checkpoint_complete(path: str) -> bool:
+    """Whether ``path`` is a complete checkpoint: torch's zip archive (what ``torch.save``
+    writes) with its central directory and every member's CRC-32 intact. A file cut short (the
+    process killed, or the machine lost, while mmengine wrote it in place) or changed afterwards
+    is not; neither is a missing file."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError):
+        return False
+
+
+_ITER = re.compile(r"iter_(\d+)\.pth$")
+
+
+def _iteration(path: str) -> int:
+    found = _ITER.search(path)
+    return int(found.group(1)) if found else -1
+
+
+def _drop_incomplete(path: str, what: str, why: str) -> None:
+    stage_logger().warning("%s: %s is incomplete (%s); deleted", what, path, why)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _point_last_checkpoint(work: str, checkpoint: str | None) -> None:
+    """Rewrite ``work/last_checkpoint`` (mmengine's resume pointer) to name ``checkpoint``, or
+    remove it for None; replaced in one step, so a kill leaves the old pointer or the new."""
+    pointer = os.path.join(work, "last_checkpoint")
+    if checkpoint is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(pointer)
+        return
+    tmp = f"{pointer}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(checkpoint)
+    os.replace(tmp, pointer)
+
+
+def resume_point(work: str, what: str) -> str | None:
+    """The checkpoint a stopped training resumes from in its scratch folder ``work``: the one
+    mmengine's ``last_checkpoint`` names (looked up by name inside ``work``, so a moved scratch
+    folder still resumes) when it is complete (:func:`checkpoint_complete`), else the newest
+    complete ``iter_N.pth`` before it. Incomplete ones are deleted, each named in a warning, and
+    ``last_checkpoint`` is rewritten to name the one returned. None when there is no pointer
+    or no complete checkpoint left (the training starts from scratch; the pointer is removed).
+    A checkpoint is written in place, so a kill or a lost machine while it is written leaves a
+    file cut short; resuming from it would fail the run in torch's zip reader."""
+    pointer = os.path.join(work, "last_checkpoint")
+    try:
+        with open(pointer) as f:
+            named = f.read().strip()
+    except FileNotFoundError:
+        return None
+    last = _iteration(named)
+    candidates = sorted(
+        (p for p in glob.glob(os.path.join(work, "iter_*.pth")) if 0 <= _iteration(p) <= last),
+        key=_iteration,
+        reverse=True,
+    )
+    for path in candidates:
+        if checkpoint_complete(path):
+            if _iteration(path) != last:
+                stage_logger().warning("%s: resuming from %s, the newest complete checkpoint", what, path)
+            _point_last_checkpoint(work, path)
+            return path
+        _drop_incomplete(path, what, "cut short or changed after it was written")
+    if last >= 0:
+        stage_logger().warning(
+            "%s: last_checkpoint names %s, but no complete checkpoint is left: training from scratch", what, named
+        )
+    _point_last_checkpoint(work, None)
+    return None
+
+
+def best_checkpoint(work: str, what: str) -> str | None:
+    """The best checkpoint by validation in the scratch folder ``work``: mmengine's newest
+    ``best_*_iter_N.pth`` (by N, not by name). A killed attempt may leave one cut short; it is
+    deleted and the same iteration's ``iter_N.pth`` (the same weights: mmengine saves it before
+    validating at N) stands in, or None when that is incomplete too."""
+    bests = sorted(glob.glob(os.path.join(work, "best_*.pth")), key=_iteration)
+    if not bests:
+        return None
+    if checkpoint_complete(bests[-1]):
+        return bests[-1]
+    _drop_incomplete(bests[-1], what, "cut short or changed after it was written")
+    same = os.path.join(work, f"iter_{_iteration(bests[-1])}.pth")
+    if checkpoint_complete(same):
+        stage_logger().warning("%s: %s stands in for the best checkpoint (the same iteration)", what, same)
+        return same
+    return None
+
+
 def check_checkpoints(work: str, checkpoints: list[str], what: str) -> None:
     """After a training: every one of the K ``checkpoints`` (paths in the scratch folder
-    ``work``) must exist. When some are gone (deleted from the scratch folder meanwhile), the
-    training cannot be stored: its ``last_checkpoint`` pointer is removed, so that the re-run
-    trains again instead of resuming at the end of the schedule into the same gap, and a
-    ScratchError names the folder and the missing files."""
+    ``work``) must be there and complete (:func:`checkpoint_complete`). When some are gone
+    (deleted from the scratch folder meanwhile) or incomplete (deleted here), the training
+    cannot be stored: ``last_checkpoint`` is pointed at the newest complete checkpoint before the
+    first gap (removed when there is none), so that the re-run trains again from there instead
+    of resuming at the end of the schedule into the same gap, and a ScratchError names the
+    folder and the files."""
     missing = [os.path.basename(c) for c in checkpoints if not os.path.exists(c)]
-    if not missing:
+    broken = [os.path.basename(c) for c in checkpoints if os.path.exists(c) and not checkpoint_complete(c)]
+    if not missing and not broken:
         return
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(work, "last_checkpoint"))
+    for name in broken:
+        _drop_incomplete(os.path.join(work, name), what, "cut short or changed after it was written")
+    gap = min(_iteration(name) for name in missing + broken)
+    before = [c for c in checkpoints if _iteration(c) < gap]
+    _point_last_checkpoint(work, before[-1] if before else None)
+    problems = ([f"{missing} are missing (deleted from the folder while it ran?)"] if missing else []) + (
+        [f"{broken} are incomplete (cut short or changed after they were written)"] if broken else []
+    )
     raise ScratchError(
-        f"{what}: scratch folder {work}: checkpoints {missing} are missing after the training (deleted from the "
-        "folder while it ran?). Nothing of this stage was stored; a re-run trains it again."
+        f"{what}: scratch folder {work}: checkpoints {' and '.join(problems)} after the training. Nothing of this "
+        "stage was stored; a re-run trains again from "
+        + (f"{os.path.basename(before[-1])}." if before else "the start.")
     )
 
 

@@ -3,7 +3,8 @@
 
 Keeps K evenly spaced checkpoints (ckpt-1.pth .. ckpt-K.pth, the last being the end of the
 schedule) plus best.pth (best validation bbox mAP), docs/design.md §2.3. A killed run resumes from
-its last checkpoint: the scratch folder is keyed by the stage key, so the re-run finds it.
+its last complete checkpoint (``selftrain.stage.resume_point``): the scratch folder is keyed by
+the stage key, so the re-run finds it.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from selftrain.pseudo_labels import Thresholds
 from selftrain.stage import (
     LABELED_INPUT,
     RELABELED_INPUT,
+    best_checkpoint,
     check_checkpoints,
     done_or_claimed,
     expect,
     fetch_checkpoint,
     get_store,
     log_stage,
+    resume_point,
     scratch_dir,
     scratch_guard,
     stage_logger,
@@ -196,11 +199,10 @@ def train_model(
         normalize_loss=normalize_loss,
         **common,
     )
-    if os.path.exists(os.path.join(work, "last_checkpoint")):
-        # A previous attempt was killed: continue from its last checkpoint, not from scratch.
+    last = resume_point(work, f"train {what}")
+    if last is not None:
+        # A previous attempt was stopped: continue from its last complete checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
-        with open(os.path.join(work, "last_checkpoint")) as f:
-            last = f.read().strip()
         at = re.search(r"iter_(\d+)\.pth$", last)
         stage_logger().warning(
             "train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)",
@@ -223,7 +225,7 @@ def train_model(
     interval = iters // k
     ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]
     check_checkpoints(work, ckpts, f"train {what}")
-    best = sorted(glob.glob(os.path.join(work, "best_*.pth")))
+    best = best_checkpoint(work, f"train {what}")
     history = _scalars(work)
     meta = {
         "role": role,
@@ -232,7 +234,7 @@ def train_model(
         "model_config": model_config,
         "checkpoints": k,
         "last": f"ckpt-{k}.pth",
-        "best": os.path.basename(best[-1]) if best else None,
+        "best": os.path.basename(best) if best else None,
         "processes": n_gpus,
         "final_val": history[-1] if history and kind.val_metric in history[-1] else None,
     }
@@ -242,7 +244,7 @@ def train_model(
         for j, path in enumerate(ckpts, start=1):
             w.put_file(f"ckpt-{j}.pth", path)
         if best:
-            w.put_file("best.pth", best[-1])
+            w.put_file("best.pth", best)
         w.write_json("history.json", history)
         w.put_file(
             "config.py", config_file

@@ -119,6 +119,15 @@ Kill = float | Callable[[], bool] | None  # seconds after the start, a condition
 Event = tuple[Callable[[str], bool], Callable[[], None]]  # (condition on the log so far, action)
 
 
+def failure(output: str, limit: int = 6000) -> str:
+    """What a failed attempt's output says of its failure: the last traceback whole (the first
+    frames name what was loading or writing), at most ``limit`` characters (its start and end),
+    else the output's last 1500 characters."""
+    start = output.rfind("Traceback (most recent call last)")
+    text = output[start:] if start >= 0 else output[-1500:]
+    return text if len(text) <= limit else f"{text[: limit // 2]}\n[...]\n{text[-limit // 2 :]}"
+
+
 def run_demo(
     cmd: list[str], env: dict[str, str], log_path: str, kill: Kill, event: Event | None = None
 ) -> tuple[int | None, str]:
@@ -211,7 +220,7 @@ def kill_and_rerun(
         elif kill is not None and code is None:
             outcome.kills.append(round(time.monotonic() - t0, 1))
         elif code not in (0, None):
-            outcome.problems.append(f"attempt {attempt} exited with {code}: {output[-1500:]}")
+            outcome.problems.append(f"attempt {attempt} exited with {code} (its log: {log}): {failure(output)}")
             return outcome
         for uri in COMPUTED.findall(output):
             if uri in before:

@@ -216,6 +216,7 @@ def test_kills_a_full_disk_a_server_restart_and_a_deleted_scratch_folder_end_as_
             Fault("scratch deleted", folder_to_delete, (logged_iteration_50, lambda: shutil.rmtree(deleted[0]))),
         ],
     )
+    print(*outcome.problems, sep="\n")  # whole, in the captured output: pytest shortens the assertion's
     assert outcome.ok, (seed, outcome.recomputed, outcome.problems)
     assert outcome.kills  # the first attempt was killed mid-teacher
     assert "resumed" in outcome.outputs[1].lower() and "iter: 40" in outcome.outputs[1]

@@ -239,13 +239,15 @@ def test_a_full_disk_or_a_deleted_scratch_folder_is_named_and_other_errors_pass(
 
 
 def test_checkpoints_missing_after_a_training_fail_it_and_the_rerun_trains_again(tmp_path):
+    import torch
+
     from selftrain.stage import ScratchError, check_checkpoints
 
     work = tmp_path / "work"
     work.mkdir()
     ckpts = [str(work / f"iter_{i}.pth") for i in (20, 40, 60)]
     for c in ckpts[1:]:
-        open(c, "wb").close()
+        torch.save({"state_dict": {}}, c)  # complete checkpoints
     (work / "last_checkpoint").write_text(ckpts[-1])
     check_checkpoints(str(work), ckpts[1:], "train teacher")  # all there: nothing happens
     assert (work / "last_checkpoint").exists()

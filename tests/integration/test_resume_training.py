@@ -1,0 +1,67 @@
+"""A real training stopped with its last checkpoints cut short resumes from the newest complete
+one and stores only complete checkpoints (tasks/train_model.py, selftrain/stage.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from tests.integration.test_ddp_cpu import _tiny_set
+
+
+def test_checkpoints_cut_short_by_a_lost_machine_are_retrained_from_the_newest_complete_one(tmp_path, monkeypatch):
+    """A teacher trains 6 iterations with K = 3 (iter_2, iter_4, iter_6). Then the machine is
+    lost as if before its page cache reached the disk: iter_4.pth and iter_6.pth are cut short
+    while last_checkpoint still names iter_6, and the stored output is gone. The re-run deletes
+    both, says so, resumes from iter_2 (the only complete one), trains iterations 3-6 again and
+    stores three complete checkpoints, the first being the iter_2 it resumed from."""
+    from selftrain.stage import checkpoint_complete, get_store, scratch_dir
+    from tasks.train_model import train_model
+
+    store_url, labeled = _tiny_set(tmp_path, "detection")
+    monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "scratch"))
+    args = (store_url, "det/retinanet_mnv2_256_cpu", labeled, None)
+    ref = train_model.fn(*args, role="teacher", iters=6, k=3, seed=0, pretrained=False)
+    store, work = get_store(store_url), scratch_dir(ref)
+    first = store.read(ref, "ckpt-1.pth")
+    assert open(os.path.join(work, "last_checkpoint")).read().endswith("iter_6.pth")
+    for name in ("iter_4.pth", "iter_6.pth"):
+        path = os.path.join(work, name)
+        data = open(path, "rb").read()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+    shutil.rmtree(os.path.join(store_url, ref.dataset, ref.stage, ref.key))
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    lines, logger = Lines(), logging.getLogger("selftrain")  # the stage's log outside a flow
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    try:
+        again = train_model.fn(*args, role="teacher", iters=6, k=3, seed=0, pretrained=False)
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    assert again == ref
+    said = "\n".join(lines.lines)
+    for name in ("iter_6.pth", "iter_4.pth"):
+        assert (
+            f"train teacher: {work}/{name} is incomplete (cut short or changed after it was written); deleted" in said
+        )
+    assert f"resumed from the last checkpoint of a stopped attempt (iter: 2, {work}/iter_2.pth)" in said
+    assert "[####################] 6/6" in said  # trained on to the end of the schedule
+    names = [f"ckpt-{j}.pth" for j in (1, 2, 3)]
+    assert sorted(store.manifest(again).files) == sorted([*names, "config.py", "history.json"])
+    for name in names:
+        local = str(tmp_path / name)
+        store.get_file(again, name, local)
+        assert checkpoint_complete(local), name
+    assert store.read(again, "ckpt-1.pth") == first  # the iter_2 it resumed from, unchanged

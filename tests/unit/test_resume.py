@@ -1,0 +1,139 @@
+"""A stopped training resumes only from a complete checkpoint (selftrain/stage.py).
+
+mmengine writes a checkpoint in place and then names it in ``last_checkpoint``; a process
+killed, or a machine lost before its page cache reached the disk, can leave a checkpoint cut
+short that the pointer still names. These tests build such folders with real ``torch.save``
+files and check which checkpoint a re-run resumes from, what is deleted and what it says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import torch
+
+from selftrain.stage import (
+    ScratchError,
+    best_checkpoint,
+    check_checkpoints,
+    checkpoint_complete,
+    resume_point,
+)
+
+
+def _save(path, value: float = 1.0) -> str:
+    torch.save({"state_dict": {"w": torch.full((64, 64), value)}, "meta": {"iter": 1}}, path)
+    return str(path)
+
+
+def _cut(path: str, keep: float = 0.5) -> None:
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * keep)])
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def warnings():
+    """The stage's warnings outside a flow (the "selftrain" logger; Prefect's logging set-up may
+    stop it from propagating to pytest's handler)."""
+    lines, logger = _Lines(), logging.getLogger("selftrain")
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.WARNING)
+    yield lines
+    logger.removeHandler(lines)
+    logger.setLevel(level)
+
+
+def test_a_complete_checkpoint_is_told_from_one_cut_short_changed_or_missing(tmp_path):
+    path = _save(tmp_path / "iter_2.pth")
+    assert checkpoint_complete(path)
+    data = open(path, "rb").read()
+    for name, content in {
+        "last_byte_lost": data[:-1],
+        "half": data[: len(data) // 2],
+        "empty": b"",
+        "one_bit_flipped": data[:4000] + bytes([data[4000] ^ 1]) + data[4001:],  # a tensor byte: CRC-32
+    }.items():
+        (tmp_path / name).write_bytes(content)
+        assert not checkpoint_complete(str(tmp_path / name)), name
+    assert not checkpoint_complete(str(tmp_path / "missing.pth"))
+
+
+def test_no_pointer_means_no_resume(tmp_path):
+    _save(tmp_path / "iter_2.pth")  # a checkpoint without last_checkpoint: mmengine never named it
+    assert resume_point(str(tmp_path), "train teacher") is None
+    assert (tmp_path / "iter_2.pth").exists()
+
+
+def test_a_complete_named_checkpoint_is_resumed_from_by_its_name_in_this_folder(tmp_path, warnings):
+    _save(tmp_path / "iter_2.pth")
+    _save(tmp_path / "iter_4.pth")
+    (tmp_path / "last_checkpoint").write_text("/elsewhere/before/a/move/iter_4.pth")
+    assert resume_point(str(tmp_path), "train teacher") == str(tmp_path / "iter_4.pth")
+    assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_4.pth")
+    assert not warnings.records
+
+
+def test_a_named_checkpoint_cut_short_is_deleted_and_the_newest_complete_one_before_it_resumed(tmp_path, warnings):
+    _save(tmp_path / "iter_20.pth")
+    _cut(_save(tmp_path / "iter_40.pth"))
+    _cut(_save(tmp_path / "iter_60.pth"))  # the pointer names 40: 60 was being written when it stopped
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_40.pth"))
+    assert resume_point(str(tmp_path), "train teacher") == str(tmp_path / "iter_20.pth")
+    assert sorted(os.listdir(tmp_path)) == ["iter_20.pth", "iter_60.pth", "last_checkpoint"]
+    assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_20.pth")
+    said = [r.getMessage() for r in warnings.records]
+    assert said == [
+        f"train teacher: {tmp_path / 'iter_40.pth'} is incomplete (cut short or changed after it was written); deleted",
+        f"train teacher: resuming from {tmp_path / 'iter_20.pth'}, the newest complete checkpoint",
+    ]
+
+
+def test_with_no_complete_checkpoint_left_the_training_starts_from_scratch(tmp_path, warnings):
+    _cut(_save(tmp_path / "iter_20.pth"), keep=0.9)
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_20.pth"))
+    assert resume_point(str(tmp_path), "train teacher") is None
+    assert os.listdir(tmp_path) == []  # the pointer too: mmengine must not resume from it
+    assert warnings.records[-1].getMessage().endswith("no complete checkpoint is left: training from scratch")
+
+
+def test_the_best_checkpoint_is_the_newest_by_iteration_and_a_cut_short_one_is_stood_in_for(tmp_path, warnings):
+    assert best_checkpoint(str(tmp_path), "train teacher") is None  # no held-out set: no best
+    _save(tmp_path / "best_coco_bbox_mAP_iter_40.pth")
+    _save(tmp_path / "best_coco_bbox_mAP_iter_100.pth")  # by name, 40 sorts after 100
+    assert best_checkpoint(str(tmp_path), "train teacher") == str(tmp_path / "best_coco_bbox_mAP_iter_100.pth")
+    _cut(str(tmp_path / "best_coco_bbox_mAP_iter_100.pth"))
+    _save(tmp_path / "iter_100.pth")  # saved at the same iteration, before the validation: the same weights
+    assert best_checkpoint(str(tmp_path), "train teacher") == str(tmp_path / "iter_100.pth")
+    assert not (tmp_path / "best_coco_bbox_mAP_iter_100.pth").exists()
+    _cut(_save(tmp_path / "best_coco_bbox_mAP_iter_120.pth"))
+    assert best_checkpoint(str(tmp_path), "train teacher") is None  # no iter_120.pth to stand in
+
+
+def test_an_incomplete_checkpoint_after_the_training_fails_it_and_the_rerun_resumes_before_it(tmp_path):
+    ckpts = [_save(tmp_path / f"iter_{i}.pth") for i in (20, 40, 60)]
+    (tmp_path / "last_checkpoint").write_text(ckpts[-1])
+    check_checkpoints(str(tmp_path), ckpts, "train teacher")  # all complete: nothing happens
+    _cut(ckpts[1])
+    with pytest.raises(ScratchError) as raised:
+        check_checkpoints(str(tmp_path), ckpts, "train teacher")
+    assert str(raised.value) == (
+        f"train teacher: scratch folder {tmp_path}: checkpoints ['iter_40.pth'] are incomplete (cut short or "
+        "changed after they were written) after the training. Nothing of this stage was stored; a re-run trains "
+        "again from iter_20.pth."
+    )
+    assert not os.path.exists(ckpts[1])
+    assert (tmp_path / "last_checkpoint").read_text() == ckpts[0]
+    assert resume_point(str(tmp_path), "train teacher") == ckpts[0]
