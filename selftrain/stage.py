@@ -354,10 +354,11 @@ def resume_point(work: str, what: str) -> str | None:
             _point_last_checkpoint(work, path)
             return path
         _drop_incomplete(path, what, "cut short or changed after it was written")
-    if last >= 0:
-        stage_logger().warning(
-            "%s: last_checkpoint names %s, but no complete checkpoint is left: training from scratch", what, named
-        )
+    stage_logger().warning(
+        "%s: last_checkpoint names %s, but no complete checkpoint is left: training from scratch",
+        what,
+        repr(named) if last < 0 else named,
+    )
     _point_last_checkpoint(work, None)
     return None
 

@@ -109,6 +109,18 @@ def test_with_no_complete_checkpoint_left_the_training_starts_from_scratch(tmp_p
     assert warnings.records[-1].getMessage().endswith("no complete checkpoint is left: training from scratch")
 
 
+def test_a_pointer_cut_short_or_naming_no_checkpoint_is_dropped_with_a_warning(tmp_path, warnings):
+    _save(tmp_path / "iter_2.pth")
+    for named in ("", "/work/x/iter_", "/work/x/best_coco_bbox_mAP.pth"):  # killed mid-write; not an iteration
+        (tmp_path / "last_checkpoint").write_text(named)
+        assert resume_point(str(tmp_path), "train teacher") is None
+        assert not (tmp_path / "last_checkpoint").exists()
+        assert warnings.records[-1].getMessage() == (
+            f"train teacher: last_checkpoint names {named!r}, but no complete checkpoint is left: training from scratch"
+        )
+    assert (tmp_path / "iter_2.pth").exists()  # not named: left for the training to overwrite
+
+
 def test_the_best_checkpoint_is_the_newest_by_iteration_and_a_cut_short_one_is_stood_in_for(tmp_path, warnings):
     assert best_checkpoint(str(tmp_path), "train teacher") is None  # no held-out set: no best
     _save(tmp_path / "best_coco_bbox_mAP_iter_40.pth")
