@@ -19,6 +19,7 @@ from PIL import Image
 
 from selftrain.mm.configs import SegSource, load_config, seg_train_config
 from selftrain.mm.launch import train_distributed, usable_cores
+from tests.stage_log import stage_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -157,33 +158,16 @@ def test_train_model_with_selftrain_gpus_2_trains_on_two_processes_and_stores_wh
     torchrun on two gloo processes (the detector's MobileNetV2 has a layer it does not use,
     which DDP must be told about), relays rank 0's progress to the stage's log, stores its
     checkpoints and the DDP config it ran with, and keys the model by its process count."""
-    import logging
-
     from selftrain.stage import get_store
     from tasks.train_model import train_model
 
-    class Lines(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.INFO)
-            self.lines: list[str] = []
-
-        def emit(self, record):
-            self.lines.append(record.getMessage())
-
-    lines, logger = Lines(), logging.getLogger("selftrain")  # the stage's log outside a flow
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the logger's level cache
     store_url, labeled = _tiny_set(tmp_path, task)
     monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "scratch"))
     monkeypatch.setenv("SELFTRAIN_GPUS", "2")
-    try:
+    with stage_lines() as lines:  # the stage's log outside a flow
         ref = train_model.fn(
             store_url, config, labeled, None, role="teacher", iters=4, k=2, seed=0, pretrained=False
         )  # fmt: skip
-    finally:
-        logger.removeHandler(lines)
-        logger.setLevel(level)
     store = get_store(store_url)
     manifest = store.manifest(ref)
     assert {"ckpt-1.pth", "ckpt-2.pth", "config.py"} <= set(manifest.files)
@@ -192,7 +176,7 @@ def test_train_model_with_selftrain_gpus_2_trains_on_two_processes_and_stores_wh
     stored = store.read(ref, "config.py").decode()  # what torchrun ran
     assert "launcher = 'pytorch'" in stored and "backend='gloo'" in stored
     assert "find_unused_parameters = True" in stored
-    logged = "\n".join(lines.lines)
+    logged = "\n".join(lines)
     assert "train teacher: 2 processes (gloo); their OpenMMLab log in" in logged
     assert "train teacher: [####################] 4/4, loss" in logged  # rank 0's, relayed
     (processes_log,) = (tmp_path / "scratch").rglob("train_processes.log")

@@ -3,11 +3,11 @@ one and stores only complete checkpoints (tasks/train_model.py, selftrain/stage.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 
 from tests.integration.test_ddp_cpu import _tiny_set
+from tests.stage_log import stage_lines
 
 
 def test_checkpoints_cut_short_by_a_lost_machine_are_retrained_from_the_newest_complete_one(tmp_path, monkeypatch):
@@ -33,25 +33,10 @@ def test_checkpoints_cut_short_by_a_lost_machine_are_retrained_from_the_newest_c
             f.write(data[: len(data) // 2])
     shutil.rmtree(os.path.join(store_url, ref.dataset, ref.stage, ref.key))
 
-    class Lines(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.INFO)
-            self.lines: list[str] = []
-
-        def emit(self, record):
-            self.lines.append(record.getMessage())
-
-    lines, logger = Lines(), logging.getLogger("selftrain")  # the stage's log outside a flow
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.INFO)
-    try:
+    with stage_lines() as lines:
         again = train_model.fn(*args, role="teacher", iters=6, k=3, seed=0, pretrained=False)
-    finally:
-        logger.removeHandler(lines)
-        logger.setLevel(level)
     assert again == ref
-    said = "\n".join(lines.lines)
+    said = "\n".join(lines)
     for name in ("iter_6.pth", "iter_4.pth"):
         assert (
             f"train teacher: {work}/{name} is incomplete (cut short or changed after it was written); deleted" in said

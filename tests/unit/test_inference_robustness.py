@@ -14,6 +14,7 @@ import pytest
 
 from selftrain.kinds import SEGMENTATION
 from selftrain.mm.configs import det_tta_model, det_tta_pipeline, load_config, seg_tta_model, seg_tta_pipeline
+from tests.stage_log import stage_lines
 
 SEG_CLASSES = 3
 
@@ -318,15 +319,6 @@ def test_infrastructure_kind_follows_explicit_causes_and_never_blames_storage_fo
 # ------------------------------------------------------------------ all-skipped shards
 
 
-class Collected(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 def test_an_all_skipped_shard_is_a_warning_and_a_shared_foreign_error_fails_it():
     from selftrain.mm.transforms import EMPTY, READ_FAILED, UNDECODABLE
     from selftrain.pseudo_labels import AllImagesFailed, check_all_skipped
@@ -335,9 +327,7 @@ def test_an_all_skipped_shard_is_a_warning_and_a_shared_foreign_error_fails_it()
     s = lambda uri, reason: {"image_uri": uri, "reason": reason}  # noqa: E731
     logger = stage_logger()  # outside a Prefect run: the standard 'selftrain' logger
     assert logger is logging.getLogger("selftrain")
-    collected = Collected()
-    logger.addHandler(collected)
-    try:
+    with stage_lines(logging.WARNING) as lines:
         assert check_all_skipped("shard-1", [s("/d/a.png", f"{EMPTY} (0 bytes)")], 2) is False
         assert (
             check_all_skipped(
@@ -345,9 +335,7 @@ def test_an_all_skipped_shard_is_a_warning_and_a_shared_foreign_error_fails_it()
             )
             is True
         )
-    finally:
-        logger.removeHandler(collected)
-    assert collected.lines == [
+    assert lines == [
         "every image of shard-2 was skipped (2 of 2): 1 x 'empty file (0 bytes)'; "
         "1 x 'cannot decode the image (9 bytes)'"
     ]

@@ -21,6 +21,7 @@ from selftrain.stage import (
     checkpoint_complete,
     resume_point,
 )
+from tests.stage_log import stage_lines
 
 
 def _save(path, value: float = 1.0) -> str:
@@ -34,26 +35,10 @@ def _cut(path: str, keep: float = 0.5) -> None:
         f.write(data[: int(len(data) * keep)])
 
 
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
 @pytest.fixture
 def warnings():
-    """The stage's warnings outside a flow (the "selftrain" logger; Prefect's logging set-up may
-    stop it from propagating to pytest's handler)."""
-    lines, logger = _Lines(), logging.getLogger("selftrain")
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.WARNING)
-    yield lines
-    logger.removeHandler(lines)
-    logger.setLevel(level)
+    with stage_lines(logging.WARNING) as lines:
+        yield lines
 
 
 def test_a_complete_checkpoint_is_told_from_one_cut_short_changed_or_missing(tmp_path):
@@ -83,7 +68,7 @@ def test_a_complete_named_checkpoint_is_resumed_from_by_its_name_in_this_folder(
     (tmp_path / "last_checkpoint").write_text("/elsewhere/before/a/move/iter_4.pth")
     assert resume_point(str(tmp_path), "train teacher") == str(tmp_path / "iter_4.pth")
     assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_4.pth")
-    assert not warnings.records
+    assert not warnings
 
 
 def test_a_named_checkpoint_cut_short_is_deleted_and_the_newest_complete_one_before_it_resumed(tmp_path, warnings):
@@ -94,7 +79,7 @@ def test_a_named_checkpoint_cut_short_is_deleted_and_the_newest_complete_one_bef
     assert resume_point(str(tmp_path), "train teacher") == str(tmp_path / "iter_20.pth")
     assert sorted(os.listdir(tmp_path)) == ["iter_20.pth", "iter_60.pth", "last_checkpoint"]
     assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_20.pth")
-    said = [r.getMessage() for r in warnings.records]
+    said = list(warnings)
     assert said == [
         f"train teacher: {tmp_path / 'iter_40.pth'} is incomplete (cut short or changed after it was written); deleted",
         f"train teacher: resuming from {tmp_path / 'iter_20.pth'}, the newest complete checkpoint",
@@ -106,7 +91,7 @@ def test_with_no_complete_checkpoint_left_the_training_starts_from_scratch(tmp_p
     (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_20.pth"))
     assert resume_point(str(tmp_path), "train teacher") is None
     assert os.listdir(tmp_path) == []  # the pointer too: mmengine must not resume from it
-    assert warnings.records[-1].getMessage().endswith("no complete checkpoint is left: training from scratch")
+    assert warnings[-1].endswith("no complete checkpoint is left: training from scratch")
 
 
 def test_a_pointer_cut_short_or_naming_no_checkpoint_is_dropped_with_a_warning(tmp_path, warnings):
@@ -115,7 +100,7 @@ def test_a_pointer_cut_short_or_naming_no_checkpoint_is_dropped_with_a_warning(t
         (tmp_path / "last_checkpoint").write_text(named)
         assert resume_point(str(tmp_path), "train teacher") is None
         assert not (tmp_path / "last_checkpoint").exists()
-        assert warnings.records[-1].getMessage() == (
+        assert warnings[-1] == (
             f"train teacher: last_checkpoint names {named!r}, but no complete checkpoint is left: training from scratch"
         )
     assert (tmp_path / "iter_2.pth").exists()  # not named: left for the training to overwrite
