@@ -260,9 +260,47 @@ def train_model(
 
 
 def _scalars(work: str) -> list[dict]:
-    """The Runner's logged scalars (loss, lr, validation metrics) of the latest attempt."""
+    """The Runner's logged scalars (loss, lr, validation metrics) of the whole training: every
+    attempt's ``<timestamp>/vis_data/scalars.json`` in the scratch folder ``work``, oldest
+    first, merged by :func:`merge_attempts`. A file cut short by a kill ends at its last whole line."""
     files = sorted(glob.glob(os.path.join(work, "*", "vis_data", "scalars.json")), key=lambda p: re.sub(r"\D", "", p))
-    if not files:
-        return []
-    with open(files[-1]) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    attempts = []
+    for path in files:
+        rows = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill; or blank
+                    continue
+        attempts.append(rows)
+    return merge_attempts(attempts)
+
+
+def merge_attempts(attempts: list[list[dict]]) -> list[dict]:
+    """One training's scalar rows from its attempts' rows, oldest attempt first. mmengine logs a
+    training row with its ``iter`` and a validation row without one, in order. An attempt resumed
+    from iteration R logs from R + 1 on, and one that starts from scratch from 1: each attempt's
+    rows replace the rows of the attempts before it from its first logged iteration on (rows up
+    to that point, validation rows included, are kept). An attempt that logged no training row
+    (resumed at the end of the schedule) adds its rows after the others. Within one file, an
+    iteration that does not follow the one before starts another attempt: a retry in the same
+    process appends to the first attempt's file (mmengine hands it the same visualizer)."""
+    segments: list[list[dict]] = []
+    for rows in attempts:
+        segments.append([])
+        last = None
+        for row in rows:
+            if "iter" in row:
+                if last is not None and row["iter"] <= last:
+                    segments.append([])
+                last = row["iter"]
+            segments[-1].append(row)
+    merged: list[dict] = []
+    for rows in segments:
+        first = next((r["iter"] for r in rows if "iter" in r), None)
+        if first is not None:
+            cut = next((i for i, r in enumerate(merged) if r.get("iter", -1) >= first), len(merged))
+            merged = merged[:cut]
+        merged += rows
+    return merged

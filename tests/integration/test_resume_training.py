@@ -15,7 +15,8 @@ def test_checkpoints_cut_short_by_a_lost_machine_are_retrained_from_the_newest_c
     lost as if before its page cache reached the disk: iter_4.pth and iter_6.pth are cut short
     while last_checkpoint still names iter_6, and the stored output is gone. The re-run deletes
     both, says so, resumes from iter_2 (the only complete one), trains iterations 3-6 again and
-    stores three complete checkpoints, the first being the iter_2 it resumed from."""
+    stores three complete checkpoints, the first being the iter_2 it resumed from, and the
+    history of the whole training: iterations 1-2 logged by the first attempt, 3-6 by the second."""
     from selftrain.stage import checkpoint_complete, get_store, scratch_dir
     from tasks.train_model import train_model
 
@@ -50,3 +51,5 @@ def test_checkpoints_cut_short_by_a_lost_machine_are_retrained_from_the_newest_c
         store.get_file(again, name, local)
         assert checkpoint_complete(local), name
     assert store.read(again, "ckpt-1.pth") == first  # the iter_2 it resumed from, unchanged
+    history = store.read_json(again, "history.json")  # both attempts: 1-2 from the first, 3-6 resumed
+    assert [row["iter"] for row in history if "iter" in row] == [1, 2, 3, 4, 5, 6]

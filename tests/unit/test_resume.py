@@ -8,6 +8,7 @@ files and check which checkpoint a re-run resumes from, what is deleted and what
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -134,3 +135,30 @@ def test_an_incomplete_checkpoint_after_the_training_fails_it_and_the_rerun_resu
     assert not os.path.exists(ckpts[1])
     assert (tmp_path / "last_checkpoint").read_text() == ckpts[0]
     assert resume_point(str(tmp_path), "train teacher") == ckpts[0]
+
+
+def test_the_stored_history_joins_the_attempts_of_a_resumed_training(tmp_path):
+    """Rows as mmengine logs them (a training row has its iter, a validation row has none): a
+    first attempt killed after iteration 50 (logged every 10), a second resumed from iter_40,
+    then a third resumed at the end of the schedule (nothing left to train), and a fourth that
+    trained from scratch would replace them all."""
+    from tasks.train_model import _scalars, merge_attempts
+
+    def train(i):
+        return {"iter": i, "step": i, "loss": 1 / i}
+
+    val20, val40, val60 = ({"coco/bbox_mAP": m, "step": 0} for m in (0.001, 0.002, 0.005))
+    first = [train(1), train(10), train(20), val20, train(30), train(40), val40, train(50)]
+    second = [train(50), train(60), val60]
+    assert merge_attempts([first, second]) == [*first[:7], *second]
+    assert merge_attempts([first, second, []]) == [*first[:7], *second]
+    assert merge_attempts([first, second, [train(1), train(10)]]) == [train(1), train(10)]
+    assert merge_attempts([]) == []
+    assert merge_attempts([first + second]) == [*first[:7], *second]  # a retry in the same process: one file
+
+    for name, rows in (("20261130_125331", first), ("20261130_125404", second)):
+        folder = tmp_path / name / "vis_data"
+        folder.mkdir(parents=True)
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        (folder / "scalars.json").write_text(text + ('{"iter": 55, "lo' if name.endswith("331") else ""))
+    assert _scalars(str(tmp_path)) == [*first[:7], *second]  # the first file's last line was cut short
