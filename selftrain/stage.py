@@ -9,6 +9,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -306,10 +307,18 @@ def _iteration(path: str) -> int:
     return int(found.group(1)) if found else -1
 
 
+def _remove(path: str) -> None:
+    """Remove a file, or a folder where a file was expected; nothing when it is gone."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
 def _drop_incomplete(path: str, what: str, why: str) -> None:
     stage_logger().warning("%s: %s is incomplete (%s); deleted", what, path, why)
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+    _remove(path)
 
 
 def _point_last_checkpoint(work: str, checkpoint: str | None) -> None:
@@ -317,50 +326,86 @@ def _point_last_checkpoint(work: str, checkpoint: str | None) -> None:
     remove it for None; replaced in one step, so a kill leaves the old pointer or the new."""
     pointer = os.path.join(work, "last_checkpoint")
     if checkpoint is None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(pointer)
+        _remove(pointer)
         return
+    if os.path.isdir(pointer) and not os.path.islink(pointer):
+        _remove(pointer)
     tmp = f"{pointer}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(checkpoint)
     os.replace(tmp, pointer)
 
 
-def resume_point(work: str, what: str) -> str | None:
-    """The checkpoint a stopped training resumes from in its scratch folder ``work``: the one
-    mmengine's ``last_checkpoint`` names (looked up by name inside ``work``, so a moved scratch
-    folder still resumes) when it is complete (:func:`checkpoint_complete`), else the newest
-    complete ``iter_N.pth`` before it. Incomplete ones are deleted, each named in a warning, and
-    ``last_checkpoint`` is rewritten to name the one returned. None when there is no pointer
-    or no complete checkpoint left (the training starts from scratch; the pointer is removed).
-    A checkpoint is written in place, so a kill or a lost machine while it is written leaves a
-    file cut short; resuming from it would fail the run in torch's zip reader."""
-    pointer = os.path.join(work, "last_checkpoint")
+def _read_pointer(pointer: str) -> str | None:
+    """What mmengine's ``last_checkpoint`` says, or None when there is none. Bytes that are not
+    UTF-8 (a machine lost while it was written can leave anything) and NULs read as whatever
+    they are, so that a damaged pointer is reported, not raised."""
     try:
-        with open(pointer) as f:
-            named = f.read().strip()
+        with open(pointer, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a folder in its place, unreadable
+        return f"<unreadable: {type(exc).__name__}>"
+    return data.decode("utf-8", errors="replace").replace("\x00", "").strip()
+
+
+def resume_point(work: str, what: str, scheduled: list[str]) -> str | None:
+    """The checkpoint a stopped training resumes from in its scratch folder ``work``, given
+    its ``scheduled`` checkpoints (the K ``iter_N.pth`` paths the schedule writes, N ascending).
+
+    A checkpoint is written in place and only then named in mmengine's ``last_checkpoint``, so
+    a kill or a lost machine while one is written leaves it cut short, and a lost machine can
+    leave the pointer itself empty or garbled; resuming from a checkpoint cut short fails in
+    torch's zip reader. Only the scheduled checkpoints before the first one that is missing or
+    incomplete (:func:`checkpoint_complete`; an incomplete one is deleted, each named in a
+    warning) can be resumed from, since every scheduled checkpoint is stored after the
+    training. Of those, the one the pointer names (looked up by name inside ``work``, so a moved
+    folder still resumes), else the newest before it; when the pointer names no iteration
+    checkpoint (empty, garbled), the one written last (by modification time: a training that
+    started again from an earlier point rewrites its later checkpoints). ``last_checkpoint`` is
+    rewritten to name the one returned, with a warning when it differs from what the pointer
+    said. None (and no pointer) when there is no pointer - the training starts from scratch, as
+    mmengine does - or nothing complete to resume from (a warning says so)."""
+    pointer = os.path.join(work, "last_checkpoint")
+    named = _read_pointer(pointer)
+    if named is None:
+        return None
     last = _iteration(named)
-    candidates = sorted(
-        (p for p in glob.glob(os.path.join(work, "iter_*.pth")) if 0 <= _iteration(p) <= last),
-        key=_iteration,
-        reverse=True,
-    )
-    for path in candidates:
-        if checkpoint_complete(path):
-            if _iteration(path) != last:
-                stage_logger().warning("%s: resuming from %s, the newest complete checkpoint", what, path)
-            _point_last_checkpoint(work, path)
-            return path
-        _drop_incomplete(path, what, "cut short or changed after it was written")
-    stage_logger().warning(
-        "%s: last_checkpoint names %s, but no complete checkpoint is left: training from scratch",
-        what,
-        repr(named) if last < 0 else named,
-    )
-    _point_last_checkpoint(work, None)
-    return None
+    usable: list[str] = []
+    for path in scheduled:
+        if last >= 0 and _iteration(path) > last:
+            break  # after the pointer: the resumed training writes it again
+        if not os.path.exists(path):
+            break
+        if not checkpoint_complete(path):
+            _drop_incomplete(path, what, "cut short or changed after it was written")
+            break
+        usable.append(path)
+    if not usable:
+        stage_logger().warning(
+            "%s: last_checkpoint names %r, but no complete checkpoint is left to resume from: training from scratch",
+            what,
+            named,
+        )
+        _point_last_checkpoint(work, None)
+        return None
+    if last >= 0:
+        chosen = usable[-1]
+        if _iteration(chosen) != last:
+            stage_logger().warning(
+                "%s: resuming from %s, the newest complete checkpoint before %s", what, chosen, named
+            )
+    else:
+        chosen = max(usable, key=os.path.getmtime)
+        stage_logger().warning(
+            "%s: last_checkpoint names %r, no checkpoint: resuming from %s, the complete checkpoint written last",
+            what,
+            named,
+            chosen,
+        )
+    _point_last_checkpoint(work, chosen)
+    return chosen
 
 
 def best_checkpoint(work: str, what: str) -> str | None:

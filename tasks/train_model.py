@@ -199,7 +199,9 @@ def train_model(
         normalize_loss=normalize_loss,
         **common,
     )
-    last = resume_point(work, f"train {what}")
+    interval = iters // k
+    ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]  # what the schedule writes
+    last = resume_point(work, f"train {what}", ckpts)
     if last is not None:
         # A previous attempt was stopped: continue from its last complete checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
@@ -222,8 +224,6 @@ def train_model(
             with quiet_openmmlab(work, train_cfg.experiment_name, f"train {what}"):
                 Runner.from_cfg(train_cfg).train()
 
-    interval = iters // k
-    ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]
     check_checkpoints(work, ckpts, f"train {what}")
     best = best_checkpoint(work, f"train {what}")
     history = _scalars(work)

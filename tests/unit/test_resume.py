@@ -57,18 +57,23 @@ def test_a_complete_checkpoint_is_told_from_one_cut_short_changed_or_missing(tmp
     assert not checkpoint_complete(str(tmp_path / "missing.pth"))
 
 
+def _schedule(folder, iterations=(20, 40, 60)) -> list[str]:
+    """The checkpoints a 60-iteration schedule with K = 3 writes, as train_model lists them."""
+    return [str(folder / f"iter_{i}.pth") for i in iterations]
+
+
 def test_no_pointer_means_no_resume(tmp_path):
-    _save(tmp_path / "iter_2.pth")  # a checkpoint without last_checkpoint: mmengine never named it
-    assert resume_point(str(tmp_path), "train teacher") is None
-    assert (tmp_path / "iter_2.pth").exists()
+    _save(tmp_path / "iter_20.pth")  # a checkpoint without last_checkpoint: mmengine never named it
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) is None
+    assert (tmp_path / "iter_20.pth").exists()
 
 
 def test_a_complete_named_checkpoint_is_resumed_from_by_its_name_in_this_folder(tmp_path, warnings):
-    _save(tmp_path / "iter_2.pth")
-    _save(tmp_path / "iter_4.pth")
-    (tmp_path / "last_checkpoint").write_text("/elsewhere/before/a/move/iter_4.pth")
-    assert resume_point(str(tmp_path), "train teacher") == str(tmp_path / "iter_4.pth")
-    assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_4.pth")
+    _save(tmp_path / "iter_20.pth")
+    _save(tmp_path / "iter_40.pth")
+    (tmp_path / "last_checkpoint").write_text("/elsewhere/before/a/move/iter_40.pth")
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_40.pth")
+    assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_40.pth")
     assert not warnings
 
 
@@ -77,34 +82,88 @@ def test_a_named_checkpoint_cut_short_is_deleted_and_the_newest_complete_one_bef
     _cut(_save(tmp_path / "iter_40.pth"))
     _cut(_save(tmp_path / "iter_60.pth"))  # the pointer names 40: 60 was being written when it stopped
     (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_40.pth"))
-    assert resume_point(str(tmp_path), "train teacher") == str(tmp_path / "iter_20.pth")
-    assert sorted(os.listdir(tmp_path)) == ["iter_20.pth", "iter_60.pth", "last_checkpoint"]
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_20.pth")
+    assert sorted(os.listdir(tmp_path)) == ["iter_20.pth", "iter_60.pth", "last_checkpoint"]  # 60: rewritten later
     assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_20.pth")
-    said = list(warnings)
-    assert said == [
+    assert warnings == [
         f"train teacher: {tmp_path / 'iter_40.pth'} is incomplete (cut short or changed after it was written); deleted",
-        f"train teacher: resuming from {tmp_path / 'iter_20.pth'}, the newest complete checkpoint",
+        f"train teacher: resuming from {tmp_path / 'iter_20.pth'}, the newest complete checkpoint before "
+        f"{tmp_path / 'iter_40.pth'}",
     ]
+
+
+def test_a_named_checkpoint_that_is_gone_gives_way_to_the_one_before(tmp_path, warnings):
+    for i in (20, 40):
+        _save(tmp_path / f"iter_{i}.pth")
+    (tmp_path / "last_checkpoint").write_text("/w/iter_60.pth")
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_40.pth")
+    assert warnings == [
+        f"train teacher: resuming from {tmp_path / 'iter_40.pth'}, the newest complete checkpoint before /w/iter_60.pth"
+    ]
+
+
+def test_an_earlier_checkpoint_lost_means_training_again_before_it_not_failing_after_the_training(tmp_path, warnings):
+    """Every scheduled checkpoint is stored after the training, and a resumed training does not
+    write the ones before its resume point again: a gap there is found before training."""
+    _save(tmp_path / "iter_20.pth")
+    (tmp_path / "iter_40.pth").write_text("not a checkpoint")  # replaced by mistake
+    _save(tmp_path / "iter_60.pth")
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_60.pth"))
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_20.pth")
+    assert not (tmp_path / "iter_40.pth").exists()
+    os.remove(tmp_path / "iter_20.pth")  # gone: nothing before the gap
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) is None
+    assert not (tmp_path / "last_checkpoint").exists()
 
 
 def test_with_no_complete_checkpoint_left_the_training_starts_from_scratch(tmp_path, warnings):
     _cut(_save(tmp_path / "iter_20.pth"), keep=0.9)
     (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_20.pth"))
-    assert resume_point(str(tmp_path), "train teacher") is None
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) is None
     assert os.listdir(tmp_path) == []  # the pointer too: mmengine must not resume from it
-    assert warnings[-1].endswith("no complete checkpoint is left: training from scratch")
+    assert warnings[-1] == (
+        f"train teacher: last_checkpoint names {str(tmp_path / 'iter_20.pth')!r}, but no complete checkpoint is left "
+        "to resume from: training from scratch"
+    )
 
 
-def test_a_pointer_cut_short_or_naming_no_checkpoint_is_dropped_with_a_warning(tmp_path, warnings):
-    _save(tmp_path / "iter_2.pth")
-    for named in ("", "/work/x/iter_", "/work/x/best_coco_bbox_mAP.pth"):  # killed mid-write; not an iteration
-        (tmp_path / "last_checkpoint").write_text(named)
-        assert resume_point(str(tmp_path), "train teacher") is None
-        assert not (tmp_path / "last_checkpoint").exists()
-        assert warnings[-1] == (
-            f"train teacher: last_checkpoint names {named!r}, but no complete checkpoint is left: training from scratch"
-        )
-    assert (tmp_path / "iter_2.pth").exists()  # not named: left for the training to overwrite
+@pytest.mark.parametrize(
+    "content, reads",
+    [
+        (b"", ""),  # killed while mmengine wrote it
+        (b"\x00\x00\x00\x00", ""),  # a lost machine's zeroed block
+        (b"\xff\xfe\x80\x00", "\ufffd\ufffd\ufffd"),  # not UTF-8
+        (b"/work/x/best_coco_bbox_mAP.pth", "/work/x/best_coco_bbox_mAP.pth"),  # no iteration checkpoint
+    ],
+)
+def test_a_pointer_that_names_no_checkpoint_resumes_from_the_complete_one_written_last(
+    tmp_path, warnings, content, reads
+):
+    """Here the training went to 60, then started again from 20 (its 20 written after 40 and 60):
+    the one written last is where it stood, not the highest iteration."""
+    for written, i in enumerate((40, 60, 20)):
+        _save(tmp_path / f"iter_{i}.pth")
+        os.utime(tmp_path / f"iter_{i}.pth", (1e9 + written, 1e9 + written))
+    (tmp_path / "last_checkpoint").write_bytes(content)
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_20.pth")
+    assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_20.pth")
+    assert warnings == [
+        f"train teacher: last_checkpoint names {reads!r}, no checkpoint: resuming from {tmp_path / 'iter_20.pth'}, "
+        "the complete checkpoint written last"
+    ]
+
+
+def test_a_folder_where_the_pointer_or_a_checkpoint_should_be_is_reported_and_removed(tmp_path, warnings):
+    _save(tmp_path / "iter_20.pth")
+    (tmp_path / "iter_40.pth").mkdir()
+    (tmp_path / "last_checkpoint").mkdir()
+    assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_20.pth")
+    assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_20.pth")
+    assert not (tmp_path / "iter_40.pth").exists()
+    assert warnings[0] == (
+        f"train teacher: {tmp_path / 'iter_40.pth'} is incomplete (cut short or changed after it was written); deleted"
+    )
+    assert "names '<unreadable: IsADirectoryError>', no checkpoint: resuming from" in warnings[1]
 
 
 def test_the_best_checkpoint_is_the_newest_by_iteration_and_a_cut_short_one_is_stood_in_for(tmp_path, warnings):
@@ -134,7 +193,7 @@ def test_an_incomplete_checkpoint_after_the_training_fails_it_and_the_rerun_resu
     )
     assert not os.path.exists(ckpts[1])
     assert (tmp_path / "last_checkpoint").read_text() == ckpts[0]
-    assert resume_point(str(tmp_path), "train teacher") == ckpts[0]
+    assert resume_point(str(tmp_path), "train teacher", ckpts) == ckpts[0]
 
 
 def test_the_stored_history_joins_the_attempts_of_a_resumed_training(tmp_path):
