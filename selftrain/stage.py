@@ -103,7 +103,7 @@ def task_options() -> dict[str, Any]:
     and retries after a storage outage - SELFTRAIN_OUTAGE_RETRIES times with a doubling delay
     (storage/settings.py; default 4: 5, 10, 20, 40 s). Read when the task module is imported,
     i.e. in the worker's environment. A retried task finds what it had committed and reuses it
-    (a training resumes from its last checkpoint in the scratch folder)."""
+    (a training resumes from its last complete checkpoint in the scratch folder)."""
     from prefect.cache_policies import NO_CACHE
 
     from storage.settings import settings
@@ -266,7 +266,7 @@ def scratch_guard(work: str, what: str):
     """Run a stage's local work in its scratch folder ``work``, turning a full disk or a folder
     deleted meanwhile into a ScratchError that names the folder and what to do; other errors
     pass unchanged. The stage's output is stored only after this work, so nothing half-written
-    counts, and a re-run recovers (a training resumes from its last checkpoint when one is left)."""
+    counts, and a re-run recovers (a training resumes from its last complete checkpoint when one is left)."""
     import errno
 
     try:

@@ -90,7 +90,7 @@ def train_model(
     with ``pseudo``; tasks/choose_thresholds.py): which stored pseudo labels a student trains
     on - applied here, so that another threshold re-uses every pseudo-label shard; what was
     kept is recorded in the manifest (``pseudo_labels``). A killed training resumes from
-    its last checkpoint. Raises WrongReference for a swapped reference, ValueError for a
+    its last complete checkpoint. Raises WrongReference for a swapped reference, ValueError for a
     method the task lacks, a missing schedule or missing thresholds."""
     from mmengine.runner import Runner
 
