@@ -336,18 +336,25 @@ def _point_last_checkpoint(work: str, checkpoint: str | None) -> None:
     os.replace(tmp, pointer)
 
 
-def _read_pointer(pointer: str) -> str | None:
-    """What mmengine's ``last_checkpoint`` says, or None when there is none. Bytes that are not
-    UTF-8 (a machine lost while it was written can leave anything) and NULs read as whatever
-    they are, so that a damaged pointer is reported, not raised."""
+def _read_pointer(pointer: str) -> tuple[str, str] | None:
+    """What mmengine's ``last_checkpoint`` says - (its text, how a message quotes it) - or None
+    when there is none. A machine lost while it was written can leave anything: bytes that are
+    not clean UTF-8 text (NULs included) are quoted as bytes, and a folder in its place as
+    unreadable, so that a damaged pointer is reported, not raised."""
     try:
         with open(pointer, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return None
     except OSError as exc:  # a folder in its place, unreadable
-        return f"<unreadable: {type(exc).__name__}>"
-    return data.decode("utf-8", errors="replace").replace("\x00", "").strip()
+        return "", f"nothing readable ({type(exc).__name__})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if "\x00" in text or (data and not text):
+        return "", f"{len(data)} bytes {data[:40]!r}"
+    return text.strip(), repr(text.strip())
 
 
 def resume_point(work: str, what: str, scheduled: list[str]) -> str | None:
@@ -366,27 +373,33 @@ def resume_point(work: str, what: str, scheduled: list[str]) -> str | None:
     started again from an earlier point rewrites its later checkpoints). ``last_checkpoint`` is
     rewritten to name the one returned, with a warning when it differs from what the pointer
     said. None (and no pointer) when there is no pointer - the training starts from scratch, as
-    mmengine does - or nothing complete to resume from (a warning says so)."""
+    mmengine does - or nothing complete to resume from (a warning says why)."""
     pointer = os.path.join(work, "last_checkpoint")
-    named = _read_pointer(pointer)
-    if named is None:
+    read = _read_pointer(pointer)
+    if read is None:
         return None
+    named, shown = read
     last = _iteration(named)
     usable: list[str] = []
+    gap = None  # the first scheduled checkpoint, up to the named one, that is missing or incomplete
     for path in scheduled:
         if last >= 0 and _iteration(path) > last:
             break  # after the pointer: the resumed training writes it again
         if not os.path.exists(path):
+            gap = path
             break
         if not checkpoint_complete(path):
             _drop_incomplete(path, what, "cut short or changed after it was written")
+            gap = path
             break
         usable.append(path)
+    why = f"{gap} is missing or incomplete" if gap else "it names no checkpoint of the schedule"
     if not usable:
         stage_logger().warning(
-            "%s: last_checkpoint names %r, but no complete checkpoint is left to resume from: training from scratch",
+            "%s: last_checkpoint names %s, but %s and no complete checkpoint comes before it: training from scratch",
             what,
-            named,
+            shown,
+            why,
         )
         _point_last_checkpoint(work, None)
         return None
@@ -394,14 +407,18 @@ def resume_point(work: str, what: str, scheduled: list[str]) -> str | None:
         chosen = usable[-1]
         if _iteration(chosen) != last:
             stage_logger().warning(
-                "%s: resuming from %s, the newest complete checkpoint before %s", what, chosen, named
+                "%s: last_checkpoint names %s, but %s: resuming from %s, the newest complete checkpoint before it",
+                what,
+                shown,
+                why,
+                chosen,
             )
     else:
         chosen = max(usable, key=os.path.getmtime)
         stage_logger().warning(
-            "%s: last_checkpoint names %r, no checkpoint: resuming from %s, the complete checkpoint written last",
+            "%s: last_checkpoint names %s, no checkpoint: resuming from %s, the complete checkpoint written last",
             what,
-            named,
+            shown,
             chosen,
         )
     _point_last_checkpoint(work, chosen)

@@ -202,16 +202,15 @@ def train_model(
     interval = iters // k
     ckpts = [os.path.join(work, f"iter_{j * interval}.pth") for j in range(1, k + 1)]  # what the schedule writes
     last = resume_point(work, f"train {what}", ckpts)
+    resumed = ""
     if last is not None:
         # A previous attempt was stopped: continue from its last complete checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
-        at = re.search(r"iter_(\d+)\.pth$", last)
+        at = int(re.search(r"iter_(\d+)\.pth$", last).group(1))  # type: ignore[union-attr]  # one of ckpts
         stage_logger().warning(
-            "train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)",
-            what,
-            at.group(1) if at else "?",
-            last,
+            "train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)", what, at, last
         )
+        resumed = f", resumed at iteration {at}: {iters - at} trained in this attempt"
     train_cfg.experiment_name = f"{role}-{ref.key[:8]}-{os.getpid()}"
     train_cfg.visualizer.name = f"vis-{train_cfg.experiment_name}"
     train_cfg.custom_hooks = [dict(type="ProgressHook", what=f"train {what}")]
@@ -254,7 +253,7 @@ def train_model(
         ref,
         reused=False,
         started=started,
-        detail=f"{iters} iterations{schedule}" + (f", {num_pseudo} pseudo-labeled images" if pseudo else ""),
+        detail=f"{iters} iterations{schedule}{resumed}" + (f", {num_pseudo} pseudo-labeled images" if pseudo else ""),
     )
     return ref
 

@@ -42,9 +42,13 @@ def test_checkpoints_cut_short_by_a_lost_machine_are_retrained_from_the_newest_c
     assert (
         f"train teacher: {work}/iter_4.pth is incomplete (cut short or changed after it was written); deleted" in said
     )
-    assert f"resuming from {work}/iter_2.pth, the newest complete checkpoint before {work}/iter_6.pth" in said
+    assert (
+        f"last_checkpoint names '{work}/iter_6.pth', but {work}/iter_4.pth is missing or incomplete: resuming from "
+        f"{work}/iter_2.pth, the newest complete checkpoint before it" in said
+    )
     assert f"resumed from the last checkpoint of a stopped attempt (iter: 2, {work}/iter_2.pth)" in said
     assert "[####################] 6/6" in said  # trained on to the end of the schedule
+    assert "(6 iterations, resumed at iteration 2: 4 trained in this attempt)" in said
     names = [f"ckpt-{j}.pth" for j in (1, 2, 3)]
     assert sorted(store.manifest(again).files) == sorted([*names, "config.py", "history.json"])
     for name in names:

@@ -87,8 +87,8 @@ def test_a_named_checkpoint_cut_short_is_deleted_and_the_newest_complete_one_bef
     assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_20.pth")
     assert warnings == [
         f"train teacher: {tmp_path / 'iter_40.pth'} is incomplete (cut short or changed after it was written); deleted",
-        f"train teacher: resuming from {tmp_path / 'iter_20.pth'}, the newest complete checkpoint before "
-        f"{tmp_path / 'iter_40.pth'}",
+        f"train teacher: last_checkpoint names {str(tmp_path / 'iter_40.pth')!r}, but {tmp_path / 'iter_40.pth'} is "
+        f"missing or incomplete: resuming from {tmp_path / 'iter_20.pth'}, the newest complete checkpoint before it",
     ]
 
 
@@ -98,7 +98,8 @@ def test_a_named_checkpoint_that_is_gone_gives_way_to_the_one_before(tmp_path, w
     (tmp_path / "last_checkpoint").write_text("/w/iter_60.pth")
     assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_40.pth")
     assert warnings == [
-        f"train teacher: resuming from {tmp_path / 'iter_40.pth'}, the newest complete checkpoint before /w/iter_60.pth"
+        f"train teacher: last_checkpoint names '/w/iter_60.pth', but {tmp_path / 'iter_60.pth'} is missing or "
+        f"incomplete: resuming from {tmp_path / 'iter_40.pth'}, the newest complete checkpoint before it"
     ]
 
 
@@ -111,9 +112,17 @@ def test_an_earlier_checkpoint_lost_means_training_again_before_it_not_failing_a
     (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_60.pth"))
     assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_20.pth")
     assert not (tmp_path / "iter_40.pth").exists()
+    assert warnings[-1].endswith(
+        f"but {tmp_path / 'iter_40.pth'} is missing or incomplete: resuming from {tmp_path / 'iter_20.pth'}, the "
+        "newest complete checkpoint before it"
+    )
     os.remove(tmp_path / "iter_20.pth")  # gone: nothing before the gap
     assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) is None
     assert not (tmp_path / "last_checkpoint").exists()
+    assert warnings[-1] == (
+        f"train teacher: last_checkpoint names {str(tmp_path / 'iter_20.pth')!r}, but {tmp_path / 'iter_20.pth'} is "
+        "missing or incomplete and no complete checkpoint comes before it: training from scratch"
+    )
 
 
 def test_with_no_complete_checkpoint_left_the_training_starts_from_scratch(tmp_path, warnings):
@@ -122,18 +131,18 @@ def test_with_no_complete_checkpoint_left_the_training_starts_from_scratch(tmp_p
     assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) is None
     assert os.listdir(tmp_path) == []  # the pointer too: mmengine must not resume from it
     assert warnings[-1] == (
-        f"train teacher: last_checkpoint names {str(tmp_path / 'iter_20.pth')!r}, but no complete checkpoint is left "
-        "to resume from: training from scratch"
+        f"train teacher: last_checkpoint names {str(tmp_path / 'iter_20.pth')!r}, but {tmp_path / 'iter_20.pth'} is "
+        "missing or incomplete and no complete checkpoint comes before it: training from scratch"
     )
 
 
 @pytest.mark.parametrize(
     "content, reads",
     [
-        (b"", ""),  # killed while mmengine wrote it
-        (b"\x00\x00\x00\x00", ""),  # a lost machine's zeroed block
-        (b"\xff\xfe\x80\x00", "\ufffd\ufffd\ufffd"),  # not UTF-8
-        (b"/work/x/best_coco_bbox_mAP.pth", "/work/x/best_coco_bbox_mAP.pth"),  # no iteration checkpoint
+        (b"", "''"),  # killed while mmengine wrote it
+        (b"\x00\x00\x00\x00", "4 bytes b'\\x00\\x00\\x00\\x00'"),  # a lost machine's zeroed block
+        (b"\xff\xfe\x80\x00", "4 bytes b'\\xff\\xfe\\x80\\x00'"),  # not UTF-8
+        (b"/work/x/best_coco_bbox_mAP.pth", "'/work/x/best_coco_bbox_mAP.pth'"),  # no iteration checkpoint
     ],
 )
 def test_a_pointer_that_names_no_checkpoint_resumes_from_the_complete_one_written_last(
@@ -148,7 +157,7 @@ def test_a_pointer_that_names_no_checkpoint_resumes_from_the_complete_one_writte
     assert resume_point(str(tmp_path), "train teacher", _schedule(tmp_path)) == str(tmp_path / "iter_20.pth")
     assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_20.pth")
     assert warnings == [
-        f"train teacher: last_checkpoint names {reads!r}, no checkpoint: resuming from {tmp_path / 'iter_20.pth'}, "
+        f"train teacher: last_checkpoint names {reads}, no checkpoint: resuming from {tmp_path / 'iter_20.pth'}, "
         "the complete checkpoint written last"
     ]
 
@@ -163,7 +172,7 @@ def test_a_folder_where_the_pointer_or_a_checkpoint_should_be_is_reported_and_re
     assert warnings[0] == (
         f"train teacher: {tmp_path / 'iter_40.pth'} is incomplete (cut short or changed after it was written); deleted"
     )
-    assert "names '<unreadable: IsADirectoryError>', no checkpoint: resuming from" in warnings[1]
+    assert "names nothing readable (IsADirectoryError), no checkpoint: resuming from" in warnings[1]
 
 
 def test_the_best_checkpoint_is_the_newest_by_iteration_and_a_cut_short_one_is_stood_in_for(tmp_path, warnings):
