@@ -261,8 +261,9 @@ def train_model(
 def _scalars(work: str) -> list[dict]:
     """The Runner's logged scalars (loss, lr, validation metrics) of the whole training: every
     attempt's ``<timestamp>/vis_data/scalars.json`` in the scratch folder ``work``, oldest
-    first, merged by :func:`merge_attempts`. A file cut short by a kill ends at its last whole line."""
-    files = sorted(glob.glob(os.path.join(work, "*", "vis_data", "scalars.json")), key=lambda p: re.sub(r"\D", "", p))
+    first (by when each was last written: the folders' local-time names can go back with the
+    clock), merged by :func:`merge_attempts`. A file cut short by a kill ends at its last whole line."""
+    files = sorted(glob.glob(os.path.join(work, "*", "vis_data", "scalars.json")), key=os.path.getmtime)
     attempts = []
     for path in files:
         rows = []

@@ -42,6 +42,13 @@ def warnings():
         yield lines
 
 
+def _central_entry_changed(data: bytes, offset: int, value: int) -> bytes:
+    """``data`` (a zip archive) with the 2-byte field at ``offset`` of its first central
+    directory entry set to ``value``: 8 general purpose flags, 10 compression method."""
+    at = data.index(b"PK\x01\x02") + offset
+    return data[:at] + value.to_bytes(2, "little") + data[at + 2 :]
+
+
 def test_a_complete_checkpoint_is_told_from_one_cut_short_changed_or_missing(tmp_path):
     path = _save(tmp_path / "iter_2.pth")
     assert checkpoint_complete(path)
@@ -51,6 +58,9 @@ def test_a_complete_checkpoint_is_told_from_one_cut_short_changed_or_missing(tmp
         "half": data[: len(data) // 2],
         "empty": b"",
         "one_bit_flipped": data[:4000] + bytes([data[4000] ^ 1]) + data[4001:],  # a tensor byte: CRC-32
+        "unknown_compression": _central_entry_changed(data, 10, 99),  # zipfile raises NotImplementedError
+        "deflated_but_stored": _central_entry_changed(data, 10, 8),  # zlib.error
+        "marked_encrypted": _central_entry_changed(data, 8, 1),  # RuntimeError
     }.items():
         (tmp_path / name).write_bytes(content)
         assert not checkpoint_complete(str(tmp_path / name)), name
@@ -229,4 +239,7 @@ def test_the_stored_history_joins_the_attempts_of_a_resumed_training(tmp_path):
         folder.mkdir(parents=True)
         text = "".join(json.dumps(r) + "\n" for r in rows)
         (folder / "scalars.json").write_text(text + ('{"iter": 55, "lo' if name.endswith("331") else ""))
+    os.utime(tmp_path / "20261130_125331" / "vis_data" / "scalars.json", (1e9, 1e9))
     assert _scalars(str(tmp_path)) == [*first[:7], *second]  # the first file's last line was cut short
+    os.rename(tmp_path / "20261130_125404", tmp_path / "20261130_015404")  # the clock went back an hour or more
+    assert _scalars(str(tmp_path)) == [*first[:7], *second]  # ordered by when each was written
