@@ -221,7 +221,16 @@ def train_model(
             config_file = train_distributed(train_cfg, work, n_gpus, f"train {what}")
         else:
             with quiet_openmmlab(work, train_cfg.experiment_name, f"train {what}"):
-                Runner.from_cfg(train_cfg).train()
+                runner = Runner.from_cfg(train_cfg)
+                runner.train()
+                if val_src is not None and not validated_at_end(_scalars(work)):
+                    # stopped during its last validation, and resumed at the end: nothing validated it
+                    stage_logger().warning(
+                        "train %s: the validation at the end of the schedule did not finish before the stop: "
+                        "validating now",
+                        what,
+                    )
+                    runner.val()
 
     check_checkpoints(work, ckpts, f"train {what}")
     best = best_checkpoint(work, f"train {what}")
@@ -275,6 +284,14 @@ def _scalars(work: str) -> list[dict]:
                     continue
         attempts.append(rows)
     return merge_attempts(attempts)
+
+
+def validated_at_end(history: list[dict]) -> bool:
+    """Whether a training's merged scalar rows (:func:`_scalars`) end with a validation row: mmengine
+    logs a training row with its ``iter`` and a validation row without one, metrics or not (a
+    detector with no box yet has none). A training stopped during its last validation and
+    resumed at the end of the schedule ends with its last training row instead."""
+    return bool(history) and "iter" not in history[-1]
 
 
 def merge_attempts(attempts: list[list[dict]]) -> list[dict]:

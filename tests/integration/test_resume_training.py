@@ -3,6 +3,7 @@ one and stores only complete checkpoints (tasks/train_model.py, selftrain/stage.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 
@@ -58,3 +59,36 @@ def test_checkpoints_cut_short_by_a_lost_machine_are_retrained_from_the_newest_c
     assert store.read(again, "ckpt-1.pth") == first  # the iter_2 it resumed from, unchanged
     history = store.read_json(again, "history.json")  # both attempts: 1-2 from the first, 3-6 resumed
     assert [row["iter"] for row in history if "iter" in row] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_training_stopped_in_its_last_validation_is_validated_when_resumed_at_the_end(tmp_path, monkeypatch):
+    """A teacher with a held-out set trains 4 iterations (K = 2: validation at 2 and 4) and is
+    stopped during its last validation: every checkpoint is written, the last validation's row
+    is not. Its re-run resumes at iteration 4, where mmengine trains and validates nothing; the
+    stage validates once more, so that the stored history ends with the last validation."""
+    from selftrain.stage import get_store, scratch_dir
+    from tasks.train_model import _scalars, train_model, validated_at_end
+
+    store_url, labeled = _tiny_set(tmp_path, "detection")
+    monkeypatch.setenv("SELFTRAIN_WORK_DIR", str(tmp_path / "scratch"))
+    args = (store_url, "det/retinanet_mnv2_256_cpu", labeled, labeled)  # the labeled set held out as well
+    ref = train_model.fn(*args, role="teacher", iters=4, k=2, seed=0, pretrained=False)
+    store, work = get_store(store_url), scratch_dir(ref)
+    history = store.read_json(ref, "history.json")
+    assert validated_at_end(history) and sum("iter" not in row for row in history) == 2
+    (scalars,) = glob.glob(os.path.join(work, "*", "vis_data", "scalars.json"))
+    lines = open(scalars).read().splitlines(keepends=True)
+    with open(scalars, "w") as f:  # the last validation's row never written
+        f.writelines(lines[:-1])
+    assert not validated_at_end(_scalars(work))
+    shutil.rmtree(os.path.join(store_url, ref.dataset, ref.stage, ref.key))
+
+    with stage_lines() as said:
+        again = train_model.fn(*args, role="teacher", iters=4, k=2, seed=0, pretrained=False)
+    assert again == ref
+    text = "\n".join(said)
+    assert f"resumed from the last checkpoint of a stopped attempt (iter: 4, {work}/iter_4.pth)" in text
+    assert "the validation at the end of the schedule did not finish before the stop: validating now" in text
+    stored = store.read_json(again, "history.json")
+    assert validated_at_end(stored) and sum("iter" not in row for row in stored) == 2
+    assert [row["iter"] for row in stored if "iter" in row] == [row["iter"] for row in history if "iter" in row]
