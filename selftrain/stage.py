@@ -316,8 +316,8 @@ def _remove(path: str) -> None:
             os.remove(path)
 
 
-def _drop_incomplete(path: str, what: str, why: str) -> None:
-    stage_logger().warning("%s: %s is incomplete (%s); deleted", what, path, why)
+def _drop_incomplete(path: str, what: str) -> None:
+    stage_logger().warning("%s: %s is incomplete (cut short or changed after it was written); deleted", what, path)
     _remove(path)
 
 
@@ -389,7 +389,7 @@ def resume_point(work: str, what: str, scheduled: list[str]) -> str | None:
             gap = path
             break
         if not checkpoint_complete(path):
-            _drop_incomplete(path, what, "cut short or changed after it was written")
+            _drop_incomplete(path, what)
             gap = path
             break
         usable.append(path)
@@ -435,9 +435,9 @@ def best_checkpoint(work: str, what: str) -> str | None:
         return None
     if checkpoint_complete(bests[-1]):
         return bests[-1]
-    _drop_incomplete(bests[-1], what, "cut short or changed after it was written")
+    _drop_incomplete(bests[-1], what)
     same = os.path.join(work, f"iter_{_iteration(bests[-1])}.pth")
-    if checkpoint_complete(same):
+    if _iteration(bests[-1]) >= 0 and checkpoint_complete(same):
         stage_logger().warning("%s: %s stands in for the best checkpoint (the same iteration)", what, same)
         return same
     return None
@@ -456,7 +456,7 @@ def check_checkpoints(work: str, checkpoints: list[str], what: str) -> None:
     if not missing and not broken:
         return
     for name in broken:
-        _drop_incomplete(os.path.join(work, name), what, "cut short or changed after it was written")
+        _drop_incomplete(os.path.join(work, name), what)
     gap = min(_iteration(name) for name in missing + broken)
     before = [c for c in checkpoints if _iteration(c) < gap]
     _point_last_checkpoint(work, before[-1] if before else None)

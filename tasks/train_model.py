@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import time
 
 from selftrain.kinds import kind_of
@@ -206,7 +205,7 @@ def train_model(
     if last is not None:
         # A previous attempt was stopped: continue from its last complete checkpoint, not from scratch.
         train_cfg.resume, train_cfg.load_from = True, None
-        at = int(re.search(r"iter_(\d+)\.pth$", last).group(1))  # type: ignore[union-attr]  # one of ckpts
+        at = interval * (ckpts.index(last) + 1)  # resume_point returns one of ckpts
         stage_logger().warning(
             "train %s: resumed from the last checkpoint of a stopped attempt (iter: %s, %s)", what, at, last
         )
