@@ -16,6 +16,13 @@ students at alpha = 4 from the same teacher and pseudo labels: with the paper's 
 normalisation and with the plain weighted loss ``Lh + 4 Lp`` (``normalize_loss=False``); a
 training that fails (diverges) is recorded with its error.
 
+With ``--st-ablation`` (segmentation) every seed also trains ST students that take apart what
+the student's pseudo-labeled half costs or brings: the strong augmentation of those images -
+ST++'s (``strong``, the default), without its hue jitter (``strong_no_hue``) or none (weak
+only) - crossed with their labels - the teacher's pseudo masks, or the images' ground-truth
+masks put in their place (an oracle: the same student, schedule and sampling with labels as
+good as they get). Each is evaluated like the others; the table gives them beside the control.
+
 The table gives every seed and, per method, the paired differences student - control and
 student - teacher (mean, SD, wins), with two one-sided paired tests of "the student is
 better": Student's paired t-test and the exact Wilcoxon signed-rank test (with 5 seeds its
@@ -59,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also zoph students at alpha 4 with and without loss normalisation (Zoph et al. Appendix B)",
     )
+    parser.add_argument(
+        "--st-ablation",
+        action="store_true",
+        help="segmentation: also ST students with each strong augmentation (strong, strong_no_hue, none), on "
+        "the teacher's pseudo masks and on the ground-truth masks in their place",
+    )
     args = parser.parse_args(argv)
+    if args.st_ablation and (args.task != "segmentation" or "st" not in (args.methods or ["st"])):
+        parser.error("--st-ablation needs --task segmentation and the st method")
     use_local_defaults()
     out = os.path.abspath(args.out or default_out())
     methods = args.methods or DEFAULT_METHODS[args.task]
@@ -139,6 +154,8 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
         "controls": control,
         "iters": {m: int(store.manifest(model(m)).meta["iters"]) for m in ["teacher", *methods]},
     }
+    if args.st_ablation:
+        row["st_ablation"] = st_ablation(params, store, teacher, labeled, val, out, seed, metric, row)
     if args.alpha_experiment:
         row["alpha4"] = {}
         for name, normalize in (("normalised", True), ("plain", False)):
@@ -149,6 +166,102 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
             except Exception as e:  # a diverged training is a result here, not a crash
                 row["alpha4"][name] = {"value": None, "error": f"{type(e).__name__}: {e}"[:300]}
     return row
+
+
+STRONG_VARIANTS = ("strong", "strong_no_hue", "none")
+
+
+def st_ablation(params, store, teacher, labeled, val, out: str, seed: int, metric: str, row: dict) -> dict:
+    """One seed's ST students with each strong augmentation of STRONG_VARIANTS, on the teacher's
+    pseudo masks ('pseudo': the flow, as a user runs it with ``strong_aug``) and on the
+    unlabeled images' ground-truth masks in their place ('ground truth'). Returns
+    {labels: {strong augmentation: metric}}."""
+    from app import demo
+    from tasks.choose_thresholds import choose_thresholds
+    from tasks.evaluate import evaluate
+    from tasks.train_model import train_model
+
+    result: dict[str, dict[str, float]] = {"pseudo": {"strong": row["students"]["st"]}, "ground truth": {}}
+    for strong in STRONG_VARIANTS[1:]:
+        variant = params.model_copy(update={"method": ["st"], "strong_aug": strong})
+        r = demo.run(variant, out, f"quality-segmentation-seed{seed}-st-{strong}")
+        result["pseudo"][strong] = float(r["metrics"]["st"][metric])
+    truth = ground_truth_shards(store, teacher)
+    thresholds = choose_thresholds(params.store, labeled, truth, rule="fixed", default=params.threshold_of("st"))
+    teacher_iters = int(store.manifest(teacher).meta["iters"])
+    for strong in STRONG_VARIANTS:
+        student = train_model(
+            params.store,
+            params.config,
+            labeled,
+            val,
+            role="student",
+            iters=None,
+            k=params.k,
+            seed=seed,
+            aug="weak",
+            pretrained=params.pretrained,
+            pseudo=truth,
+            method="st",
+            thresholds=thresholds,
+            teacher_iters=teacher_iters,
+            strong_aug=strong,
+        )
+        metrics = store.read_json(evaluate(params.store, params.config, student, val), "metrics.json")
+        result["ground truth"][strong] = float(metrics[metric])
+    return result
+
+
+def ground_truth_shards(store, teacher) -> list:
+    """Mask shards holding the ground truth of the images that ``teacher`` pseudo-labeled, in
+    the pseudo-mask shards' format (every pixel kept, confidence 1), one per teacher shard: the
+    oracle of ``--st-ablation``. The ground truth of image ``.../img/NAME`` is
+    ``.../ann/NAME`` (the composed set's layout). Stored once, keyed by the image shard."""
+    import numpy as np
+    from PIL import Image
+
+    from selftrain.kinds import KINDS
+    from selftrain.pseudo_sets import mask_stats
+    from storage.masks import quantize_confidence
+    from storage.schemas import UNLABELED_IMAGES, read_parquet
+
+    kind = KINDS["segmentation"]
+    made_by = f"{teacher.stage}/{teacher.key}"
+    shards = [
+        r for r in store.list(teacher.dataset, kind.pseudo_stage) if store.manifest(r).meta.get("model") == made_by
+    ]
+    if not shards:
+        raise ValueError(f"the teacher {made_by} pseudo-labeled nothing in this store")
+    out = []
+    for shard in shards:
+        images_ref = store.ref(teacher.dataset, *store.manifest(shard).meta["shard"].split("/"))
+        ref = store.stage_ref(
+            teacher.dataset,
+            kind.pseudo_stage,
+            kind.pseudo_version,
+            "ground-truth",
+            {"shard": images_ref},
+            {"oracle": "ground-truth masks"},
+        )
+        if not store.has(ref):
+            images = read_parquet(store.read(images_ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+            labels, stats = [], []
+            for image in images:
+                uri = image["image_uri"]
+                path = os.path.join(os.path.dirname(os.path.dirname(uri)), "ann", os.path.basename(uri))
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(f"no ground-truth mask for {uri}: {path}")
+                label = np.asarray(Image.open(path), dtype=np.uint8)
+                confidence = np.ones(label.shape, dtype=np.float32)
+                labels.append((image["image_id"], label, quantize_confidence(confidence)))
+                stats.append(mask_stats(image, label, confidence, ""))
+            meta = {"num_images": len(images), "skipped": [], "all_skipped": False, "model": "ground truth"}
+            meta |= {"shard": f"{images_ref.stage}/{images_ref.key}", "num_masks": len(labels)}
+            with store.writer(ref, meta=meta) as w:
+                for name, data in kind.shard_files(labels, stats).items():
+                    w.write_bytes(name, data)
+        out.append(ref)
+    return out
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -230,6 +343,25 @@ def table(rows: list[dict], task: str, methods: list[str]) -> str:
                 f"\nnormalised - plain: {s['mean']:+.4f} (SD {s['sd']:.4f}), {s['wins']}/{s['n']} seeds, "
                 f"paired t-test p {s['t_p']:.3f}, Wilcoxon p {s['wilcoxon_p']:.3f} (one-sided)"
             )
+    ablated = [r for r in rows if "st_ablation" in r]
+    if ablated:
+        lines += [
+            "",
+            f"ST students by labels and strong augmentation of the pseudo-labeled images ({metric}; the "
+            "ground truth in place of the pseudo masks is an oracle)",
+            "",
+            "| seed | control | "
+            + " | ".join(f"{labels}, {strong}" for labels in ("pseudo", "ground truth") for strong in STRONG_VARIANTS)
+            + " |",
+            "| --- " * (2 + 2 * len(STRONG_VARIANTS)) + "|",
+        ]
+        for r in ablated:
+            cells = [
+                f"{r['st_ablation'][labels][strong]:.4f}"
+                for labels in ("pseudo", "ground truth")
+                for strong in STRONG_VARIANTS
+            ]
+            lines.append(f"| {r['seed']} | {r['controls']['st']:.4f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -248,6 +248,12 @@ class SelfTrainingParams(BaseModel):
         description="zoph students: 'double' (the paper: the teacher's batch of human images plus as many "
         "pseudo-labeled ones) or 'split' (the teacher's batch, half human, half pseudo: half the compute)",
     )
+    strong_aug: str = Field(
+        "strong",
+        description="st / st++ students: the strong augmentation of their pseudo-labeled images, a file "
+        "model_configs/aug/strong*.py - 'strong' (default): the ST++ reference's colour jitter, grayscale, "
+        "blur and CutOut - or 'none' (the weak augmentation only; not the papers' recipe)",
+    )
     init: Literal["teacher", "random"] = "teacher"
     pretrained: bool = Field(True, description="ImageNet-pretrained backbone (offline weights)")
     store: str = Field("runs/store", description="artifact store root: a local folder or s3://bucket/prefix")
@@ -431,6 +437,17 @@ class SelfTrainingParams(BaseModel):
                 f"teacher_aug {self.teacher_aug} holds detection policies (AutoAugment / RandAugment); "
                 f"{kind.name} supports {', '.join(kind.aug_presets)} or weak"
             )
+        if self.strong_aug != "strong":
+            from selftrain.mm.configs import strong_transforms
+
+            if not {"st", "st++"} & set(self.methods):
+                raise ValueError(
+                    f"strong_aug {self.strong_aug!r} applies to st / st++ students only; methods: {self.methods}"
+                )
+            try:
+                strong_transforms(kind.config_folder, self.strong_aug)
+            except ConfigError as exc:
+                raise ValueError(f"strong_aug: {exc}") from exc
         if self.aug not in kind.aug_presets:
             raise ValueError(
                 f"augmentation preset {self.aug} holds detection policies (AutoAugment / RandAugment); "

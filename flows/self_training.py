@@ -295,8 +295,8 @@ def self_training(**fields) -> str:
         train, iters=p.student_iters or teacher_iters, zoph_batch=p.zoph_batch, normalize_loss=p.normalize_loss
     )
     st_train: dict[str, Any] = dict(
-        train, iters=p.student_iters, teacher_iters=teacher_iters, aug="weak"
-    )  # st: weak + strong
+        train, iters=p.student_iters, teacher_iters=teacher_iters, aug="weak", strong_aug=p.strong_aug
+    )  # st: weak on all, strong on the pseudo-labeled images
     models, ranking = {"teacher": teacher}, None
     # 2. TTA pseudo labels of every unlabeled image by the teacher (only new images cost work).
     first_pseudo, first_plan = pseudo_label_all(p, teacher, unlabeled, labeled, "teacher")

@@ -16,6 +16,9 @@ import time
 
 from selftrain.kinds import kind_of
 from selftrain.mm.configs import (
+    NO_STRONG,
+    STRONG,
+    WEAK,
     config_digest,
     count_images,
     epoch_matched_iters,
@@ -73,6 +76,7 @@ def train_model(
     zoph_batch: str = "double",
     normalize_loss: bool = True,
     thresholds: ArtifactRef | None = None,
+    strong_aug: str = STRONG,
 ) -> ArtifactRef:
     """Train a teacher or a student with mmengine's Runner, keeping K evenly spaced checkpoints.
 
@@ -88,7 +92,9 @@ def train_model(
     ``Lh + alpha * Lp`` (an ablation of the paper's Appendix B). ``thresholds`` (required
     with ``pseudo``; tasks/choose_thresholds.py): which stored pseudo labels a student trains
     on - applied here, so that another threshold re-uses every pseudo-label shard; what was
-    kept is recorded in the manifest (``pseudo_labels``). A killed training resumes from
+    kept is recorded in the manifest (``pseudo_labels``). ``strong_aug`` (an 'st' student): the
+    strong augmentation of its pseudo-labeled images, model_configs/aug/<strong_aug>.py - 'strong',
+    the ST++ reference's, by default - or 'none' (the weak one only). A killed training resumes from
     its last complete checkpoint. Raises WrongReference for a swapped reference, ValueError for a
     method the task lacks, a missing schedule or missing thresholds."""
     from mmengine.runner import Runner
@@ -141,8 +147,10 @@ def train_model(
     # the recipe files this training is built from (stage config, _base_ files, augmentation)
     params["recipe"] = recipe_digest(
         (training_stage(kind.config_folder, method if pseudo else None),),
-        ("weak", "strong") if pseudo and method == "st" else (aug,),
+        ((WEAK, strong_aug) if strong_aug != NO_STRONG else (WEAK,)) if pseudo and method == "st" else (aug,),
     )
+    if pseudo and method == "st" and strong_aug != STRONG:
+        params["strong_aug"] = strong_aug  # absent by default: keys of earlier st students stay valid
     if pseudo and method == "st":
         if iters is None:
             params["epochs_of_teacher_iters"] = teacher_iters
@@ -196,6 +204,7 @@ def train_model(
         num_labeled=num_labeled,
         zoph_batch=zoph_batch,
         normalize_loss=normalize_loss,
+        strong_aug=strong_aug,
         **common,
     )
     interval = iters // k

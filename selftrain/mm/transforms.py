@@ -192,8 +192,9 @@ class ColorJitter(BaseTransform):
 
     Brightness, contrast and saturation factors are drawn from [1 - x, 1 + x], the hue shift
     from [-hue, hue] (fraction of the colour circle); the four are applied in a random order
-    with mmcv's image operations. Image only: labels, boxes and masks are untouched. The
-    probability is ``prob`` (wrap nothing around it).
+    with mmcv's image operations; a hue of 0 leaves the hue alone (as torchvision does). Image
+    only: labels, boxes and masks are untouched. The probability is ``prob`` (wrap nothing
+    around it).
     """
 
     def __init__(
@@ -234,7 +235,7 @@ class ColorJitter(BaseTransform):
                 img = mmcv.adjust_contrast(img, c)
             elif op == 2:
                 img = mmcv.adjust_color(img, s)
-            else:
+            elif h:  # hue 0 (strong_no_hue.py): no shift, and no lossy HSV round trip
                 img = shift_hue(img, h)
         results["img"] = np.clip(img, 0, 255).astype(np.uint8)
         return results

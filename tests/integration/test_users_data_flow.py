@@ -158,10 +158,15 @@ def test_segmentation_on_users_kinds_of_data(tmp_path, prefect_server):
             k=3,
             tta_scales=[0.75, 1.0],
             shard_size=16,
+            strong_aug="strong_no_hue",  # a non-default strong augmentation reaches the student's config
             store=store_url,
         ),
     )
     store = ArtifactStore(store_url)
+    (student,) = [r for r in store.list("messy-seg", "train") if store.manifest(r).meta["role"] == "student"]
+    assert store.manifest(student).meta["params"]["strong_aug"] == "strong_no_hue"
+    trained = store.read(student, "config.py").decode()
+    assert "hue=0.0" in trained and "hue=0.25" not in trained and "RandomFillCutOut" in trained
     stats = stats_of(store, "messy-seg", "pseudo_masks", SEG_IMAGE_STATS)
     check_skips(stats, data["bad"])  # mixed sizes in one batch of 8: no crash, each at its own size
     report = store.list("messy-seg", "report")[0]

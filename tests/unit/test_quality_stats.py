@@ -79,3 +79,65 @@ def test_each_seed_runs_the_demo_with_every_option_it_has():
     assert (ns.teacher_iters, ns.student_iters, ns.seed, ns.methods) == (60, None, 3, ["st", "st++"])
     params = demo._overrides(ns, demo.SEG_DEMO_PARAMS)
     assert params["seed"] == 3 and params["teacher_iters"] == 60 and "threshold_rule" not in params
+
+
+def test_table_reports_the_st_ablation_beside_the_control():
+    labels = {"strong": 0.44, "strong_no_hue": 0.50, "none": 0.53}
+    row = {
+        "seed": 0,
+        "metric": "mIoU",
+        "teacher": 0.5,
+        "students": {"st": 0.44},
+        "controls": {"st": 0.59},
+        "iters": {"teacher": 324, "st": 972},
+        "st_ablation": {"pseudo": labels, "ground truth": {"strong": 0.56, "strong_no_hue": 0.66, "none": 0.66}},
+    }
+    text = table([row], "segmentation", ["st"])
+    assert (
+        "| seed | control | pseudo, strong | pseudo, strong_no_hue | pseudo, none | ground truth, strong "
+        "| ground truth, strong_no_hue | ground truth, none |"
+    ) in text
+    assert "| 0 | 0.5900 | 0.4400 | 0.5000 | 0.5300 | 0.5600 | 0.6600 | 0.6600 |" in text
+
+
+def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_path):
+    """--st-ablation's ground truth goes where the teacher's pseudo masks go: one shard per
+    teacher shard, every pixel kept at confidence 1, read back by the students' reader."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.quality import ground_truth_shards
+    from selftrain.kinds import KINDS
+    from selftrain.stage import read_pseudo_masks
+    from storage.schemas import UNLABELED_IMAGES, table_from_rows, to_parquet_bytes
+    from storage.store import ArtifactStore
+
+    kind = KINDS["segmentation"]
+    store = ArtifactStore(str(tmp_path / "store"))
+    for folder in ("img", "ann"):
+        (tmp_path / "u" / folder).mkdir(parents=True)
+    truth = {}
+    images = []
+    for i, (h, w) in enumerate(((5, 7), (6, 4))):
+        name = f"u{i}.png"
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / "u" / "img" / name)
+        truth[name] = np.arange(h * w, dtype=np.uint8).reshape(h, w) % 3
+        Image.fromarray(truth[name]).save(tmp_path / "u" / "ann" / name)
+        images.append({"image_id": name, "image_uri": str(tmp_path / "u" / "img" / name), "size": 1})
+    shard = store.stage_ref("d", "shard", 1, "", {}, {"i": 0})
+    with store.writer(shard, meta={}) as w:
+        w.write_bytes("images.parquet", to_parquet_bytes(table_from_rows(images, UNLABELED_IMAGES), UNLABELED_IMAGES))
+    teacher = store.stage_ref("d", "train", 1, "", {}, {"role": "teacher"})
+    with store.writer(teacher, meta={}) as w:
+        w.write_json("history.json", [])
+    pseudo = store.stage_ref("d", kind.pseudo_stage, kind.pseudo_version, "", {"shard": shard}, {})
+    with store.writer(pseudo, meta={"model": f"train/{teacher.key}", "shard": f"shard/{shard.key}"}) as w:
+        w.write_json("unused.json", {})
+    (oracle,) = ground_truth_shards(store, teacher)
+    assert ground_truth_shards(store, teacher) == [oracle]  # stored once
+    masks, stats = read_pseudo_masks(store, [oracle], confidence=True)
+    got = {image_id: (label, confidence) for image_id, label, confidence in masks}
+    assert sorted(got) == ["u0.png", "u1.png"]
+    for name, (label, confidence) in got.items():
+        assert np.array_equal(label, truth[name]) and (confidence == 255).all()
+    assert {s["image_id"]: (s["height"], s["width"]) for s in stats} == {"u0.png": (5, 7), "u1.png": (6, 4)}

@@ -148,6 +148,8 @@ def test_editing_a_recipe_file_changes_the_keys_of_exactly_the_stages_built_from
             "zoph": C.recipe_digest((C.training_stage("det", "zoph"),), ("S1",)),
             "st": C.recipe_digest((C.training_stage("det", "st"),), ("weak", "strong")),
             "seg st": C.recipe_digest((C.training_stage("seg", "st"),), ("weak", "strong")),
+            "seg st no hue": C.recipe_digest((C.training_stage("seg", "st"),), ("weak", "strong_no_hue")),
+            "seg st weak only": C.recipe_digest((C.training_stage("seg", "st"),), ("weak",)),
             "eval": C.recipe_digest(("det_test",)),
             "tta": C.recipe_digest(tta="det_default.py"),
         }
@@ -164,13 +166,16 @@ def test_editing_a_recipe_file_changes_the_keys_of_exactly_the_stages_built_from
     assert [k for k in before if before[k] != after[k]] == ["zoph"]
     edit(copy / "aug" / "strong.py", "prob=0.8", "prob=0.7")
     again = digests()
-    assert [k for k in after if after[k] != again[k]] == ["st", "seg st"]
+    assert [k for k in after if after[k] != again[k]] == ["st", "seg st"]  # not the students of the other files
+    edit(copy / "aug" / "strong_no_hue.py", "prob=0.8", "prob=0.7")
+    assert [k for k, v in digests().items() if v != again[k]] == ["seg st no hue"]
+    again = digests()
     edit(copy / "tta" / "det_default.py", "merge_nms_iou = 0.5", "merge_nms_iou = 0.6")
     last = digests()
     assert [k for k, v in last.items() if v != again[k]] == ["tta"]
     edit(copy / "_base_" / "default_runtime.py", "window_size=20", "window_size=10")
     changed = [k for k, v in digests().items() if v != last[k]]
-    assert changed == ["teacher", "zoph", "st", "seg st"]  # every training; not evaluation
+    assert changed == ["teacher", "zoph", "st", "seg st", "seg st no hue", "seg st weak only"]  # not evaluation
     again = digests()
     edit(copy / "pipelines" / "det.py", "allow_negative_crop=False", "allow_negative_crop=True")
     changed = [k for k, v in digests().items() if v != again[k]]
@@ -193,7 +198,7 @@ def test_pipelines_are_files_a_run_fills(tmp_path, monkeypatch):
         "PackDetInputs",
     ]
     assert s3[3]["scale"] == (w, h) and tuple(s3[3]["ratio_range"]) == (0.5, 2.0) and s3[4]["crop_size"] == (h, w)
-    st = C.det_train_pipeline(model_cfg, "weak", strong=True)
+    st = C.det_train_pipeline(model_cfg, "weak", strong="strong")
     assert [t["type"] for t in st][-3:] == ["GaussianBlur", "RandomFillCutOut", "PackDetInputs"]
     assert [t["type"] for t in C.det_test_pipeline(model_cfg, with_ann=False, skip_unreadable=True)] == [
         "LoadImageOrMarkUnreadable",

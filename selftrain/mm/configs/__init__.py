@@ -21,6 +21,8 @@ from selftrain.mm.configs.datasets import CocoSource, SegSource, coco_dataset, c
 from selftrain.mm.configs.detection import det_test_config, det_train_config, det_tta_model
 from selftrain.mm.configs.files import (
     AUG_PRESETS,
+    NO_STRONG,
+    STRONG,
     WEAK,
     ConfigError,
     aug_preset,
@@ -31,6 +33,7 @@ from selftrain.mm.configs.files import (
     resolve_config_path,
     stage_names,
     stage_template,
+    strong_names,
     strong_transforms,
     training_stage,
     tta_defaults,
@@ -50,6 +53,8 @@ from selftrain.mm.configs.segmentation import seg_test_config, seg_train_config,
 
 __all__ = [
     "AUG_PRESETS",
+    "NO_STRONG",
+    "STRONG",
     "WEAK",
     "CocoSource",
     "ConfigError",
@@ -84,6 +89,7 @@ __all__ = [
     "set_num_classes",
     "stage_names",
     "stage_template",
+    "strong_names",
     "strong_transforms",
     "teacher_set_size",
     "training_stage",

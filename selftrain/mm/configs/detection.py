@@ -5,7 +5,7 @@ from __future__ import annotations
 from mmengine.config import Config
 
 from selftrain.mm.configs.datasets import CocoSource, count_images, fill_coco
-from selftrain.mm.configs.files import WEAK, ConfigError, stage_template, tta_defaults
+from selftrain.mm.configs.files import STRONG, WEAK, ConfigError, stage_template, tta_defaults
 from selftrain.mm.configs.models import build_model
 from selftrain.mm.configs.pipelines import det_test_pipeline, det_train_pipeline
 from selftrain.mm.configs.recipes import oversample_times, zoph_batch_size
@@ -37,6 +37,7 @@ def det_train_config(
     num_labeled: int | None = None,
     zoph_batch: str = "double",
     normalize_loss: bool = True,
+    strong_aug: str = STRONG,
 ) -> Config:
     """Training config for a teacher (pseudo=None) or a student on labeled + pseudo boxes.
 
@@ -48,7 +49,8 @@ def det_train_config(
     'split': B in all, B/2 of each (half the compute; B must be even).
     ``st`` (ST / ST++ phases): the labeled set repeated to about the pseudo set's size
     (``num_pseudo`` images), shuffled together with it; weak augmentation on all, strong
-    augmentation (model_configs/aug/strong.py) on pseudo images only; plain detector.
+    augmentation ``strong_aug`` (model_configs/aug/<strong_aug>.py, default strong.py; 'none':
+    weak only) on pseudo images only; plain detector.
     """
     batch = int(model_cfg.batch_size)
     model = build_model(model_cfg, pretrained and load_from is None, num_classes=len(labeled.classes))
@@ -63,7 +65,7 @@ def det_train_config(
         repeat, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
         repeat["times"] = oversample_times(num_labeled, num_pseudo)
         fill_coco(repeat["dataset"], labeled, det_train_pipeline(model_cfg, WEAK))
-        fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, WEAK, strong=True))
+        fill_coco(pseudo_set, pseudo, det_train_pipeline(model_cfg, WEAK, strong=strong_aug))
     elif method == "zoph":
         batch = zoph_batch_size(batch, zoph_batch)
         cfg = stage_template("det_student_zoph")

@@ -73,9 +73,31 @@ def aug_preset(name: str) -> Config:
     return Config.fromfile(os.path.join(MODEL_CONFIGS, "aug", f"{key}.py"))
 
 
-def strong_transforms(task: str) -> list[dict]:
-    """ST / ST++ strong augmentation for 'det' or 'seg' (model_configs/aug/strong.py)."""
-    strong = Config.fromfile(os.path.join(MODEL_CONFIGS, "aug", "strong.py"))
+STRONG = "strong"  # ST / ST++ strong augmentation of the reference code, model_configs/aug/strong.py
+NO_STRONG = "none"  # no strong augmentation: the pseudo-labeled images get the weak one only
+
+
+def strong_names() -> list[str]:
+    """The strong augmentation files of model_configs/aug/ (``strong*.py``), and 'none'."""
+    folder = os.path.join(MODEL_CONFIGS, "aug")
+    return sorted(f[:-3] for f in os.listdir(folder) if f.startswith(STRONG) and f.endswith(".py")) + [NO_STRONG]
+
+
+def strong_transforms(task: str, name: str = STRONG) -> list[dict]:
+    """ST / ST++ strong augmentation for 'det' or 'seg': the ``det`` / ``seg`` list of
+    model_configs/aug/<name>.py (default 'strong', the ST++ reference's values), or [] for
+    'none'. Raises ConfigError for a name that is not such a file, listing them."""
+    if name == NO_STRONG:
+        return []
+    path = os.path.join(MODEL_CONFIGS, "aug", f"{name}.py")
+    if os.path.basename(name) != name or not name.startswith(STRONG) or not os.path.isfile(path):
+        raise ConfigError(
+            f"unknown strong augmentation {name!r}; use one of {strong_names()} "
+            "(a file model_configs/aug/strong*.py with a 'det' and a 'seg' transform list, or 'none')"
+        )
+    strong = Config.fromfile(path)
+    if not isinstance(strong.get(task), list):
+        raise ConfigError(f"strong augmentation {path} has no {task!r} transform list")
     return copy.deepcopy(list(strong[task]))
 
 
@@ -124,13 +146,17 @@ def tta_defaults(name: str) -> Config:
 def recipe_digest(stages: tuple[str, ...] = (), aug: tuple[str, ...] = (), tta: str | None = None) -> str:
     """Digest of the recipe files a stage is built from, for its store key: the stage configs
     (with their ``_base_`` files resolved) and their task's pipelines file (pipelines/det.py for
-    ``det_*``), the augmentation presets (model_configs/aug/, and strong.py when 'strong' is
-    named) and a TTA defaults file with its task's pipelines. Editing any of them changes the
-    keys of the stages built from it, so that nothing trained with the old recipe is reused."""
+    ``det_*``), the augmentation presets (model_configs/aug/) and strong augmentation files
+    (model_configs/aug/strong*.py) named in ``aug``, and a TTA defaults file with its task's
+    pipelines. Editing any of them changes the keys of the stages built from it, so that
+    nothing trained with the old recipe is reused."""
     parts: dict[str, object] = {f"stage:{name}": stage_template(name) for name in stages}
     for name in aug:
-        path = os.path.join(MODEL_CONFIGS, "aug", "strong.py") if name == "strong" else None
-        parts[f"aug:{name.lower()}"] = Config.fromfile(path).to_dict() if path else aug_preset(name).to_dict()
+        if not name.startswith(STRONG):
+            parts[f"aug:{name.lower()}"] = aug_preset(name).to_dict()
+        else:  # a strong augmentation file, model_configs/aug/strong*.py (strong_transforms checks it)
+            strong_transforms("seg", name)
+            parts[f"aug:{name}"] = Config.fromfile(os.path.join(MODEL_CONFIGS, "aug", f"{name}.py")).to_dict()
     if tta is not None:
         parts[f"tta:{tta}"] = tta_defaults(tta).to_dict()
     for folder in sorted({name.split("_")[0] for name in (*stages, *([tta] if tta else []))}):

@@ -71,12 +71,13 @@ def _loader(steps: list, skip_unreadable: bool) -> list:
 
 
 def _train_pipeline(
-    kind_folder: str, aug: str, *, scale: tuple, crop: tuple, strong: bool, pack: dict | None
+    kind_folder: str, aug: str, *, scale: tuple, crop: tuple, strong: str | None, pack: dict | None
 ) -> list[dict]:
     """pipelines/<kind_folder>.py's train_pipeline filled: resize around ``scale`` (w, h) with
     the preset's ratio range, crop to ``crop`` (h, w), the preset's flip probability; the
-    preset's policy (mmdet-scoped for segmentation) and ST's strong augmentation spliced in;
-    ``pack`` instead of the last step when given."""
+    preset's policy (mmdet-scoped for segmentation) and ST's strong augmentation ``strong`` (a
+    name of :func:`strong_transforms`; None: none) spliced in; ``pack`` instead of the last
+    step when given."""
     preset = aug_preset(aug)
     where = f"pipelines/{kind_folder}.py train_pipeline"
     steps = _template(kind_folder, "train_pipeline")
@@ -91,14 +92,15 @@ def _train_pipeline(
         steps,
         where,
         policy=mmdet_scoped(policy) if kind_folder == "seg" else policy,
-        strong=strong_transforms(kind_folder) if strong else [],
+        strong=strong_transforms(kind_folder, strong) if strong else [],
     )
 
 
-def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None, strong: bool = False) -> list[dict]:
+def det_train_pipeline(model_cfg: Config, aug: str, pack: dict | None = None, strong: str | None = None) -> list[dict]:
     """Load -> preset policy (AutoAugment / RandAugment) -> scale jitter -> crop -> flip
-    [-> ST strong augmentation] -> pack (model_configs/pipelines/det.py). ``pack`` replaces the
-    last step (a Zoph et al. student's branch packing). Raises ConfigError for an unknown preset."""
+    [-> ST strong augmentation ``strong``, model_configs/aug/<strong>.py] -> pack
+    (model_configs/pipelines/det.py). ``pack`` replaces the last step (a Zoph et al. student's
+    branch packing). Raises ConfigError for an unknown preset or strong augmentation."""
     w, h = model_cfg.img_scale
     return _train_pipeline("det", aug, scale=(w, h), crop=(h, w), strong=strong, pack=pack)
 
@@ -169,11 +171,12 @@ def mmdet_scoped(policy: list[dict]) -> list[dict]:
     return out
 
 
-def seg_train_pipeline(model_cfg: Config, aug: str, strong: bool = False, pack: dict | None = None) -> list[dict]:
+def seg_train_pipeline(model_cfg: Config, aug: str, strong: str | None = None, pack: dict | None = None) -> list[dict]:
     """Load -> [preset policy] -> resize with the preset's ratio jitter -> crop -> flip
-    [-> ST strong] -> pack (model_configs/pipelines/seg.py). The S2..S4 policies are mmdet's
-    AutoAugment / RandAugment, scoped for mmseg (:func:`mmdet_scoped`), as Zoph et al. use the
-    presets for segmentation too. Raises ConfigError for an unknown preset."""
+    [-> ST strong augmentation ``strong``, model_configs/aug/<strong>.py] -> pack
+    (model_configs/pipelines/seg.py). The S2..S4 policies are mmdet's AutoAugment /
+    RandAugment, scoped for mmseg (:func:`mmdet_scoped`), as Zoph et al. use the presets for
+    segmentation too. Raises ConfigError for an unknown preset or strong augmentation."""
     w, h = model_cfg.img_scale
     return _train_pipeline("seg", aug, scale=(w, h), crop=tuple(model_cfg.crop_size), strong=strong, pack=pack)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mmengine.config import Config
 
 from selftrain.mm.configs.datasets import SegSource, count_images, fill_pairs
-from selftrain.mm.configs.files import WEAK, ConfigError, stage_template
+from selftrain.mm.configs.files import STRONG, WEAK, ConfigError, stage_template
 from selftrain.mm.configs.models import seg_model
 from selftrain.mm.configs.pipelines import seg_test_pipeline, seg_train_pipeline
 from selftrain.mm.configs.recipes import oversample_times, zoph_batch_size
@@ -32,11 +32,13 @@ def seg_train_config(
     alpha: float = 1.0,
     zoph_batch: str = "double",
     normalize_loss: bool = True,
+    strong_aug: str = STRONG,
 ) -> Config:
     """Training config for a segmentation teacher (pseudo=None) or a student.
 
     ``st`` (ST / ST++): labeled pairs repeated beside the pseudo masks, weak augmentation on
-    all, strong augmentation on the pseudo masks' images only (docs/design.md §3.4, §3.5).
+    all, strong augmentation on the pseudo masks' images only (docs/design.md §3.4, §3.5):
+    ``strong_aug`` names it (model_configs/aug/<strong_aug>.py; 'none': weak only).
     ``zoph`` (Zoph et al. §4.2): as for detection - half human / half pseudo batches
     (``zoph_batch`` 'double': B + B, 'split': B/2 + B/2), the ``aug`` preset on both,
     LossNormalizedSegmentor with weight ``alpha``, usually initialised from the teacher."""
@@ -63,7 +65,7 @@ def seg_train_config(
         repeat, pseudo_set = cfg["train_dataloader"]["dataset"]["datasets"]
         repeat["times"] = oversample_times(num_labeled, num_pseudo)
         fill_pairs(repeat["dataset"], labeled, seg_train_pipeline(model_cfg, WEAK))
-        fill_pairs(pseudo_set, pseudo, seg_train_pipeline(model_cfg, WEAK, strong=True))
+        fill_pairs(pseudo_set, pseudo, seg_train_pipeline(model_cfg, WEAK, strong=strong_aug))
     if val:
         fill_pairs(cfg["val_dataloader"]["dataset"], val, seg_test_pipeline(model_cfg))
     return fill_training(
