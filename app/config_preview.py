@@ -94,6 +94,7 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
             num_labeled=num_labeled,
             zoph_batch=p.zoph_batch,
             normalize_loss=p.normalize_loss,
+            strong_aug=p.strong_aug,
             **common,
         )
         if student:

@@ -106,6 +106,12 @@ def test_config_show_previews_a_stage_from_parameters(tmp_path, capsys):
     assert main(["config", "show", str(params), "--stage", "student", "--method", "st", "--num-pseudo", "60"]) == 0
     cfg = Config.fromstring(capsys.readouterr().out, ".py")
     assert cfg.train_dataloader.dataset.datasets[0].type == "RepeatDataset"
+    jitter = next(t for t in cfg.train_dataloader.dataset.datasets[1].pipeline if t.type == "ColorJitter")
+    assert jitter.hue == 0.25  # the reference's strong augmentation by default
+    params.write_text(json.dumps(dict(json.loads(params.read_text()), method=["st"], strong_aug="none")))
+    assert main(["config", "show", str(params), "--stage", "student"]) == 0
+    pseudo_set = Config.fromstring(capsys.readouterr().out, ".py").train_dataloader.dataset.datasets[1]
+    assert "ColorJitter" not in {t.type for t in pseudo_set.pipeline}  # the run's strong_aug, shown
     assert main(["config", "show", "nothing-here"]) == 2
 
 
