@@ -155,7 +155,7 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
         "iters": {m: int(store.manifest(model(m)).meta["iters"]) for m in ["teacher", *methods]},
     }
     if args.st_ablation:
-        row["st_ablation"] = st_ablation(params, store, teacher, labeled, val, out, seed, metric, row)
+        row["st_ablation"] = st_ablation(params, store, report, out, seed, metric, row)
     if args.alpha_experiment:
         row["alpha4"] = {}
         for name, normalize in (("normalised", True), ("plain", False)):
@@ -171,24 +171,39 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
 STRONG_VARIANTS = ("strong", "strong_no_hue", "none")
 
 
-def st_ablation(params, store, teacher, labeled, val, out: str, seed: int, metric: str, row: dict) -> dict:
+def st_ablation(params, store, report: dict, out: str, seed: int, metric: str, row: dict) -> dict:
     """One seed's ST students with each strong augmentation of STRONG_VARIANTS, on the teacher's
     pseudo masks ('pseudo': the flow, as a user runs it with ``strong_aug``) and on the
-    unlabeled images' ground-truth masks in their place ('ground truth'). Returns
-    {labels: {strong augmentation: metric}}."""
+    unlabeled images' ground-truth masks in their place ('ground truth': the same images, the
+    same schedule, thresholds and sampling as the st student of ``report``, checked). Returns
+    {labels: {strong augmentation: metric}}. Raises ValueError without ground truth for the
+    unlabeled images (``unlabeled_gt``), RuntimeError when a ground-truth student's images or
+    schedule differ from the st student's."""
     from app import demo
     from tasks.choose_thresholds import choose_thresholds
     from tasks.evaluate import evaluate
     from tasks.train_model import train_model
 
+    def ref(uri: str):
+        return store.ref(*uri.rstrip("/").split("/")[-3:])
+
+    if params.unlabeled_gt is None:
+        raise ValueError("--st-ablation needs the unlabeled images' ground truth (unlabeled_gt)")
     result: dict[str, dict[str, float]] = {"pseudo": {"strong": row["students"]["st"]}, "ground truth": {}}
     for strong in STRONG_VARIANTS[1:]:
         variant = params.model_copy(update={"method": ["st"], "strong_aug": strong})
         r = demo.run(variant, out, f"quality-segmentation-seed{seed}-st-{strong}")
         result["pseudo"][strong] = float(r["metrics"]["st"][metric])
-    truth = ground_truth_shards(store, teacher)
+    labeled, val, teacher = (
+        ref(report["artifacts"]["labeled"]),
+        ref(report["artifacts"]["val"]),
+        ref(report["artifacts"]["teacher"]),
+    )
+    st = store.manifest(ref(report["artifacts"]["st"])).meta
+    shards = list({r.key: r for r in map(ref, report["pseudo_shards"])}.values())  # the st student's
+    lab = params.labeled
+    truth = ground_truth_shards(store, shards, params.unlabeled_gt, lab.seg_map_suffix, lab.label_map or None)
     thresholds = choose_thresholds(params.store, labeled, truth, rule="fixed", default=params.threshold_of("st"))
-    teacher_iters = int(store.manifest(teacher).meta["iters"])
     for strong in STRONG_VARIANTS:
         student = train_model(
             params.store,
@@ -196,7 +211,7 @@ def st_ablation(params, store, teacher, labeled, val, out: str, seed: int, metri
             labeled,
             val,
             role="student",
-            iters=None,
+            iters=params.student_iters,
             k=params.k,
             seed=seed,
             aug="weak",
@@ -204,39 +219,41 @@ def st_ablation(params, store, teacher, labeled, val, out: str, seed: int, metri
             pseudo=truth,
             method="st",
             thresholds=thresholds,
-            teacher_iters=teacher_iters,
+            teacher_iters=int(store.manifest(teacher).meta["iters"]),
             strong_aug=strong,
         )
+        meta = store.manifest(student).meta
+        if (meta["iters"], meta["pseudo_labels"]["images"]) != (st["iters"], st["pseudo_labels"]["images"]):
+            raise RuntimeError(
+                f"the ground-truth student ({meta['iters']} iterations, {meta['pseudo_labels']['images']} images) "
+                f"differs from the st student ({st['iters']}, {st['pseudo_labels']['images']})"
+            )
         metrics = store.read_json(evaluate(params.store, params.config, student, val), "metrics.json")
         result["ground truth"][strong] = float(metrics[metric])
     return result
 
 
-def ground_truth_shards(store, teacher) -> list:
-    """Mask shards holding the ground truth of the images that ``teacher`` pseudo-labeled, in
-    the pseudo-mask shards' format (every pixel kept, confidence 1), one per teacher shard: the
-    oracle of ``--st-ablation``. The ground truth of image ``.../img/NAME`` is
-    ``.../ann/NAME`` (the composed set's layout). Stored once, keyed by the image shard."""
+def ground_truth_shards(store, shards: list, gt_dir: str, suffix: str = ".png", label_map: dict | None = None) -> list:
+    """Mask shards holding the ground truth of the images of the pseudo-mask ``shards``, in
+    their format (every pixel kept, confidence 1), one per shard: the oracle of
+    ``--st-ablation``. An image's ground truth is ``gt_dir``/<its name without extension> +
+    ``suffix`` with ``label_map`` applied (selftrain.diagnostics.load_gt_mask, as the report's
+    pseudo-label quality reads it); images the teacher skipped are left out. Stored once, keyed
+    by the image shard. Raises FileNotFoundError naming an image without ground truth."""
     import numpy as np
-    from PIL import Image
 
+    from selftrain.diagnostics import load_gt_mask
     from selftrain.kinds import KINDS
     from selftrain.pseudo_sets import mask_stats
     from storage.masks import quantize_confidence
-    from storage.schemas import UNLABELED_IMAGES, read_parquet
+    from storage.schemas import IMAGE_OK, SEG_IMAGE_STATS, UNLABELED_IMAGES, read_parquet
 
     kind = KINDS["segmentation"]
-    made_by = f"{teacher.stage}/{teacher.key}"
-    shards = [
-        r for r in store.list(teacher.dataset, kind.pseudo_stage) if store.manifest(r).meta.get("model") == made_by
-    ]
-    if not shards:
-        raise ValueError(f"the teacher {made_by} pseudo-labeled nothing in this store")
     out = []
     for shard in shards:
-        images_ref = store.ref(teacher.dataset, *store.manifest(shard).meta["shard"].split("/"))
+        images_ref = store.ref(shard.dataset, *store.manifest(shard).meta["shard"].split("/"))
         ref = store.stage_ref(
-            teacher.dataset,
+            shard.dataset,
             kind.pseudo_stage,
             kind.pseudo_version,
             "ground-truth",
@@ -244,19 +261,23 @@ def ground_truth_shards(store, teacher) -> list:
             {"oracle": "ground-truth masks"},
         )
         if not store.has(ref):
+            ok = {
+                s["image_id"]
+                for s in read_parquet(store.read(shard, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()
+                if s["status"] == IMAGE_OK
+            }
             images = read_parquet(store.read(images_ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
             labels, stats = [], []
-            for image in images:
-                uri = image["image_uri"]
-                path = os.path.join(os.path.dirname(os.path.dirname(uri)), "ann", os.path.basename(uri))
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"no ground-truth mask for {uri}: {path}")
-                label = np.asarray(Image.open(path), dtype=np.uint8)
+            for image in (i for i in images if i["image_id"] in ok):
+                label = load_gt_mask(gt_dir, image["image_id"], suffix, label_map)
+                if label is None:
+                    raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}")
+                label = label.astype(np.uint8)
                 confidence = np.ones(label.shape, dtype=np.float32)
                 labels.append((image["image_id"], label, quantize_confidence(confidence)))
                 stats.append(mask_stats(image, label, confidence, ""))
-            meta = {"num_images": len(images), "skipped": [], "all_skipped": False, "model": "ground truth"}
-            meta |= {"shard": f"{images_ref.stage}/{images_ref.key}", "num_masks": len(labels)}
+            meta = {"num_images": len(labels), "skipped": [], "all_skipped": False, "num_masks": len(labels)}
+            meta |= {"model": f"ground truth: {gt_dir}", "shard": f"{images_ref.stage}/{images_ref.key}"}
             with store.writer(ref, meta=meta) as w:
                 for name, data in kind.shard_files(labels, stats).items():
                     w.write_bytes(name, data)

@@ -252,7 +252,8 @@ class SelfTrainingParams(BaseModel):
         "strong",
         description="st / st++ students: the strong augmentation of their pseudo-labeled images, a file "
         "model_configs/aug/strong*.py - 'strong' (default): the ST++ reference's colour jitter, grayscale, "
-        "blur and CutOut - or 'none' (the weak augmentation only; not the papers' recipe)",
+        "blur and CutOut; 'strong_no_hue': the same without the hue jitter (for classes told apart by "
+        "colour) - or 'none' (the weak augmentation only); anything but 'strong' is not the papers' recipe",
     )
     init: Literal["teacher", "random"] = "teacher"
     pretrained: bool = Field(True, description="ImageNet-pretrained backbone (offline weights)")

@@ -95,7 +95,8 @@ def train_model(
     kept is recorded in the manifest (``pseudo_labels``). ``strong_aug`` (an 'st' student): the
     strong augmentation of its pseudo-labeled images, model_configs/aug/<strong_aug>.py - 'strong',
     the ST++ reference's, by default - or 'none' (the weak one only). A killed training resumes from
-    its last complete checkpoint. Raises WrongReference for a swapped reference, ValueError for a
+    its last complete checkpoint. Raises WrongReference for a swapped reference, ConfigError for an
+    unknown ``strong_aug``, ValueError for a
     method the task lacks, a missing schedule or missing thresholds."""
     from mmengine.runner import Runner
 

@@ -102,42 +102,50 @@ def test_table_reports_the_st_ablation_beside_the_control():
 
 def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_path):
     """--st-ablation's ground truth goes where the teacher's pseudo masks go: one shard per
-    teacher shard, every pixel kept at confidence 1, read back by the students' reader."""
+    pseudo-mask shard, every pixel kept at confidence 1, the labeled set's label map applied,
+    the images the teacher skipped left out; read back by the students' reader."""
     import numpy as np
     from PIL import Image
 
     from benchmarks.quality import ground_truth_shards
     from selftrain.kinds import KINDS
     from selftrain.stage import read_pseudo_masks
-    from storage.schemas import UNLABELED_IMAGES, table_from_rows, to_parquet_bytes
+    from storage.schemas import SEG_IMAGE_STATS, UNLABELED_IMAGES, table_from_rows, to_parquet_bytes
     from storage.store import ArtifactStore
 
     kind = KINDS["segmentation"]
     store = ArtifactStore(str(tmp_path / "store"))
-    for folder in ("img", "ann"):
-        (tmp_path / "u" / folder).mkdir(parents=True)
-    truth = {}
-    images = []
-    for i, (h, w) in enumerate(((5, 7), (6, 4))):
-        name = f"u{i}.png"
-        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / "u" / "img" / name)
-        truth[name] = np.arange(h * w, dtype=np.uint8).reshape(h, w) % 3
-        Image.fromarray(truth[name]).save(tmp_path / "u" / "ann" / name)
-        images.append({"image_id": name, "image_uri": str(tmp_path / "u" / "img" / name), "size": 1})
+    (tmp_path / "ann").mkdir()
+    truth, images, stats = {}, [], []
+    for i, (h, w) in enumerate(((5, 7), (6, 4), (3, 3))):
+        name = f"u{i}.jpg"
+        stored = (np.arange(h * w, dtype=np.uint8).reshape(h, w) % 3) * 100  # 0, 100, 200 as stored
+        Image.fromarray(stored).save(tmp_path / "ann" / f"u{i}_mask.png")
+        truth[name] = stored // 100  # label_map 100 -> 1, 200 -> 2
+        images.append({"image_id": name, "image_uri": f"s3://b/u/{name}", "size": 1})
+        status = "skipped" if i == 2 else "ok"  # the teacher could not read the third image
+        stats.append({"image_id": name, "image_uri": f"s3://b/u/{name}", "status": status})
     shard = store.stage_ref("d", "shard", 1, "", {}, {"i": 0})
     with store.writer(shard, meta={}) as w:
         w.write_bytes("images.parquet", to_parquet_bytes(table_from_rows(images, UNLABELED_IMAGES), UNLABELED_IMAGES))
-    teacher = store.stage_ref("d", "train", 1, "", {}, {"role": "teacher"})
-    with store.writer(teacher, meta={}) as w:
-        w.write_json("history.json", [])
     pseudo = store.stage_ref("d", kind.pseudo_stage, kind.pseudo_version, "", {"shard": shard}, {})
-    with store.writer(pseudo, meta={"model": f"train/{teacher.key}", "shard": f"shard/{shard.key}"}) as w:
-        w.write_json("unused.json", {})
-    (oracle,) = ground_truth_shards(store, teacher)
-    assert ground_truth_shards(store, teacher) == [oracle]  # stored once
-    masks, stats = read_pseudo_masks(store, [oracle], confidence=True)
+    with store.writer(pseudo, meta={"shard": f"shard/{shard.key}"}) as w:
+        w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS))
+    gt_dir, label_map = str(tmp_path / "ann"), {100: 1, 200: 2}
+    (oracle,) = ground_truth_shards(store, [pseudo], gt_dir, "_mask.png", label_map)
+    assert ground_truth_shards(store, [pseudo], gt_dir, "_mask.png", label_map) == [oracle]  # stored once
+    masks, read_stats = read_pseudo_masks(store, [oracle], confidence=True)
     got = {image_id: (label, confidence) for image_id, label, confidence in masks}
-    assert sorted(got) == ["u0.png", "u1.png"]
+    assert sorted(got) == ["u0.jpg", "u1.jpg"]
     for name, (label, confidence) in got.items():
         assert np.array_equal(label, truth[name]) and (confidence == 255).all()
-    assert {s["image_id"]: (s["height"], s["width"]) for s in stats} == {"u0.png": (5, 7), "u1.png": (6, 4)}
+    assert {s["image_id"]: (s["height"], s["width"]) for s in read_stats} == {"u0.jpg": (5, 7), "u1.jpg": (6, 4)}
+    (tmp_path / "ann" / "u1_mask.png").unlink()
+    other = store.stage_ref("d", "shard", 1, "", {}, {"i": 1})
+    with store.writer(other, meta={}) as w:
+        w.write_bytes("images.parquet", to_parquet_bytes(table_from_rows(images, UNLABELED_IMAGES), UNLABELED_IMAGES))
+    again = store.stage_ref("d", kind.pseudo_stage, kind.pseudo_version, "", {"shard": other}, {})
+    with store.writer(again, meta={"shard": f"shard/{other.key}"}) as w:
+        w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS))
+    with pytest.raises(FileNotFoundError, match=r"no ground-truth mask for s3://b/u/u1.jpg under"):
+        ground_truth_shards(store, [again], gt_dir, "_mask.png", label_map)

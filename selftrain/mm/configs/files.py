@@ -83,18 +83,26 @@ def strong_names() -> list[str]:
     return sorted(f[:-3] for f in os.listdir(folder) if f.startswith(STRONG) and f.endswith(".py")) + [NO_STRONG]
 
 
-def strong_transforms(task: str, name: str = STRONG) -> list[dict]:
-    """ST / ST++ strong augmentation for 'det' or 'seg': the ``det`` / ``seg`` list of
-    model_configs/aug/<name>.py (default 'strong', the ST++ reference's values), or [] for
-    'none'. Raises ConfigError for a name that is not such a file, listing them."""
-    if name == NO_STRONG:
-        return []
+def strong_file(name: str) -> str:
+    """The path of strong augmentation ``name``: model_configs/aug/<name>.py, a file named
+    ``strong*.py``. Raises ConfigError for any other name, listing the choices."""
     path = os.path.join(MODEL_CONFIGS, "aug", f"{name}.py")
     if os.path.basename(name) != name or not name.startswith(STRONG) or not os.path.isfile(path):
         raise ConfigError(
             f"unknown strong augmentation {name!r}; use one of {strong_names()} "
             "(a file model_configs/aug/strong*.py with a 'det' and a 'seg' transform list, or 'none')"
         )
+    return path
+
+
+def strong_transforms(task: str, name: str = STRONG) -> list[dict]:
+    """ST / ST++ strong augmentation for 'det' or 'seg': the ``det`` / ``seg`` list of
+    model_configs/aug/<name>.py (default 'strong', the ST++ reference's values), or [] for
+    'none'. Raises ConfigError for a name that is not such a file (listing them) or a file
+    without the task's list."""
+    if name == NO_STRONG:
+        return []
+    path = strong_file(name)
     strong = Config.fromfile(path)
     if not isinstance(strong.get(task), list):
         raise ConfigError(f"strong augmentation {path} has no {task!r} transform list")
@@ -154,9 +162,8 @@ def recipe_digest(stages: tuple[str, ...] = (), aug: tuple[str, ...] = (), tta: 
     for name in aug:
         if not name.startswith(STRONG):
             parts[f"aug:{name.lower()}"] = aug_preset(name).to_dict()
-        else:  # a strong augmentation file, model_configs/aug/strong*.py (strong_transforms checks it)
-            strong_transforms("seg", name)
-            parts[f"aug:{name}"] = Config.fromfile(os.path.join(MODEL_CONFIGS, "aug", f"{name}.py")).to_dict()
+        else:  # a strong augmentation file, model_configs/aug/strong*.py
+            parts[f"aug:{name}"] = Config.fromfile(strong_file(name)).to_dict()
     if tta is not None:
         parts[f"tta:{tta}"] = tta_defaults(tta).to_dict()
     for folder in sorted({name.split("_")[0] for name in (*stages, *([tta] if tta else []))}):
