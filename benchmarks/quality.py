@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         "the teacher's pseudo masks and on the ground-truth masks in their place",
     )
     args = parser.parse_args(argv)
-    if args.st_ablation and (args.task != "segmentation" or "st" not in (args.methods or ["st"])):
-        parser.error("--st-ablation needs --task segmentation and the st method")
+    if args.st_ablation:
+        from selftrain.kinds import KINDS
+
+        if KINDS[args.task].made != "masks" or "st" not in (args.methods or ["st"]):  # ground-truth masks
+            parser.error("--st-ablation needs --task segmentation and the st method")
     use_local_defaults()
     out = os.path.abspath(args.out or default_out())
     methods = args.methods or DEFAULT_METHODS[args.task]
