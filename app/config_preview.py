@@ -99,5 +99,7 @@ def preview_config(p: Any, stage: str, method: str | None = None, num_pseudo: in
         )
         if student:
             header.append(f"# student method {method}, {pseudo_count} pseudo-labeled images assumed (--num-pseudo)")
+            if method == "st":
+                header.append(f"# strong augmentation of the pseudo-labeled images: {p.strong_aug}")
     header.append("# image folders as the parameters give them; annotations: the registered, normalised copies")
     return "\n".join(header) + "\n" + built.pretty_text

@@ -441,14 +441,14 @@ class SelfTrainingParams(BaseModel):
         if self.strong_aug != "strong":
             from selftrain.mm.configs import strong_transforms
 
+            try:
+                kind.check_transforms(strong_transforms(kind.config_folder, self.strong_aug))
+            except ConfigError as exc:
+                raise ValueError(f"strong_aug: {exc}") from exc
             if not {"st", "st++"} & set(self.methods):
                 raise ValueError(
                     f"strong_aug {self.strong_aug!r} applies to st / st++ students only; methods: {self.methods}"
                 )
-            try:
-                strong_transforms(kind.config_folder, self.strong_aug)
-            except ConfigError as exc:
-                raise ValueError(f"strong_aug: {exc}") from exc
         if self.aug not in kind.aug_presets:
             raise ValueError(
                 f"augmentation preset {self.aug} holds detection policies (AutoAugment / RandAugment); "

@@ -66,6 +66,25 @@ class TaskKind:
 
         return load_config(model_config, self.config_folder)
 
+    def check_transforms(self, transforms: list[dict[str, Any]]) -> None:
+        """Build each transform config in this kind's registry scope, so that a misspelt type or
+        a wrong argument is found before any work. Raises ConfigError naming the transform."""
+        from mmengine.registry import DefaultScope
+
+        import selftrain.mm  # noqa: F401 - registers the project's transforms
+        from selftrain.mm.configs import ConfigError
+
+        if self.scope == "mmdet":
+            from mmdet.registry import TRANSFORMS
+        else:
+            from mmseg.registry import TRANSFORMS
+        with DefaultScope.overwrite_default_scope(self.scope):
+            for t in transforms:
+                try:
+                    TRANSFORMS.build(dict(t))
+                except Exception as exc:  # noqa: BLE001 - reported with the transform it came from
+                    raise ConfigError(f"transform {t} cannot be built: {type(exc).__name__}: {exc}") from exc
+
     def image_uris(self, store: ArtifactStore, registered: ArtifactRef) -> set[str]:
         """The URIs of a registered set's images, as the unlabeled listing writes them (so that
         images moved into the labeled set are not pseudo-labeled as well)."""

@@ -33,7 +33,9 @@ def test_the_shipped_strong_augmentations_and_none():
 
 @pytest.mark.parametrize("name", ["s1", "weak", "strongest", "../aug/strong", "/tmp/strong", ""])
 def test_an_unknown_strong_augmentation_is_refused_naming_the_choices(name):
-    with pytest.raises(ConfigError, match=r"unknown strong augmentation .*'strong', 'strong_no_hue', 'none'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown strong augmentation .*'strong', 'strong_no_hue', 'none'\]: the name \(not a path\)"
+    ):
         strong_transforms("seg", name)
     if name not in ("s1", "weak"):  # augmentation presets, for a recipe
         with pytest.raises(ConfigError):
@@ -115,3 +117,40 @@ def test_a_run_takes_the_reference_strong_augmentation_by_default_and_checks_ano
         params(strong_aug="none", method="zoph")
     detection = SelfTrainingParams(**dict(demo_parameters(), method=["st"], strong_aug="strong_no_hue"))
     assert detection.strong_aug == "strong_no_hue"
+
+
+def test_a_users_strong_file_is_checked_before_any_work(tmp_path, monkeypatch):
+    """A file of the user's own is found by its name; a broken one is named, a misspelt
+    transform is found when the run's parameters are checked, not when the student trains."""
+    import shutil
+
+    from flows.params import SelfTrainingParams
+    from selftrain.mm.configs import files
+
+    copy = tmp_path / "model_configs"
+    shutil.copytree(files.MODEL_CONFIGS, copy)
+    monkeypatch.setattr(files, "MODEL_CONFIGS", str(copy))
+    (copy / "aug" / "strong_blur.py").write_text(
+        "seg = [dict(type='GaussianBlur', sigma_range=(1.0, 2.0), prob=1.0)]\n"
+    )
+    (copy / "aug" / "strong_typo.py").write_text("seg = [dict(type='GaussianBlurr')]\n")
+    (copy / "aug" / "strong_broken.py").write_text("seg = [dict(type='GaussianBlur'\n")
+    (copy / "aug" / "strong_dict.py").write_text("seg = dict(type='GaussianBlur')\n")
+    seg = dict(img_dir="/d/img", ann_dir="/d/ann", classes=["background", "thing"])
+
+    def params(strong_aug):
+        return SelfTrainingParams(
+            dataset="s", task="segmentation", labeled=seg, val=seg, unlabeled="/d/u", method="st", strong_aug=strong_aug
+        )
+
+    assert "strong_blur" in strong_names()
+    assert params("strong_blur").strong_aug == "strong_blur"
+    assert strong_transforms("seg", "strong_blur") == [dict(type="GaussianBlur", sigma_range=(1.0, 2.0), prob=1.0)]
+    with pytest.raises(ValueError, match=r"GaussianBlurr.*cannot be built: KeyError"):
+        params("strong_typo")
+    with pytest.raises(ValueError, match=r"cannot load strong augmentation .*strong_broken\.py: SyntaxError"):
+        params("strong_broken")
+    with pytest.raises(ValueError, match=r"strong_dict\.py: 'seg' must be a list of transform dicts"):
+        params("strong_dict")
+    with pytest.raises(ValueError, match=r"strong_blur\.py has no 'det' transform list"):
+        strong_transforms("det", "strong_blur")

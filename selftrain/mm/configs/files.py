@@ -86,11 +86,12 @@ def strong_names() -> list[str]:
 def strong_file(name: str) -> str:
     """The path of strong augmentation ``name``: model_configs/aug/<name>.py, a file named
     ``strong*.py``. Raises ConfigError for any other name, listing the choices."""
-    path = os.path.join(MODEL_CONFIGS, "aug", f"{name}.py")
+    folder = os.path.join(MODEL_CONFIGS, "aug")
+    path = os.path.join(folder, f"{name}.py")
     if os.path.basename(name) != name or not name.startswith(STRONG) or not os.path.isfile(path):
         raise ConfigError(
-            f"unknown strong augmentation {name!r}; use one of {strong_names()} "
-            "(a file model_configs/aug/strong*.py with a 'det' and a 'seg' transform list, or 'none')"
+            f"unknown strong augmentation {name!r}; use one of {strong_names()}: the name (not a path) of a "
+            f"file {folder}/strong*.py holding a transform list named after the task ('det' or 'seg'), or 'none'"
         )
     return path
 
@@ -103,9 +104,14 @@ def strong_transforms(task: str, name: str = STRONG) -> list[dict]:
     if name == NO_STRONG:
         return []
     path = strong_file(name)
-    strong = Config.fromfile(path)
-    if not isinstance(strong.get(task), list):
+    try:
+        strong = Config.fromfile(path)
+    except Exception as exc:  # noqa: BLE001 - a broken file gets its name in the error
+        raise ConfigError(f"cannot load strong augmentation {path}: {type(exc).__name__}: {exc}") from exc
+    if task not in strong:
         raise ConfigError(f"strong augmentation {path} has no {task!r} transform list")
+    if not isinstance(strong[task], list) or not all(isinstance(t, dict) and "type" in t for t in strong[task]):
+        raise ConfigError(f"strong augmentation {path}: {task!r} must be a list of transform dicts with a 'type'")
     return copy.deepcopy(list(strong[task]))
 
 
