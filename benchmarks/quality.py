@@ -34,6 +34,7 @@ interrupted benchmark resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -241,8 +242,9 @@ def ground_truth_shards(store, shards: list, gt_dir: str, suffix: str = ".png", 
     their format (every pixel kept, confidence 1), one per shard: the oracle of
     ``--st-ablation``. An image's ground truth is ``gt_dir``/<its name without extension> +
     ``suffix`` with ``label_map`` applied (selftrain.diagnostics.load_gt_mask, as the report's
-    pseudo-label quality reads it); images the teacher skipped are left out. Stored once, keyed
-    by the image shard. Raises FileNotFoundError naming an image without ground truth."""
+    pseudo-label quality reads it); images the teacher skipped are left out. Stored once per
+    image shard and content (the masks' digest is in the key). Raises FileNotFoundError naming
+    an image without ground truth."""
     import numpy as np
 
     from selftrain.diagnostics import load_gt_mask
@@ -255,30 +257,29 @@ def ground_truth_shards(store, shards: list, gt_dir: str, suffix: str = ".png", 
     out = []
     for shard in shards:
         images_ref = store.ref(shard.dataset, *store.manifest(shard).meta["shard"].split("/"))
+        ok = {
+            s["image_id"]
+            for s in read_parquet(store.read(shard, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()
+            if s["status"] == IMAGE_OK
+        }
+        images = read_parquet(store.read(images_ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
+        labels, stats = [], []
+        content = hashlib.sha256()
+        for image in (i for i in images if i["image_id"] in ok):
+            label = load_gt_mask(gt_dir, image["image_id"], suffix, label_map)
+            if label is None:
+                raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}")
+            label = label.astype(np.uint8)
+            content.update(image["image_id"].encode() + repr(label.shape).encode() + label.tobytes())
+            confidence = np.ones(label.shape, dtype=np.float32)
+            labels.append((image["image_id"], label, quantize_confidence(confidence)))
+            stats.append(mask_stats(image, label, confidence, ""))
+        # keyed by what it holds: another ground truth, suffix or label map is another shard
+        params = {"oracle": "ground-truth masks", "masks": content.hexdigest()}
         ref = store.stage_ref(
-            shard.dataset,
-            kind.pseudo_stage,
-            kind.pseudo_version,
-            "ground-truth",
-            {"shard": images_ref},
-            {"oracle": "ground-truth masks"},
+            shard.dataset, kind.pseudo_stage, kind.pseudo_version, "ground-truth", {"shard": images_ref}, params
         )
         if not store.has(ref):
-            ok = {
-                s["image_id"]
-                for s in read_parquet(store.read(shard, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()
-                if s["status"] == IMAGE_OK
-            }
-            images = read_parquet(store.read(images_ref, "images.parquet"), UNLABELED_IMAGES).to_pylist()
-            labels, stats = [], []
-            for image in (i for i in images if i["image_id"] in ok):
-                label = load_gt_mask(gt_dir, image["image_id"], suffix, label_map)
-                if label is None:
-                    raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}")
-                label = label.astype(np.uint8)
-                confidence = np.ones(label.shape, dtype=np.float32)
-                labels.append((image["image_id"], label, quantize_confidence(confidence)))
-                stats.append(mask_stats(image, label, confidence, ""))
             meta = {"num_images": len(labels), "skipped": [], "all_skipped": False, "num_masks": len(labels)}
             meta |= {"model": f"ground truth: {gt_dir}", "shard": f"{images_ref.stage}/{images_ref.key}"}
             with store.writer(ref, meta=meta) as w:

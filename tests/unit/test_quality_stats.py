@@ -140,6 +140,9 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
     for name, (label, confidence) in got.items():
         assert np.array_equal(label, truth[name]) and (confidence == 255).all()
     assert {s["image_id"]: (s["height"], s["width"]) for s in read_stats} == {"u0.jpg": (5, 7), "u1.jpg": (6, 4)}
+    (tmp_path / "ann" / "u0_mask.png").write_bytes((tmp_path / "ann" / "u1_mask.png").read_bytes())
+    (changed,) = ground_truth_shards(store, [pseudo], gt_dir, "_mask.png", label_map)
+    assert changed != oracle  # keyed by the masks it holds: a changed ground truth is not reused stale
     (tmp_path / "ann" / "u1_mask.png").unlink()
     other = store.stage_ref("d", "shard", 1, "", {}, {"i": 1})
     with store.writer(other, meta={}) as w:
