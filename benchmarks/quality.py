@@ -206,7 +206,10 @@ def st_ablation(params, store, report: dict, out: str, seed: int, metric: str, r
     st = store.manifest(ref(report["artifacts"]["st"])).meta
     shards = list({r.key: r for r in map(ref, report["pseudo_shards"])}.values())  # the st student's
     lab = params.labeled
-    truth = ground_truth_shards(store, shards, params.unlabeled_gt, lab.seg_map_suffix, lab.label_map or None)
+    classes = store.manifest(labeled).meta["classes"]
+    truth = ground_truth_shards(
+        store, shards, params.unlabeled_gt, len(classes), lab.seg_map_suffix, lab.label_map or None
+    )
     thresholds = choose_thresholds(params.store, labeled, truth, rule="fixed", default=params.threshold_of("st"))
     for strong in STRONG_VARIANTS:
         student = train_model(
@@ -237,20 +240,23 @@ def st_ablation(params, store, report: dict, out: str, seed: int, metric: str, r
     return result
 
 
-def ground_truth_shards(store, shards: list, gt_dir: str, suffix: str = ".png", label_map: dict | None = None) -> list:
+def ground_truth_shards(
+    store, shards: list, gt_dir: str, num_classes: int, suffix: str = ".png", label_map: dict | None = None
+) -> list:
     """Mask shards holding the ground truth of the images of the pseudo-mask ``shards``, in
     their format (every pixel kept, confidence 1), one per shard: the oracle of
     ``--st-ablation``. An image's ground truth is ``gt_dir``/<its name without extension> +
     ``suffix`` with ``label_map`` applied (selftrain.diagnostics.load_gt_mask, as the report's
     pseudo-label quality reads it); images the teacher skipped are left out. Stored once per
     image shard and content (the masks' digest is in the key). Raises FileNotFoundError naming
-    an image without ground truth."""
+    an image without ground truth, ValueError naming an image whose mask (after ``label_map``)
+    holds a value that is neither a class index (0 .. ``num_classes`` - 1) nor 255 (ignore)."""
     import numpy as np
 
     from selftrain.diagnostics import load_gt_mask
     from selftrain.kinds import KINDS
     from selftrain.pseudo_sets import mask_stats
-    from storage.masks import quantize_confidence
+    from storage.masks import IGNORE_LABEL, quantize_confidence
     from storage.schemas import IMAGE_OK, SEG_IMAGE_STATS, UNLABELED_IMAGES, read_parquet
 
     kind = KINDS["segmentation"]
@@ -269,6 +275,13 @@ def ground_truth_shards(store, shards: list, gt_dir: str, suffix: str = ".png", 
             label = load_gt_mask(gt_dir, image["image_id"], suffix, label_map)
             if label is None:
                 raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}")
+            values = np.unique(label)
+            bad = values[((values < 0) | (values >= num_classes)) & (values != IGNORE_LABEL)]
+            if bad.size:  # a class index the model lacks, or one that uint8 would wrap
+                raise ValueError(
+                    f"the ground-truth mask of {image['image_uri']} holds {bad[:5].tolist()}, which are neither "
+                    f"class indices 0..{num_classes - 1} nor {IGNORE_LABEL} (ignore), after the label map {label_map}"
+                )
             label = label.astype(np.uint8)
             content.update(image["image_id"].encode() + repr(label.shape).encode() + label.tobytes())
             confidence = np.ones(label.shape, dtype=np.float32)

@@ -76,13 +76,22 @@ def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | Non
 def seg_quality(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:
     """mIoU and pixel accuracy of pseudo masks over the pixels they label, and their ignored share.
 
-    ``pairs``: (pseudo, ground truth) label maps of equal shape, consumed one at a time."""
+    ``pairs``: (pseudo, ground truth) label maps (H, W), consumed one at a time; class indices
+    0 .. ``num_classes`` - 1, 255 ignored. Nothing is compared silently wrong: a pair whose
+    shapes differ is left out and counted (``gt_size_mismatch``: images), and ground-truth
+    pixels that are neither a class nor 255 (a label map that misses a stored value) are left
+    out like 255 and counted (``gt_unknown_pixels``)."""
     inter, union = np.zeros(num_classes), np.zeros(num_classes)
-    correct = labeled = total = images = 0
+    correct = labeled = total = images = mismatched = unknown = 0
     for pseudo, gt in pairs:
+        if pseudo.shape != gt.shape:
+            mismatched += 1
+            continue
         images += 1
-        valid = (pseudo != IGNORE_LABEL) & (gt != IGNORE_LABEL)
-        total += int(np.count_nonzero(gt != IGNORE_LABEL))
+        known = (gt >= 0) & (gt < num_classes)
+        unknown += int(np.count_nonzero(~known & (gt != IGNORE_LABEL)))
+        valid = (pseudo != IGNORE_LABEL) & known
+        total += int(np.count_nonzero(known))
         p, g = pseudo[valid], gt[valid]
         labeled += p.size
         correct += int(np.count_nonzero(p == g))
@@ -95,4 +104,6 @@ def seg_quality(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int
         "mIoU": float(np.mean(inter[present] / union[present])) if present.any() else None,
         "pixel_accuracy": correct / labeled if labeled else None,
         "ignored_fraction": 1 - labeled / total if total else None,
+        "gt_unknown_pixels": unknown,
+        "gt_size_mismatch": mismatched,
     }

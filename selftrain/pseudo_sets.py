@@ -504,11 +504,10 @@ class PseudoMaskSet(PseudoSet):
         quality = {}
         for g, ids in groups.items():
             # one (pseudo, ground truth) pair in memory at a time
-            pairs = (
-                (pseudo_mask, m)
+            pairs = (  # seg_quality counts, and leaves out, pairs of different sizes
+                (self.masks[i], m)
                 for i in self.masks.in_shard_order(ids)
                 if (m := diagnostics.load_gt_mask(gt, i, suffix, label_map)) is not None
-                and m.shape == (pseudo_mask := self.masks[i]).shape
             )
             quality[g] = diagnostics.seg_quality(pairs, num_classes)
         return quality

@@ -97,7 +97,8 @@ def train_model(
     the ST++ reference's, by default - or 'none' (the weak one only). A killed training resumes from
     its last complete checkpoint. Raises WrongReference for a swapped reference, ConfigError for an
     unknown ``strong_aug``, ValueError for a
-    method the task lacks, a missing schedule or missing thresholds."""
+    method the task lacks, a missing schedule, missing thresholds or a ``strong_aug`` other than
+    the default for a training that is not an 'st' student."""
     from mmengine.runner import Runner
 
     for argument, value, what in (
@@ -110,6 +111,12 @@ def train_model(
         ("thresholds", thresholds, "thresholds"),
     ):
         expect("train_model", argument, value, what)
+    if strong_aug != STRONG and not (pseudo and method == "st"):
+        trained = f"a {method} student" if pseudo else f"a {role} (no pseudo labels)"
+        raise ValueError(
+            f"train_model: strong_aug={strong_aug!r} applies to st / st++ students only (pseudo labels, "
+            f"method 'st'), not to {trained}: it would be ignored"
+        )
     store = get_store(store_url)
     kind = kind_of(labeled)
     cfg = kind.load_config(model_config)

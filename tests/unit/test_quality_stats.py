@@ -132,8 +132,8 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
     with store.writer(pseudo, meta={"shard": f"shard/{shard.key}"}) as w:
         w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS))
     gt_dir, label_map = str(tmp_path / "ann"), {100: 1, 200: 2}
-    (oracle,) = ground_truth_shards(store, [pseudo], gt_dir, "_mask.png", label_map)
-    assert ground_truth_shards(store, [pseudo], gt_dir, "_mask.png", label_map) == [oracle]  # stored once
+    (oracle,) = ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
+    assert ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map) == [oracle]  # stored once
     masks, read_stats = read_pseudo_masks(store, [oracle], confidence=True)
     got = {image_id: (label, confidence) for image_id, label, confidence in masks}
     assert sorted(got) == ["u0.jpg", "u1.jpg"]
@@ -141,7 +141,7 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
         assert np.array_equal(label, truth[name]) and (confidence == 255).all()
     assert {s["image_id"]: (s["height"], s["width"]) for s in read_stats} == {"u0.jpg": (5, 7), "u1.jpg": (6, 4)}
     (tmp_path / "ann" / "u0_mask.png").write_bytes((tmp_path / "ann" / "u1_mask.png").read_bytes())
-    (changed,) = ground_truth_shards(store, [pseudo], gt_dir, "_mask.png", label_map)
+    (changed,) = ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
     assert changed != oracle  # keyed by the masks it holds: a changed ground truth is not reused stale
     (tmp_path / "ann" / "u1_mask.png").unlink()
     other = store.stage_ref("d", "shard", 1, "", {}, {"i": 1})
@@ -151,4 +151,15 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
     with store.writer(again, meta={"shard": f"shard/{other.key}"}) as w:
         w.write_bytes("stats.parquet", to_parquet_bytes(table_from_rows(stats, SEG_IMAGE_STATS), SEG_IMAGE_STATS))
     with pytest.raises(FileNotFoundError, match=r"no ground-truth mask for s3://b/u/u1.jpg under"):
-        ground_truth_shards(store, [again], gt_dir, "_mask.png", label_map)
+        ground_truth_shards(store, [again], gt_dir, 3, "_mask.png", label_map)
+    # a 16-bit mask whose 257 would wrap to class 1 in the uint8 format, and a value the label
+    # map leaves unmapped (200 with 3 classes), are refused naming the image, not stored wrong
+    Image.fromarray(np.full((5, 7), 257, dtype=np.uint16)).save(tmp_path / "ann" / "u0_mask.png")
+    with pytest.raises(
+        ValueError,
+        match=r"mask of s3://b/u/u0.jpg holds \[257\], which are neither class indices 0..2",
+    ):
+        ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
+    Image.fromarray(np.array([[0, 200, 255]], dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")
+    with pytest.raises(ValueError, match=r"mask of s3://b/u/u0.jpg holds \[200\]"):
+        ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", {100: 1})

@@ -154,3 +154,38 @@ def test_a_users_strong_file_is_checked_before_any_work(tmp_path, monkeypatch):
         params("strong_dict")
     with pytest.raises(ValueError, match=r"strong_blur\.py has no 'det' transform list"):
         strong_transforms("det", "strong_blur")
+
+
+@pytest.mark.parametrize(
+    "role, method, pseudo, named",
+    [("teacher", "zoph", False, "a teacher (no pseudo labels)"), ("student", "zoph", True, "a zoph student")],
+)
+def test_train_model_refuses_a_strong_augmentation_it_would_ignore(tmp_path, role, method, pseudo, named):
+    # teachers and Zoph et al.'s students have no strong augmentation of pseudo-labeled images:
+    # a non-default choice given to them directly is refused before any work, not dropped
+    from storage.store import ArtifactRef
+    from tasks.train_model import train_model
+
+    def ref(stage: str) -> ArtifactRef:
+        return ArtifactRef(root=str(tmp_path), dataset="demo", stage=stage, key="0" * 32)
+
+    with pytest.raises(ValueError) as info:
+        train_model.fn(
+            str(tmp_path),
+            "seg/fcn_tiny_cpu",
+            ref("seg_dataset"),
+            None,
+            role=role,
+            iters=3,
+            k=3,
+            seed=0,
+            pseudo=[ref("pseudo_masks")] if pseudo else None,
+            method=method,
+            thresholds=ref("thresholds") if pseudo else None,
+            strong_aug="strong_no_hue",
+        )
+    assert str(info.value) == (
+        "train_model: strong_aug='strong_no_hue' applies to st / st++ students only (pseudo labels, method 'st'), "
+        f"not to {named}: it would be ignored"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing stored
