@@ -21,6 +21,13 @@ store, its TTA views: flip for detection, the kind's defaults for segmentation):
   labels with the float32 labels of the same images: ST++'s stability measure between the two
   (detection: the F1 of class-aware matches at IoU 0.5 of the boxes above ``--score-thr``;
   segmentation: the mean IoU of the label maps), averaged over the images;
+* **paired**: the pipeline and the bound measured batch by batch in the same run: the
+  pipeline's model runs every batch a second time, timed apart (:class:`PairedBound`; which of
+  the two goes first alternates), so the bound is measured on the pipeline's own batches a
+  few hundred milliseconds from them, and the machine's slow spells - 10 to 30 % between
+  whole runs here - fall on both; the pipeline's time is the run's wall time less the second
+  runs. Its ratio at each batch size is the precise one; the best-of-each ratio compares runs
+  at different batch sizes;
 * **auto**: the pipeline at the batch size and worker count that the flow's default
   (``inference_batch_size="auto"``) chooses on this device: measured first, as the first
   shard measures them (selftrain/mm/calibrate.py), then timed with the others.
@@ -39,6 +46,34 @@ import sys
 import time
 
 from benchmarks import best_of, demo_teacher, interleaved_medians, save_results, synchronize
+
+
+class PairedBound:
+    """A model whose ``test_step`` runs every batch twice: once for the caller (the pipeline)
+    and once more timed apart (the model-only bound on the same inputs), the timed one first on
+    every other batch so that a warm cache favours neither. ``bound_s``: seconds in the timed
+    runs; ``batches``: how many. Only ``test_step`` is forwarded (all that the inference loop
+    calls)."""
+
+    def __init__(self, model):
+        self.model, self.bound_s, self.batches = model, 0.0, 0
+
+    def _timed(self, batch) -> None:
+        t0 = time.perf_counter()
+        self.model.test_step(batch)
+        synchronize()
+        self.bound_s += time.perf_counter() - t0
+
+    def test_step(self, batch):
+        timed_first = self.batches % 2 == 1
+        self.batches += 1
+        if timed_first:
+            self._timed(batch)
+        out = self.model.test_step(batch)
+        if not timed_first:
+            synchronize()
+            self._timed(batch)
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +130,30 @@ def main(argv: list[str] | None = None) -> int:
         synchronize()
         return n / (time.perf_counter() - t0)
 
+    paired_ratios: dict[int, list[float]] = {}
+    paired_bound: dict[int, list[float]] = {}
+
+    def paired_run(batch: int) -> float:
+        """The pipeline's rate at ``batch`` with the bound measured on its own batches
+        (PairedBound); records the bound's rate and the ratio of the two."""
+        twin = PairedBound(model)
+        t0 = time.perf_counter()
+        for image, pred in predict(
+            twin,
+            images,
+            pipeline,
+            batch,
+            0,
+            scope=kind.scope,
+            by_shape=kind.batch_by_shape,  # type: ignore[arg-type]
+        ):
+            kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
+        synchronize()
+        pipeline_s = time.perf_counter() - t0 - twin.bound_s
+        paired_ratios.setdefault(batch, []).append(twin.bound_s / pipeline_s)
+        paired_bound.setdefault(batch, []).append(n / twin.bound_s)
+        return n / pipeline_s
+
     from mmengine.registry import DefaultScope
 
     with DefaultScope.overwrite_default_scope(kind.scope):
@@ -130,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     variants |= {f"pipeline b{b} prefetch": (lambda b=b: pipeline_run(b, True)) for b in args.batch_sizes}
     variants |= {f"pipeline b{b} worker": (lambda b=b: pipeline_run(b, workers=1)) for b in args.batch_sizes}
     variants |= {f"bound b{b}": (lambda b=b: bound_run(b)) for b in args.batch_sizes}
+    variants |= {f"paired b{b}": (lambda b=b: paired_run(b)) for b in args.batch_sizes}
     variants["naive"] = naive_run
     agreement = None
     if args.amp:
@@ -174,6 +234,24 @@ def main(argv: list[str] | None = None) -> int:
         "auto_over_bound": median["auto"] / median[best_bound],
         "auto_over_best_pipeline": median["auto"] / median[best_pipe],
     }
+    import statistics
+
+    paired = {
+        b: {
+            "pipeline_over_bound": statistics.median(paired_ratios[b]),
+            "pipeline": median[f"paired b{b}"],
+            "bound": statistics.median(paired_bound[b]),
+        }
+        for b in args.batch_sizes
+    }
+    best_paired_pipe = max(paired, key=lambda b: paired[b]["pipeline"])
+    best_paired_bound = max(paired, key=lambda b: paired[b]["bound"])
+    result["paired"] = {
+        "per_batch": paired,
+        "best_pipeline_batch": best_paired_pipe,
+        "best_bound_batch": best_paired_bound,
+        "best_over_best": paired[best_paired_pipe]["pipeline"] / paired[best_paired_bound]["bound"],
+    }
     if args.amp:
         best_amp = best_of(median, "amp")
         result |= {
@@ -190,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         f"pipeline / naive per-image loop: {result['pipeline_over_naive']:.2f}x (goal > 1 on CPU, >= 5 on GPU)\n"
         f"the flow's choice (auto: batch {chosen.batch_size}, {chosen.workers} workers) / bound: "
         f"{result['auto_over_bound']:.2f}; / the best pipeline batch: {result['auto_over_best_pipeline']:.2f}"
+    )
+    print(
+        "paired, batch by batch (pipeline / bound at the same batch size, median of the runs): "
+        + ", ".join(f"b{b} {v['pipeline_over_bound']:.3f}" for b, v in paired.items())
+        + f"; best pipeline batch / best bound batch: {result['paired']['best_over_best']:.3f} "
+        f"(b{best_paired_pipe}: {paired[best_paired_pipe]['pipeline']:.1f} images/s vs "
+        f"b{best_paired_bound}: {paired[best_paired_bound]['bound']:.1f})"
     )
     if args.amp:
         print(
