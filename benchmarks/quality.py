@@ -73,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         help="segmentation: also ST students with each strong augmentation (strong, strong_no_hue, none), on "
         "the teacher's pseudo masks and on the ground-truth masks in their place",
     )
+    parser.add_argument(
+        "--strong-aug",
+        default=None,
+        help="st / st++: the students' strong augmentation (the flow's strong_aug; default: the papers', "
+        "'strong'); the controls do not depend on it and are reused",
+    )
     args = parser.parse_args(argv)
+    if args.strong_aug is not None and args.st_ablation:
+        parser.error("--st-ablation trains every strong augmentation itself; leave out --strong-aug")
     if args.st_ablation:
         from selftrain.kinds import KINDS
 
@@ -116,7 +124,11 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
 
     make_params, _ = demo.DEMOS[task]
     params = make_params(demo_arguments(args.teacher_iters, args.student_iters, seed, methods), out)
-    report = demo.run(params, out, f"quality-{task}-seed{seed}")
+    name = f"quality-{task}-seed{seed}"
+    if getattr(args, "strong_aug", None) is not None:  # checked as the flow checks it (st / st++ only)
+        params = type(params).model_validate(params.model_dump() | {"strong_aug": args.strong_aug})
+        name += f"-strong-{args.strong_aug}"
+    report = demo.run(params, out, name)
     store = get_store(params.store)
     metric = KINDS[task].metrics[0]  # bbox_mAP | mIoU
 
@@ -157,6 +169,7 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
         "students": {m: float(report["metrics"][m][metric]) for m in methods},
         "controls": control,
         "iters": {m: int(store.manifest(model(m)).meta["iters"]) for m in ["teacher", *methods]},
+        "strong_aug": params.strong_aug,
     }
     if args.st_ablation:
         row["st_ablation"] = st_ablation(params, store, report, out, seed, metric, row)
@@ -328,9 +341,11 @@ def table(rows: list[dict], task: str, methods: list[str]) -> str:
     """The markdown table of every seed and the paired comparisons."""
     metric = rows[0]["metric"]
     it = rows[0]["iters"]
+    strong = rows[0].get("strong_aug", "strong")
     lines = [
         f"{task}: {metric} on the held-out split, {len(rows)} seeds; teacher {it['teacher']} it; "
-        + ", ".join(f"{m} student and its control {it[m]} it" for m in methods),
+        + ", ".join(f"{m} student and its control {it[m]} it" for m in methods)
+        + (f"; the students' strong augmentation {strong!r}" if strong != "strong" and set(methods) - {"zoph"} else ""),
         "",
         "| seed | teacher | " + " | ".join(f"{m} | {m} control" for m in methods) + " |",
         "| --- " * (2 + 2 * len(methods)) + "|",

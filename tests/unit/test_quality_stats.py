@@ -163,3 +163,24 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
     Image.fromarray(np.array([[0, 200, 255]], dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")
     with pytest.raises(ValueError, match=r"mask of s3://b/u/u0.jpg holds \[200\]"):
         ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", {100: 1})
+
+
+def test_table_names_a_strong_augmentation_other_than_the_papers_and_the_ablation_refuses_one():
+    from benchmarks.quality import main
+
+    row = {
+        "seed": 0,
+        "metric": "mIoU",
+        "teacher": 0.5,
+        "students": {"st": 0.6},
+        "controls": {"st": 0.59},
+        "iters": {"teacher": 972, "st": 2916},
+        "strong_aug": "strong_no_hue",
+    }
+    assert "st student and its control 2916 it; the students' strong augmentation 'strong_no_hue'" in table(
+        [row], "segmentation", ["st"]
+    )
+    assert "strong augmentation" not in table([row | {"strong_aug": "strong"}], "segmentation", ["st"])
+    with pytest.raises(SystemExit) as exit_info:  # the ablation trains every choice itself
+        main(["--task", "segmentation", "--methods", "st", "--st-ablation", "--strong-aug", "none"])
+    assert exit_info.value.code == 2
