@@ -80,8 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         "'strong'); the controls do not depend on it and are reused",
     )
     args = parser.parse_args(argv)
-    if args.strong_aug is not None and args.st_ablation:
-        parser.error("--st-ablation trains every strong augmentation itself; leave out --strong-aug")
+    if args.strong_aug is not None:
+        from selftrain.kinds import KINDS
+        from selftrain.mm.configs import ConfigError, strong_transforms
+
+        if args.st_ablation:
+            parser.error("--st-ablation trains every strong augmentation itself; leave out --strong-aug")
+        if not {"st", "st++"} & set(args.methods or DEFAULT_METHODS[args.task]):
+            parser.error("--strong-aug applies to st / st++ students; name one of them in --methods")
+        try:  # before any data is prepared or trained
+            strong_transforms(KINDS[args.task].config_folder, args.strong_aug)
+        except ConfigError as exc:
+            parser.error(f"--strong-aug: {exc}")
     if args.st_ablation:
         from selftrain.kinds import KINDS
 
@@ -95,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, args.task, methods)
     print("\n" + text + f"\n\n({time.time() - t0:.0f} s; store {out}/store)")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, f"quality-{args.task}.json"), "w") as f:
+    name = f"quality-{args.task}" + (f"-strong-{args.strong_aug}" if args.strong_aug is not None else "")
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({"methods": methods, "rows": rows}, f, indent=1)
-    with open(os.path.join(out, f"quality-{args.task}.md"), "w") as f:
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(text + "\n")
     return 0
 
@@ -176,7 +187,9 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
     if args.alpha_experiment:
         row["alpha4"] = {}
         for name, normalize in (("normalised", True), ("plain", False)):
-            variant = params.model_copy(update={"method": ["zoph"], "alpha": 4.0, "normalize_loss": normalize})
+            variant = params.model_copy(  # zoph students have no strong augmentation to choose
+                update={"method": ["zoph"], "alpha": 4.0, "normalize_loss": normalize, "strong_aug": "strong"}
+            )
             try:
                 r = demo.run(variant, out, f"quality-{task}-seed{seed}-alpha4-{name}")
                 row["alpha4"][name] = {"value": float(r["metrics"]["zoph"][metric]), "error": None}
@@ -262,8 +275,9 @@ def ground_truth_shards(
     ``suffix`` with ``label_map`` applied (selftrain.diagnostics.load_gt_mask, as the report's
     pseudo-label quality reads it); images the teacher skipped are left out. Stored once per
     image shard and content (the masks' digest is in the key). Raises FileNotFoundError naming
-    an image without ground truth, ValueError naming an image whose mask (after ``label_map``)
-    holds a value that is neither a class index (0 .. ``num_classes`` - 1) nor 255 (ignore)."""
+    an image without ground truth, ValueError naming an image whose mask is not the image's
+    size or (after ``label_map``) holds a value that is neither a class index (0 ..
+    ``num_classes`` - 1) nor 255 (ignore)."""
     import numpy as np
 
     from selftrain.diagnostics import load_gt_mask
@@ -276,8 +290,8 @@ def ground_truth_shards(
     out = []
     for shard in shards:
         images_ref = store.ref(shard.dataset, *store.manifest(shard).meta["shard"].split("/"))
-        ok = {
-            s["image_id"]
+        ok = {  # the images the teacher labeled, with their (height, width)
+            s["image_id"]: (s["height"], s["width"])
             for s in read_parquet(store.read(shard, "stats.parquet"), SEG_IMAGE_STATS).to_pylist()
             if s["status"] == IMAGE_OK
         }
@@ -288,6 +302,12 @@ def ground_truth_shards(
             label = load_gt_mask(gt_dir, image["image_id"], suffix, label_map)
             if label is None:
                 raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}")
+            if label.shape != ok[image["image_id"]]:
+                h, w = ok[image["image_id"]]
+                raise ValueError(
+                    f"the ground-truth mask of {image['image_uri']} is {label.shape[1]}x{label.shape[0]} px, "
+                    f"the image {w}x{h}"
+                )
             values = np.unique(label)
             bad = values[((values < 0) | (values >= num_classes)) & (values != IGNORE_LABEL)]
             if bad.size:  # a class index the model lacks, or one that uint8 would wrap

@@ -21,7 +21,8 @@ store, its TTA views: flip for detection, the kind's defaults for segmentation):
   labels with the float32 labels of the same images: ST++'s stability measure between the two
   (detection: the F1 of class-aware matches at IoU 0.5 of the boxes above ``--score-thr``;
   segmentation: the mean IoU of the label maps), averaged over the images;
-* **paired**: the pipeline and the bound measured batch by batch in the same run: the
+* **paired** (decoding in this process, 0 DataLoader workers, the flow's choice on a CPU):
+  the pipeline and the bound measured batch by batch in the same run: the
   pipeline's model runs every batch a second time, timed apart (:class:`PairedBound`; which of
   the two goes first alternates), so the bound is measured on the pipeline's own batches a
   few hundred milliseconds from them, and the machine's slow spells - 10 to 30 % between
@@ -135,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def paired_run(batch: int) -> float:
         """The pipeline's rate at ``batch`` with the bound measured on its own batches
-        (PairedBound); records the bound's rate and the ratio of the two."""
+        (PairedBound); records the bound's rate and the ratio of the two. Always 0 workers:
+        a worker process would go on decoding while the twin runs, so the time left after
+        the twins would not be the pipeline's."""
         twin = PairedBound(model)
         t0 = time.perf_counter()
         for image, pred in predict(
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['auto_over_bound']:.2f}; / the best pipeline batch: {result['auto_over_best_pipeline']:.2f}"
     )
     print(
-        "paired, batch by batch (pipeline / bound at the same batch size, median of the runs): "
+        "paired, batch by batch, 0 workers (pipeline / bound at the same batch size, median of the runs): "
         + ", ".join(f"b{b} {v['pipeline_over_bound']:.3f}" for b, v in paired.items())
         + f"; best pipeline batch / best bound batch: {result['paired']['best_over_best']:.3f} "
         f"(b{best_paired_pipe}: {paired[best_paired_pipe]['pipeline']:.1f} images/s vs "

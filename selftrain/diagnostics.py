@@ -55,8 +55,11 @@ def det_quality(pseudo: dict[str, tuple[list, list]], gt: dict[str, tuple[list, 
 
 
 def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | None = None) -> np.ndarray | None:
-    """The ground-truth label map of an unlabeled image (None when there is none), with the
-    labeled set's ``label_map`` (stored value -> class index) applied."""
+    """The ground-truth label map (H, W) of an unlabeled image (None when there is none), with
+    the labeled set's ``label_map`` (stored value -> class index) applied: integers (uint8 or
+    wider; a 1-bit PNG's 0 / 1 as uint8). A label map saved as RGB with three equal channels is
+    read as one channel. Raises ValueError naming the file for one whose channels differ (a
+    colour-coded mask: convert it to class indices, as for the labeled set)."""
     from PIL import Image
 
     stem = image_id.rsplit(".", 1)[0]
@@ -65,8 +68,17 @@ def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | Non
         gt = np.array(Image.open(io.BytesIO(read_url(url))))
     except FileNotFoundError:
         return None
+    if gt.ndim == 3:
+        if not all(np.array_equal(gt[..., 0], gt[..., c]) for c in range(1, gt.shape[2])):
+            raise ValueError(
+                f"the ground-truth mask {url} has {gt.shape[2]} channels that differ: a label map holds one "
+                "class index per pixel (a colour-coded mask must be converted first)"
+            )
+        gt = np.ascontiguousarray(gt[..., 0])
+    if gt.dtype == bool:
+        gt = gt.astype(np.uint8)
     if label_map:
-        mapped = gt.copy()
+        mapped = gt.astype(np.int64)  # a class index may not fit the stored dtype (1-bit, 255 -> 300)
         for old, new in label_map.items():
             mapped[gt == int(old)] = int(new)
         gt = mapped

@@ -25,8 +25,9 @@ from selftrain.stage import done_or_claimed, expect, get_store, log_stage, stage
 from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
-# 3: no facts of the run that wrote it; 4: label statistics; 5: overlays; 6: thresholds after inference
-STAGE, VERSION = "report", 6
+# 3: no facts of the run that wrote it; 4: label statistics; 5: overlays; 6: thresholds after inference;
+# 7: mask quality leaves out (and counts) ground-truth values that are no class and masks of another size
+STAGE, VERSION = "report", 7
 
 
 def _ranking_section(

@@ -124,7 +124,7 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
         truth[name] = stored // 100  # label_map 100 -> 1, 200 -> 2
         images.append({"image_id": name, "image_uri": f"s3://b/u/{name}", "size": 1})
         status = "skipped" if i == 2 else "ok"  # the teacher could not read the third image
-        stats.append({"image_id": name, "image_uri": f"s3://b/u/{name}", "status": status})
+        stats.append({"image_id": name, "image_uri": f"s3://b/u/{name}", "status": status, "height": h, "width": w})
     shard = store.stage_ref("d", "shard", 1, "", {}, {"i": 0})
     with store.writer(shard, meta={}) as w:
         w.write_bytes("images.parquet", to_parquet_bytes(table_from_rows(images, UNLABELED_IMAGES), UNLABELED_IMAGES))
@@ -140,7 +140,7 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
     for name, (label, confidence) in got.items():
         assert np.array_equal(label, truth[name]) and (confidence == 255).all()
     assert {s["image_id"]: (s["height"], s["width"]) for s in read_stats} == {"u0.jpg": (5, 7), "u1.jpg": (6, 4)}
-    (tmp_path / "ann" / "u0_mask.png").write_bytes((tmp_path / "ann" / "u1_mask.png").read_bytes())
+    Image.fromarray(np.zeros((5, 7), dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")  # changed content
     (changed,) = ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
     assert changed != oracle  # keyed by the masks it holds: a changed ground truth is not reused stale
     (tmp_path / "ann" / "u1_mask.png").unlink()
@@ -160,9 +160,13 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
         match=r"mask of s3://b/u/u0.jpg holds \[257\], which are neither class indices 0..2",
     ):
         ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
-    Image.fromarray(np.array([[0, 200, 255]], dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")
+    Image.fromarray(np.full((5, 7), 200, dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")
     with pytest.raises(ValueError, match=r"mask of s3://b/u/u0.jpg holds \[200\]"):
         ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", {100: 1})
+    # a mask of another size than its image is refused, not trained on misaligned
+    Image.fromarray(np.zeros((7, 5), dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")
+    with pytest.raises(ValueError, match=r"mask of s3://b/u/u0.jpg is 5x7 px, the image 7x5"):
+        ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
 
 
 def test_table_names_a_strong_augmentation_other_than_the_papers_and_the_ablation_refuses_one():
@@ -181,6 +185,11 @@ def test_table_names_a_strong_augmentation_other_than_the_papers_and_the_ablatio
         [row], "segmentation", ["st"]
     )
     assert "strong augmentation" not in table([row | {"strong_aug": "strong"}], "segmentation", ["st"])
-    with pytest.raises(SystemExit) as exit_info:  # the ablation trains every choice itself
-        main(["--task", "segmentation", "--methods", "st", "--st-ablation", "--strong-aug", "none"])
-    assert exit_info.value.code == 2
+    for argv in (
+        ["--task", "segmentation", "--methods", "st", "--st-ablation", "--strong-aug", "none"],  # trains each
+        ["--task", "detection", "--strong-aug", "none"],  # zoph students have no strong augmentation
+        ["--task", "segmentation", "--methods", "st", "--strong-aug", "strong_typo"],  # no such file
+    ):
+        with pytest.raises(SystemExit) as exit_info:  # refused before any data is prepared
+            main(argv)
+        assert exit_info.value.code == 2

@@ -21,3 +21,26 @@ def test_mask_quality_leaves_out_ignored_unknown_and_mismatched_pixels_and_count
     assert q["mIoU"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
     # known gt pixels: 6; labeled among them: 5 -> the pseudo mask ignores 1 of 6
     assert q["ignored_fraction"] == pytest.approx(1 / 6)
+
+
+def test_ground_truth_masks_are_read_as_one_channel_of_class_indices(tmp_path):
+    from PIL import Image
+
+    from selftrain.diagnostics import load_gt_mask
+
+    labels = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    # a label map saved as RGB (three equal channels) is read as its one channel
+    Image.fromarray(np.stack([labels] * 3, axis=-1)).save(tmp_path / "rgb.png")
+    assert np.array_equal(load_gt_mask(str(tmp_path), "rgb.jpg", ".png"), labels)
+    assert seg_quality(iter([(labels, load_gt_mask(str(tmp_path), "rgb.jpg", ".png"))]), 3)["mIoU"] == 1.0
+    # a colour-coded mask is refused naming the file
+    coloured = np.stack([labels, labels * 2, labels], axis=-1)
+    Image.fromarray(coloured).save(tmp_path / "colour.png")
+    with pytest.raises(ValueError, match=r"colour.png has 3 channels that differ"):
+        load_gt_mask(str(tmp_path), "colour.jpg", ".png")
+    # a 1-bit mask: its 1 mapped to 255 (ignore) is 255, not True
+    Image.fromarray(np.array([[True, False]])).save(tmp_path / "bits.png")
+    got = load_gt_mask(str(tmp_path), "bits.jpg", ".png", {"1": "255", "0": "2"})
+    assert got.tolist() == [[255, 2]]
+    assert load_gt_mask(str(tmp_path), "bits.jpg", ".png").tolist() == [[1, 0]]
+    assert load_gt_mask(str(tmp_path), "missing.jpg", ".png") is None
