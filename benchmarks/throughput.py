@@ -29,6 +29,9 @@ store, its TTA views: flip for detection, the kind's defaults for segmentation):
   whole runs here - fall on both; the pipeline's time is the run's wall time less the second
   runs. Its ratio at each batch size is the precise one; the best-of-each ratio compares runs
   at different batch sizes;
+* **steps** (with ``--steps``): where the pipeline's time goes, per image - reading and
+  decoding, each TTA view's copy and transforms, the label rows - and the model's
+  ``test_step``, each timed on its own over the images (3 passes);
 * **auto**: the pipeline at the batch size and worker count that the flow's default
   (``inference_batch_size="auto"``) chooses on this device: measured first, as the first
   shard measures them (selftrain/mm/calibrate.py), then timed with the others.
@@ -47,6 +50,57 @@ import sys
 import time
 
 from benchmarks import best_of, demo_teacher, interleaved_medians, save_results, synchronize
+
+
+def step_times(model, images: list[dict], pipeline: list[dict], kind, labeled_meta: dict, passes: int = 3) -> dict:
+    """Milliseconds per image of each step of the inference pipeline, each timed on its own:
+    'read + decode' (its first transform), per TTA view its deep copy and each transform
+    (mmcv's TestTimeAug runs every view on a copy of the decoded image), 'test_step' (the
+    model at batch 2, inputs ready) and 'label rows' (the kind's label_image). ``passes``
+    over the images; their sum per step, divided by the images timed."""
+    import copy
+
+    import torch
+    from mmcv.transforms import TestTimeAug
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope
+
+    from selftrain.mm.inference import ImageList
+
+    with DefaultScope.overwrite_default_scope(kind.scope):
+        dataset = ImageList(images, pipeline)
+    load, rest = dataset.pipeline.transforms[0], list(dataset.pipeline.transforms[1:])
+    spent: dict[str, float] = {}
+
+    def timed(name: str, step, data):
+        t0 = time.perf_counter()
+        out = step(data)
+        spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    for _ in range(passes):
+        for i, image in enumerate(images):
+            data = timed("read + decode", load, {"img_path": image["image_uri"], "img_id": i})
+            for step in rest:
+                if isinstance(step, TestTimeAug):
+                    for v, view in enumerate(step.subroutines):
+                        x = timed(f"view {v + 1}: copy", copy.deepcopy, data)
+                        for t in view.transforms:
+                            x = timed(f"view {v + 1}: {type(t).__name__}", t, x)
+                else:
+                    data = timed(type(step).__name__, step, data)
+    items = [dataset[i] for i in range(len(images))]
+    with torch.no_grad():
+        preds = [
+            p
+            for j in range(0, len(items), 2)
+            for p in timed("test_step", model.test_step, pseudo_collate(items[j : j + 2]))
+        ]
+    spent["test_step"] *= passes  # timed once over the images
+    for _ in range(passes):
+        for image, pred in zip(images, preds, strict=True):
+            timed("label rows", lambda p, image=image: kind.label_image(image, p, "", labeled_meta), pred)
+    return {name: 1000 * t / (passes * len(images)) for name, t in spent.items()}
 
 
 class PairedBound:
@@ -87,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many images")
     parser.add_argument("--amp", action="store_true", help="also time mixed precision and its label agreement")
     parser.add_argument("--score-thr", type=float, default=0.5, help="--amp, detection: the boxes compared")
+    parser.add_argument("--steps", action="store_true", help="also time the pipeline's steps one by one")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -222,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     variants["auto"] = lambda: pipeline_run(chosen.batch_size, workers=chosen.workers)
+    steps = step_times(model, images, pipeline, kind, labeled_meta) if args.steps else None
     median = interleaved_medians(variants, args.repeats)
     best_pipe, best_bound = best_of(median, "pipeline"), best_of(median, "bound")
     result = {
@@ -255,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "best_bound_batch": best_paired_bound,
         "best_over_best": paired[best_paired_pipe]["pipeline"] / paired[best_paired_bound]["bound"],
     }
+    if steps is not None:
+        result["steps_ms_per_image"] = steps
     if args.amp:
         best_amp = best_of(median, "amp")
         result |= {
@@ -279,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(b{best_paired_pipe}: {paired[best_paired_pipe]['pipeline']:.1f} images/s vs "
         f"b{best_paired_bound}: {paired[best_paired_bound]['bound']:.1f})"
     )
+    if steps is not None:
+        print("the pipeline step by step, ms per image: " + ", ".join(f"{k} {v:.3f}" for k, v in steps.items()))
     if args.amp:
         print(
             f"mixed precision ({result['best_amp']}) / float32 ({best_pipe}): {result['amp_over_fp32']:.2f}x; "
