@@ -150,7 +150,7 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
     labeled, val, teacher = model("labeled"), model("val"), model("teacher")
 
     @flow(name="quality-controls")
-    def controls() -> dict[str, float]:
+    def controls() -> dict[str, dict]:
         result = {}
         for method in methods:
             meta = store.manifest(model(method)).meta
@@ -169,7 +169,10 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
                 init=teacher if method == "zoph" else None,
             )
             metrics = store.read_json(evaluate(params.store, params.config, control, val), "metrics.json")
-            result[method] = float(metrics[metric])
+            result[method] = {
+                "value": float(metrics[metric]),
+                "validations": checkpoint_validations(store, control, KINDS[task]),
+            }
         return result
 
     control = controls()
@@ -178,8 +181,11 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
         "metric": metric,
         "teacher": float(report["metrics"]["teacher"][metric]),
         "students": {m: float(report["metrics"][m][metric]) for m in methods},
-        "controls": control,
+        "controls": {m: c["value"] for m, c in control.items()},
         "iters": {m: int(store.manifest(model(m)).meta["iters"]) for m in ["teacher", *methods]},
+        # each training's own validations at its K checkpoints: overfitting shows here
+        "validations": {m: checkpoint_validations(store, model(m), KINDS[task]) for m in ["teacher", *methods]}
+        | {f"{m} control": c["validations"] for m, c in control.items()},
         "strong_aug": params.strong_aug,
     }
     if args.st_ablation:
@@ -196,6 +202,14 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
             except Exception as e:  # a diverged training is a result here, not a crash
                 row["alpha4"][name] = {"value": None, "error": f"{type(e).__name__}: {e}"[:300]}
     return row
+
+
+def checkpoint_validations(store, model, kind) -> list[float]:
+    """The validations a stored training of task ``kind`` (selftrain.kinds.TaskKind) ran at its
+    K evenly spaced checkpoints (its history.json, in order), as the task's first metric (a
+    fraction: bbox_mAP or mIoU)."""
+    history = store.read_json(model, "history.json")
+    return [kind.metrics_from(r)[kind.metrics[0]] for r in history if kind.val_metric in r]
 
 
 STRONG_VARIANTS = ("strong", "strong_no_hue", "none")
@@ -391,6 +405,20 @@ def table(rows: list[dict], task: str, methods: list[str]) -> str:
             f"| {a} - {b} | {s['mean']:+.4f} | {s['sd']:.4f} | {s['wins']}/{s['n']} | {s['t_p']:.3f} "
             f"| {s['wilcoxon_p']:.3f} |"
         )
+    checked = [r for r in rows if r.get("validations")]
+    if checked:
+        lines += [
+            "",
+            f"{metric} of each training's own validations at its K evenly spaced checkpoints (the last is the "
+            "reported value; a fall shows overfitting)",
+            "",
+            "| seed | training | iterations | validations |",
+            "| --- | --- | --- | --- |",
+        ]
+        for r in checked:
+            for name, values in r["validations"].items():
+                iters = r["iters"].get(name.removesuffix(" control"), "")
+                lines.append(f"| {r['seed']} | {name} | {iters} | " + ", ".join(f"{v:.4f}" for v in values) + " |")
     done = [r for r in rows if "alpha4" in r]
     if done:
         lines += [

@@ -193,3 +193,38 @@ def test_table_names_a_strong_augmentation_other_than_the_papers_and_the_ablatio
         with pytest.raises(SystemExit) as exit_info:  # refused before any data is prepared
             main(argv)
         assert exit_info.value.code == 2
+
+
+def test_each_trainings_checkpoint_validations_are_read_and_tabled(tmp_path):
+    from benchmarks.quality import checkpoint_validations
+    from selftrain.kinds import KINDS
+    from storage.store import ArtifactStore
+
+    store = ArtifactStore(str(tmp_path))
+    model = store.stage_ref("d", "train", 1, "", {}, {"i": 0})
+    history = [  # training logs between the validations (IoUMetric reports percentages)
+        {"iter": 50, "loss": 0.9},
+        {"mIoU": 58.54, "aAcc": 86.0, "step": 0},
+        {"iter": 1000, "loss": 0.1},
+        {"mIoU": 44.69, "aAcc": 76.7, "step": 0},
+        {"mIoU": 47.25, "aAcc": 77.2, "step": 0},
+    ]
+    with store.writer(model, meta={}) as w:
+        w.write_json("history.json", history)
+    assert checkpoint_validations(store, model, KINDS["segmentation"]) == pytest.approx([0.5854, 0.4469, 0.4725])
+    row = {
+        "seed": 0,
+        "metric": "mIoU",
+        "teacher": 0.5925,
+        "students": {"st": 0.5154},
+        "controls": {"st": 0.4725},
+        "iters": {"teacher": 972, "st": 2916},
+        "validations": {
+            "teacher": [0.5, 0.58, 0.5925],
+            "st": [0.49, 0.5165, 0.5154],
+            "st control": [0.5854, 0.4469, 0.4725],
+        },
+    }
+    text = table([row], "segmentation", ["st"])
+    assert "| 0 | st control | 2916 | 0.5854, 0.4469, 0.4725 |" in text
+    assert "| 0 | teacher | 972 | 0.5000, 0.5800, 0.5925 |" in text
