@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             batch,
             0,
             scope=kind.scope,
-            by_shape=kind.batch_by_shape,  # type: ignore[arg-type]
+            by_shape=kind.batch_by_shape,
         ):
             kind.label_image(image, pred, pred.metainfo.get("load_error", ""), labeled_meta)
         synchronize()
