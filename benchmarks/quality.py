@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import posixpath
 import statistics
 import sys
 import time
@@ -289,16 +290,19 @@ def ground_truth_shards(
     ``suffix`` with ``label_map`` applied (selftrain.diagnostics.load_gt_mask, as the report's
     pseudo-label quality reads it); images the teacher skipped are left out. Stored once per
     image shard and content (the masks' digest is in the key). Raises FileNotFoundError naming
-    an image without ground truth, ValueError naming an image whose mask is not the image's
-    size or (after ``label_map``) holds a value that is neither a class index (0 ..
-    ``num_classes`` - 1) nor 255 (ignore)."""
+    an image without ground truth, ValueError naming an image whose mask fails registration's
+    check of a label map (tasks/register_seg_dataset.py check_label_map: one channel, the
+    image's size, values - after ``label_map`` - that are class indices 0 .. ``num_classes`` - 1
+    or 255)."""
     import numpy as np
 
     from selftrain.diagnostics import load_gt_mask
     from selftrain.kinds import KINDS
     from selftrain.pseudo_sets import mask_stats
-    from storage.masks import IGNORE_LABEL, quantize_confidence
+    from storage.listing import read_url
+    from storage.masks import quantize_confidence
     from storage.schemas import IMAGE_OK, SEG_IMAGE_STATS, UNLABELED_IMAGES, read_parquet
+    from tasks.register_seg_dataset import DatasetError, check_label_map
 
     kind = KINDS["segmentation"]
     out = []
@@ -313,22 +317,19 @@ def ground_truth_shards(
         labels, stats = [], []
         content = hashlib.sha256()
         for image in (i for i in images if i["image_id"] in ok):
+            stem = image["image_id"].rsplit(".", 1)[0]
+            url = posixpath.join(gt_dir.rstrip("/"), stem + suffix)
+            try:
+                raw = read_url(url)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}") from None
+            h, w = ok[image["image_id"]]
+            try:  # registration's check of a label map: one channel, the image's size, class values
+                check_label_map(raw, f"{url} (of {image['image_uri']})", num_classes, (w, h), label_map)
+            except DatasetError as exc:
+                raise ValueError(str(exc)) from exc
             label = load_gt_mask(gt_dir, image["image_id"], suffix, label_map)
-            if label is None:
-                raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}")
-            if label.shape != ok[image["image_id"]]:
-                h, w = ok[image["image_id"]]
-                raise ValueError(
-                    f"the ground-truth mask of {image['image_uri']} is {label.shape[1]}x{label.shape[0]} px, "
-                    f"the image {w}x{h}"
-                )
-            values = np.unique(label)
-            bad = values[((values < 0) | (values >= num_classes)) & (values != IGNORE_LABEL)]
-            if bad.size:  # a class index the model lacks, or one that uint8 would wrap
-                raise ValueError(
-                    f"the ground-truth mask of {image['image_uri']} holds {bad[:5].tolist()}, which are neither "
-                    f"class indices 0..{num_classes - 1} nor {IGNORE_LABEL} (ignore), after the label map {label_map}"
-                )
+            assert label is not None  # read above
             label = label.astype(np.uint8)
             content.update(image["image_id"].encode() + repr(label.shape).encode() + label.tobytes())
             confidence = np.ones(label.shape, dtype=np.float32)

@@ -157,15 +157,17 @@ def test_the_oracle_shards_hold_the_ground_truth_in_the_pseudo_masks_format(tmp_
     Image.fromarray(np.full((5, 7), 257, dtype=np.uint16)).save(tmp_path / "ann" / "u0_mask.png")
     with pytest.raises(
         ValueError,
-        match=r"mask of s3://b/u/u0.jpg holds \[257\], which are neither class indices 0..2",
+        match=r"u0_mask.png \(of s3://b/u/u0.jpg\) holds values \[257\] outside 0..255",
     ):
         ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
     Image.fromarray(np.full((5, 7), 200, dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")
-    with pytest.raises(ValueError, match=r"mask of s3://b/u/u0.jpg holds \[200\]"):
+    with pytest.raises(
+        ValueError, match=r"u0_mask.png \(of s3://b/u/u0.jpg\) has values \[200\] outside the 3 classes"
+    ):
         ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", {100: 1})
     # a mask of another size than its image is refused, not trained on misaligned
     Image.fromarray(np.zeros((7, 5), dtype=np.uint8)).save(tmp_path / "ann" / "u0_mask.png")
-    with pytest.raises(ValueError, match=r"mask of s3://b/u/u0.jpg is 5x7 px, the image 7x5"):
+    with pytest.raises(ValueError, match=r"u0_mask.png \(of s3://b/u/u0.jpg\) is 5x7 but its image is 7x5"):
         ground_truth_shards(store, [pseudo], gt_dir, 3, "_mask.png", label_map)
 
 
