@@ -9,13 +9,13 @@ pixels they label (255 left out) plus the share they leave ignored.
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 from collections.abc import Iterable
 
 import numpy as np
 
+from selftrain.registration import read_label_map
 from selftrain.stability import matches
 from storage.listing import read_url
 from storage.masks import IGNORE_LABEL
@@ -55,30 +55,22 @@ def det_quality(pseudo: dict[str, tuple[list, list]], gt: dict[str, tuple[list, 
 
 
 def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | None = None) -> np.ndarray | None:
-    """The ground-truth label map (H, W) of an unlabeled image (None when there is none), with
-    the labeled set's ``label_map`` (stored value -> class index) applied: integers (uint8 or
-    wider; a 1-bit PNG's 0 / 1 as uint8). A label map saved as RGB with three equal channels is
-    read as one channel. Raises ValueError naming the file for one whose channels differ (a
-    colour-coded mask: convert it to class indices, as for the labeled set)."""
-    from PIL import Image
+    """The ground-truth label map (H, W) of an unlabeled image (None when there is none), read
+    by registration's reader (selftrain.registration.read_label_map: one channel of class
+    values, as mmseg reads a labeled set) with the labeled set's ``label_map`` (stored value ->
+    class index) applied: int64 when a label map is given (a class index may not fit the stored
+    dtype), else as stored. Values that are no class are kept: seg_quality counts them.
 
-    stem = image_id.rsplit(".", 1)[0]
-    url = posixpath.join(ann_dir.rstrip("/"), stem + suffix)
+    Raises DatasetError (a ValueError) naming the file when it is unreadable or has more than
+    one channel (a colour-coded mask: convert it to class indices, as for the labeled set)."""
+    url = posixpath.join(ann_dir.rstrip("/"), image_id.rsplit(".", 1)[0] + suffix)
     try:
-        gt = np.array(Image.open(io.BytesIO(read_url(url))))
+        raw = read_url(url)
     except FileNotFoundError:
         return None
-    if gt.ndim == 3:
-        if not all(np.array_equal(gt[..., 0], gt[..., c]) for c in range(1, gt.shape[2])):
-            raise ValueError(
-                f"the ground-truth mask {url} has {gt.shape[2]} channels that differ: a label map holds one "
-                "class index per pixel (a colour-coded mask must be converted first)"
-            )
-        gt = np.ascontiguousarray(gt[..., 0])
-    if gt.dtype == bool:
-        gt = gt.astype(np.uint8)
+    gt = read_label_map(raw, url)
     if label_map:
-        mapped = gt.astype(np.int64)  # a class index may not fit the stored dtype (1-bit, 255 -> 300)
+        mapped = gt.astype(np.int64)
         for old, new in label_map.items():
             mapped[gt == int(old)] = int(new)
         gt = mapped

@@ -1,7 +1,11 @@
 """What registration checks of users' images, shared by the COCO and the segmentation
-registration stages: decoding exactly as training does, EXIF orientation, degenerate sizes."""
+registration stages: decoding exactly as training does, EXIF orientation, degenerate sizes,
+and the one reader of label-map files (registration and the report's ground-truth diagnostic)."""
 
 from __future__ import annotations
+
+# Pillow modes of a label map with one channel of class values (grayscale, palette, 1-bit, 16/32-bit)
+LABEL_MAP_MODES = ("1", "L", "P", "I", "I;16")
 
 
 class DatasetError(ValueError):
@@ -43,6 +47,36 @@ def decoded_size(raw: bytes, name: str) -> tuple[int, int]:
     if img is None or img.size == 0:
         raise DatasetError(f"image {name} cannot be decoded (empty or not an image)")
     return int(img.shape[1]), int(img.shape[0])
+
+
+def read_label_map(raw: bytes, name: str):
+    """The (H, W) integer array of a label-map file, decoded as mmseg's LoadAnnotations decodes
+    it (Pillow, unchanged): a palette PNG (PASCAL VOC) as its indices, a 1-bit PNG as 0 / 1
+    (uint8, not bool), 16-bit files as their values (wider than uint8). No label map is applied
+    and no value is checked here.
+
+    Raises DatasetError naming ``name``: unreadable bytes, or a mode with more than one channel
+    (RGB, RGBA, LA: a colour-coded mask, or class indices saved as RGB, which mmseg would read as
+    three channels; save class indices as one channel)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.mode not in LABEL_MAP_MODES:
+                raise DatasetError(
+                    f"label map {name} has mode {im.mode}: expected one channel of class indices "
+                    "(a grayscale, palette or 1-bit PNG); convert a colour-coded mask to class indices, "
+                    "and save indices stored as RGB as one channel (e.g. PIL's Image.convert('L'))"
+                )
+            arr = np.array(im)
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is reported with its name
+        raise DatasetError(f"label map {name} cannot be read: {type(exc).__name__}: {exc}") from exc
+    return arr.astype(np.uint8) if arr.dtype == bool else arr
 
 
 MAX_ASPECT = 50.0

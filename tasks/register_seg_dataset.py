@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from selftrain.registration import DatasetError, decoded_size, degenerate, exif_orientation, size_mismatch
+from selftrain.registration import (
+    DatasetError,
+    decoded_size,
+    degenerate,
+    exif_orientation,
+    read_label_map,
+    size_mismatch,
+)
 from selftrain.stage import done_or_claimed, get_store, log_stage, stage_logger, stage_task
 from storage.keys import digest_json
 from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, read_url
@@ -27,7 +34,6 @@ from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "seg_dataset", 2
-LABEL_MAP_MODES = ("1", "L", "P", "I", "I;16")
 
 
 def _list(url: str) -> list[ListedFile]:
@@ -45,25 +51,12 @@ def _by_stem(files: list[ListedFile], suffix: str) -> dict[str, tuple[str, int]]
 def check_label_map(
     raw: bytes, name: str, num_classes: int, image_size: tuple[int, int] | None, label_map: dict[int, int] | None = None
 ) -> dict[int, int]:
-    """Decode one label map (as mmseg's LoadAnnotations does: Pillow, unchanged), apply
-    ``label_map``, check its values and size; returns pixel counts per (mapped) value.
+    """Decode one label map (selftrain.registration.read_label_map, as mmseg's LoadAnnotations
+    does), apply ``label_map``, check its values and size; returns pixel counts per (mapped) value.
 
     Raises DatasetError naming ``name``: unreadable, more than one channel, a size other than
     ``image_size`` (width, height), or values outside 0..num_classes-1 and 255."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.mode not in LABEL_MAP_MODES:
-                raise DatasetError(
-                    f"label map {name} has mode {im.mode}: expected one channel of class indices "
-                    "(a grayscale, palette or 1-bit PNG)"
-                )
-            arr = np.array(im)
-    except DatasetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an unreadable file is reported with its name
-        raise DatasetError(f"label map {name} cannot be read: {type(exc).__name__}: {exc}") from exc
+    arr = read_label_map(raw, name)
     if image_size is not None and (arr.shape[1], arr.shape[0]) != image_size:
         raise DatasetError(
             f"label map {name} is {arr.shape[1]}x{arr.shape[0]} but its image is "

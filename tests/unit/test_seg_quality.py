@@ -23,24 +23,36 @@ def test_mask_quality_leaves_out_ignored_unknown_and_mismatched_pixels_and_count
     assert q["ignored_fraction"] == pytest.approx(1 / 6)
 
 
-def test_ground_truth_masks_are_read_as_one_channel_of_class_indices(tmp_path):
+def test_ground_truth_masks_are_read_as_registration_reads_label_maps(tmp_path):
     from PIL import Image
 
     from selftrain.diagnostics import load_gt_mask
+    from selftrain.registration import DatasetError
 
     labels = np.array([[0, 1], [2, 1]], dtype=np.uint8)
-    # a label map saved as RGB (three equal channels) is read as its one channel
-    Image.fromarray(np.stack([labels] * 3, axis=-1)).save(tmp_path / "rgb.png")
-    assert np.array_equal(load_gt_mask(str(tmp_path), "rgb.jpg", ".png"), labels)
-    assert seg_quality(iter([(labels, load_gt_mask(str(tmp_path), "rgb.jpg", ".png"))]), 3)["mIoU"] == 1.0
-    # a colour-coded mask is refused naming the file
-    coloured = np.stack([labels, labels * 2, labels], axis=-1)
-    Image.fromarray(coloured).save(tmp_path / "colour.png")
-    with pytest.raises(ValueError, match=r"colour.png has 3 channels that differ"):
-        load_gt_mask(str(tmp_path), "colour.jpg", ".png")
+    Image.fromarray(labels).save(tmp_path / "gray.png")
+    assert np.array_equal(load_gt_mask(str(tmp_path), "gray.jpg", ".png"), labels)
+    assert seg_quality(iter([(labels, load_gt_mask(str(tmp_path), "gray.jpg", ".png"))]), 3)["mIoU"] == 1.0
+    # a palette PNG (PASCAL VOC) is read as its indices, not its colours
+    pal = Image.fromarray(labels, mode="P")
+    pal.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+    pal.save(tmp_path / "voc.png")
+    assert load_gt_mask(str(tmp_path), "voc.jpg", ".png").tolist() == labels.tolist()
+    # more than one channel (colour-coded, or indices saved as RGB) is refused naming the file,
+    # with the same words registration uses for a labeled set
+    for name, arr in (("colour", np.stack([labels, labels * 2, labels], -1)), ("rgb", np.stack([labels] * 3, -1))):
+        Image.fromarray(arr).save(tmp_path / f"{name}.png")
+        with pytest.raises(DatasetError, match=rf"label map .*{name}.png has mode RGB"):
+            load_gt_mask(str(tmp_path), f"{name}.jpg", ".png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"broken.png cannot be read"):
+        load_gt_mask(str(tmp_path), "broken.jpg", ".png")
     # a 1-bit mask: its 1 mapped to 255 (ignore) is 255, not True
     Image.fromarray(np.array([[True, False]])).save(tmp_path / "bits.png")
     got = load_gt_mask(str(tmp_path), "bits.jpg", ".png", {"1": "255", "0": "2"})
     assert got.tolist() == [[255, 2]]
     assert load_gt_mask(str(tmp_path), "bits.jpg", ".png").tolist() == [[1, 0]]
+    # a 16-bit value is kept (seg_quality counts it as no class), not wrapped to 257 % 256 = 1
+    Image.fromarray(np.array([[257, 1]], dtype=np.uint16)).save(tmp_path / "wide.png")
+    assert load_gt_mask(str(tmp_path), "wide.jpg", ".png").tolist() == [[257, 1]]
     assert load_gt_mask(str(tmp_path), "missing.jpg", ".png") is None
