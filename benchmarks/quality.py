@@ -287,7 +287,7 @@ def ground_truth_shards(
     """Mask shards holding the ground truth of the images of the pseudo-mask ``shards``, in
     their format (every pixel kept, confidence 1), one per shard: the oracle of
     ``--st-ablation``. An image's ground truth is ``gt_dir``/<its name without extension> +
-    ``suffix`` with ``label_map`` applied (selftrain.diagnostics.load_gt_mask, as the report's
+    ``suffix`` with ``label_map`` applied (read once, by registration's reader, as the report's
     pseudo-label quality reads it); images the teacher skipped are left out. Stored once per
     image shard and content (the masks' digest is in the key). Raises FileNotFoundError naming
     an image without ground truth, ValueError naming an image whose mask fails registration's
@@ -296,13 +296,14 @@ def ground_truth_shards(
     or 255)."""
     import numpy as np
 
-    from selftrain.diagnostics import load_gt_mask
+    from selftrain.diagnostics import apply_label_map
     from selftrain.kinds import KINDS
     from selftrain.pseudo_sets import mask_stats
+    from selftrain.registration import read_label_map
     from storage.listing import read_url
     from storage.masks import quantize_confidence
     from storage.schemas import IMAGE_OK, SEG_IMAGE_STATS, UNLABELED_IMAGES, read_parquet
-    from tasks.register_seg_dataset import DatasetError, check_label_map
+    from tasks.register_seg_dataset import check_label_map
 
     kind = KINDS["segmentation"]
     out = []
@@ -324,13 +325,10 @@ def ground_truth_shards(
             except FileNotFoundError:
                 raise FileNotFoundError(f"no ground-truth mask for {image['image_uri']} under {gt_dir}") from None
             h, w = ok[image["image_id"]]
-            try:  # registration's check of a label map: one channel, the image's size, class values
-                check_label_map(raw, f"{url} (of {image['image_uri']})", num_classes, (w, h), label_map)
-            except DatasetError as exc:
-                raise ValueError(str(exc)) from exc
-            label = load_gt_mask(gt_dir, image["image_id"], suffix, label_map)
-            assert label is not None  # read above
-            label = label.astype(np.uint8)
+            # registration's check of a label map (one channel, the image's size, class values);
+            # its DatasetError is a ValueError naming the file
+            check_label_map(raw, f"{url} (of {image['image_uri']})", num_classes, (w, h), label_map)
+            label = apply_label_map(read_label_map(raw, url), label_map).astype(np.uint8)
             content.update(image["image_id"].encode() + repr(label.shape).encode() + label.tobytes())
             confidence = np.ones(label.shape, dtype=np.float32)
             labels.append((image["image_id"], label, quantize_confidence(confidence)))

@@ -68,13 +68,19 @@ def load_gt_mask(ann_dir: str, image_id: str, suffix: str, label_map: dict | Non
         raw = read_url(url)
     except FileNotFoundError:
         return None
-    gt = read_label_map(raw, url)
-    if label_map:
-        mapped = gt.astype(np.int64)
-        for old, new in label_map.items():
-            mapped[gt == int(old)] = int(new)
-        gt = mapped
-    return gt
+    return apply_label_map(read_label_map(raw, url), label_map)
+
+
+def apply_label_map(gt: np.ndarray, label_map: dict | None) -> np.ndarray:
+    """``gt`` with ``label_map`` (stored value -> class index; keys and values may be strings,
+    as JSON gives them) applied: int64 when a map is given (a class index may not fit the
+    stored dtype, e.g. 1-bit or 255 -> 300), else ``gt`` itself."""
+    if not label_map:
+        return gt
+    mapped = gt.astype(np.int64)
+    for old, new in label_map.items():
+        mapped[gt == int(old)] = int(new)
+    return mapped
 
 
 def seg_quality(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> dict:
