@@ -75,13 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     imports = sub.add_parser(
         "import-labels",
-        help="merge a reviewed export of a run's pseudo labels (COCO or Label Studio JSON) with its labeled set "
-        "into one COCO file for the next run (detection)",
+        help="merge a reviewed export of a run's pseudo labels with its labeled set for the next run: COCO or "
+        "Label Studio JSON into one COCO file (boxes), a folder of PNG label maps into a set with a split file (masks)",
     )
     imports.add_argument("report", help="the report of the run that was exported: its folder or its URI")
-    imports.add_argument("--corrections", required=True, help="the reviewed file (COCO JSON or Label Studio export)")
-    imports.add_argument("--format", required=True, choices=["coco", "label-studio"])
-    imports.add_argument("--out", required=True, help="the merged COCO file to write")
+    imports.add_argument(
+        "--corrections", required=True, help="the reviewed file (COCO JSON or Label Studio export), or folder (png)"
+    )
+    imports.add_argument("--format", required=True, choices=["coco", "label-studio", "png"])
+    imports.add_argument(
+        "--out", required=True, help="the merged COCO file to write, or a new folder for the merged label maps (png)"
+    )
     args = parser.parse_args(argv)
     if getattr(args, "threshold", None) is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold must be a score in [0, 1], got {args.threshold}")
@@ -220,29 +224,48 @@ def export_report_labels(args: argparse.Namespace) -> int:
 
 
 def import_report_labels(args: argparse.Namespace) -> int:
-    """`selftrain import-labels`: the labeled set plus a reviewed export, as one COCO file."""
+    """`selftrain import-labels`: the labeled set plus a reviewed export, for the next run."""
     import json
 
-    from selftrain.corrections import CorrectionError, import_corrections
+    from selftrain.corrections import CorrectionError
+    from selftrain.kinds import kind_of
 
     try:
-        data, store, _, _, _ = open_report(args.report)
+        data, store, refs, meta, _ = open_report(args.report)
         ref = {name: store.ref(*data["artifacts"][name].rsplit("/", 3)[1:]) for name in ("labeled", "unlabeled")}
-        done = import_corrections(store, ref["labeled"], ref["unlabeled"], args.corrections, args.format, args.out)
+        kind = kind_of(ref["labeled"])
+        done = kind.import_corrections(
+            store,
+            ref["labeled"],
+            ref["unlabeled"],
+            args.corrections,
+            args.format,
+            args.out,
+            # the labels as exported (the report's thresholds): to count those nobody changed
+            pseudo=lambda: kind.open_pseudo(store, refs, meta, report_thresholds(data, None)),
+        )
     except (ReportNotFound, CorrectionError) as exc:
         print(f"selftrain import-labels: {exc}", file=sys.stderr)
         return 2
+    what = f"{done['added_boxes']} boxes" if "added_boxes" in done else "label maps"
     print(
-        f"imported {done['added_images']} reviewed images ({done['added_boxes']} boxes) into the labeled set: "
+        f"imported {done['added_images']} reviewed images ({what}) into the labeled set: "
         f"{done['labeled_images']} + {done['added_images']} = {done['images']} images"
-        + (f"; {done['unreviewed']} tasks without an annotation left out" if done["unreviewed"] else "")
+        + (f"; {done['unreviewed']} tasks without an annotation left out" if done.get("unreviewed") else "")
     )
-    if done["boxes_with_scores"]:
+    if done.get("boxes_with_scores"):
         print(
             f"note: {done['boxes_with_scores']} of {done['added_boxes']} imported boxes still carry the export's "
             "score: make sure the file is the reviewed one (a reviewed box needs no score)"
         )
-    labeled = json.dumps({"ann_file": done["ann_file"], "image_root": done["image_root"]})
+    if done.get("unchanged"):
+        print(
+            f"note: {done['unchanged']} of {done['added_images']} imported label maps equal the exported pseudo "
+            "masks: make sure the folder is the reviewed one (they are imported as they are)"
+        )
+    for note in done["notes"]:
+        print(f"note: {note}")
+    labeled = json.dumps(done["next_labeled"])
     print(f"next run: labeled={labeled} (its unlabeled images that are now labeled are not pseudo-labeled)")
     return 0
 

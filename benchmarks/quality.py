@@ -291,7 +291,7 @@ def ground_truth_shards(
     pseudo-label quality reads it); images the teacher skipped are left out. Stored once per
     image shard and content (the masks' digest is in the key). Raises FileNotFoundError naming
     an image without ground truth, ValueError naming an image whose mask fails registration's
-    check of a label map (tasks/register_seg_dataset.py check_label_map: one channel, the
+    check of a label map (selftrain/registration.py check_label_map: one channel, the
     image's size, values - after ``label_map`` - that are class indices 0 .. ``num_classes`` - 1
     or 255)."""
     import numpy as np
@@ -299,11 +299,10 @@ def ground_truth_shards(
     from selftrain.diagnostics import apply_label_map
     from selftrain.kinds import KINDS
     from selftrain.pseudo_sets import mask_stats
-    from selftrain.registration import read_label_map
+    from selftrain.registration import check_label_map, read_label_map
     from storage.listing import read_url
     from storage.masks import quantize_confidence
     from storage.schemas import IMAGE_OK, SEG_IMAGE_STATS, UNLABELED_IMAGES, read_parquet
-    from tasks.register_seg_dataset import check_label_map
 
     kind = KINDS["segmentation"]
     out = []

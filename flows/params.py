@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_serializer, model_validator
 
 from selftrain.kinds import KINDS, TaskKind
 from storage.store import ArtifactRef, check_no_credentials
@@ -47,7 +47,8 @@ class CocoSet(BaseModel):
 
 class SegSet(BaseModel):
     """A segmentation set: images and label maps (class indices, 255 = ignore) with the same
-    names in two folders, at any fsspec URL or local path; classes in index order."""
+    names in two folders, at any fsspec URL or local path; classes in index order. Every image
+    under ``img_dir`` ending in ``img_suffix`` belongs to it, or those a ``split`` file lists."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a refused URL may hold a secret
     img_dir: str
@@ -62,12 +63,29 @@ class SegSet(BaseModel):
         "stored as 0/255 (255 is otherwise the ignore label); the "
         "held-out set takes the labeled set's when it has none",
     )
+    split: str | None = Field(
+        None,
+        description="a text file listing the set's images, one per line, as their paths under "
+        "img_dir without img_suffix (mmseg's ann_file, e.g. PASCAL VOC's "
+        "ImageSets/Segmentation/train.txt); without it, every image under img_dir ending in "
+        "img_suffix belongs to the set",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_split(self, handler: Any) -> Any:
+        """The fields, without ``split`` when none is given: a report's key digests the run's
+        parameters, so the sets of runs made before splits existed keep their keys."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("split") is None:
+            data.pop("split", None)
+        return data
 
     def absolute(self) -> SegSet:
         """The set with local paths made absolute (the flow may run elsewhere)."""
-        return self.model_copy(
-            update={"img_dir": _absolute(self.img_dir, "img_dir"), "ann_dir": _absolute(self.ann_dir, "ann_dir")}
-        )
+        update = {"img_dir": _absolute(self.img_dir, "img_dir"), "ann_dir": _absolute(self.ann_dir, "ann_dir")}
+        if self.split is not None:
+            update["split"] = _absolute(self.split, "split")
+        return self.model_copy(update=update)
 
     def held_out_like(self, val: SegSet) -> SegSet:
         """The held-out set as this labeled set needs it: the same classes (ValueError
@@ -97,6 +115,7 @@ class SegSet(BaseModel):
             self.img_suffix,
             self.seg_map_suffix,
             label_map=self.label_map,
+            split=self.split,
         )
 
 
@@ -108,7 +127,7 @@ def _absolute(url: str, what: str = "location") -> str:
     flow runs (a deployment's '${SELFTRAIN_DATA}/coco/...' resolves on the worker); URLs as
     given. An empty or blank value is refused (it would name the working folder)."""
     if not url.strip():
-        raise ValueError(f"{what} is empty: give a folder or a URL (an empty path would mean the working folder)")
+        raise ValueError(f"{what} is empty: give a path or a URL (an empty path would mean the working folder)")
     expanded = os.path.expanduser(os.path.expandvars(url))
     if "${" in expanded or re.search(r"\$[A-Za-z_]", expanded):
         missing = sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)))

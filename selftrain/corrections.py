@@ -267,14 +267,16 @@ def labeled_uris(image_root: str, file_names: list[str]) -> dict[str, str]:
 FORMATS = ("coco", "label-studio")
 
 
-def import_corrections(store: Any, labeled: Any, unlabeled: Any, path: str, fmt: str, out: str) -> dict:
+def import_corrections(store: Any, labeled: Any, unlabeled: Any, path: str, fmt: str, out: str, **_: Any) -> dict:
     """Merge a corrected export of a run's pseudo labels with its labeled set (detection).
 
     ``labeled``: the run's registered labeled set; ``unlabeled``: its unlabeled listing (both
     ArtifactRefs in ``store``); ``path``: the corrected file (``fmt`` 'coco' or
     'label-studio', as `selftrain export` wrote them, after review); ``out``: the merged COCO
     file to write. Returns {'ann_file', 'image_root', 'labeled_images', 'added_images',
-    'added_boxes', 'unreviewed'}: train the next run with labeled=dict(ann_file, image_root).
+    'added_boxes', 'unreviewed', 'next_labeled': the next run's labeled=dict(ann_file,
+    image_root), 'notes'}. Segmentation's reviewed masks: selftrain/mask_corrections.py (each
+    kind's ``import_corrections``, selftrain/kinds.py).
     Raises CorrectionError naming the item that does not fit (module docstring)."""
     from selftrain.registration import decoded_size
     from storage.listing import read_url
@@ -320,4 +322,6 @@ def import_corrections(store: Any, labeled: Any, unlabeled: Any, path: str, fmt:
         "unreviewed": unreviewed,
         "images": len(merged["images"]),
         "boxes_with_scores": sum(c.scored for c in corrected),  # still the export's: was the file reviewed?
+        "next_labeled": {"ann_file": out, "image_root": root},
+        "notes": [],
     }

@@ -90,6 +90,37 @@ class TaskKind:
         images moved into the labeled set are not pseudo-labeled as well)."""
         raise NotImplementedError
 
+    import_formats: ClassVar[tuple[str, ...]] = ()  # reviewed pseudo labels it imports (`selftrain import-labels`)
+
+    def import_corrections(
+        self,
+        store: ArtifactStore,
+        labeled: ArtifactRef,
+        unlabeled: ArtifactRef,
+        path: str,
+        fmt: str,
+        out: str,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Merge reviewed pseudo labels (``path``, in ``fmt``: one of ``import_formats``) with the
+        run's labeled set, written to ``out``. Returns what was merged, with 'next_labeled' (the
+        next run's ``labeled`` parameters) and 'notes'; raises CorrectionError naming the item
+        that does not fit (selftrain/corrections.py, selftrain/mask_corrections.py). ``options``:
+        ``pseudo``, a callable opening the run's pseudo labels as exported (masks: to count the
+        reviewed maps nobody changed)."""
+        from selftrain.corrections import CorrectionError
+
+        if fmt not in self.import_formats:
+            raise CorrectionError(
+                f"reviewed {self.made} of a {self.name} set are imported as {list(self.import_formats)}, not {fmt!r}"
+            )
+        return self._importer()(store, labeled, unlabeled, path, fmt, out, **options)
+
+    def _importer(self) -> Any:
+        """The function that imports this kind's reviewed labels (the signature of
+        ``import_corrections``, without self)."""
+        raise NotImplementedError
+
     # builders, implemented per kind --------------------------------------------------
     def local_set(self, store: ArtifactStore, ref: ArtifactRef, folder: str, name: str) -> Any:
         raise NotImplementedError
@@ -166,6 +197,12 @@ class TaskKind:
 
 class Detection(TaskKind):
     model_noun = "detector"
+    import_formats = ("coco", "label-studio")
+
+    def _importer(self) -> Any:
+        from selftrain.corrections import import_corrections
+
+        return import_corrections
 
     def image_uris(self, store: ArtifactStore, registered: ArtifactRef) -> set[str]:
         from selftrain.corrections import labeled_uris
@@ -260,6 +297,12 @@ class Detection(TaskKind):
 
 class Segmentation(TaskKind):
     model_noun = "segmentor (EncoderDecoder)"
+    import_formats = ("png",)
+
+    def _importer(self) -> Any:
+        from selftrain.mask_corrections import import_mask_corrections
+
+        return import_mask_corrections
 
     def image_uris(self, store: ArtifactStore, registered: ArtifactRef) -> set[str]:
         return {p["img_path"] for p in store.read_json(registered, "pairs.json")}

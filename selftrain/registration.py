@@ -1,6 +1,7 @@
 """What registration checks of users' images, shared by the COCO and the segmentation
 registration stages: decoding exactly as training does, EXIF orientation, degenerate sizes,
-and the one reader of label-map files (registration and the report's ground-truth diagnostic)."""
+and the one reader and checker of label-map files (registration, imported corrections and the
+report's ground-truth diagnostic)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,44 @@ def size_mismatch(name: str, declared: tuple[int, int], raw: bytes, decoded: tup
     return f"image {name} decodes as {decoded[0]}x{decoded[1]} but the annotations say {declared[0]}x{declared[1]}" + (
         f" (EXIF orientation {orientation})" if orientation != 1 else ""
     )
+
+
+def check_label_map(
+    raw: bytes, name: str, num_classes: int, image_size: tuple[int, int] | None, label_map: dict[int, int] | None = None
+) -> dict[int, int]:
+    """Decode one label map (read_label_map, as mmseg's LoadAnnotations
+    does), apply ``label_map``, check its values and size; returns pixel counts per (mapped) value.
+
+    Raises DatasetError naming ``name``: unreadable, more than one channel, a size other than
+    ``image_size`` (width, height), or values outside 0..num_classes-1 and 255."""
+    arr = read_label_map(raw, name)
+    if image_size is not None and (arr.shape[1], arr.shape[0]) != image_size:
+        raise DatasetError(
+            f"label map {name} is {arr.shape[1]}x{arr.shape[0]} but its image is "
+            f"{image_size[0]}x{image_size[1]} (as training decodes it, EXIF orientation applied)"
+        )
+    import numpy as np
+
+    from storage.masks import IGNORE_LABEL
+
+    values, counts = np.unique(arr.astype(np.int64), return_counts=True)
+    wide = [int(v) for v in values if v > 255 or v < 0]
+    if wide:
+        raise DatasetError(
+            f"label map {name} holds values {wide[:5]} outside 0..255: mmseg reads label maps as "
+            "8-bit (a 16-bit value would wrap around), so store class indices (0..255) in the file"
+        )
+    mapped: dict[int, int] = {}
+    for v, c in zip(values.tolist(), counts.tolist()):
+        m = (label_map or {}).get(v, v)
+        mapped[m] = mapped.get(m, 0) + c
+    bad = sorted(v for v in mapped if v >= num_classes and v != IGNORE_LABEL)
+    if bad:
+        hint = f"; if {bad[0]} marks a class, map it with label_map, e.g. {{{bad[0]}: 1}}" if len(bad) == 1 else ""
+        raise DatasetError(
+            f"label map {name} has values {bad} outside the {num_classes} classes "
+            f"(0..{num_classes - 1}) and the ignore label {IGNORE_LABEL}"
+            + (" after label_map" if label_map else "")
+            + hint
+        )
+    return mapped

@@ -9,6 +9,13 @@ fewer than two classes have any pixel is refused (a model would learn one class 
 declared class without any pixel is a warning recorded in the manifest. The key is the
 content: the listing (names and sizes) of both folders (symbolic links followed), the
 class names, suffixes and label mapping. Every problem names the file it concerns.
+
+With a ``split`` file (mmseg's ``ann_file``: one image per line, its path under ``img_dir``
+without ``img_suffix``, e.g. PASCAL VOC's ``ImageSets/Segmentation/train.txt``; read_split)
+the set is the images it lists, not every image under ``img_dir``: a line listed twice or
+naming no image is refused naming the line, listed images without a file or a label map are
+refused naming them. The key is the same listing digest, so two split files that list the
+same images name one registered set.
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ import numpy as np
 
 from selftrain.registration import (
     DatasetError,
+    check_label_map,
     decoded_size,
     degenerate,
     exif_orientation,
-    read_label_map,
     size_mismatch,
 )
 from selftrain.stage import done_or_claimed, get_store, log_stage, stage_logger, stage_task
@@ -48,41 +55,95 @@ def _by_stem(files: list[ListedFile], suffix: str) -> dict[str, tuple[str, int]]
     return {f.rel[: -len(suffix)]: (f.uri, f.size) for f in files if f.rel.lower().endswith(suffix.lower())}
 
 
-def check_label_map(
-    raw: bytes, name: str, num_classes: int, image_size: tuple[int, int] | None, label_map: dict[int, int] | None = None
-) -> dict[int, int]:
-    """Decode one label map (selftrain.registration.read_label_map, as mmseg's LoadAnnotations
-    does), apply ``label_map``, check its values and size; returns pixel counts per (mapped) value.
+def read_split(url: str, role: str = "set") -> tuple[list[str], list[str]]:
+    """The image stems a split file lists, in its order, and what reading them changed.
 
-    Raises DatasetError naming ``name``: unreadable, more than one channel, a size other than
-    ``image_size`` (width, height), or values outside 0..num_classes-1 and 255."""
-    arr = read_label_map(raw, name)
-    if image_size is not None and (arr.shape[1], arr.shape[0]) != image_size:
-        raise DatasetError(
-            f"label map {name} is {arr.shape[1]}x{arr.shape[0]} but its image is "
-            f"{image_size[0]}x{image_size[1]} (as training decodes it, EXIF orientation applied)"
+    One stem a line: its path under ``img_dir`` without the suffix. Blank lines, surrounding
+    spaces, a byte-order mark and Windows line ends are ignored; '\\' is read as '/', and a
+    leading '/' or './' and inner './' are removed (said in the second list, with an example).
+    Raises DatasetError naming ``role``, the file and the line: missing or unreadable, not
+    UTF-8, a line of several fields (VOC's ImageSets/Main class lists are not segmentation
+    splits), a path climbing out of ``img_dir`` ('..'), the same image listed twice, or no
+    image at all."""
+    import posixpath
+
+    where = f"{role}: split file {url}"
+    try:
+        text = read_url(url).decode("utf-8-sig")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{where} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{where} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:  # a folder, a permission
+        raise DatasetError(f"{where} cannot be read as a file: {type(exc).__name__}: {exc}") from exc
+    stems: list[str] = []
+    first: dict[str, int] = {}
+    changed: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        given = line.strip()
+        if not given:
+            continue
+        if len(given.split()) > 1:
+            raise DatasetError(
+                f"{where}: line {number} ({given!r}) holds {len(given.split())} fields; a segmentation split "
+                "lists one image a line (VOC's ImageSets/Main class lists are not segmentation splits)"
+            )
+        stem = posixpath.normpath(given.replace("\\", "/")).lstrip("/")
+        if stem in ("", ".") or stem == ".." or stem.startswith("../"):
+            raise DatasetError(f"{where}: line {number} ({given!r}) names no image under img_dir")
+        if stem != given:
+            changed.append((given, stem))
+        if stem in first:
+            raise DatasetError(f"{where}: line {number} lists {stem!r} again (first on line {first[stem]})")
+        first[stem] = number
+        stems.append(stem)
+    if not stems:
+        raise DatasetError(f"{where} lists no image")
+    notes = []
+    if changed:
+        notes.append(
+            f"{where}: {len(changed)} line(s) read as paths under img_dir, e.g. {changed[0][0]!r} as {changed[0][1]!r}"
         )
-    values, counts = np.unique(arr.astype(np.int64), return_counts=True)
-    wide = [int(v) for v in values if v > 255 or v < 0]
-    if wide:
-        raise DatasetError(
-            f"label map {name} holds values {wide[:5]} outside 0..255: mmseg reads label maps as "
-            "8-bit (a 16-bit value would wrap around), so store class indices (0..255) in the file"
-        )
-    mapped: dict[int, int] = {}
-    for v, c in zip(values.tolist(), counts.tolist()):
-        m = (label_map or {}).get(v, v)
-        mapped[m] = mapped.get(m, 0) + c
-    bad = sorted(v for v in mapped if v >= num_classes and v != IGNORE_LABEL)
-    if bad:
-        hint = f"; if {bad[0]} marks a class, map it with label_map, e.g. {{{bad[0]}: 1}}" if len(bad) == 1 else ""
-        raise DatasetError(
-            f"label map {name} has values {bad} outside the {num_classes} classes "
-            f"(0..{num_classes - 1}) and the ignore label {IGNORE_LABEL}"
-            + (" after label_map" if label_map else "")
-            + hint
-        )
-    return mapped
+    return stems, notes
+
+
+def _split_files(folder: str, stems: list[str], suffix: str, what: str) -> tuple[dict[str, tuple[str, int]], list[str]]:
+    """(stem -> (uri, size) of each listed stem's file ``<folder>/<stem><suffix>`` - the
+    suffix in any case, as a listing matches it - the stems without one). One look-up a file:
+    the folder is not listed, since it may hold far more (a merged set's folder holds the
+    unlabeled pool too). URIs are formed as listings form them. DatasetError when ``folder``
+    (``what``: its parameter's name) does not exist."""
+    import os
+
+    from storage.listing import url_fs
+
+    fs, base = url_fs(folder)
+    if not fs.isdir(base):
+        raise DatasetError(f"{what} {folder} does not exist (or is not a folder)")
+    found: dict[str, tuple[str, int]] = {}
+    missing: list[str] = []
+    for stem in stems:
+        for ending in dict.fromkeys((suffix, suffix.lower(), suffix.upper())):
+            rel = stem + ending
+            if "://" in folder:
+                uri, path = folder.rstrip("/") + "/" + rel, base.rstrip("/") + "/" + rel
+            else:
+                uri = path = os.path.join(folder, *rel.split("/"))
+            try:
+                info = fs.info(path)
+            except FileNotFoundError:
+                continue
+            if info.get("type") != "directory":
+                found[stem] = (uri, int(info.get("size") or 0))
+                break
+        else:
+            missing.append(stem)
+    return found, missing
+
+
+def _missing(what: str, missing: list[str], hint: str = "") -> DatasetError:
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return DatasetError(f"{what}: {missing[:5]}{more}{hint}")
 
 
 def check_class_presence(
@@ -133,8 +194,11 @@ def register_seg_dataset(
     img_suffix: str = ".jpg",
     seg_map_suffix: str = ".png",
     label_map: dict[int, int] | None = None,
+    split: str | None = None,
 ) -> ArtifactRef:
     """Validate an (image, label map) folder pair at any fsspec URL; store its pair list.
+
+    With a ``split`` file, the set is the images it lists (module docstring).
 
     Raises DatasetError naming the file for every refusal (see the module docstring)."""
     store = get_store(store_url)
@@ -149,8 +213,25 @@ def register_seg_dataset(
             f"{role}: label_map {wrong} maps to values that are neither a class index "
             f"(0..{len(classes) - 1}) nor the ignore label {IGNORE_LABEL}"
         )
-    img_files = _list(img_dir)  # listed once: the set's images, and the images it leaves out
-    images, maps = _by_stem(img_files, img_suffix), _by_stem(_list(ann_dir), seg_map_suffix)
+    if split is None:
+        img_files = _list(img_dir)  # listed once: the set's images, and the images it leaves out
+        images, maps = _by_stem(img_files, img_suffix), _by_stem(_list(ann_dir), seg_map_suffix)
+    else:
+        img_files = []
+        stems, notes = read_split(split, role)
+        for note in notes:  # said on every registration: the key is the set's content, not the file's
+            stage_logger().info(note)
+        images, missing = _split_files(img_dir, stems, img_suffix, "img_dir")
+        if missing:
+            hint = ""
+            if any(s.lower().endswith(img_suffix.lower()) for s in missing):
+                hint = f" (list each image without its suffix {img_suffix!r}, as mmseg's ann_file does)"
+            raise _missing(
+                f"{role}: split file {split}: {len(missing)} listed image(s) have no file {img_dir}/<name>{img_suffix}",
+                missing,
+                hint,
+            )
+        maps, _ = _split_files(ann_dir, stems, seg_map_suffix, "ann_dir")
     if not images:
         raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
     missing = sorted(set(images) - set(maps))
@@ -159,7 +240,9 @@ def register_seg_dataset(
         raise DatasetError(
             f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}: {missing[:5]}{more}"
         )
-    listing = {stem: [images[stem][1], maps[stem][1]] for stem in sorted(images)}
+    listing: dict[str, list] = {stem: [images[stem][1], maps[stem][1]] for stem in sorted(images)}
+    if split is not None:  # a split's look-up takes the suffix in any case: the files found are named
+        listing = {stem: [*v, images[stem][0], maps[stem][0]] for stem, v in listing.items()}
     params: dict[str, Any] = {
         "img_dir": img_dir,
         "ann_dir": ann_dir,

@@ -59,6 +59,19 @@ def demo(out, prefect_server, extra=(), wait=True, args=TINY, env_extra=None):
     return output
 
 
+def run_params(out, prefect_server, params, path):
+    """`selftrain run` of a parameters file written at ``path``, as a user runs it (the work
+    folder under ``out``); its output, once it succeeded."""
+    path.write_text(json.dumps(params))
+    env = prefect_server.env()
+    env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", str(path)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return done.stdout + done.stderr
+
+
 def manifests(out):
     return sorted((p, os.path.getmtime(p)) for p in glob.glob(f"{out}/store/**/MANIFEST.json", recursive=True))
 
@@ -427,17 +440,7 @@ def test_reviewed_labels_come_back_as_labeled_data_for_the_next_teacher(first_ru
     params = json.load(open(report + "/report.json"))["parameters"]
     image_root = os.path.join(out, "data", "deepforest", "images")
     params.update(labeled={"ann_file": str(merged), "image_root": image_root}, teacher_iters=30, student_iters=6)
-    (tmp_path / "params.json").write_text(json.dumps(params))
-    env = prefect_server.env()
-    env["SELFTRAIN_WORK_DIR"] = os.path.join(out, "work")
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "run", str(tmp_path / "params.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    run_params(out, prefect_server, params, tmp_path / "params.json")
     store = ArtifactStore(os.path.join(out, "store"))
     sets = [store.manifest(r).meta for r in store.list("deepforest", "dataset")]
     assert any(m["ann_file"] == str(merged) and m["num_images"] == 5 for m in sets)

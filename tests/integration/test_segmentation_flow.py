@@ -16,7 +16,7 @@ from storage.masks import iter_mask_shard, read_mask, read_mask_index
 from storage.schemas import RANKING, SEG_IMAGE_STATS, read_parquet
 from storage.store import ArtifactStore
 from tests.integration.test_detection_flow import demo as run_demo
-from tests.integration.test_detection_flow import manifests
+from tests.integration.test_detection_flow import manifests, run_params
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +190,55 @@ def test_another_confidence_threshold_reuses_the_masks_and_ignores_exactly_the_p
     classes = ["background", "bird", "flower", "fruit"]
     assert held["per_class"] == dict(zip(classes, kept.tolist(), strict=True)) and held["ignored"] == ignored > 0
     assert held["thresholds"]["default"] == 0.6 and "segmentation: st" in output
+
+
+def test_reviewed_masks_come_back_as_labeled_data_for_the_next_teacher(seg_run, prefect_server, tmp_path, capsys):
+    """The review loop for masks on real components: export the run's pseudo masks as PNG label
+    maps, correct one (paint a square of bird), keep another unchanged and drop the rest, import
+    the folder into the labeled set, and run the flow with the merged set (in a dataset of its
+    own, so the other tests' counts stand): its teacher trains on 3 + 2 images registered
+    through the split file, with the corrected pixels, and the two are not pseudo-labeled again."""
+    from PIL import Image
+
+    from app.cli import main as cli
+    from storage.schemas import UNLABELED_IMAGES
+
+    out, _ = seg_run
+    report = os.path.join(out, "report-seg")
+    exported = tmp_path / "exported"
+    assert cli(["export", report, "--format", "png", "--lowest", "4", "--out", str(exported)]) == 0
+    a, b, *rest = sorted(exported.rglob("*.png"))
+    assert len(rest) == 2  # the 4 least confident of the 6
+    corrected = np.array(Image.open(a))
+    corrected[4:12, 4:12] = 1  # the reviewer painted a bird
+    Image.fromarray(corrected).save(a)
+    for path in rest:  # not reviewed: left out of the folder
+        path.unlink()
+    merged = tmp_path / "merged"
+    argv = ["import-labels", report, "--corrections", str(exported), "--format", "png", "--out", str(merged)]
+    capsys.readouterr()
+    assert cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "imported 2 reviewed images (label maps) into the labeled set: 3 + 2 = 5 images" in printed
+    assert "note: 1 of 2 imported label maps equal the exported pseudo masks" in printed  # b, not reviewed
+    labeled = json.loads(printed.split("next run: labeled=", 1)[1].split(" (its unlabeled", 1)[0])
+    split = (merged / "split.txt").read_text().splitlines()
+    assert len(split) == 5 and split[-2:] == [f"unlabeled/img/{a.stem}", f"unlabeled/img/{b.stem}"]
+    assert np.array_equal(np.array(Image.open(merged / "ann" / f"{split[-2]}.png")), corrected)
+
+    params = json.load(open(os.path.join(report, "report.json")))["parameters"]
+    params.update(dataset="composed-seg-reviewed", labeled=labeled, method=["st"], teacher_iters=6)
+    run_params(out, prefect_server, params, tmp_path / "params.json")
+    store = ArtifactStore(os.path.join(out, "store"))
+    (registered,) = [
+        r for r in store.list("composed-seg-reviewed", "seg_dataset") if store.manifest(r).meta["role"] == "labeled"
+    ]
+    assert store.manifest(registered).meta["num_images"] == 5
+    pairs = store.read_json(registered, "pairs.json")
+    reviewed = {p["img_path"] for p in pairs if "/unlabeled/" in p["img_path"]}
+    assert {os.path.basename(u) for u in reviewed} == {a.name, b.name}
+    teachers = [r for r in store.list("composed-seg-reviewed", "train") if store.manifest(r).meta["role"] == "teacher"]
+    assert len(teachers) == 1
+    (listing,) = store.list("composed-seg-reviewed", "unlabeled")
+    uris = {r["image_uri"] for r in read_parquet(store.read(listing, "images.parquet"), UNLABELED_IMAGES).to_pylist()}
+    assert uris and not uris & reviewed and len(uris) == 6 - 2

@@ -65,3 +65,67 @@ def test_register_refuses_missing_maps_and_bad_classes(tmp_path):
         register_seg_dataset.fn(store, "d", img, ann, ["bg"], "labeled")
     with pytest.raises(DatasetError, match="does not exist"):
         register_seg_dataset.fn(store, "d", str(tmp_path / "nope"), ann, ["bg", "fg"], "labeled")
+
+
+def test_a_split_file_names_the_set_as_mmseg_ann_file_does(tmp_path):
+    """VOC's layout: every image in one folder, the segmented ones listed in a split file; the
+    set is the listed images only (blank lines, spaces and a Windows line end ignored; the
+    pairs sorted by name as without a split), and the others are not warned about."""
+    from selftrain.stage import get_store
+
+    img, ann = _set(tmp_path, n=3)
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "img" / "nomap.jpg")  # an image left out
+    (tmp_path / "train.txt").write_text("2\r\n\n  0 \n")
+    store = str(tmp_path / "store")
+    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled", split=str(tmp_path / "train.txt"))
+    pairs = get_store(store).read_json(ref, "pairs.json")
+    assert [(p["image_id"], p["img_path"]) for p in pairs] == [("0", f"{img}/0.jpg"), ("2", f"{img}/2.jpg")]
+    meta = get_store(store).manifest(ref).meta
+    assert meta["num_images"] == 2 and meta["warnings"] == []
+    # the same images through other spellings, a byte-order mark and an upper-case suffix: one set
+    (tmp_path / "img" / "2.jpg").rename(tmp_path / "img" / "2.JPG")
+    (tmp_path / "other.txt").write_bytes("\ufeff./2\n/sub/../0\n".encode())
+    again = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled", split=str(tmp_path / "other.txt"))
+    assert [p["img_path"] for p in get_store(store).read_json(again, "pairs.json")] == [f"{img}/0.jpg", f"{img}/2.JPG"]
+    # without the split, the image without a map is refused, naming it
+    with pytest.raises(DatasetError, match=r"1 image\(s\) have no label map .*\['nomap'\]"):
+        register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+
+
+def test_a_split_file_is_refused_naming_its_line_or_its_missing_images(tmp_path):
+    img, ann = _set(tmp_path, n=2)
+    store = str(tmp_path / "store")
+    split = tmp_path / "train.txt"
+
+    def register():
+        return register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled", split=str(split))
+
+    split.write_text("0\n1\n./0\n")
+    with pytest.raises(
+        DatasetError, match=r"labeled: split file .*train.txt: line 3 lists '0' again \(first on line 1\)"
+    ):
+        register()
+    split.write_text("0\n../img/1\n")
+    with pytest.raises(DatasetError, match=r"train.txt: line 2 \('../img/1'\) names no image under img_dir"):
+        register()
+    split.write_text("0 1\n")
+    with pytest.raises(DatasetError, match=r"line 1 \('0 1'\) holds 2 fields; .*\(VOC's ImageSets/Main"):
+        register()
+    with pytest.raises(DatasetError, match=r"split file .*img cannot be read as a file: IsADirectoryError"):
+        register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled", split=img)
+    split.write_text("0\n")
+    with pytest.raises(DatasetError, match=r"img_dir .*/imgs does not exist \(or is not a folder\)"):
+        register_seg_dataset.fn(store, "d", img + "s", ann, ["bg", "fg"], "labeled", split=str(split))
+    split.write_text("0\n1.jpg\nsub/7\n")
+    with pytest.raises(DatasetError, match=r"2 listed image\(s\) have no file .*\['1.jpg', 'sub/7'\] \(list each"):
+        register()
+    split.write_text("\n \n")
+    with pytest.raises(DatasetError, match="train.txt lists no image"):
+        register()
+    split.unlink()
+    with pytest.raises(DatasetError, match="train.txt does not exist"):
+        register()
+    split.write_text("0\n1\n")
+    (tmp_path / "ann" / "1.png").unlink()
+    with pytest.raises(DatasetError, match=r"1 image\(s\) have no label map .*\['1'\]"):
+        register()
