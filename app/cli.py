@@ -260,8 +260,9 @@ def import_report_labels(args: argparse.Namespace) -> int:
         )
     if done.get("unchanged"):
         print(
-            f"note: {done['unchanged']} of {done['added_images']} imported label maps equal the exported pseudo "
-            "masks: make sure the folder is the reviewed one (they are imported as they are)"
+            f"note: {done['unchanged']} of {done['added_images']} imported label maps equal the pseudo masks as "
+            "exported at the report's thresholds: make sure the folder is the reviewed one (they are imported as "
+            "they are)"
         )
     for note in done["notes"]:
         print(f"note: {note}")

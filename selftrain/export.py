@@ -11,8 +11,8 @@ Formats:
   unlabeled prefix, its width and height, and ``image_uri``), the labeled set's categories
   with their own ids, one annotation per pseudo box with ``bbox`` [x, y, w, h] in pixels and
   its ``score`` in [0, 1]. pycocotools loads it (``COCO(path)``, ``loadRes``).
-- ``png`` (segmentation): one label map per image (``<image id>`` with ``.png``; class
-  indices, 255 = ignored), the files a segmentation set is registered from.
+- ``png`` (segmentation): one label map per image (``<image id>`` with ``.png``, label_map_name;
+  class indices, 255 = ignored), the files a segmentation set is registered from.
 - ``label-studio`` (detection): Label Studio import tasks - ``data.image`` the image's URL
   (``image_url_prefix`` + image id, or its own URI), one prediction per image with its mean
   score and a ``rectanglelabels`` result per box (x, y, width, height in percent of the
@@ -212,6 +212,21 @@ def write_coco_or_tasks(
         json.dump(doc, f, indent=1)
 
 
+def label_map_name(image_id: str) -> str:
+    """The file, relative to the export folder, that the pseudo mask of ``image_id`` is written
+    to and a reviewed map is read back from: the id without its suffix, with '.png'. An id that
+    is a URL or an absolute path (a pool given as a list of images) keeps its path under the
+    bucket or the root, so that every file lies inside the folder: 's3://b/x/a.jpg' ->
+    'b/x/a.png', '/data/a.jpg' -> 'data/a.png'. ExportError for an id that names no file there."""
+    import posixpath
+
+    name = image_id.split("://", 1)[1] if "://" in image_id else image_id
+    name = posixpath.normpath(name.replace("\\", "/")).lstrip("/")
+    if name in ("", ".", "..") or name.startswith("../"):
+        raise ExportError(f"image id {image_id!r} names no file inside the export folder")
+    return posixpath.splitext(name)[0] + ".png"
+
+
 def write_label_maps(reader: Any, image_ids: list[str], out: str) -> None:
     """One PNG label map per image under ``out`` (``<image id>`` with ``.png``), read one at a
     time from ``reader`` (a selftrain.stage.PseudoMaskReader)."""
@@ -219,12 +234,12 @@ def write_label_maps(reader: Any, image_ids: list[str], out: str) -> None:
 
     names: dict[str, str] = {}
     for image_id in image_ids:
-        name = os.path.splitext(image_id)[0] + ".png"
+        name = label_map_name(image_id)
         if name in names:
             raise ExportError(f"images {names[name]!r} and {image_id!r} would both be written as {name!r}")
         names[name] = image_id
     for image_id in reader.in_shard_order(image_ids):
-        path = os.path.join(out, os.path.splitext(image_id)[0] + ".png")
+        path = os.path.join(out, *label_map_name(image_id).split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         buf = io.BytesIO()
         Image.fromarray(reader[image_id]).save(buf, format="PNG")

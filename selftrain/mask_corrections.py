@@ -60,9 +60,15 @@ def reviewed_maps(folder: str, unlabeled: dict[str, str], labeled: set[str]) -> 
     images sharing that name, is a CorrectionError naming the file."""
     if not os.path.isdir(folder):
         raise CorrectionError(f"{folder}: reviewed label maps are read from a folder (as the png export wrote them)")
+    from selftrain.export import ExportError, label_map_name
+
     by_stem: dict[str, list[str]] = {}
     for image_id in unlabeled:
-        by_stem.setdefault(os.path.splitext(image_id)[0], []).append(image_id)
+        try:
+            by_stem.setdefault(label_map_name(image_id)[: -len(MAP_SUFFIX)], []).append(image_id)
+        except ExportError:
+            continue  # never exported
+
     found: dict[str, str] = {}
     hidden: list[str] = []
     others: list[str] = []
@@ -150,6 +156,32 @@ def _check_reviewed(
     return unchanged
 
 
+def _write_atomically(out: str, files: dict[str, bytes], stems: list[str]) -> None:
+    """``out``/ann/<name> for each of ``files`` and ``out``/split.txt listing ``stems``, written
+    in a temporary folder beside ``out`` and renamed into place: a failure (a full disk) leaves
+    no half-written set, and ``out`` stays new or empty for the next attempt."""
+    import shutil
+    import tempfile
+
+    target = os.path.abspath(out)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}-partial-", dir=os.path.dirname(target))
+    try:
+        for name, data in files.items():
+            path = os.path.join(partial, "ann", *name.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        with open(os.path.join(partial, "split.txt"), "w") as f:
+            f.write("".join(s + "\n" for s in stems))
+        if os.path.isdir(target):
+            os.rmdir(target)  # empty (checked before); rename needs it gone
+        os.rename(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def import_mask_corrections(
     store: Any,
     labeled: Any,
@@ -171,7 +203,7 @@ def import_mask_corrections(
     'notes'}. Raises CorrectionError naming the file that does not fit; nothing is written
     then."""
     from selftrain.diagnostics import apply_label_map
-    from selftrain.registration import read_label_map
+    from selftrain.registration import DatasetError, read_label_map
     from storage.listing import read_url
     from storage.schemas import UNLABELED_IMAGES, read_parquet
 
@@ -189,10 +221,10 @@ def import_mask_corrections(
     images = {r["image_id"]: r["image_uri"] for r in rows}
     pairs = store.read_json(labeled, "pairs.json")
     maps, notes = reviewed_maps(folder, images, {p["img_path"] for p in pairs})
-    suffixes = {_suffix(p, meta["img_dir"]) for p in pairs}
-    if len(suffixes) != 1:
-        raise CorrectionError(f"the labeled set's images end in {sorted(suffixes)}; the merged set needs one suffix")
-    img_suffix = suffixes.pop()
+    suffixes = sorted({_suffix(p, meta["img_dir"]) for p in pairs})  # registration matched it in any case
+    if len({x.lower() for x in suffixes}) != 1:
+        raise CorrectionError(f"the labeled set's images end in {suffixes}; the merged set needs one suffix")
+    img_suffix = suffixes[0]
     already = {p["img_path"] for p in pairs}
 
     reviewed: dict[str, np.ndarray] = {}
@@ -209,8 +241,11 @@ def import_mask_corrections(
     label_map = meta.get("label_map") or {}
     for p in pairs:  # the labeled maps as class indices, one at a time
         stem = _under(root, p["img_path"])[: -len(img_suffix)]
-        raw = read_url(p["seg_map_path"])
-        files[stem + MAP_SUFFIX] = _png(apply_label_map(read_label_map(raw, p["seg_map_path"]), label_map))
+        try:
+            label = read_label_map(read_url(p["seg_map_path"]), p["seg_map_path"])
+        except (OSError, DatasetError) as exc:
+            raise CorrectionError(f"the labeled set's label map {p['seg_map_path']} cannot be read: {exc}") from exc
+        files[stem + MAP_SUFFIX] = _png(apply_label_map(label, label_map))
         stems.append(stem)
     for uri, label in reviewed.items():
         stem = _under(root, uri)[: -len(img_suffix)]
@@ -219,15 +254,9 @@ def import_mask_corrections(
     if len(set(stems)) != len(stems):
         raise CorrectionError(f"two images of the merged set share a name under {root}")
 
+    _write_atomically(out, files, stems)
     ann_dir = os.path.join(os.path.abspath(out), "ann")
-    for name, data in files.items():
-        path = os.path.join(ann_dir, *name.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
     split = os.path.join(os.path.abspath(out), "split.txt")
-    with open(split, "w") as f:
-        f.write("".join(s + "\n" for s in stems))
     if label_map:
         notes.append(
             f"the labeled set's label_map {label_map} is applied in the merged label maps, so the merged set "

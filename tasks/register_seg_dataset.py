@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -60,11 +61,10 @@ def read_split(url: str, role: str = "set") -> tuple[list[str], list[str]]:
 
     One stem a line: its path under ``img_dir`` without the suffix. Blank lines, surrounding
     spaces, a byte-order mark and Windows line ends are ignored; '\\' is read as '/', and a
-    leading '/' or './' and inner './' are removed (said in the second list, with an example).
-    Raises DatasetError naming ``role``, the file and the line: missing or unreadable, not
-    UTF-8, a line of several fields (VOC's ImageSets/Main class lists are not segmentation
-    splits), a path climbing out of ``img_dir`` ('..'), the same image listed twice, or no
-    image at all."""
+    leading '/' or './' and inner './' are removed (said in the second list, with an example);
+    spaces inside a line belong to the name, as in mmseg's ``ann_file``. Raises DatasetError
+    naming ``role``, the file and the line: missing or unreadable, not UTF-8, a path climbing
+    out of ``img_dir`` ('..'), the same image listed twice, or no image at all."""
     import posixpath
 
     where = f"{role}: split file {url}"
@@ -83,11 +83,6 @@ def read_split(url: str, role: str = "set") -> tuple[list[str], list[str]]:
         given = line.strip()
         if not given:
             continue
-        if len(given.split()) > 1:
-            raise DatasetError(
-                f"{where}: line {number} ({given!r}) holds {len(given.split())} fields; a segmentation split "
-                "lists one image a line (VOC's ImageSets/Main class lists are not segmentation splits)"
-            )
         stem = posixpath.normpath(given.replace("\\", "/")).lstrip("/")
         if stem in ("", ".") or stem == ".." or stem.startswith("../"):
             raise DatasetError(f"{where}: line {number} ({given!r}) names no image under img_dir")
@@ -109,15 +104,20 @@ def read_split(url: str, role: str = "set") -> tuple[list[str], list[str]]:
 
 def _split_files(folder: str, stems: list[str], suffix: str, what: str) -> tuple[dict[str, tuple[str, int]], list[str]]:
     """(stem -> (uri, size) of each listed stem's file ``<folder>/<stem><suffix>`` - the
-    suffix in any case, as a listing matches it - the stems without one). One look-up a file:
+    suffix as given, in lower or in upper case - the stems without one). One look-up a file:
     the folder is not listed, since it may hold far more (a merged set's folder holds the
     unlabeled pool too). URIs are formed as listings form them. DatasetError when ``folder``
     (``what``: its parameter's name) does not exist."""
     import os
 
+    from fsspec.implementations.local import LocalFileSystem
+
     from storage.listing import url_fs
 
     fs, base = url_fs(folder)
+    local = isinstance(fs, LocalFileSystem)
+    if local:
+        base = os.path.abspath(base)
     if not fs.isdir(base):
         raise DatasetError(f"{what} {folder} does not exist (or is not a folder)")
     found: dict[str, tuple[str, int]] = {}
@@ -125,16 +125,13 @@ def _split_files(folder: str, stems: list[str], suffix: str, what: str) -> tuple
     for stem in stems:
         for ending in dict.fromkeys((suffix, suffix.lower(), suffix.upper())):
             rel = stem + ending
-            if "://" in folder:
-                uri, path = folder.rstrip("/") + "/" + rel, base.rstrip("/") + "/" + rel
-            else:
-                uri = path = os.path.join(folder, *rel.split("/"))
+            path = os.path.join(base, *rel.split("/")) if local else base.rstrip("/") + "/" + rel
             try:
                 info = fs.info(path)
             except FileNotFoundError:
                 continue
-            if info.get("type") != "directory":
-                found[stem] = (uri, int(info.get("size") or 0))
+            if info.get("type") != "directory":  # the URI a listing gives the file (storage/listing.py)
+                found[stem] = (path if local else fs.unstrip_protocol(path), int(info.get("size") or 0))
                 break
         else:
             missing.append(stem)
@@ -221,17 +218,19 @@ def register_seg_dataset(
         stems, notes = read_split(split, role)
         for note in notes:  # said on every registration: the key is the set's content, not the file's
             stage_logger().info(note)
-        images, missing = _split_files(img_dir, stems, img_suffix, "img_dir")
+        images, missing = _split_files(img_dir, stems, img_suffix, f"{role}: img_dir")
         if missing:
             hint = ""
             if any(s.lower().endswith(img_suffix.lower()) for s in missing):
                 hint = f" (list each image without its suffix {img_suffix!r}, as mmseg's ann_file does)"
+            elif any(re.search(r"\s-?[01]$", s) for s in missing):
+                hint = " (lines like '000032 1' are VOC's ImageSets/Main class lists, not a segmentation split)"
             raise _missing(
                 f"{role}: split file {split}: {len(missing)} listed image(s) have no file {img_dir}/<name>{img_suffix}",
                 missing,
                 hint,
             )
-        maps, _ = _split_files(ann_dir, stems, seg_map_suffix, "ann_dir")
+        maps, _ = _split_files(ann_dir, stems, seg_map_suffix, f"{role}: ann_dir")
     if not images:
         raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
     missing = sorted(set(images) - set(maps))

@@ -220,7 +220,7 @@ def test_reviewed_masks_come_back_as_labeled_data_for_the_next_teacher(seg_run, 
     assert cli(argv) == 0
     printed = capsys.readouterr().out
     assert "imported 2 reviewed images (label maps) into the labeled set: 3 + 2 = 5 images" in printed
-    assert "note: 1 of 2 imported label maps equal the exported pseudo masks" in printed  # b, not reviewed
+    assert "note: 1 of 2 imported label maps equal the pseudo masks as exported" in printed  # b, not reviewed
     labeled = json.loads(printed.split("next run: labeled=", 1)[1].split(" (its unlabeled", 1)[0])
     split = (merged / "split.txt").read_text().splitlines()
     assert len(split) == 5 and split[-2:] == [f"unlabeled/img/{a.stem}", f"unlabeled/img/{b.stem}"]

@@ -208,3 +208,17 @@ def test_two_images_that_would_share_a_label_map_name_are_refused(tmp_path):
             store, pseudo, {"classes": ["bg", "fg"]}, "png", str(tmp_path / "m2"), image_url_prefix="http://h"
         )
     pseudo.close()
+
+
+def test_label_map_names_stay_inside_the_export_folder():
+    """A pool given as a list of images has URLs or absolute paths for ids: their label maps
+    keep the path under the bucket or root, inside the export folder (an absolute id once
+    wrote the label map over its own image)."""
+    from selftrain.export import label_map_name
+
+    assert label_map_name("sub/c.jpg") == "sub/c.png"
+    assert label_map_name("s3://bucket/pool/a.JPG") == "bucket/pool/a.png"
+    assert label_map_name("/data/pool/a.png") == "data/pool/a.png"
+    assert label_map_name("x\\y.tif") == "x/y.png"
+    with pytest.raises(ExportError, match=r"image id '../a.png' names no file inside the export folder"):
+        label_map_name("../a.png")

@@ -79,6 +79,7 @@ def test_reviewed_masks_join_the_labeled_set_through_a_split_file(run):
         "img_suffix": ".png",
         "seg_map_suffix": ".png",
     }
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".merged")) == []  # renamed into place
     lines = (tmp / "merged" / "split.txt").read_text().splitlines()
     assert lines == ["labeled/img/l0", "labeled/img/l1", "pool/a", "pool/sub/c"]
     # the labeled maps as class indices (200 -> 2 by the set's label_map, 255 stays ignored)

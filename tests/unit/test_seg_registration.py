@@ -87,6 +87,18 @@ def test_a_split_file_names_the_set_as_mmseg_ann_file_does(tmp_path):
     (tmp_path / "other.txt").write_bytes("\ufeff./2\n/sub/../0\n".encode())
     again = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled", split=str(tmp_path / "other.txt"))
     assert [p["img_path"] for p in get_store(store).read_json(again, "pairs.json")] == [f"{img}/0.jpg", f"{img}/2.JPG"]
+    # a name with a space, and the folders as file:// URLs: the URIs are the local paths a listing gives
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "img" / "my photo.jpg")
+    Image.fromarray(np.array([[0, 1, 1, 1, 1, 1]] * 4, np.uint8)).save(tmp_path / "ann" / "my photo.png")
+    (tmp_path / "spaced.txt").write_text("my photo\n0\n")
+    url = register_seg_dataset.fn(
+        store, "d", f"file://{img}", f"file://{ann}", ["bg", "fg"], "labeled", split=str(tmp_path / "spaced.txt")
+    )
+    pairs = get_store(store).read_json(url, "pairs.json")
+    assert [(p["image_id"], p["img_path"]) for p in pairs] == [
+        ("0", f"{img}/0.jpg"),
+        ("my photo", f"{img}/my photo.jpg"),
+    ]
     # without the split, the image without a map is refused, naming it
     with pytest.raises(DatasetError, match=r"1 image\(s\) have no label map .*\['nomap'\]"):
         register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
@@ -108,13 +120,13 @@ def test_a_split_file_is_refused_naming_its_line_or_its_missing_images(tmp_path)
     split.write_text("0\n../img/1\n")
     with pytest.raises(DatasetError, match=r"train.txt: line 2 \('../img/1'\) names no image under img_dir"):
         register()
-    split.write_text("0 1\n")
-    with pytest.raises(DatasetError, match=r"line 1 \('0 1'\) holds 2 fields; .*\(VOC's ImageSets/Main"):
+    split.write_text("0 1\n")  # a VOC ImageSets/Main class list: spaces belong to names, as in mmseg
+    with pytest.raises(DatasetError, match=r"no file .*\['0 1'\] \(lines like '000032 1' are VOC's ImageSets/Main"):
         register()
     with pytest.raises(DatasetError, match=r"split file .*img cannot be read as a file: IsADirectoryError"):
         register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled", split=img)
     split.write_text("0\n")
-    with pytest.raises(DatasetError, match=r"img_dir .*/imgs does not exist \(or is not a folder\)"):
+    with pytest.raises(DatasetError, match=r"labeled: img_dir .*/imgs does not exist \(or is not a folder\)"):
         register_seg_dataset.fn(store, "d", img + "s", ann, ["bg", "fg"], "labeled", split=str(split))
     split.write_text("0\n1.jpg\nsub/7\n")
     with pytest.raises(DatasetError, match=r"2 listed image\(s\) have no file .*\['1.jpg', 'sub/7'\] \(list each"):
