@@ -291,7 +291,7 @@ def ground_truth_shards(
     pseudo-label quality reads it); images the teacher skipped are left out. Stored once per
     image shard and content (the masks' digest is in the key). Raises FileNotFoundError naming
     an image without ground truth, ValueError naming an image whose mask fails registration's
-    check of a label map (selftrain/registration.py check_label_map: one channel, the
+    check of a label map (selftrain/registration.py read_label_map and check_label_values: one channel, the
     image's size, values - after ``label_map`` - that are class indices 0 .. ``num_classes`` - 1
     or 255)."""
     import numpy as np
@@ -299,7 +299,7 @@ def ground_truth_shards(
     from selftrain.diagnostics import apply_label_map
     from selftrain.kinds import KINDS
     from selftrain.pseudo_sets import mask_stats
-    from selftrain.registration import check_label_map, read_label_map
+    from selftrain.registration import check_label_values, read_label_map
     from storage.listing import read_url
     from storage.masks import quantize_confidence
     from storage.schemas import IMAGE_OK, SEG_IMAGE_STATS, UNLABELED_IMAGES, read_parquet
@@ -326,8 +326,9 @@ def ground_truth_shards(
             h, w = ok[image["image_id"]]
             # registration's check of a label map (one channel, the image's size, class values);
             # its DatasetError is a ValueError naming the file
-            check_label_map(raw, f"{url} (of {image['image_uri']})", num_classes, (w, h), label_map)
-            label = apply_label_map(read_label_map(raw, url), label_map).astype(np.uint8)
+            gt = read_label_map(raw, url)
+            check_label_values(gt, f"{url} (of {image['image_uri']})", num_classes, (w, h), label_map)
+            label = apply_label_map(gt, label_map).astype(np.uint8)
             content.update(image["image_id"].encode() + repr(label.shape).encode() + label.tobytes())
             confidence = np.ones(label.shape, dtype=np.float32)
             labels.append((image["image_id"], label, quantize_confidence(confidence)))

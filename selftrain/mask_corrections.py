@@ -38,10 +38,15 @@ from selftrain.corrections import CorrectionError, common_root
 MAP_SUFFIX = ".png"
 
 
-def _suffix(pair: dict, img_dir: str) -> str:
-    """The image suffix of a registered pair: its path under ``img_dir`` after its stem."""
-    rel = pair["img_path"][len(img_dir.rstrip("/")) :].lstrip("/")
-    return rel[len(pair["image_id"]) :]
+def _suffix(pair: dict) -> str:
+    """The image suffix of a registered pair: what follows its stem (``image_id``, a path under
+    the set's folder) at the end of its URI - derived from the pair alone, so a folder given as
+    a URL whose pairs hold local paths (file://) cannot shift it."""
+    path, tail = pair["img_path"], "/" + pair["image_id"]
+    for k in range(len(path) + 1):  # the shortest suffix after which the path ends with /<stem>
+        if path[: len(path) - k].endswith(tail):
+            return path[len(path) - k :]
+    raise CorrectionError(f"the labeled image {path} does not end with its name {pair['image_id']!r}")
 
 
 def _under(root: str, uri: str) -> str:
@@ -120,7 +125,6 @@ def _png(label: np.ndarray) -> bytes:
 def _check_reviewed(
     maps: dict[str, str],
     images: dict[str, str],
-    already: set[str],
     img_suffix: str,
     num_classes: int,
     labels: Any,
@@ -129,15 +133,13 @@ def _check_reviewed(
     """Check each reviewed map (image id -> path) and put it in ``reviewed`` (image URI -> label
     map); returns how many equal the exported pseudo mask (``labels``: a PseudoMaskSet or
     None). CorrectionError names the file that does not fit."""
-    from selftrain.registration import DatasetError, check_label_map, decoded_size, read_label_map
+    from selftrain.registration import DatasetError, check_label_values, decoded_size, read_label_map
     from storage.listing import read_url
 
     masks = labels.masks if labels is not None else {}
     unchanged = 0
-    for image_id, path in maps.items():
+    for image_id, path in maps.items():  # the listing leaves labeled images out; reviewed_maps named them
         uri = images[image_id]
-        if uri in already:
-            raise CorrectionError(f"{path}: image {image_id!r} ({uri}) is in the labeled set already")
         if not uri.lower().endswith(img_suffix.lower()):
             raise CorrectionError(
                 f"{path}: image {image_id!r} does not end with the labeled set's image suffix {img_suffix!r}; "
@@ -147,10 +149,11 @@ def _check_reviewed(
             size = decoded_size(read_url(uri), uri)
             with open(path, "rb") as f:
                 raw = f.read()
-            check_label_map(raw, path, num_classes, size)
+            label = read_label_map(raw, path)
+            check_label_values(label, path, num_classes, size)
         except (OSError, DatasetError) as exc:
             raise CorrectionError(f"{path} (image {image_id!r}): {exc}") from exc
-        label = read_label_map(raw, path).astype(np.uint8)
+        label = label.astype(np.uint8)
         unchanged += image_id in masks and np.array_equal(masks[image_id], label)
         reviewed[uri] = label
     return unchanged
@@ -221,7 +224,7 @@ def import_mask_corrections(
     images = {r["image_id"]: r["image_uri"] for r in rows}
     pairs = store.read_json(labeled, "pairs.json")
     maps, notes = reviewed_maps(folder, images, {p["img_path"] for p in pairs})
-    suffixes = sorted({_suffix(p, meta["img_dir"]) for p in pairs})  # registration matched it in any case
+    suffixes = sorted({_suffix(p) for p in pairs})  # registration matched it in any case
     if len({x.lower() for x in suffixes}) != 1:
         raise CorrectionError(f"the labeled set's images end in {suffixes}; the merged set needs one suffix")
     img_suffix = suffixes[0]
@@ -230,7 +233,7 @@ def import_mask_corrections(
     reviewed: dict[str, np.ndarray] = {}
     labels = pseudo() if pseudo is not None else None
     try:
-        unchanged = _check_reviewed(maps, images, already, img_suffix, len(classes), labels, reviewed)
+        unchanged = _check_reviewed(maps, images, img_suffix, len(classes), labels, reviewed)
     finally:
         if labels is not None:
             labels.close()

@@ -5,6 +5,8 @@ report's ground-truth diagnostic)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 # Pillow modes of a label map with one channel of class values (grayscale, palette, 1-bit, 16/32-bit)
 LABEL_MAP_MODES = ("1", "L", "P", "I", "I;16")
 
@@ -129,12 +131,19 @@ def size_mismatch(name: str, declared: tuple[int, int], raw: bytes, decoded: tup
 def check_label_map(
     raw: bytes, name: str, num_classes: int, image_size: tuple[int, int] | None, label_map: dict[int, int] | None = None
 ) -> dict[int, int]:
-    """Decode one label map (read_label_map, as mmseg's LoadAnnotations
-    does), apply ``label_map``, check its values and size; returns pixel counts per (mapped) value.
+    """Decode one label map (read_label_map, as mmseg's LoadAnnotations does) and check it
+    (check_label_values); returns pixel counts per (mapped) value. Raises DatasetError naming
+    ``name``: unreadable, more than one channel, or check_label_values' refusals."""
+    return check_label_values(read_label_map(raw, name), name, num_classes, image_size, label_map)
 
-    Raises DatasetError naming ``name``: unreadable, more than one channel, a size other than
-    ``image_size`` (width, height), or values outside 0..num_classes-1 and 255."""
-    arr = read_label_map(raw, name)
+
+def check_label_values(
+    arr: Any, name: str, num_classes: int, image_size: tuple[int, int] | None, label_map: dict[int, int] | None = None
+) -> dict[int, int]:
+    """Check a decoded label map (H, W): its size against ``image_size`` (width, height), its
+    values - after ``label_map`` - against 0..num_classes-1 and 255; returns pixel counts per
+    (mapped) value. For callers that keep the array, so the file is decoded once. Raises
+    DatasetError naming ``name``."""
     if image_size is not None and (arr.shape[1], arr.shape[0]) != image_size:
         raise DatasetError(
             f"label map {name} is {arr.shape[1]}x{arr.shape[0]} but its image is "

@@ -235,10 +235,7 @@ def register_seg_dataset(
         raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
     missing = sorted(set(images) - set(maps))
     if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise DatasetError(
-            f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}: {missing[:5]}{more}"
-        )
+        raise _missing(f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}", missing)
     listing: dict[str, list] = {stem: [images[stem][1], maps[stem][1]] for stem in sorted(images)}
     if split is not None:  # a split's look-up takes the suffix in any case: the files found are named
         listing = {stem: [*v, images[stem][0], maps[stem][0]] for stem, v in listing.items()}

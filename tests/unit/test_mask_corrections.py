@@ -171,3 +171,15 @@ def test_formats_folders_and_labeled_images_are_checked(run):
         SEG.import_corrections(store, labeled, unlabeled, str(tmp / "full"), "png", str(tmp / "m"))
     with pytest.raises(CorrectionError, match=r"reviewed boxes of a detection set are imported as"):
         KINDS["detection"].import_corrections(store, labeled, unlabeled, str(reviewed), "png", str(tmp / "m"))
+
+
+def test_the_image_suffix_is_what_follows_the_stem():
+    """Derived from the pair alone: a stem that looks like a suffix, Cityscapes' long suffix on
+    S3, and a path whose end is not its stem (refused, naming it)."""
+    from selftrain.mask_corrections import _suffix
+
+    assert _suffix({"img_path": "/d/img/png.png", "image_id": "png"}) == ".png"
+    pair = {"img_path": "s3://b/city/aachen/a_000019_leftImg8bit.png", "image_id": "aachen/a_000019"}
+    assert _suffix(pair) == "_leftImg8bit.png"
+    with pytest.raises(CorrectionError, match=r"/d/x.png does not end with its name 'y'"):
+        _suffix({"img_path": "/d/x.png", "image_id": "y"})
