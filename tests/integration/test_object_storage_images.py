@@ -34,3 +34,46 @@ def test_mmcv_loads_an_image_from_s3(s3_server, s3_bucket, monkeypatch):
     missing = load({"img_path": f"s3://{s3_bucket}/img/missing.png"})
     assert "FileNotFoundError" in missing["load_error"]
     fileio._fs.cache_clear()
+
+
+def test_a_split_file_on_s3_names_its_images_as_the_listing_does(s3_server, s3_bucket, monkeypatch, tmp_path):
+    """VOC's layout on a real S3 server: a split file over a folder that holds more images.
+    The registered pairs carry exactly the URIs the unlabeled listing gives the same objects,
+    so a labeled image in the pool is left out of pseudo labeling (list_unlabeled compares URIs)."""
+    import s3fs
+
+    from selftrain.stage import get_store
+    from storage.listing import list_files
+    from tasks.register_seg_dataset import register_seg_dataset
+
+    monkeypatch.setenv("SELFTRAIN_S3_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.storage_options()["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage_options()["secret"])
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options())
+
+    def png(arr):
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(arr, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    for name in ("2007/000032", "2007/000033", "pool_only"):
+        fs.pipe_file(f"{s3_bucket}/voc/JPEGImages/{name}.png", png(np.zeros((4, 6, 3))))
+    for name in ("2007/000032", "2007/000033"):
+        fs.pipe_file(f"{s3_bucket}/voc/SegmentationClass/{name}.png", png([[0, 1, 1, 1, 1, 255]] * 4))
+    fs.pipe_file(f"{s3_bucket}/voc/train.txt", b"2007/000032\n2007\\000033\n")
+    root = f"s3://{s3_bucket}/voc"
+    ref = register_seg_dataset.fn(
+        str(tmp_path / "store"),
+        "voc",
+        f"{root}/JPEGImages/",  # a trailing slash, as users write prefixes
+        f"{root}/SegmentationClass",
+        ["background", "thing"],
+        "labeled",
+        ".png",
+        ".png",
+        split=f"{root}/train.txt",
+    )
+    pairs = get_store(str(tmp_path / "store")).read_json(ref, "pairs.json")
+    listed = {f.rel: f.uri for f in list_files(f"{root}/JPEGImages")}
+    assert [p["image_id"] for p in pairs] == ["2007/000032", "2007/000033"]
+    assert [p["img_path"] for p in pairs] == [listed["2007/000032.png"], listed["2007/000033.png"]]
