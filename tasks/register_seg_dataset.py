@@ -7,14 +7,16 @@ class indices (0 .. C-1, index = position in ``classes``) or the ignore label 25
 PNGs (PASCAL VOC) are read as their indices, 1-bit PNGs as 0/1. A labeled set in which
 fewer than two classes have any pixel is refused (a model would learn one class only); a
 declared class without any pixel is a warning recorded in the manifest. The key is the
-content: the listing (names and sizes) of both folders (symbolic links followed), the
-class names, suffixes and label mapping. Every problem names the file it concerns.
+content: the images' names and byte sizes (symbolic links followed), the label maps' names
+and SHA-256 digests - the labels are the set's content, and a map corrected in place keeps
+its name and often its byte size (a value remapped, an uncompressed PNG) - the class names,
+suffixes and label mapping. Every problem names the file it concerns.
 
 With a ``split`` file (mmseg's ``ann_file``: one image per line, its path under ``img_dir``
 without ``img_suffix``, e.g. PASCAL VOC's ``ImageSets/Segmentation/train.txt``; read_split)
 the set is the images it lists, not every image under ``img_dir``: a line listed twice or
 naming no image is refused naming the line, listed images without a file or a label map are
-refused naming them. The key is the same listing digest, so two split files that list the
+refused naming them. The key is the same content digest, so two split files that list the
 same images name one registered set.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -36,12 +39,13 @@ from selftrain.registration import (
     size_mismatch,
 )
 from selftrain.stage import done_or_claimed, get_store, log_stage, stage_logger, stage_task
-from storage.keys import digest_json
+from storage.keys import digest_bytes, digest_json
 from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, read_url
 from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
 
-STAGE, VERSION = "seg_dataset", 2
+STAGE, VERSION = "seg_dataset", 3  # 3: label maps keyed by their bytes, not their sizes
+MAP_READ_THREADS = 8  # label maps read at once for their digests (object stores answer each in ~10 ms)
 
 
 def _list(url: str) -> list[ListedFile]:
@@ -136,6 +140,20 @@ def _split_files(folder: str, stems: list[str], suffix: str, what: str) -> tuple
         else:
             missing.append(stem)
     return found, missing
+
+
+def _map_digests(uris: list[str]) -> list[str]:
+    """SHA-256 (hex) of each label map's bytes, in the order given, read MAP_READ_THREADS at a
+    time. DatasetError naming the map when one vanished or cannot be read since it was listed."""
+
+    def one(uri: str) -> str:
+        try:
+            return digest_bytes(read_url(uri))
+        except OSError as exc:
+            raise DatasetError(f"label map {uri} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+    with ThreadPoolExecutor(MAP_READ_THREADS) as pool:
+        return list(pool.map(one, uris))
 
 
 def _missing(what: str, missing: list[str], hint: str = "") -> DatasetError:
@@ -236,7 +254,9 @@ def register_seg_dataset(
     missing = sorted(set(images) - set(maps))
     if missing:
         raise _missing(f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}", missing)
-    listing: dict[str, list] = {stem: [images[stem][1], maps[stem][1]] for stem in sorted(images)}
+    stems = sorted(images)
+    map_digest = dict(zip(stems, _map_digests([maps[stem][0] for stem in stems]), strict=True))
+    listing: dict[str, list] = {stem: [images[stem][1], map_digest[stem]] for stem in stems}
     if split is not None:  # a split's look-up takes the suffix in any case: the files found are named
         listing = {stem: [*v, images[stem][0], maps[stem][0]] for stem, v in listing.items()}
     params: dict[str, Any] = {
@@ -268,6 +288,8 @@ def register_seg_dataset(
         if orientation not in (0, 1):
             oriented.append(img_uri)
         raw_map = read_url(map_uri)
+        if digest_bytes(raw_map) != map_digest[stem]:  # the key would name content never checked
+            raise DatasetError(f"{map_uri} changed while the set was being registered; register it again")
         try:
             counts = check_label_map(raw_map, map_uri, len(classes), size, label_map)
         except DatasetError as exc:

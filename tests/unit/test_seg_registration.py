@@ -55,6 +55,29 @@ def test_register_stores_pairs_and_is_content_addressed(tmp_path):
     assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled") != ref
 
 
+def test_a_label_map_corrected_in_place_at_the_same_byte_size_is_registered_again(tmp_path):
+    """A map's bytes, not its size, enter the key: an uncompressed PNG (or a remapped value)
+    keeps its byte size when corrected, and a key of sizes reused the stale registration -
+    and every stage trained on it - without a word."""
+    from selftrain.stage import get_store
+
+    img, ann = _set(tmp_path)
+    label = np.ones((4, 6), np.uint8)
+    label[0, 0] = 0
+    path = tmp_path / "ann" / "1.png"
+    Image.fromarray(label).save(path, compress_level=0)
+    store = str(tmp_path / "store")
+    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    assert get_store(store).manifest(ref).meta["class_pixels"] == {"bg": 2, "fg": 46}
+    size = path.stat().st_size
+    label[1, :] = 0  # a row corrected to background
+    Image.fromarray(label).save(path, compress_level=0)
+    assert path.stat().st_size == size
+    again = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    assert again != ref
+    assert get_store(store).manifest(again).meta["class_pixels"] == {"bg": 8, "fg": 40}
+
+
 def test_register_refuses_missing_maps_and_bad_classes(tmp_path):
     img, ann = _set(tmp_path)
     (tmp_path / "ann" / "1.png").unlink()
