@@ -78,6 +78,11 @@ def read_label_map(raw: bytes, name: str):
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - an unreadable file is reported with its name
+        from PIL import UnidentifiedImageError
+
+        if isinstance(exc, UnidentifiedImageError):  # its text names a BytesIO object, not the file
+            what = "empty" if not raw else f"not an image format PIL reads (it starts with {raw[:8]!r})"
+            raise DatasetError(f"label map {name} cannot be read: it is {what}") from exc
         raise DatasetError(f"label map {name} cannot be read: {type(exc).__name__}: {exc}") from exc
     return arr.astype(np.uint8) if arr.dtype == bool else arr
 

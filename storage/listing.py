@@ -53,6 +53,11 @@ def url_fs(url: str) -> tuple[Any, str]:
     from storage.store import s3_defaults
 
     options = s3_defaults({}) if url.split("://", 1)[0] in ("s3", "s3a") else {}
+    first = url.split("::", 1)[0]
+    if "::" in url and ("://" in first or first not in fsspec.available_protocols()):
+        # '::' inside a name (a/b::c.png), not fsspec's chaining ('simplecache::s3://...')
+        cls = fsspec.get_filesystem_class(first.split("://", 1)[0] if "://" in first else "file")
+        return cls(**options), str(cls._strip_protocol(url))
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, str(path)
 
@@ -64,10 +69,11 @@ def read_url(url: str) -> bytes:
     return data
 
 
-def _walk_local(root: str) -> Iterator[ListedFile]:
+def _walk_local(root: str, strict: bool = False) -> Iterator[ListedFile]:
     """The files under ``root``, one directory entry at a time. Folders are visited in the
     order of ``os.walk`` with sorted sub-folders (depth first), so that of two paths to one
-    real folder (a linked folder, a link cycle) the same one is always listed."""
+    real folder (a linked folder, a link cycle) the same one is always listed. A sub-folder
+    that cannot be read is skipped, or with ``strict`` raises OSError naming it."""
     seen, pending = set(), [root]
     while pending:
         folder = pending.pop()
@@ -78,9 +84,14 @@ def _walk_local(root: str) -> Iterator[ListedFile]:
         subfolders = []
         try:
             entries = os.scandir(folder)
-        except OSError:
+        except OSError as exc:
             if folder == root:
                 raise
+            if strict:
+                raise OSError(
+                    f"sub-folder {folder} cannot be read ({type(exc).__name__}: {exc.strerror or exc}), "
+                    "so the files in it cannot be listed"
+                ) from exc
             continue  # an unreadable or vanished sub-folder (lost+found, ...) is skipped, as os.walk does
         with entries:
             for entry in entries:
@@ -148,14 +159,15 @@ def _object_store_files(fs: Any, root: str) -> Iterator[ListedFile]:
         )
 
 
-def iter_files(url: str, suffixes: tuple[str, ...] | None = None) -> Iterator[ListedFile]:
+def iter_files(url: str, suffixes: tuple[str, ...] | None = None, strict: bool = False) -> Iterator[ListedFile]:
     """Every file under ``url`` (recursively), optionally only names ending in one of
     ``suffixes`` (case-insensitive), in no particular order, as the listing goes.
 
     Raises FileNotFoundError (naming the URL) here, when the folder does not exist, and
     NotADirectoryError when a local path is a file; errors
     while listing (an unreadable root folder, an object store's) are raised during the
-    iteration. Sub-folders that cannot be read are skipped, as ``os.walk`` does.
+    iteration. Sub-folders that cannot be read are skipped, as ``os.walk`` does (an unlabeled
+    pool), or with ``strict`` raise OSError naming the sub-folder (a labeled set).
     """
     fs, root = url_fs(url)
     if isinstance(fs, LocalFileSystem):
@@ -164,7 +176,7 @@ def iter_files(url: str, suffixes: tuple[str, ...] | None = None) -> Iterator[Li
             raise NotADirectoryError(f"{url} is a file, not a folder")
         if not os.path.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
-        files: Iterator[ListedFile] = _walk_local(root)
+        files: Iterator[ListedFile] = _walk_local(root, strict)
     else:
         if not fs.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
@@ -310,9 +322,10 @@ def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[Listed
     """Every file under ``url`` (recursively), optionally only names ending in one of
     ``suffixes`` (case-insensitive), sorted by relative path, as a list (registration: a
     labeled set's folder). Raises FileNotFoundError (naming the URL) when the folder does not
-    exist. A pool of unlabeled images is streamed instead: :func:`sorted_files` of
-    :func:`iter_files`."""
-    return list(sorted_files(iter_files(url, suffixes)))
+    exist, and OSError naming a sub-folder that cannot be read (its files would leave the set
+    unsaid). A pool of unlabeled images is streamed instead: :func:`sorted_files` of
+    :func:`iter_files`, which skips such a sub-folder."""
+    return list(sorted_files(iter_files(url, suffixes, strict=True)))
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

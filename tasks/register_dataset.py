@@ -238,7 +238,13 @@ def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> 
 def image_uris(image_root: str, file_names: list[str]) -> dict[str, tuple[str, int]]:
     """file_name -> (URL, size) of every named image under the root (symbolic links followed);
     missing files are an error naming them."""
-    found = {f.rel: (f.uri, f.size) for f in list_files(image_root)}
+    try:
+        listed = list_files(image_root)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # an unreadable sub-folder: named, rather than its images called missing
+        raise DatasetError(f"image root {image_root}: {exc}") from exc
+    found = {f.rel: (f.uri, f.size) for f in listed}
     missing = [f for f in file_names if f not in found]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

@@ -7,10 +7,14 @@ class indices (0 .. C-1, index = position in ``classes``) or the ignore label 25
 PNGs (PASCAL VOC) are read as their indices, 1-bit PNGs as 0/1. A labeled set in which
 fewer than two classes have any pixel is refused (a model would learn one class only); a
 declared class without any pixel is a warning recorded in the manifest. The key is the
-content: the images' names and byte sizes (symbolic links followed), the label maps' names
+content: the images' URIs and byte sizes (symbolic links followed), the label maps' URIs
 and SHA-256 digests - the labels are the set's content, and a map corrected in place keeps
-its name and often its byte size (a value remapped, an uncompressed PNG) - the class names,
-suffixes and label mapping. Every problem names the file it concerns.
+its name and often its byte size (a value remapped, an uncompressed PNG) - the role, class
+names, suffixes and label mapping. An image edited in place at the same byte size (an EXIF
+orientation tag rewritten) keeps the key: images are not read to key the set. Every problem
+names the file it concerns; two files whose names differ in the suffix's case only
+(``a.png``, ``a.PNG``) are refused, as is a sub-folder that cannot be read (its images would
+leave the set unsaid); label maps without an image are a warning.
 
 With a ``split`` file (mmseg's ``ann_file``: one image per line, its path under ``img_dir``
 without ``img_suffix``, e.g. PASCAL VOC's ``ImageSets/Segmentation/train.txt``; read_split)
@@ -48,16 +52,26 @@ STAGE, VERSION = "seg_dataset", 3  # 3: label maps keyed by their bytes, not the
 MAP_READ_THREADS = 8  # label maps read at once for their digests (object stores answer each in ~10 ms)
 
 
-def _list(url: str) -> list[ListedFile]:
+def _list(url: str, what: str) -> list[ListedFile]:
     try:
         return list_files(url)
-    except FileNotFoundError as exc:
-        raise DatasetError(str(exc)) from exc
+    except OSError as exc:  # missing, a file, an unreadable sub-folder (named)
+        raise DatasetError(f"{what}: {exc}") from exc
 
 
-def _by_stem(files: list[ListedFile], suffix: str) -> dict[str, tuple[str, int]]:
-    """stem (path relative to the folder, without suffix) -> (uri, size) of the files ending in suffix."""
-    return {f.rel[: -len(suffix)]: (f.uri, f.size) for f in files if f.rel.lower().endswith(suffix.lower())}
+def _by_stem(files: list[ListedFile], suffix: str, what: str) -> dict[str, tuple[str, int]]:
+    """stem (path relative to the folder, without suffix) -> (uri, size) of the files ending in
+    suffix (in any case). DatasetError naming both when two files differ in the suffix's case
+    only (``a.png`` and ``a.PNG``): either could be the image's, and a listing's order is no
+    reason to choose."""
+    found: dict[str, tuple[str, int]] = {}
+    for f in files:
+        if f.rel.lower().endswith(suffix.lower()):
+            stem = f.rel[: -len(suffix)]
+            if stem in found:
+                raise DatasetError(f"{what}: {found[stem][0]} and {f.uri} are one name in two spellings; remove one")
+            found[stem] = (f.uri, f.size)
+    return found
 
 
 def read_split(url: str, role: str = "set") -> tuple[list[str], list[str]]:
@@ -229,8 +243,9 @@ def register_seg_dataset(
             f"(0..{len(classes) - 1}) nor the ignore label {IGNORE_LABEL}"
         )
     if split is None:
-        img_files = _list(img_dir)  # listed once: the set's images, and the images it leaves out
-        images, maps = _by_stem(img_files, img_suffix), _by_stem(_list(ann_dir), seg_map_suffix)
+        img_files = _list(img_dir, f"{role}: img_dir")  # listed once: the set's images, and the images it leaves out
+        images = _by_stem(img_files, img_suffix, f"{role}: img_dir")
+        maps = _by_stem(_list(ann_dir, f"{role}: ann_dir"), seg_map_suffix, f"{role}: ann_dir")
     else:
         img_files = []
         stems, notes = read_split(split, role)
@@ -256,10 +271,11 @@ def register_seg_dataset(
         raise _missing(f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}", missing)
     stems = sorted(images)
     map_digest = dict(zip(stems, _map_digests([maps[stem][0] for stem in stems]), strict=True))
-    listing: dict[str, list] = {stem: [images[stem][1], map_digest[stem]] for stem in stems}
-    if split is not None:  # a split's look-up takes the suffix in any case: the files found are named
-        listing = {stem: [*v, images[stem][0], maps[stem][0]] for stem, v in listing.items()}
+    # the URIs too: the stored pairs name the files, and a suffix matched in any case (a.png
+    # renamed a.PNG) would otherwise reuse pairs that name a file no longer there
+    listing = {stem: [images[stem][1], map_digest[stem], images[stem][0], maps[stem][0]] for stem in stems}
     params: dict[str, Any] = {
+        "role": role,  # a labeled set and a held-out set are refused, and warned about, differently
         "img_dir": img_dir,
         "ann_dir": ann_dir,
         "classes": list(classes),
@@ -324,6 +340,12 @@ def register_seg_dataset(
         for f in img_files
         if not f.rel.lower().endswith(img_suffix.lower()) and f.rel.lower().endswith(IMAGE_SUFFIXES)
     ]
+    orphans = sorted(set(maps) - set(images))
+    if orphans:
+        warnings.append(
+            f"{ann_dir}: {len(orphans)} label map(s) have no image ending in {img_suffix!r} under {img_dir} and "
+            f"are not part of the set, e.g. {orphans[:3]}"
+        )
     if others:
         warnings.append(
             f"{img_dir}: {len(others)} image(s) do not end with img_suffix {img_suffix!r} and are not "

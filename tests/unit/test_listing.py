@@ -71,6 +71,34 @@ def test_a_sub_folder_that_vanishes_or_loops_is_skipped_as_os_walk_skips_it(tmp_
     assert list(files) == []
 
 
+def test_a_labeled_sets_listing_names_a_sub_folder_it_cannot_read_instead_of_skipping_it(tmp_path):
+    """A labeled set listed without a sub-folder would lose its images unsaid: with ``strict``
+    (list_files, registration's listing) the sub-folder is named; the pool's walk skips it."""
+    (tmp_path / "sub").mkdir()
+    for rel in ("a.png", "sub/x.png"):
+        (tmp_path / rel).write_bytes(b"x")
+    files = iter_files(str(tmp_path), (".png",), strict=True)
+    assert next(files).rel == "a.png"
+    import shutil
+
+    shutil.rmtree(tmp_path / "sub")  # gone (or unreadable) when the walk reaches it
+    with pytest.raises(OSError, match=r"sub-folder .*/sub cannot be read \(FileNotFoundError"):
+        list(files)
+
+
+def test_a_name_holding_two_colons_is_a_name_not_a_chained_url(tmp_path):
+    """fsspec reads 'a::b' as a chain of file systems; a file named so (a::b.png, on disk or in
+    a bucket) is read as itself, and a real chain ('simplecache::file://...') still works."""
+    from storage.listing import read_url
+
+    (tmp_path / "a::b.png").write_bytes(b"colons")
+    assert [f.rel for f in list_files(str(tmp_path))] == ["a::b.png"]
+    assert read_url(str(tmp_path / "a::b.png")) == b"colons"
+    assert read_url(f"file://{tmp_path}/a::b.png") == b"colons"
+    (tmp_path / "plain.txt").write_bytes(b"plain")
+    assert read_url(f"simplecache::file://{tmp_path}/plain.txt") == b"plain"
+
+
 def test_a_streamed_listing_keeps_the_key_and_rows_of_the_whole_listing_and_shards_alike(tmp_path, monkeypatch):
     """The listing's key is the digest of all its rows (as before streaming: stores made then
     reuse their listings); shards read from the stored listing chunk by chunk are the chunks of

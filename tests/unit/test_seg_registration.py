@@ -78,6 +78,84 @@ def test_a_label_map_corrected_in_place_at_the_same_byte_size_is_registered_agai
     assert get_store(store).manifest(again).meta["class_pixels"] == {"bg": 8, "fg": 40}
 
 
+def test_a_suffix_in_two_cases_is_refused_and_a_renamed_file_is_a_new_set(tmp_path):
+    """The stored pairs name files: a.png renamed a.PNG (matched in any case) registers a new
+    set whose pairs name the file that exists; a.png beside a.PNG is refused naming both; a
+    label map without an image is a warning."""
+    import os
+
+    from selftrain.stage import get_store
+
+    img, ann = _set(tmp_path)
+    store = str(tmp_path / "store")
+    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    os.rename(tmp_path / "ann" / "1.png", tmp_path / "ann" / "1.PNG")
+    again = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    assert again != ref
+    pairs = get_store(store).read_json(again, "pairs.json")
+    assert pairs[1]["seg_map_path"].endswith("1.PNG") and all(os.path.exists(p["seg_map_path"]) for p in pairs)
+    (tmp_path / "ann" / "orphan.png").write_bytes((tmp_path / "ann" / "0.png").read_bytes())
+    store = str(tmp_path / "store2")  # a map alone does not change the set: said when it is registered
+    warned = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    assert warned.key == again.key and any(
+        "1 label map(s) have no image" in w and "orphan" in w
+        for w in get_store(store).manifest(warned).meta["warnings"]
+    )
+    (tmp_path / "ann" / "1.png").write_bytes((tmp_path / "ann" / "1.PNG").read_bytes())
+    with pytest.raises(DatasetError, match=r"labeled: ann_dir: .*/1.PNG and .*/1.png are one name in two spellings"):
+        register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+
+
+def test_an_image_sub_folder_that_cannot_be_read_is_named_not_left_out(tmp_path):
+    """Its images would leave the labeled set unsaid. The folder is made unreadable (mode 000);
+    as root, the registration runs without the capability that reads past it (setpriv)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    img, ann = _set(tmp_path)
+    (tmp_path / "img" / "sub").mkdir()
+    (tmp_path / "ann" / "sub").mkdir()
+    shutil.copy(tmp_path / "img" / "0.jpg", tmp_path / "img" / "sub" / "2.jpg")
+    shutil.copy(tmp_path / "ann" / "0.png", tmp_path / "ann" / "sub" / "2.png")
+    os.chmod(tmp_path / "img" / "sub", 0)
+    command = [
+        sys.executable,
+        "-c",
+        f"""
+from tasks.register_seg_dataset import register_seg_dataset
+register_seg_dataset.fn({str(tmp_path / "store")!r}, "d", {img!r}, {ann!r}, ["bg", "fg"], "labeled")
+""",
+    ]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: a folder of mode 000 stays readable")
+        caps = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
+    finally:
+        os.chmod(tmp_path / "img" / "sub", 0o755)
+    assert done.returncode != 0
+    assert "DatasetError: labeled: img_dir: sub-folder " in done.stderr and "/img/sub cannot be read" in done.stderr
+
+
+def test_a_label_map_that_is_no_image_is_named_with_what_it_holds(tmp_path):
+    with pytest.raises(DatasetError, match=r"label map a.png cannot be read: it is empty$"):
+        check_label_map(b"", "a.png", 3, None)
+    with pytest.raises(
+        DatasetError, match=r"a.png cannot be read: it is not an image format PIL reads \(it starts with b'<html>"
+    ):
+        check_label_map(b"<html>not found</html>", "a.png", 3, None)
+
+
 def test_register_refuses_missing_maps_and_bad_classes(tmp_path):
     img, ann = _set(tmp_path)
     (tmp_path / "ann" / "1.png").unlink()
