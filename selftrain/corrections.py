@@ -257,10 +257,12 @@ def labeled_uris(image_root: str, file_names: list[str]) -> dict[str, str]:
     CorrectionError names the missing ones."""
     from storage.listing import list_files
 
-    found = {f.rel: f.uri for f in list_files(image_root)}
+    unreadable: list[str] = []
+    found = {f.rel: f.uri for f in list_files(image_root, unreadable=unreadable)}
     missing = [n for n in file_names if n not in found]
     if missing:
-        raise CorrectionError(f"{len(missing)} labeled image(s) are missing under {image_root}: {missing[:5]}")
+        why = f" ({len(unreadable)} cannot be read there: {unreadable[:3]})" if unreadable else ""
+        raise CorrectionError(f"{len(missing)} labeled image(s) are missing under {image_root}: {missing[:5]}{why}")
     return {n: found[n] for n in file_names}
 
 

@@ -17,6 +17,7 @@ against its listing, the watcher's listing against the last one it announced).
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import os
@@ -46,6 +47,10 @@ class ListedFile:
     size: int
 
 
+# file systems that hold files rather than wrap another: in their URLs '::' is part of a name
+UNCHAINED = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "http", "https"})
+
+
 def url_fs(url: str) -> tuple[Any, str]:
     """(filesystem, path) of any URL, with the store's S3 settings for s3:// (the endpoint from
     SELFTRAIN_S3_ENDPOINT_URL, bounded timeouts and retries), so users' data is read from the
@@ -54,9 +59,11 @@ def url_fs(url: str) -> tuple[Any, str]:
 
     options = s3_defaults({}) if url.split("://", 1)[0] in ("s3", "s3a") else {}
     first = url.split("::", 1)[0]
-    if "::" in url and ("://" in first or first not in fsspec.available_protocols()):
-        # '::' inside a name (a/b::c.png), not fsspec's chaining ('simplecache::s3://...')
-        cls = fsspec.get_filesystem_class(first.split("://", 1)[0] if "://" in first else "file")
+    protocol = first.split("://", 1)[0] if "://" in first else None
+    if "::" in url and (protocol in UNCHAINED or (protocol is None and first not in fsspec.available_protocols())):
+        # '::' inside a name (/a/b::c.png, s3://b/a::c.png), not fsspec's chaining, which
+        # starts with a wrapping file system ('simplecache::s3://...', 'zip://m::file://x.zip')
+        cls = fsspec.get_filesystem_class(protocol or "file")
         return cls(**options), str(cls._strip_protocol(url))
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, str(path)
@@ -69,11 +76,13 @@ def read_url(url: str) -> bytes:
     return data
 
 
-def _walk_local(root: str, strict: bool = False) -> Iterator[ListedFile]:
+def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[ListedFile]:
     """The files under ``root``, one directory entry at a time. Folders are visited in the
     order of ``os.walk`` with sorted sub-folders (depth first), so that of two paths to one
     real folder (a linked folder, a link cycle) the same one is always listed. A sub-folder
-    that cannot be read is skipped, or with ``strict`` raises OSError naming it."""
+    that cannot be read, or a file in one that can be listed but not entered, is skipped -
+    and, given ``unreadable``, appended to it with the reason; a dangling link or a file gone
+    meanwhile is no file."""
     seen, pending = set(), [root]
     while pending:
         folder = pending.pop()
@@ -87,11 +96,8 @@ def _walk_local(root: str, strict: bool = False) -> Iterator[ListedFile]:
         except OSError as exc:
             if folder == root:
                 raise
-            if strict:
-                raise OSError(
-                    f"sub-folder {folder} cannot be read ({type(exc).__name__}: {exc.strerror or exc}), "
-                    "so the files in it cannot be listed"
-                ) from exc
+            if unreadable is not None and not isinstance(exc, FileNotFoundError):
+                unreadable.append(f"{folder} ({exc.strerror or exc})")
             continue  # an unreadable or vanished sub-folder (lost+found, ...) is skipped, as os.walk does
         with entries:
             for entry in entries:
@@ -100,7 +106,11 @@ def _walk_local(root: str, strict: bool = False) -> Iterator[ListedFile]:
                         subfolders.append(entry.path)
                         continue
                     size = entry.stat(follow_symlinks=True).st_size  # a linked file's size
-                except OSError:  # a dangling link, a file gone or unreadable meanwhile: skipped
+                except FileNotFoundError:  # a dangling link, a file gone meanwhile: no file
+                    continue
+                except OSError as exc:  # in a folder listed but not entered (no x permission), a link loop
+                    if unreadable is not None and exc.errno != errno.ELOOP:
+                        unreadable.append(f"{entry.path} ({exc.strerror or exc})")
                     continue
                 rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
                 yield ListedFile(rel=rel, uri=entry.path, size=int(size))
@@ -159,15 +169,17 @@ def _object_store_files(fs: Any, root: str) -> Iterator[ListedFile]:
         )
 
 
-def iter_files(url: str, suffixes: tuple[str, ...] | None = None, strict: bool = False) -> Iterator[ListedFile]:
+def iter_files(
+    url: str, suffixes: tuple[str, ...] | None = None, unreadable: list[str] | None = None
+) -> Iterator[ListedFile]:
     """Every file under ``url`` (recursively), optionally only names ending in one of
     ``suffixes`` (case-insensitive), in no particular order, as the listing goes.
 
     Raises FileNotFoundError (naming the URL) here, when the folder does not exist, and
     NotADirectoryError when a local path is a file; errors
     while listing (an unreadable root folder, an object store's) are raised during the
-    iteration. Sub-folders that cannot be read are skipped, as ``os.walk`` does (an unlabeled
-    pool), or with ``strict`` raise OSError naming the sub-folder (a labeled set).
+    iteration. Sub-folders that cannot be read are skipped, as ``os.walk`` does, and given
+    ``unreadable`` (a list) named in it with the reason, as are files that cannot be reached.
     """
     fs, root = url_fs(url)
     if isinstance(fs, LocalFileSystem):
@@ -176,7 +188,7 @@ def iter_files(url: str, suffixes: tuple[str, ...] | None = None, strict: bool =
             raise NotADirectoryError(f"{url} is a file, not a folder")
         if not os.path.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
-        files: Iterator[ListedFile] = _walk_local(root, strict)
+        files: Iterator[ListedFile] = _walk_local(root, unreadable)
     else:
         if not fs.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
@@ -318,14 +330,16 @@ def join_sorted(
         group = next(groups, None)
 
 
-def list_files(url: str, suffixes: tuple[str, ...] | None = None) -> list[ListedFile]:
+def list_files(
+    url: str, suffixes: tuple[str, ...] | None = None, unreadable: list[str] | None = None
+) -> list[ListedFile]:
     """Every file under ``url`` (recursively), optionally only names ending in one of
     ``suffixes`` (case-insensitive), sorted by relative path, as a list (registration: a
     labeled set's folder). Raises FileNotFoundError (naming the URL) when the folder does not
-    exist, and OSError naming a sub-folder that cannot be read (its files would leave the set
-    unsaid). A pool of unlabeled images is streamed instead: :func:`sorted_files` of
-    :func:`iter_files`, which skips such a sub-folder."""
-    return list(sorted_files(iter_files(url, suffixes, strict=True)))
+    exist. What cannot be read is skipped and, given ``unreadable``, named there (the caller
+    says so: a labeled set's images must not leave it unsaid). A pool of unlabeled images is
+    streamed instead: :func:`sorted_files` of :func:`iter_files`."""
+    return list(sorted_files(iter_files(url, suffixes, unreadable)))
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -238,18 +238,18 @@ def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> 
 def image_uris(image_root: str, file_names: list[str]) -> dict[str, tuple[str, int]]:
     """file_name -> (URL, size) of every named image under the root (symbolic links followed);
     missing files are an error naming them."""
-    try:
-        listed = list_files(image_root)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:  # an unreadable sub-folder: named, rather than its images called missing
-        raise DatasetError(f"image root {image_root}: {exc}") from exc
-    found = {f.rel: (f.uri, f.size) for f in listed}
+    unreadable: list[str] = []
+    found = {f.rel: (f.uri, f.size) for f in list_files(image_root, unreadable=unreadable)}
     missing = [f for f in file_names if f not in found]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        why = (
+            f" ({len(unreadable)} sub-folder(s) or file(s) there cannot be read: {unreadable[:3]})"
+            if unreadable
+            else ""
+        )
         raise DatasetError(
-            f"{len(missing)} image(s) named in the annotations are missing under {image_root}: {missing[:5]}{more}"
+            f"{len(missing)} image(s) named in the annotations are missing under {image_root}: {missing[:5]}{more}{why}"
         )
     return {f: found[f] for f in file_names}
 

@@ -13,8 +13,9 @@ its name and often its byte size (a value remapped, an uncompressed PNG) - the r
 names, suffixes and label mapping. An image edited in place at the same byte size (an EXIF
 orientation tag rewritten) keeps the key: images are not read to key the set. Every problem
 names the file it concerns; two files whose names differ in the suffix's case only
-(``a.png``, ``a.PNG``) are refused, as is a sub-folder that cannot be read (its images would
-leave the set unsaid); label maps without an image are a warning.
+(``a.png``, ``a.PNG``) are refused when the folders are listed (a split's look-up takes
+the suffix as given first); a sub-folder or file that cannot be read (a volume's
+``lost+found``) and label maps without an image are warnings naming them.
 
 With a ``split`` file (mmseg's ``ann_file``: one image per line, its path under ``img_dir``
 without ``img_suffix``, e.g. PASCAL VOC's ``ImageSets/Segmentation/train.txt``; read_split)
@@ -52,10 +53,11 @@ STAGE, VERSION = "seg_dataset", 3  # 3: label maps keyed by their bytes, not the
 MAP_READ_THREADS = 8  # label maps read at once for their digests (object stores answer each in ~10 ms)
 
 
-def _list(url: str, what: str) -> list[ListedFile]:
+def _list(url: str, what: str, unreadable: list[str]) -> list[ListedFile]:
+    """Every file under ``url``; what cannot be read is appended to ``unreadable``."""
     try:
-        return list_files(url)
-    except OSError as exc:  # missing, a file, an unreadable sub-folder (named)
+        return list_files(url, unreadable=unreadable)
+    except OSError as exc:  # missing, a file, the folder itself unreadable
         raise DatasetError(f"{what}: {exc}") from exc
 
 
@@ -242,10 +244,11 @@ def register_seg_dataset(
             f"{role}: label_map {wrong} maps to values that are neither a class index "
             f"(0..{len(classes) - 1}) nor the ignore label {IGNORE_LABEL}"
         )
+    unreadable: list[str] = []
     if split is None:
-        img_files = _list(img_dir, f"{role}: img_dir")  # listed once: the set's images, and the images it leaves out
+        img_files = _list(img_dir, f"{role}: img_dir", unreadable)  # once: the set's images, and those left out
         images = _by_stem(img_files, img_suffix, f"{role}: img_dir")
-        maps = _by_stem(_list(ann_dir, f"{role}: ann_dir"), seg_map_suffix, f"{role}: ann_dir")
+        maps = _by_stem(_list(ann_dir, f"{role}: ann_dir", unreadable), seg_map_suffix, f"{role}: ann_dir")
     else:
         img_files = []
         stems, notes = read_split(split, role)
@@ -268,7 +271,10 @@ def register_seg_dataset(
         raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
     missing = sorted(set(images) - set(maps))
     if missing:
-        raise _missing(f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}", missing)
+        hint = f" ({len(unreadable)} cannot be read: {unreadable[:3]})" if unreadable else ""
+        raise _missing(
+            f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}", missing, hint
+        )
     stems = sorted(images)
     map_digest = dict(zip(stems, _map_digests([maps[stem][0] for stem in stems]), strict=True))
     # the URIs too: the stored pairs name the files, and a suffix matched in any case (a.png
@@ -340,6 +346,11 @@ def register_seg_dataset(
         for f in img_files
         if not f.rel.lower().endswith(img_suffix.lower()) and f.rel.lower().endswith(IMAGE_SUFFIXES)
     ]
+    if unreadable:  # a mounted volume's lost+found is no reason to refuse a set; unsaid, images would go missing
+        warnings.append(
+            f"{role}: {len(unreadable)} sub-folder(s) or file(s) under {img_dir} or {ann_dir} cannot be read, "
+            f"and what they hold is not part of the set: {unreadable[:5]}"
+        )
     orphans = sorted(set(maps) - set(images))
     if orphans:
         warnings.append(

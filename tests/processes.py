@@ -38,3 +38,26 @@ def stop_group(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace: 
             pass
     psutil.wait_procs(alive, timeout=30)
     proc.wait(timeout=30)
+
+
+def run_unprivileged(code: str) -> subprocess.CompletedProcess:
+    """Run Python ``code`` (the repository on its path) so that file permissions apply: as root,
+    without the capabilities that read past them (util-linux ``setpriv``). pytest.skip where
+    that cannot be arranged (root without setpriv, or setpriv refused by the container)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    command = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: a folder of mode 000 stays readable")
+        caps = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root})
+    if done.returncode != 0 and done.stderr.startswith("setpriv:"):
+        pytest.skip(f"setpriv cannot drop capabilities here: {done.stderr.strip()}")
+    return done

@@ -71,24 +71,39 @@ def test_a_sub_folder_that_vanishes_or_loops_is_skipped_as_os_walk_skips_it(tmp_
     assert list(files) == []
 
 
-def test_a_labeled_sets_listing_names_a_sub_folder_it_cannot_read_instead_of_skipping_it(tmp_path):
-    """A labeled set listed without a sub-folder would lose its images unsaid: with ``strict``
-    (list_files, registration's listing) the sub-folder is named; the pool's walk skips it."""
-    (tmp_path / "sub").mkdir()
-    for rel in ("a.png", "sub/x.png"):
-        (tmp_path / rel).write_bytes(b"x")
-    files = iter_files(str(tmp_path), (".png",), strict=True)
-    assert next(files).rel == "a.png"
-    import shutil
+def test_what_a_listing_cannot_read_is_named_to_the_caller(tmp_path):
+    """A sub-folder of mode 000 and a file in a folder listed but not entered (mode 0444) are
+    skipped and named in ``unreadable`` with the reason; a folder gone meanwhile or a dangling
+    link is no file and not named."""
+    import os
 
-    shutil.rmtree(tmp_path / "sub")  # gone (or unreadable) when the walk reaches it
-    with pytest.raises(OSError, match=r"sub-folder .*/sub cannot be read \(FileNotFoundError"):
-        list(files)
+    from tests.processes import run_unprivileged
+
+    for rel in ("a.png", "closed/x.png", "listed/y.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    os.symlink(tmp_path / "gone.png", tmp_path / "dangling.png")
+    os.chmod(tmp_path / "closed", 0)
+    os.chmod(tmp_path / "listed", 0o444)
+    try:
+        done = run_unprivileged(
+            f"from storage.listing import list_files\nbad = []\n"
+            f"print([f.rel for f in list_files({str(tmp_path)!r}, unreadable=bad)], bad)"
+        )
+    finally:
+        os.chmod(tmp_path / "closed", 0o755)
+        os.chmod(tmp_path / "listed", 0o755)
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == f"['a.png'] ['{tmp_path}/closed (Permission denied)', '{tmp_path}/listed/y.png (Permission denied)']"
+    )
 
 
 def test_a_name_holding_two_colons_is_a_name_not_a_chained_url(tmp_path):
     """fsspec reads 'a::b' as a chain of file systems; a file named so (a::b.png, on disk or in
-    a bucket) is read as itself, and a real chain ('simplecache::file://...') still works."""
+    a bucket) is read as itself, and real chains ('simplecache::file://...', a zip member)
+    still work."""
     from storage.listing import read_url
 
     (tmp_path / "a::b.png").write_bytes(b"colons")
@@ -97,6 +112,16 @@ def test_a_name_holding_two_colons_is_a_name_not_a_chained_url(tmp_path):
     assert read_url(f"file://{tmp_path}/a::b.png") == b"colons"
     (tmp_path / "plain.txt").write_bytes(b"plain")
     assert read_url(f"simplecache::file://{tmp_path}/plain.txt") == b"plain"
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.writestr("i.png", b"zipped")
+    assert read_url(f"zip://i.png::file://{tmp_path}/a.zip") == b"zipped"
+    assert read_url(f"zip://i.png::{tmp_path}/a.zip") == b"zipped"
+    from storage.listing import url_fs
+
+    fs, path = url_fs("s3://bucket/a::b.png")  # a key holding '::' (no request made)
+    assert type(fs).__name__ == "S3FileSystem" and path == "bucket/a::b.png"
 
 
 def test_a_streamed_listing_keeps_the_key_and_rows_of_the_whole_listing_and_shards_alike(tmp_path, monkeypatch):
