@@ -214,7 +214,10 @@ def check_image_sizes(images: list[dict], uris: dict[str, str], source: str) -> 
 
     def one(im: dict) -> tuple[str | None, int]:
         name = im["file_name"]
-        raw = read_url(uris[name])
+        try:
+            raw = read_url(uris[name])
+        except OSError as exc:  # the cause kept: an outage is still retried (selftrain.stage)
+            raise DatasetError(f"{source}: image {uris[name]} cannot be read: {type(exc).__name__}: {exc}") from exc
         try:
             decoded = decoded_size(raw, uris[name])
         except DatasetError as exc:
@@ -287,6 +290,8 @@ def register_dataset(
         raw = read_url(ann_file)
     except FileNotFoundError as exc:
         raise DatasetError(f"{role} annotations not found: {ann_file}") from exc
+    except OSError as exc:  # a folder, a permission (the cause kept: an outage is still retried)
+        raise DatasetError(f"{role} annotations {ann_file} cannot be read: {type(exc).__name__}: {exc}") from exc
     coco, changes = normalise_coco(raw, ann_file)
     boxes = sum(1 for a in coco["annotations"] if not a["iscrowd"])
     if not boxes:
@@ -301,7 +306,12 @@ def register_dataset(
     if like is not None:
         with store.open(like, "coco.json") as f:
             check_same_categories(json.load(f), coco, ann_file)
-    located = image_uris(image_root, [im["file_name"] for im in coco["images"]])
+    try:
+        located = image_uris(image_root, [im["file_name"] for im in coco["images"]])
+    except DatasetError as exc:
+        raise DatasetError(f"{ann_file} ({role} set): {exc}") from exc
+    except OSError as exc:  # the root missing, a file, unreadable
+        raise DatasetError(f"{ann_file} ({role} set): image root {image_root}: {exc}") from exc
     sizes = {name: size for name, (_, size) in located.items()}
     ref = store.stage_ref(
         dataset,

@@ -122,12 +122,15 @@ def read_split(url: str, role: str = "set") -> tuple[list[str], list[str]]:
     return stems, notes
 
 
-def _split_files(folder: str, stems: list[str], suffix: str, what: str) -> tuple[dict[str, tuple[str, int]], list[str]]:
+def _split_files(
+    folder: str, stems: list[str], suffix: str, what: str, unreadable: list[str]
+) -> tuple[dict[str, tuple[str, int]], list[str]]:
     """(stem -> (uri, size) of each listed stem's file ``<folder>/<stem><suffix>`` - the
     suffix as given, in lower or in upper case - the stems without one). One look-up a file:
     the folder is not listed, since it may hold far more (a merged set's folder holds the
-    unlabeled pool too). URIs are formed as listings form them. DatasetError when ``folder``
-    (``what``: its parameter's name) does not exist."""
+    unlabeled pool too). URIs are formed as listings form them; a file that cannot be reached
+    (a folder without permission) is appended to ``unreadable`` and counts as missing.
+    DatasetError when ``folder`` (``what``: its parameter's name) does not exist."""
     import os
 
     from fsspec.implementations.local import LocalFileSystem
@@ -150,10 +153,13 @@ def _split_files(folder: str, stems: list[str], suffix: str, what: str) -> tuple
                 info = fs.info(path)
             except FileNotFoundError:
                 continue
+            except PermissionError as exc:  # its folder's: no other spelling can be reached either
+                unreadable.append(f"{path} ({exc.strerror or exc})")
+                break
             if info.get("type") != "directory":  # the URI a listing gives the file (storage/listing.py)
                 found[stem] = (path if local else fs.unstrip_protocol(path), int(info.get("size") or 0))
                 break
-        else:
+        if stem not in found:
             missing.append(stem)
     return found, missing
 
@@ -170,6 +176,10 @@ def _map_digests(uris: list[str]) -> list[str]:
 
     with ThreadPoolExecutor(MAP_READ_THREADS) as pool:
         return list(pool.map(one, uris))
+
+
+def _unreadable_hint(unreadable: list[str]) -> str:
+    return f" ({len(unreadable)} sub-folder(s) or file(s) there cannot be read: {unreadable[:3]})" if unreadable else ""
 
 
 def _missing(what: str, missing: list[str], hint: str = "") -> DatasetError:
@@ -254,7 +264,7 @@ def register_seg_dataset(
         stems, notes = read_split(split, role)
         for note in notes:  # said on every registration: the key is the set's content, not the file's
             stage_logger().info(note)
-        images, missing = _split_files(img_dir, stems, img_suffix, f"{role}: img_dir")
+        images, missing = _split_files(img_dir, stems, img_suffix, f"{role}: img_dir", unreadable)
         if missing:
             hint = ""
             if any(s.lower().endswith(img_suffix.lower()) for s in missing):
@@ -264,16 +274,17 @@ def register_seg_dataset(
             raise _missing(
                 f"{role}: split file {split}: {len(missing)} listed image(s) have no file {img_dir}/<name>{img_suffix}",
                 missing,
-                hint,
+                hint + _unreadable_hint(unreadable),
             )
-        maps, _ = _split_files(ann_dir, stems, seg_map_suffix, f"{role}: ann_dir")
+        maps, _ = _split_files(ann_dir, stems, seg_map_suffix, f"{role}: ann_dir", unreadable)
     if not images:
-        raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}")
+        raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}{_unreadable_hint(unreadable)}")
     missing = sorted(set(images) - set(maps))
     if missing:
-        hint = f" ({len(unreadable)} cannot be read: {unreadable[:3]})" if unreadable else ""
         raise _missing(
-            f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}", missing, hint
+            f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}",
+            missing,
+            _unreadable_hint(unreadable),
         )
     stems = sorted(images)
     map_digest = dict(zip(stems, _map_digests([maps[stem][0] for stem in stems]), strict=True))
@@ -301,7 +312,10 @@ def register_seg_dataset(
     pairs, only_ignore, oriented = [], [], []
     for stem in sorted(images):
         img_uri, map_uri = images[stem][0], maps[stem][0]
-        raw = read_url(img_uri)
+        try:
+            raw = read_url(img_uri)
+        except OSError as exc:  # the cause kept: an outage is still retried (selftrain.stage)
+            raise DatasetError(f"{role}: image {img_uri} cannot be read: {type(exc).__name__}: {exc}") from exc
         size = decoded_size(raw, img_uri)
         thin = degenerate(img_uri, size)
         if thin:
@@ -309,7 +323,10 @@ def register_seg_dataset(
         orientation = exif_orientation(raw)
         if orientation not in (0, 1):
             oriented.append(img_uri)
-        raw_map = read_url(map_uri)
+        try:
+            raw_map = read_url(map_uri)
+        except OSError as exc:
+            raise DatasetError(f"{role}: label map {map_uri} cannot be read: {type(exc).__name__}: {exc}") from exc
         if digest_bytes(raw_map) != map_digest[stem]:  # the key would name content never checked
             raise DatasetError(f"{map_uri} changed while the set was being registered; register it again")
         try:

@@ -1,5 +1,7 @@
 """Registering a segmentation set: every problem names its file (docs/design.md §5.2)."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -144,6 +146,21 @@ print(meta["num_images"], meta["warnings"])
         os.chmod(tmp_path / "ann" / "sub", 0o755)
     assert "DatasetError: labeled: 1 image(s) have no label map" in done.stderr
     assert "/ann/sub/2.png (Permission denied)" in done.stderr
+    (tmp_path / "train.txt").write_text("0\nsub/2\n")  # a split's look-up: the same, named
+    split = code.replace('"labeled")', f'"labeled", split={str(tmp_path / "train.txt")!r})')
+    os.chmod(tmp_path / "img" / "sub", 0)
+    try:
+        done = run_unprivileged(split)
+    finally:
+        os.chmod(tmp_path / "img" / "sub", 0o755)
+    assert "DatasetError: labeled: split file" in done.stderr and "['sub/2'] (1 sub-folder(s)" in done.stderr
+    assert "/img/sub/2.jpg (Permission denied)" in done.stderr
+    os.chmod(tmp_path / "img" / "1.jpg", 0)  # an image file itself
+    try:
+        done = run_unprivileged(code)
+    finally:
+        os.chmod(tmp_path / "img" / "1.jpg", 0o644)
+    assert re.search(r"DatasetError: labeled: image .*/img/1.jpg cannot be read: PermissionError", done.stderr)
 
 
 def test_a_label_map_that_is_no_image_is_named_with_what_it_holds(tmp_path):

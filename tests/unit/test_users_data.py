@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -154,6 +155,39 @@ def test_empty_sets_and_bad_items_are_refused_naming_them(det, tmp_path):
     dup = dict(coco, categories=[{"id": 7, "name": "dog"}, {"id": 3, "name": "dog"}])
     with pytest.raises(DatasetError, match="category name 'dog' is used by ids 7 and 3"):
         normalise_coco(json.dumps(dup).encode(), "d.json")
+
+
+def test_files_and_folders_that_cannot_be_read_are_dataset_errors_naming_them(det, tmp_path):
+    """An annotation file that is a folder or has mode 000, an image root that is missing, a
+    file or unreadable, an image of mode 000: each a DatasetError naming the file and the set
+    (the permission cases run without root's capability to read past them)."""
+    from tests.processes import run_unprivileged
+
+    data, store = det
+    part = data["labeled"]
+    with pytest.raises(DatasetError, match=r"labeled annotations .* cannot be read: IsADirectoryError"):
+        register_dataset.fn(store, "messy", part["image_root"], part["image_root"], "labeled")
+    with pytest.raises(DatasetError, match=r"\(labeled set\): image root .*nope: folder .*nope does not exist"):
+        register_dataset.fn(store, "messy", part["ann_file"], str(tmp_path / "nope"), "labeled")
+    with pytest.raises(DatasetError, match=r"\(val set\): image root .*: .* is a file, not a folder"):
+        register_dataset.fn(store, "messy", part["ann_file"], part["ann_file"], "val")
+    first = json.load(open(part["ann_file"]))["images"][0]["file_name"]
+    code = f"""
+from tasks.register_dataset import register_dataset
+register_dataset.fn({store!r}, "messy", {part["ann_file"]!r}, {part["image_root"]!r}, "labeled")
+"""
+    for path, expected in (
+        (part["ann_file"], "labeled annotations .* cannot be read: PermissionError"),
+        (os.path.join(part["image_root"], first), f"image .*{first} cannot be read: PermissionError"),
+        (part["image_root"], "labeled set.: image root .*Permission denied"),
+    ):
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0)
+        try:
+            done = run_unprivileged(code)
+        finally:
+            os.chmod(path, mode)
+        assert re.search(f"DatasetError: .*{expected}", done.stderr), (path, done.stderr[-800:])
 
 
 def test_held_out_set_must_share_the_labeled_categories(det, tmp_path):
