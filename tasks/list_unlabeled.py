@@ -41,14 +41,15 @@ def iter_images(source: str | list[str], left_out: dict[str, list] | None = None
     the path relative to it) or a list of image URLs (image_id = the URL). Raises
     FileNotFoundError for a missing prefix or image, NotADirectoryError for a prefix that is a
     file, EmptyUnlabeledSet when there is no image, ValueError naming an image listed twice.
-    Under a prefix, hidden files and names that are not UTF-8 are left out with a warning
-    naming them (:func:`_listable`); given a ``left_out`` dict, they are counted there
+    Under a prefix, hidden files, names that are not UTF-8 and sub-folders (or files) that
+    cannot be read are left out with a warning naming them (:func:`_listable`); given a ``left_out`` dict, they are counted there
     instead (``{why: [count, up to 5 names]}``) and the caller decides whether to warn
     (:func:`log_left_out`: the watcher warns once per listing, not every tick).
     """
     if isinstance(source, str):
+        unreadable: list[str] = []  # sub-folders the walk could not enter: said, not skipped unsaid
         try:
-            files = iter_files(source, IMAGE_SUFFIXES)  # checks the prefix exists
+            files = iter_files(source, IMAGE_SUFFIXES, unreadable)  # checks the prefix exists
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"unlabeled prefix {source} does not exist") from exc
         except NotADirectoryError as exc:
@@ -57,7 +58,7 @@ def iter_images(source: str | list[str], left_out: dict[str, list] | None = None
                 "or a list of image URLs"
             ) from exc
         skipped: dict[str, list] = left_out if left_out is not None else {}
-        skipped.update({"hidden": [0], "not UTF-8": [0]})  # why -> [count, first names...]
+        skipped.update({"hidden name": [0], "not UTF-8 name": [0], "cannot be read": [0]})  # why -> [count, names...]
         rows: Generator[dict, None, None] = (
             {"image_id": f.rel, "image_uri": f.uri, "size": f.size} for f in sorted_files(_listable(files, skipped))
         )
@@ -80,6 +81,8 @@ def iter_images(source: str | list[str], left_out: dict[str, list] | None = None
                 raise ValueError(f"the unlabeled list names the same image twice: {row['image_id']}")
             previous = row["image_id"]
             yield row
+    if isinstance(source, str):
+        skipped["cannot be read"] = [len(unreadable), *unreadable[:5]]
     if isinstance(source, str) and left_out is None:
         log_left_out(source, skipped)
     if previous is None:
@@ -102,10 +105,10 @@ def _listable(files: Iterator[ListedFile], skipped: dict[str, list]) -> Iterator
         try:
             f.uri.encode("utf-8")
         except UnicodeEncodeError:  # checked first: such a name cannot be logged as it is
-            skip("not UTF-8", repr(f.rel))
+            skip("not UTF-8 name", repr(f.rel))
             continue
         if any(part.startswith(".") for part in f.rel.split("/")):
-            skip("hidden", f.rel)
+            skip("hidden name", f.rel)
             continue
         yield f
 
@@ -115,7 +118,11 @@ def log_left_out(source: str, skipped: dict[str, list]) -> None:
     for why, (count, *names) in skipped.items():
         if count:
             stage_logger().warning(
-                "list unlabeled: %d file(s) under %s left out (%s name), e.g. %s", count, source, why, ", ".join(names)
+                "list unlabeled: %d file(s) or folder(s) under %s left out (%s), e.g. %s",
+                count,
+                source,
+                why,
+                ", ".join(names),
             )
 
 

@@ -98,6 +98,15 @@ def test_what_a_listing_cannot_read_is_named_to_the_caller(tmp_path):
         done.stdout.strip()
         == f"['a.png'] ['{tmp_path}/closed (Permission denied)', '{tmp_path}/listed/y.png (Permission denied)']"
     )
+    os.chmod(tmp_path / "closed", 0)  # an unlabeled pool: listed without it, counted for its warning
+    try:
+        done = run_unprivileged(
+            f"from tasks.list_unlabeled import iter_images\nleft = {{}}\n"
+            f"print([r['image_id'] for r in iter_images({str(tmp_path)!r}, left)], left['cannot be read'])"
+        )
+    finally:
+        os.chmod(tmp_path / "closed", 0o755)
+    assert done.stdout.strip() == f"['a.png', 'listed/y.png'] [1, '{tmp_path}/closed (Permission denied)']", done.stderr
 
 
 def test_a_name_holding_two_colons_is_a_name_not_a_chained_url(tmp_path):
