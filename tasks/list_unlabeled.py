@@ -42,9 +42,10 @@ def iter_images(source: str | list[str], left_out: dict[str, list] | None = None
     FileNotFoundError for a missing prefix or image, NotADirectoryError for a prefix that is a
     file, EmptyUnlabeledSet when there is no image, ValueError naming an image listed twice.
     Under a prefix, hidden files, names that are not UTF-8 and sub-folders (or files) that
-    cannot be read are left out with a warning naming them (:func:`_listable`); given a ``left_out`` dict, they are counted there
-    instead (``{why: [count, up to 5 names]}``) and the caller decides whether to warn
-    (:func:`log_left_out`: the watcher warns once per listing, not every tick).
+    cannot be read are left out with a warning naming them (:func:`_listable`); given a
+    ``left_out`` dict, they are counted there instead (``{why: [count, up to 5 names]}``)
+    and the caller decides whether to warn (:func:`log_left_out`: the watcher warns once per
+    listing, not every tick).
     """
     if isinstance(source, str):
         unreadable: list[str] = []  # sub-folders the walk could not enter: said, not skipped unsaid

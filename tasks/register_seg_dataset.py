@@ -187,6 +187,45 @@ def _missing(what: str, missing: list[str], hint: str = "") -> DatasetError:
     return DatasetError(f"{what}: {missing[:5]}{more}{hint}")
 
 
+def _listing_warnings(
+    role: str,
+    img_dir: str,
+    ann_dir: str,
+    img_suffix: str,
+    img_files: list[ListedFile],
+    images: dict,
+    maps: dict,
+    unreadable: list[str],
+) -> list[str]:
+    """What the listing left out of the set, said: sub-folders or files that cannot be read,
+    label maps without an image, images with another suffix. These do not enter the key, so
+    they are computed on every registration, a reused one included (a map added since is said
+    then, and a folder made readable again is no longer said)."""
+    found: list[str] = []
+    others = [
+        f.rel
+        for f in img_files
+        if not f.rel.lower().endswith(img_suffix.lower()) and f.rel.lower().endswith(IMAGE_SUFFIXES)
+    ]
+    if unreadable:  # a mounted volume's lost+found is no reason to refuse a set; unsaid, images would go missing
+        found.append(
+            f"{role}: {len(unreadable)} sub-folder(s) or file(s) under {img_dir} or {ann_dir} cannot be read, "
+            f"and what they hold is not part of the set: {unreadable[:5]}"
+        )
+    orphans = sorted(set(maps) - set(images))
+    if orphans:
+        found.append(
+            f"{ann_dir}: {len(orphans)} label map(s) have no image ending in {img_suffix!r} under {img_dir} and "
+            f"are not part of the set, e.g. {orphans[:3]}"
+        )
+    if others:
+        found.append(
+            f"{img_dir}: {len(others)} image(s) do not end with img_suffix {img_suffix!r} and are not "
+            f"part of the set, e.g. {others[:3]}"
+        )
+    return found
+
+
 def check_class_presence(
     class_pixels: dict[str, int], ignored: int, role: str, source: str, label_map: dict[int, int] | None
 ) -> list[str]:
@@ -302,8 +341,10 @@ def register_seg_dataset(
     if label_map:
         params["label_map"] = {str(k): v for k, v in sorted(label_map.items())}
     ref = store.stage_ref(dataset, STAGE, VERSION, "", {"listing": digest_json(listing)}, params)
+    around = _listing_warnings(role, img_dir, ann_dir, img_suffix, img_files, images, maps, unreadable)
     if done_or_claimed(store, ref, "register set"):
-        for warning in store.manifest(ref).meta.get("warnings", []):
+        stored = store.manifest(ref).meta
+        for warning in [w for w in stored.get("warnings", []) if w not in stored.get("listing_warnings", [])] + around:
             stage_logger().warning(warning)
         log_stage(f"register {role} set", ref, reused=True)
         return ref
@@ -358,27 +399,7 @@ def register_seg_dataset(
             "training decodes them rotated or mirrored as a viewer shows them, so their label maps "
             "must be in that displayed frame"
         )
-    others = [
-        f.rel
-        for f in img_files
-        if not f.rel.lower().endswith(img_suffix.lower()) and f.rel.lower().endswith(IMAGE_SUFFIXES)
-    ]
-    if unreadable:  # a mounted volume's lost+found is no reason to refuse a set; unsaid, images would go missing
-        warnings.append(
-            f"{role}: {len(unreadable)} sub-folder(s) or file(s) under {img_dir} or {ann_dir} cannot be read, "
-            f"and what they hold is not part of the set: {unreadable[:5]}"
-        )
-    orphans = sorted(set(maps) - set(images))
-    if orphans:
-        warnings.append(
-            f"{ann_dir}: {len(orphans)} label map(s) have no image ending in {img_suffix!r} under {img_dir} and "
-            f"are not part of the set, e.g. {orphans[:3]}"
-        )
-    if others:
-        warnings.append(
-            f"{img_dir}: {len(others)} image(s) do not end with img_suffix {img_suffix!r} and are not "
-            f"part of the set, e.g. {others[:3]}"
-        )
+    warnings += around
     for warning in warnings:
         stage_logger().warning(warning)
     meta = {
@@ -390,6 +411,7 @@ def register_seg_dataset(
         "num_images": len(pairs),
         "class_pixels": class_pixels,
         "ignored_pixels": int(ignored),
+        "listing_warnings": around,
         "label_map": params.get("label_map", {}),
         "warnings": warnings,
     }

@@ -99,7 +99,18 @@ def test_a_suffix_in_two_cases_is_refused_and_a_renamed_file_is_a_new_set(tmp_pa
     pairs = get_store(store).read_json(again, "pairs.json")
     assert pairs[1]["seg_map_path"].endswith("1.PNG") and all(os.path.exists(p["seg_map_path"]) for p in pairs)
     (tmp_path / "ann" / "orphan.png").write_bytes((tmp_path / "ann" / "0.png").read_bytes())
-    store = str(tmp_path / "store2")  # a map alone does not change the set: said when it is registered
+    import logging
+
+    records: list[str] = []  # a map alone does not change the set, and is said on the set's reuse too
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("selftrain").addHandler(handler)
+    try:
+        assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled") == again
+    finally:
+        logging.getLogger("selftrain").removeHandler(handler)
+    assert any("1 label map(s) have no image" in m and "orphan" in m for m in records), records
+    store = str(tmp_path / "store2")  # and kept in the manifest when the set is registered
     warned = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
     assert warned.key == again.key and any(
         "1 label map(s) have no image" in w and "orphan" in w
