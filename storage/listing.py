@@ -80,9 +80,9 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
     """The files under ``root``, one directory entry at a time. Folders are visited in the
     order of ``os.walk`` with sorted sub-folders (depth first), so that of two paths to one
     real folder (a linked folder, a link cycle) the same one is always listed. A sub-folder
-    that cannot be read, or a file in one that can be listed but not entered, is skipped -
-    and, given ``unreadable``, appended to it with the reason; a dangling link or a file gone
-    meanwhile is no file."""
+    that cannot be read, a file in one that can be listed but not entered, and a link to
+    nothing are skipped - and, given ``unreadable``, appended to it with the reason; a file
+    gone meanwhile is no file."""
     seen, pending = set(), [root]
     while pending:
         folder = pending.pop()
@@ -106,7 +106,9 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
                         subfolders.append(entry.path)
                         continue
                     size = entry.stat(follow_symlinks=True).st_size  # a linked file's size
-                except FileNotFoundError:  # a dangling link, a file gone meanwhile: no file
+                except FileNotFoundError:  # a dangling link (named), a file gone meanwhile: no file
+                    if unreadable is not None and entry.is_symlink():
+                        unreadable.append(f"{entry.path} (a link to {os.readlink(entry.path)}, which does not exist)")
                     continue
                 except OSError as exc:  # in a folder listed but not entered (no x permission), a link loop
                     if unreadable is not None and exc.errno != errno.ELOOP:

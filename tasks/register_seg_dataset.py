@@ -202,10 +202,13 @@ def _listing_warnings(
     they are computed on every registration, a reused one included (a map added since is said
     then, and a folder made readable again is no longer said)."""
     found: list[str] = []
+    map_uris = {uri for uri, _ in maps.values()}
     others = [
         f.rel
         for f in img_files
-        if not f.rel.lower().endswith(img_suffix.lower()) and f.rel.lower().endswith(IMAGE_SUFFIXES)
+        if not f.rel.lower().endswith(img_suffix.lower())
+        and f.rel.lower().endswith(IMAGE_SUFFIXES)
+        and f.uri not in map_uris  # img_dir == ann_dir: the maps are no other images
     ]
     if unreadable:  # a mounted volume's lost+found is no reason to refuse a set; unsaid, images would go missing
         found.append(
@@ -320,10 +323,22 @@ def register_seg_dataset(
         raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}{_unreadable_hint(unreadable)}")
     missing = sorted(set(images) - set(maps))
     if missing:
+        import unicodedata
+
+        by_form = {unicodedata.normalize("NFC", m): m for m in maps}
+        other_form = [(s, by_form[n]) for s in missing if (n := unicodedata.normalize("NFC", s)) in by_form]
+        if other_form:  # macOS writes names decomposed (NFD); most other tools composed (NFC)
+            form_hint = (
+                f"; {len(other_form)} of them have a label map whose name is the same text in another Unicode "
+                f"normalisation (e.g. image {other_form[0][0]!r}, map {other_form[0][1]!r}: NFC against NFD, "
+                "as copies from macOS give): rename one so both are spelled alike"
+            )
+        else:
+            form_hint = ""
         raise _missing(
             f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}",
             missing,
-            _unreadable_hint(unreadable),
+            _unreadable_hint(unreadable) + form_hint,
         )
     stems = sorted(images)
     map_digest = dict(zip(stems, _map_digests([maps[stem][0] for stem in stems]), strict=True))

@@ -174,6 +174,30 @@ print(meta["num_images"], meta["warnings"])
     assert re.search(r"DatasetError: labeled: image .*/img/1.jpg cannot be read: PermissionError", done.stderr)
 
 
+def test_names_in_two_unicode_forms_are_explained_and_one_folder_may_hold_both(tmp_path):
+    """An image named in NFC with its map in NFD (a copy from macOS) is refused with the reason;
+    images and maps in one folder: the maps are not 'other images'."""
+    import unicodedata
+
+    from selftrain.stage import get_store
+
+    img, ann = _set(tmp_path)
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    (tmp_path / "img" / f"{nfc}.jpg").write_bytes((tmp_path / "img" / "0.jpg").read_bytes())
+    (tmp_path / "ann" / f"{nfd}.png").write_bytes((tmp_path / "ann" / "0.png").read_bytes())
+    with pytest.raises(DatasetError, match="same text in another Unicode normalisation .*NFC against NFD"):
+        register_seg_dataset.fn(str(tmp_path / "store"), "d", img, ann, ["bg", "fg"], "labeled")
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("0.jpg", "1.jpg"):
+        (both / name).write_bytes((tmp_path / "img" / name).read_bytes())
+    for name in ("0.png", "1.png"):
+        (both / name).write_bytes((tmp_path / "ann" / name).read_bytes())
+    ref = register_seg_dataset.fn(str(tmp_path / "store"), "d", str(both), str(both), ["bg", "fg"], "labeled")
+    assert get_store(str(tmp_path / "store")).manifest(ref).meta["warnings"] == []
+
+
 def test_a_label_map_that_is_no_image_is_named_with_what_it_holds(tmp_path):
     with pytest.raises(DatasetError, match=r"label map a.png cannot be read: it is empty$"):
         check_label_map(b"", "a.png", 3, None)
