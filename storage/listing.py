@@ -51,6 +51,9 @@ class ListedFile:
 UNCHAINED = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "http", "https"})
 
 
+ARCHIVES = frozenset({"zip", "tar", "libarchive", "sevenzip"})  # file systems inside one file
+
+
 def url_fs(url: str) -> tuple[Any, str]:
     """(filesystem, path) of any URL, with the store's S3 settings for s3:// (the endpoint from
     SELFTRAIN_S3_ENDPOINT_URL, bounded timeouts and retries), so users' data is read from the
@@ -184,6 +187,12 @@ def iter_files(
     ``unreadable`` (a list) named in it with the reason, as are files that cannot be reached.
     """
     fs, root = url_fs(url)
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if ARCHIVES & set(protocols):  # its files' URIs would lose the archive they are in
+        raise NotADirectoryError(
+            f"{url} is inside an archive, whose files have no URL that training and inference can "
+            "read: unpack it to a folder or an object-store prefix"
+        )
     if isinstance(fs, LocalFileSystem):
         root = os.path.abspath(root)
         if os.path.isfile(root):

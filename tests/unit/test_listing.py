@@ -135,6 +135,8 @@ def test_a_name_holding_two_colons_is_a_name_not_a_chained_url(tmp_path):
         z.writestr("i.png", b"zipped")
     assert read_url(f"zip://i.png::file://{tmp_path}/a.zip") == b"zipped"
     assert read_url(f"zip://i.png::{tmp_path}/a.zip") == b"zipped"
+    with pytest.raises(NotADirectoryError, match="inside an archive.*unpack it"):
+        list_files(f"zip://::file://{tmp_path}/a.zip")  # its files' URIs would lose the archive
     from storage.listing import url_fs
 
     fs, path = url_fs("s3://bucket/a::b.png")  # a key holding '::' (no request made)
