@@ -54,6 +54,10 @@ UNCHAINED = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", 
 ARCHIVES = frozenset({"zip", "tar", "libarchive", "sevenzip"})  # file systems inside one file
 
 
+class ArchiveFolder(NotADirectoryError):
+    """A folder inside an archive (zip://, tar://): its files have no URL training can read."""
+
+
 def url_fs(url: str) -> tuple[Any, str]:
     """(filesystem, path) of any URL, with the store's S3 settings for s3:// (the endpoint from
     SELFTRAIN_S3_ENDPOINT_URL, bounded timeouts and retries), so users' data is read from the
@@ -189,7 +193,7 @@ def iter_files(
     fs, root = url_fs(url)
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     if ARCHIVES & set(protocols):  # its files' URIs would lose the archive they are in
-        raise NotADirectoryError(
+        raise ArchiveFolder(
             f"{url} is inside an archive, whose files have no URL that training and inference can "
             "read: unpack it to a folder or an object-store prefix"
         )

@@ -21,7 +21,7 @@ from selftrain.stage import (
     stage_task,
 )
 from storage.keys import JsonListDigest
-from storage.listing import IMAGE_SUFFIXES, ListedFile, iter_files, scratch_root, sorted_files, url_fs
+from storage.listing import IMAGE_SUFFIXES, ArchiveFolder, ListedFile, iter_files, scratch_root, sorted_files, url_fs
 from storage.schemas import UNLABELED_IMAGES
 from storage.store import ArtifactRef
 
@@ -53,6 +53,8 @@ def iter_images(source: str | list[str], left_out: dict[str, list] | None = None
             files = iter_files(source, IMAGE_SUFFIXES, unreadable)  # checks the prefix exists
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"unlabeled prefix {source} does not exist") from exc
+        except ArchiveFolder:
+            raise
         except NotADirectoryError as exc:
             raise NotADirectoryError(
                 f"unlabeled prefix {source} is a file, not a folder: give the folder that holds the images, "

@@ -137,6 +137,10 @@ def test_a_name_holding_two_colons_is_a_name_not_a_chained_url(tmp_path):
     assert read_url(f"zip://i.png::{tmp_path}/a.zip") == b"zipped"
     with pytest.raises(NotADirectoryError, match="inside an archive.*unpack it"):
         list_files(f"zip://::file://{tmp_path}/a.zip")  # its files' URIs would lose the archive
+    from tasks.list_unlabeled import list_images
+
+    with pytest.raises(NotADirectoryError, match="inside an archive"):  # the pool: not 'is a file'
+        list_images(f"zip://::file://{tmp_path}/a.zip")
     from storage.listing import url_fs
 
     fs, path = url_fs("s3://bucket/a::b.png")  # a key holding '::' (no request made)
