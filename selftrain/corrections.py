@@ -255,14 +255,17 @@ def merge_labeled(labeled: dict, uris: dict[str, str], corrected: list[Corrected
 def labeled_uris(image_root: str, file_names: list[str]) -> dict[str, str]:
     """file_name -> URI (as listings write it) of a COCO set's images under ``image_root``;
     CorrectionError names the missing ones."""
+    from selftrain.registration import unreadable_note
     from storage.listing import list_files
 
     unreadable: list[str] = []
     found = {f.rel: f.uri for f in list_files(image_root, unreadable=unreadable)}
     missing = [n for n in file_names if n not in found]
     if missing:
-        why = f" ({len(unreadable)} cannot be read there: {unreadable[:3]})" if unreadable else ""
-        raise CorrectionError(f"{len(missing)} labeled image(s) are missing under {image_root}: {missing[:5]}{why}")
+        raise CorrectionError(
+            f"{len(missing)} labeled image(s) are missing under {image_root}: {missing[:5]}"
+            + unreadable_note(unreadable)
+        )
     return {n: found[n] for n in file_names}
 
 

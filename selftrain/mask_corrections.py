@@ -43,10 +43,10 @@ def _suffix(pair: dict) -> str:
     the set's folder) at the end of its URI - derived from the pair alone, so a folder given as
     a URL whose pairs hold local paths (file://) cannot shift it."""
     path, tail = pair["img_path"], "/" + pair["image_id"]
-    for k in range(len(path) + 1):  # the shortest suffix after which the path ends with /<stem>
-        if path[: len(path) - k].endswith(tail):
-            return path[len(path) - k :]
-    raise CorrectionError(f"the labeled image {path} does not end with its name {pair['image_id']!r}")
+    at = path.rfind(tail)  # the last: a suffix holds no '/', so no later '/<stem>' can start in it
+    if at < 0 or "/" in path[at + len(tail) :]:
+        raise CorrectionError(f"the labeled image {path} does not end with its name {pair['image_id']!r}")
+    return path[at + len(tail) :]
 
 
 def _under(root: str, uri: str) -> str:
@@ -223,12 +223,12 @@ def import_mask_corrections(
     rows = read_parquet(store.read(unlabeled, "images.parquet"), UNLABELED_IMAGES).to_pylist()
     images = {r["image_id"]: r["image_uri"] for r in rows}
     pairs = store.read_json(labeled, "pairs.json")
-    maps, notes = reviewed_maps(folder, images, {p["img_path"] for p in pairs})
+    already = {p["img_path"] for p in pairs}
+    maps, notes = reviewed_maps(folder, images, already)
     suffixes = sorted({_suffix(p) for p in pairs})  # registration matched it in any case
     if len({x.lower() for x in suffixes}) != 1:
         raise CorrectionError(f"the labeled set's images end in {suffixes}; the merged set needs one suffix")
     img_suffix = suffixes[0]
-    already = {p["img_path"] for p in pairs}
 
     reviewed: dict[str, np.ndarray] = {}
     labels = pseudo() if pseudo is not None else None

@@ -116,6 +116,14 @@ def orientation_note(files: list[str], orientations: list[int]) -> str | None:
     )
 
 
+def unreadable_note(unreadable: list[str]) -> str:
+    """' (N sub-folder(s) or file(s) there cannot be read: [...])' for an error about missing
+    files, when the listing (storage.listing.list_files' ``unreadable``) skipped some; else ''."""
+    if not unreadable:
+        return ""
+    return f" ({len(unreadable)} sub-folder(s) or file(s) there cannot be read: {unreadable[:3]})"
+
+
 def size_mismatch(name: str, declared: tuple[int, int], raw: bytes, decoded: tuple[int, int]) -> str | None:
     """The error text when an image's declared size differs from its decoded size, else None."""
     if declared == decoded:

@@ -17,6 +17,7 @@ against its listing, the watcher's listing against the last one it announced).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import itertools
@@ -115,7 +116,10 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
                     size = entry.stat(follow_symlinks=True).st_size  # a linked file's size
                 except FileNotFoundError:  # a dangling link (named), a file gone meanwhile: no file
                     if unreadable is not None and entry.is_symlink():
-                        unreadable.append(f"{entry.path} (a link to {os.readlink(entry.path)}, which does not exist)")
+                        with contextlib.suppress(OSError):  # the link itself gone meanwhile: no file
+                            unreadable.append(
+                                f"{entry.path} (a link to {os.readlink(entry.path)}, which does not exist)"
+                            )
                     continue
                 except OSError as exc:  # in a folder listed but not entered (no x permission), a link loop
                     if unreadable is not None and exc.errno != errno.ELOOP:

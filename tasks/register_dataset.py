@@ -35,6 +35,7 @@ from selftrain.registration import (
     exif_orientation,
     orientation_note,
     size_mismatch,
+    unreadable_note,
 )
 from selftrain.stage import done_or_claimed, expect, get_store, log_stage, stage_logger, stage_task
 from storage.keys import digest_bytes, digest_json
@@ -246,13 +247,9 @@ def image_uris(image_root: str, file_names: list[str]) -> dict[str, tuple[str, i
     missing = [f for f in file_names if f not in found]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        why = (
-            f" ({len(unreadable)} sub-folder(s) or file(s) there cannot be read: {unreadable[:3]})"
-            if unreadable
-            else ""
-        )
         raise DatasetError(
-            f"{len(missing)} image(s) named in the annotations are missing under {image_root}: {missing[:5]}{more}{why}"
+            f"{len(missing)} image(s) named in the annotations are missing under {image_root}: {missing[:5]}{more}"
+            + unreadable_note(unreadable)
         )
     return {f: found[f] for f in file_names}
 

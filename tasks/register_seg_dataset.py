@@ -42,6 +42,7 @@ from selftrain.registration import (
     degenerate,
     exif_orientation,
     size_mismatch,
+    unreadable_note,
 )
 from selftrain.stage import done_or_claimed, get_store, log_stage, stage_logger, stage_task
 from storage.keys import digest_bytes, digest_json
@@ -178,10 +179,6 @@ def _map_digests(uris: list[str]) -> list[str]:
         return list(pool.map(one, uris))
 
 
-def _unreadable_hint(unreadable: list[str]) -> str:
-    return f" ({len(unreadable)} sub-folder(s) or file(s) there cannot be read: {unreadable[:3]})" if unreadable else ""
-
-
 def _missing(what: str, missing: list[str], hint: str = "") -> DatasetError:
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     return DatasetError(f"{what}: {missing[:5]}{more}{hint}")
@@ -316,11 +313,11 @@ def register_seg_dataset(
             raise _missing(
                 f"{role}: split file {split}: {len(missing)} listed image(s) have no file {img_dir}/<name>{img_suffix}",
                 missing,
-                hint + _unreadable_hint(unreadable),
+                hint + unreadable_note(unreadable),
             )
         maps, _ = _split_files(ann_dir, stems, seg_map_suffix, f"{role}: ann_dir", unreadable)
     if not images:
-        raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}{_unreadable_hint(unreadable)}")
+        raise DatasetError(f"{role}: no images ending in {img_suffix} under {img_dir}{unreadable_note(unreadable)}")
     missing = sorted(set(images) - set(maps))
     if missing:
         import unicodedata
@@ -338,7 +335,7 @@ def register_seg_dataset(
         raise _missing(
             f"{role}: {len(missing)} image(s) have no label map ({seg_map_suffix}) under {ann_dir}",
             missing,
-            _unreadable_hint(unreadable) + form_hint,
+            unreadable_note(unreadable) + form_hint,
         )
     stems = sorted(images)
     map_digest = dict(zip(stems, _map_digests([maps[stem][0] for stem in stems]), strict=True))
