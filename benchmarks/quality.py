@@ -64,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-iters", type=int, default=None, help="default: the demo's")
     parser.add_argument("--student-iters", type=int, default=None, help="default: the papers' schedules")
     parser.add_argument(
+        "--num-labeled",
+        "--num-labelled",
+        dest="num_labeled",
+        type=int,
+        default=None,
+        help="the labeled split's size (default: the demo's, 12 DeepForest tiles / 16 composed images); the "
+        "rest of the pool stays unlabeled. Another size is another benchmark: by default its own folder, "
+        f"{default_out()}-labeled<N>",
+    )
+    parser.add_argument(
         "--alpha-experiment",
         action="store_true",
         help="also zoph students at alpha 4 with and without loss normalisation (Zoph et al. Appendix B)",
@@ -98,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if KINDS[args.task].made != "masks" or "st" not in (args.methods or ["st"]):  # ground-truth masks
             parser.error("--st-ablation needs --task segmentation and the st method")
+    if args.num_labeled is not None and args.num_labeled < 1:
+        parser.error(f"--num-labeled must be at least 1; got {args.num_labeled}")
     use_local_defaults()
-    out = os.path.abspath(args.out or default_out())
+    labeled_suffix = f"-labeled{args.num_labeled}" if args.num_labeled is not None else ""
+    # the data folder holds one split at a time: another labeled size gets its own folder, so that
+    # two benchmarks (or this one and the demo's) never rebuild each other's data under them
+    out = os.path.abspath(args.out or default_out() + labeled_suffix)
     methods = args.methods or DEFAULT_METHODS[args.task]
     t0 = time.time()
     rows = [run_seed(args.task, seed, methods, args, out) for seed in args.seeds]
@@ -107,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text + f"\n\n({time.time() - t0:.0f} s; store {out}/store)")
     os.makedirs(out, exist_ok=True)
     name = f"quality-{args.task}" + (f"-strong-{args.strong_aug}" if args.strong_aug is not None else "")
+    name += labeled_suffix
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({"methods": methods, "rows": rows}, f, indent=1)
     with open(os.path.join(out, f"{name}.md"), "w") as f:
@@ -114,13 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def demo_arguments(teacher_iters: int | None, student_iters: int | None, seed: int, methods: list[str]):
+def demo_arguments(
+    teacher_iters: int | None, student_iters: int | None, seed: int, methods: list[str], num_labeled: int | None = None
+):
     """The demo's command-line arguments for one benchmark seed: its defaults (every option it
-    has), with the schedule, the seed and the methods set."""
+    has), with the schedule, the seed, the methods and the labeled split's size set."""
     from app import demo
 
     ns = demo.arguments().parse_args([])
     ns.teacher_iters, ns.student_iters, ns.seed, ns.methods = teacher_iters, student_iters, seed, methods
+    ns.num_labeled = num_labeled
     return ns
 
 
@@ -135,7 +154,8 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
     from tasks.train_model import train_model
 
     make_params, _ = demo.DEMOS[task]
-    params = make_params(demo_arguments(args.teacher_iters, args.student_iters, seed, methods), out)
+    num_labeled = getattr(args, "num_labeled", None)
+    params = make_params(demo_arguments(args.teacher_iters, args.student_iters, seed, methods, num_labeled), out)
     name = f"quality-{task}-seed{seed}"
     if getattr(args, "strong_aug", None) is not None:  # checked as the flow checks it (st / st++ only)
         params = type(params).model_validate(params.model_dump() | {"strong_aug": args.strong_aug})
@@ -188,6 +208,7 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
         "validations": {m: checkpoint_validations(store, model(m), KINDS[task]) for m in ["teacher", *methods]}
         | {f"{m} control": c["validations"] for m, c in control.items()},
         "strong_aug": params.strong_aug,
+        "num_labeled": int(store.manifest(labeled).meta.get("num_images", 0)),
     }
     if args.st_ablation:
         row["st_ablation"] = st_ablation(params, store, report, out, seed, metric, row)
@@ -375,8 +396,9 @@ def table(rows: list[dict], task: str, methods: list[str]) -> str:
     metric = rows[0]["metric"]
     it = rows[0]["iters"]
     strong = rows[0].get("strong_aug", "strong")
+    labeled = f"{rows[0]['num_labeled']} labeled images; " if rows[0].get("num_labeled") else ""
     lines = [
-        f"{task}: {metric} on the held-out split, {len(rows)} seeds; teacher {it['teacher']} it; "
+        f"{task}: {metric} on the held-out split, {len(rows)} seeds; {labeled}teacher {it['teacher']} it; "
         + ", ".join(f"{m} student and its control {it[m]} it" for m in methods)
         + (f"; the students' strong augmentation {strong!r}" if strong != "strong" and set(methods) - {"zoph"} else ""),
         "",

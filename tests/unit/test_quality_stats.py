@@ -79,6 +79,27 @@ def test_each_seed_runs_the_demo_with_every_option_it_has():
     assert (ns.teacher_iters, ns.student_iters, ns.seed, ns.methods) == (60, None, 3, ["st", "st++"])
     params = demo._overrides(ns, demo.SEG_DEMO_PARAMS)
     assert params["seed"] == 3 and params["teacher_iters"] == 60 and "threshold_rule" not in params
+    assert ns.num_labeled is None  # the demo's own split
+    assert demo_arguments(60, None, 3, ["zoph"], num_labeled=24).num_labeled == 24
+
+
+def test_another_labeled_size_is_named_in_the_table_and_a_size_below_one_is_refused():
+    from benchmarks.quality import main
+
+    row = {
+        "seed": 0,
+        "metric": "bbox_mAP",
+        "teacher": 0.1,
+        "students": {"zoph": 0.11},
+        "controls": {"zoph": 0.1},
+        "iters": {"teacher": 900, "zoph": 900},
+        "num_labeled": 24,
+    }
+    assert "5 seeds" not in table([row], "detection", ["zoph"])
+    assert "1 seeds; 24 labeled images; teacher 900 it;" in table([row], "detection", ["zoph"])
+    with pytest.raises(SystemExit) as exit_info:  # refused before any data is prepared
+        main(["--task", "detection", "--num-labeled", "0"])
+    assert exit_info.value.code == 2
 
 
 def test_table_reports_the_st_ablation_beside_the_control():
