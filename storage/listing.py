@@ -24,8 +24,9 @@ import itertools
 import os
 import posixpath
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import fsspec
@@ -40,12 +41,43 @@ class ListedFile:
     """One file under a listed folder.
 
     ``rel``: its path relative to the folder, '/'-separated; ``uri``: a local path or a full
-    URL with protocol; ``size``: bytes.
+    URL with protocol; ``size``: bytes; ``version``: what the listing says of this version of
+    its bytes (:func:`local_version`, :func:`object_version`), '' when it says nothing usable -
+    not compared: two listings of one file are equal.
     """
 
     rel: str
     uri: str
     size: int
+    version: str = field(default="", compare=False)
+
+
+RACY_S = 2.0  # a file changed this recently may change again within its timestamp's granularity
+
+
+def local_version(st: os.stat_result, now_ns: int | None = None) -> str:
+    """A local file's version: its modification and status-change times (ns) and inode. Any
+    write changes the status-change time, which no tool sets back (``touch -d``, ``cp -p`` and
+    ``tar`` set the modification time only), so a file's bytes cannot change under one version -
+    unless it changed within ``RACY_S`` seconds of ``now_ns`` (default: now), when a second
+    write could land within the same timestamp (timestamps tick at a few milliseconds, at 1-2 s
+    on some network and FAT disks): then '' (unknown), as git treats such 'racy' entries."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    if max(st.st_mtime_ns, st.st_ctime_ns) > now_ns - int(RACY_S * 1e9):
+        return ""
+    return f"local:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
+def object_version(info: dict[str, Any]) -> str:
+    """An object's version from an object store's listing or ``info``: its ETag (S3, Azure;
+    changes with every write: an MD5 of the bytes, or of the parts' MD5s) or generation (GCS),
+    with its last-modified time; '' when the store gives none of them (a file system whose only
+    mark is a modification time, which a second write within its granularity keeps)."""
+    mark = next((str(info[k]) for k in ("ETag", "etag", "generation") if info.get(k)), "")
+    if not mark:
+        return ""
+    when = next((str(info[k]) for k in ("LastModified", "last_modified", "mtime", "updated") if info.get(k)), "")
+    return f"object:{mark}:{when}"
 
 
 # file systems that hold files rather than wrap another: in their URLs '::' is part of a name
@@ -92,6 +124,7 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
     nothing are skipped - and, given ``unreadable``, appended to it with the reason; a file
     gone meanwhile is no file."""
     seen, pending = set(), [root]
+    now_ns = time.time_ns()
     while pending:
         folder = pending.pop()
         real = os.path.realpath(folder)
@@ -113,7 +146,7 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
                     if entry.is_dir(follow_symlinks=True):
                         subfolders.append(entry.path)
                         continue
-                    size = entry.stat(follow_symlinks=True).st_size  # a linked file's size
+                    st = entry.stat(follow_symlinks=True)  # a linked file's size and times
                 except FileNotFoundError:  # a dangling link (named), a file gone meanwhile: no file
                     if unreadable is not None and entry.is_symlink():
                         with contextlib.suppress(OSError):  # the link itself gone meanwhile: no file
@@ -126,7 +159,7 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
                         unreadable.append(f"{entry.path} ({exc.strerror or exc})")
                     continue
                 rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
-                yield ListedFile(rel=rel, uri=entry.path, size=int(size))
+                yield ListedFile(rel=rel, uri=entry.path, size=int(st.st_size), version=local_version(st, now_ns))
         pending.extend(sorted(subfolders, reverse=True))  # the first in name order is visited next
 
 
@@ -173,12 +206,18 @@ def _object_store_files(fs: Any, root: str) -> Iterator[ListedFile]:
                     continue
                 path = info["name"]
                 yield ListedFile(
-                    rel=posixpath.relpath(path, base), uri=fs.unstrip_protocol(path), size=int(info.get("size") or 0)
+                    rel=posixpath.relpath(path, base),
+                    uri=fs.unstrip_protocol(path),
+                    size=int(info.get("size") or 0),
+                    version=object_version(info),
                 )
         return
     for path, info in fs.find(root, detail=True).items():  # other filesystems: one whole listing
         yield ListedFile(
-            rel=posixpath.relpath(path, base), uri=fs.unstrip_protocol(path), size=int(info.get("size") or 0)
+            rel=posixpath.relpath(path, base),
+            uri=fs.unstrip_protocol(path),
+            size=int(info.get("size") or 0),
+            version=object_version(info),
         )
 
 

@@ -11,7 +11,9 @@ content: the images' URIs and byte sizes (symbolic links followed), the label ma
 and SHA-256 digests - the labels are the set's content, and a map corrected in place keeps
 its name and often its byte size (a value remapped, an uncompressed PNG) - the role, class
 names, suffixes and label mapping. An image edited in place at the same byte size (an EXIF
-orientation tag rewritten) keeps the key: images are not read to key the set. Every problem
+orientation tag rewritten) keeps the key: images are not read to key the set. The maps'
+digests are stored by the listing's versions of them (:func:`_map_digests`): an unchanged set
+registered again reads no file. Every problem
 names the file it concerns; two files whose names differ in the suffix's case only
 (``a.png``, ``a.PNG``) are refused when the folders are listed (a split's look-up takes
 the suffix as given first); a sub-folder or file that cannot be read (a volume's
@@ -46,11 +48,12 @@ from selftrain.registration import (
 )
 from selftrain.stage import done_or_claimed, get_store, log_stage, stage_logger, stage_task
 from storage.keys import digest_bytes, digest_json
-from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, read_url
+from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, local_version, object_version, read_url
 from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "seg_dataset", 3  # 3: label maps keyed by their bytes, not their sizes
+DIGESTS_STAGE, DIGESTS_VERSION = "seg_map_digests", 1  # the label maps' digests by their listing (_map_digests)
 MAP_READ_THREADS = 8  # label maps read at once for their digests (object stores answer each in ~10 ms)
 
 
@@ -62,18 +65,18 @@ def _list(url: str, what: str, unreadable: list[str]) -> list[ListedFile]:
         raise DatasetError(f"{what}: {exc}") from exc
 
 
-def _by_stem(files: list[ListedFile], suffix: str, what: str) -> dict[str, tuple[str, int]]:
-    """stem (path relative to the folder, without suffix) -> (uri, size) of the files ending in
+def _by_stem(files: list[ListedFile], suffix: str, what: str) -> dict[str, tuple[str, int, str]]:
+    """stem (path relative to the folder, without suffix) -> (uri, size, version) of the files ending in
     suffix (in any case). DatasetError naming both when two files differ in the suffix's case
     only (``a.png`` and ``a.PNG``): either could be the image's, and a listing's order is no
     reason to choose."""
-    found: dict[str, tuple[str, int]] = {}
+    found: dict[str, tuple[str, int, str]] = {}
     for f in files:
         if f.rel.lower().endswith(suffix.lower()):
             stem = f.rel[: -len(suffix)]
             if stem in found:
                 raise DatasetError(f"{what}: {found[stem][0]} and {f.uri} are one name in two spellings; remove one")
-            found[stem] = (f.uri, f.size)
+            found[stem] = (f.uri, f.size, f.version)
     return found
 
 
@@ -125,8 +128,8 @@ def read_split(url: str, role: str = "set") -> tuple[list[str], list[str]]:
 
 def _split_files(
     folder: str, stems: list[str], suffix: str, what: str, unreadable: list[str]
-) -> tuple[dict[str, tuple[str, int]], list[str]]:
-    """(stem -> (uri, size) of each listed stem's file ``<folder>/<stem><suffix>`` - the
+) -> tuple[dict[str, tuple[str, int, str]], list[str]]:
+    """(stem -> (uri, size, version) of each listed stem's file ``<folder>/<stem><suffix>`` - the
     suffix as given, in lower or in upper case - the stems without one). One look-up a file:
     the folder is not listed, since it may hold far more (a merged set's folder holds the
     unlabeled pool too). URIs are formed as listings form them; a file that cannot be reached
@@ -144,7 +147,7 @@ def _split_files(
         base = os.path.abspath(base)
     if not fs.isdir(base):
         raise DatasetError(f"{what} {folder} does not exist (or is not a folder)")
-    found: dict[str, tuple[str, int]] = {}
+    found: dict[str, tuple[str, int, str]] = {}
     missing: list[str] = []
     for stem in stems:
         for ending in dict.fromkeys((suffix, suffix.lower(), suffix.upper())):
@@ -158,16 +161,35 @@ def _split_files(
                 unreadable.append(f"{path} ({exc.strerror or exc})")
                 break
             if info.get("type") != "directory":  # the URI a listing gives the file (storage/listing.py)
-                found[stem] = (path if local else fs.unstrip_protocol(path), int(info.get("size") or 0))
+                if local:
+                    try:
+                        version = local_version(os.stat(path))
+                    except OSError:  # gone since: no version, read when digested (and named then)
+                        version = ""
+                else:
+                    version = object_version(info)
+                found[stem] = (
+                    path if local else fs.unstrip_protocol(path),
+                    int(info.get("size") or 0),
+                    version,
+                )
                 break
         if stem not in found:
             missing.append(stem)
     return found, missing
 
 
-def _map_digests(uris: list[str]) -> list[str]:
-    """SHA-256 (hex) of each label map's bytes, in the order given, read MAP_READ_THREADS at a
-    time. DatasetError naming the map when one vanished or cannot be read since it was listed."""
+def _map_digests(store: Any, dataset: str, maps: list[tuple[str, int, str]]) -> list[str]:
+    """SHA-256 (hex) of each label map's bytes, for ``maps`` as (uri, size, version) in the
+    order given, read MAP_READ_THREADS at a time.
+
+    When the listing gave every map a version (storage/listing.py: a local file's times and
+    inode, an object's ETag), the digests are stored (stage ``seg_map_digests``) under a key of
+    every map's URI, size and version, so that registering an unchanged set again reads no label
+    map (20,000 maps on S3 are otherwise 20,000 GETs a run); a map added, removed, rewritten or
+    touched makes another key and every map is read again. Without a version for every map
+    (a file system that gives none, a file changed within the last seconds) every map is read.
+    DatasetError naming the map when one vanished or cannot be read since it was listed."""
 
     def one(uri: str) -> str:
         try:
@@ -175,8 +197,17 @@ def _map_digests(uris: list[str]) -> list[str]:
         except OSError as exc:
             raise DatasetError(f"label map {uri} cannot be read: {type(exc).__name__}: {exc}") from exc
 
+    ref = None
+    if maps and all(version for _, _, version in maps):
+        listing = digest_json([[uri, size, version] for uri, size, version in maps])
+        ref = store.stage_ref(dataset, DIGESTS_STAGE, DIGESTS_VERSION, "", {"maps": listing}, {})
+        if done_or_claimed(store, ref, "label map digests"):
+            return list(store.read_json(ref, "digests.json"))
     with ThreadPoolExecutor(MAP_READ_THREADS) as pool:
-        return list(pool.map(one, uris))
+        digests = list(pool.map(one, [uri for uri, _, _ in maps]))
+    if ref is not None:
+        store.write(ref, {"digests.json": json.dumps(digests).encode()}, meta={"num_maps": len(maps)})
+    return digests
 
 
 def _missing(what: str, missing: list[str], hint: str = "") -> DatasetError:
@@ -199,7 +230,7 @@ def _listing_warnings(
     they are computed on every registration, a reused one included (a map added since is said
     then, and a folder made readable again is no longer said)."""
     found: list[str] = []
-    map_uris = {uri for uri, _ in maps.values()}
+    map_uris = {uri for uri, *_ in maps.values()}
     others = [
         f.rel
         for f in img_files
@@ -338,7 +369,7 @@ def register_seg_dataset(
             unreadable_note(unreadable) + form_hint,
         )
     stems = sorted(images)
-    map_digest = dict(zip(stems, _map_digests([maps[stem][0] for stem in stems]), strict=True))
+    map_digest = dict(zip(stems, _map_digests(store, dataset, [maps[stem] for stem in stems]), strict=True))
     # the URIs too: the stored pairs name the files, and a suffix matched in any case (a.png
     # renamed a.PNG) would otherwise reuse pairs that name a file no longer there
     listing = {stem: [images[stem][1], map_digest[stem], images[stem][0], maps[stem][0]] for stem in stems}

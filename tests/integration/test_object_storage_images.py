@@ -77,3 +77,56 @@ def test_a_split_file_on_s3_names_its_images_as_the_listing_does(s3_server, s3_b
     listed = {f.rel: f.uri for f in list_files(f"{root}/JPEGImages")}
     assert [p["image_id"] for p in pairs] == ["2007/000032", "2007/000033"]
     assert [p["img_path"] for p in pairs] == [listed["2007/000032.png"], listed["2007/000033.png"]]
+
+
+def test_an_unchanged_set_on_s3_is_registered_again_without_a_get_of_its_label_maps(
+    s3_server, s3_bucket, monkeypatch, tmp_path
+):
+    """On a real S3 server a map's version is its ETag and LastModified, from the listing or
+    (with a split file) each object's HEAD: registering an unchanged set again GETs no label
+    map, and a map uploaded again - even the same bytes, so the same ETag - is read again."""
+    import time
+
+    import s3fs
+
+    import tasks.register_seg_dataset as task
+    from selftrain.stage import get_store
+
+    monkeypatch.setenv("SELFTRAIN_S3_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.storage_options()["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage_options()["secret"])
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options())
+
+    def png(arr):
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(arr, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    label = png([[0, 1, 1, 1, 1, 255]] * 4)
+    for name in ("a", "b"):
+        fs.pipe_file(f"{s3_bucket}/set/img/{name}.png", png(np.zeros((4, 6, 3))))
+        fs.pipe_file(f"{s3_bucket}/set/ann/{name}.png", label)
+    fs.pipe_file(f"{s3_bucket}/set/train.txt", b"a\nb\n")
+    root = f"s3://{s3_bucket}/set"
+    store = str(tmp_path / "store")
+    reads: list[str] = []
+    real = task.read_url
+    monkeypatch.setattr(task, "read_url", lambda uri: reads.append(uri) or real(uri))
+
+    def map_reads() -> list[str]:
+        return sorted(u.rsplit("/", 1)[1] for u in reads if "/ann/" in u)
+
+    args = (store, "s3set", f"{root}/img", f"{root}/ann", ["background", "thing"], "labeled", ".png", ".png")
+    ref = task.register_seg_dataset.fn(*args)
+    assert map_reads() == ["a.png", "a.png", "b.png", "b.png"]  # for their digests, then checked
+    reads.clear()
+    assert task.register_seg_dataset.fn(*args) == ref
+    assert reads == []
+    # a split file: each map's HEAD gives the version the listing gave, so nothing is read either
+    assert task.register_seg_dataset.fn(*args, split=f"{root}/train.txt") == ref
+    assert map_reads() == [] and reads == [f"{root}/train.txt"]
+    time.sleep(1.1)  # LastModified has whole seconds
+    fs.pipe_file(f"{s3_bucket}/set/ann/b.png", label)  # uploaded again: the same ETag, a new LastModified
+    assert task.register_seg_dataset.fn(*args) == ref  # the same content: the registration is reused
+    assert map_reads() == ["a.png", "b.png"]  # after both maps were read for their digests
+    assert len(get_store(store).list("s3set", task.DIGESTS_STAGE)) == 2

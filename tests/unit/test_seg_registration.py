@@ -59,11 +59,17 @@ def test_register_stores_pairs_and_is_content_addressed(tmp_path):
     assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled") != ref
 
 
-def test_a_label_map_corrected_in_place_at_the_same_byte_size_is_registered_again(tmp_path):
+@pytest.mark.parametrize("racy_s", [None, 0.0], ids=["maps-just-written", "map-digests-stored"])
+def test_a_label_map_corrected_in_place_at_the_same_byte_size_is_registered_again(tmp_path, monkeypatch, racy_s):
     """A map's bytes, not its size, enter the key: an uncompressed PNG (or a remapped value)
     keeps its byte size when corrected, and a key of sizes reused the stale registration -
-    and every stage trained on it - without a word."""
+    and every stage trained on it - without a word. Also when the maps' digests are stored
+    by their versions (maps older than RACY_S seconds): a rewrite is another version."""
+    import storage.listing
     from selftrain.stage import get_store
+
+    if racy_s is not None:
+        monkeypatch.setattr(storage.listing, "RACY_S", racy_s)
 
     img, ann = _set(tmp_path)
     label = np.ones((4, 6), np.uint8)
@@ -293,3 +299,58 @@ def test_a_split_file_is_refused_naming_its_line_or_its_missing_images(tmp_path)
     (tmp_path / "ann" / "1.png").unlink()
     with pytest.raises(DatasetError, match=r"1 image\(s\) have no label map .*\['1'\]"):
         register()
+
+
+def test_an_unchanged_set_is_registered_again_without_reading_a_label_map(tmp_path, monkeypatch):
+    """The maps' digests are stored by the listing's versions (times and inode): registering an
+    unchanged set again reads no file - on S3 each map is a GET a run - and any change to a map
+    (rewritten, even at the same bytes; added) reads them again."""
+    import storage.listing
+    import tasks.register_seg_dataset as task
+    from selftrain.stage import get_store
+
+    monkeypatch.setattr(storage.listing, "RACY_S", 0.0)  # the files were just written
+    reads = []
+    real = task.read_url
+    monkeypatch.setattr(task, "read_url", lambda uri: reads.append(uri) or real(uri))
+    img, ann = _set(tmp_path, n=3)
+    store = str(tmp_path / "store")
+    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    assert len(reads) == 3 + 3 + 3  # the maps for their digests, then each image and map checked
+    (digests,) = get_store(store).list("d", task.DIGESTS_STAGE)
+    assert len(get_store(store).read_json(digests, "digests.json")) == 3
+    reads.clear()
+    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled") == ref
+    assert reads == []
+    Image.open(tmp_path / "ann" / "2.png").save(tmp_path / "ann" / "2.png")  # the same pixels, written again
+    assert register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled") == ref  # the same content
+    assert sorted(reads) == sorted(f"{ann}/{i}.png" for i in range(3))  # a new version: every map read again
+    assert len(get_store(store).list("d", task.DIGESTS_STAGE)) == 2
+
+
+def test_a_file_changed_within_racy_seconds_has_no_version_and_its_set_stores_no_digests(tmp_path):
+    """A local file's version is its times and inode - unless it changed within RACY_S seconds,
+    when a second write could land within the same timestamp (git's 'racy' entries); then it
+    has none, and its set's maps are read on every registration."""
+    import os
+
+    import tasks.register_seg_dataset as task
+    from selftrain.stage import get_store
+    from storage.listing import RACY_S, list_files, local_version, object_version
+
+    img, ann = _set(tmp_path)
+    st = os.stat(f"{ann}/0.png")
+    changed = max(st.st_mtime_ns, st.st_ctime_ns)
+    assert local_version(st, now_ns=changed + int(RACY_S * 1e9) - 1) == ""
+    old = local_version(st, now_ns=changed + int(RACY_S * 1e9))
+    assert old == f"local:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    assert {f.version for f in list_files(ann)} == {""}  # just written
+    store = str(tmp_path / "store")
+    register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    assert get_store(store).list("d", task.DIGESTS_STAGE) == []
+    # object stores: the ETag (or generation) changes with every write; a modification time alone is no version
+    assert object_version({"ETag": '"9b2c"', "LastModified": "2026-12-01 07:00:00+00:00"}) == (
+        'object:"9b2c":2026-12-01 07:00:00+00:00'
+    )
+    assert object_version({"generation": 17, "updated": "t"}) == "object:17:t"
+    assert object_version({"mtime": 1764572400.0, "size": 4}) == ""
