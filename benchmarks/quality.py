@@ -193,16 +193,33 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
             result[method] = {
                 "value": float(metrics[metric]),
                 "validations": checkpoint_validations(store, control, KINDS[task]),
+                "ref": control,
             }
         return result
 
     control = controls()
+
+    @flow(name="quality-pool")
+    def on_the_pool() -> dict[str, float]:
+        """Every model on the unlabeled pool's own ground truth (unlabeled_gt: never used in
+        training): how well the teacher labels the images its students learn from, and whether
+        learning from its pseudo labels made a model better or worse on those very images."""
+        pool = pool_set(params).register(params.store, params.dataset, "val", like=labeled)
+        models = {"teacher": teacher} | {m: model(m) for m in methods}
+        models |= {f"{m} control": c["ref"] for m, c in control.items()}
+        return {
+            name: float(store.read_json(evaluate(params.store, params.config, ref, pool), "metrics.json")[metric])
+            for name, ref in models.items()
+        }
+
     row = {
         "seed": seed,
         "metric": metric,
         "teacher": float(report["metrics"]["teacher"][metric]),
         "students": {m: float(report["metrics"][m][metric]) for m in methods},
         "controls": {m: c["value"] for m, c in control.items()},
+        # the same models on the unlabeled images' own ground truth (the demo's data has it)
+        "pool": on_the_pool() if params.unlabeled_gt is not None else None,
         "iters": {m: int(store.manifest(model(m)).meta["iters"]) for m in ["teacher", *methods]},
         # each training's own validations at its K checkpoints: overfitting shows here
         "validations": {m: checkpoint_validations(store, model(m), KINDS[task]) for m in ["teacher", *methods]}
@@ -224,6 +241,18 @@ def run_seed(task: str, seed: int, methods: list[str], args, out: str) -> dict:
             except Exception as e:  # a diverged training is a result here, not a crash
                 row["alpha4"][name] = {"value": None, "error": f"{type(e).__name__}: {e}"[:300]}
     return row
+
+
+def pool_set(params):
+    """The unlabeled pool as a held-out set of the labeled set's kind, with its ground truth
+    (``unlabeled_gt``: a COCO file whose images lie under the labeled set's image root, or a
+    folder of label maps named as the unlabeled images) - for measuring, never for training."""
+    from flows.params import CocoSet
+
+    lab = params.labeled
+    if isinstance(lab, CocoSet):
+        return lab.model_copy(update={"ann_file": params.unlabeled_gt})
+    return lab.model_copy(update={"img_dir": params.unlabeled, "ann_dir": params.unlabeled_gt, "split": None})
 
 
 def checkpoint_validations(store, model, kind) -> list[float]:
@@ -426,6 +455,27 @@ def table(rows: list[dict], task: str, methods: list[str]) -> str:
             f"| {a} - {b} | {s['mean']:+.4f} | {s['sd']:.4f} | {s['wins']}/{s['n']} | {s['t_p']:.3f} "
             f"| {s['wilcoxon_p']:.3f} |"
         )
+    on_pool = [r for r in rows if r.get("pool")]
+    if on_pool:
+        names = ["teacher"] + [n for m in methods for n in (m, f"{m} control")]
+        lines += [
+            "",
+            f"The same models on the unlabeled images' own ground truth ({metric}; never used in training): "
+            "how well the teacher labels the pool, and what learning from its pseudo labels did on those images",
+            "",
+            "| seed | " + " | ".join(names) + " |",
+            "| --- " * (1 + len(names)) + "|",
+        ]
+        for r in on_pool:
+            lines.append(f"| {r['seed']} | " + " | ".join(f"{r['pool'][n]:.4f}" for n in names) + " |")
+        lines += ["", "| comparison on the pool | mean difference | SD | wins | paired t-test p (one-sided) |"]
+        lines.append("| --- | --- | --- | --- | --- |")
+        for m in methods:
+            for other in (f"{m} control", "teacher"):
+                s = paired([r["pool"][m] for r in on_pool], [r["pool"][other] for r in on_pool])
+                lines.append(
+                    f"| {m} - {other} | {s['mean']:+.4f} | {s['sd']:.4f} | {s['wins']}/{s['n']} | {s['t_p']:.3f} |"
+                )
     checked = [r for r in rows if r.get("validations")]
     if checked:
         lines += [

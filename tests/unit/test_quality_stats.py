@@ -251,3 +251,51 @@ def test_each_trainings_checkpoint_validations_are_read_and_tabled(tmp_path):
     text = table([row], "segmentation", ["st"])
     assert "| 0 | st control | 2916 | 0.5854, 0.4469, 0.4725 |" in text
     assert "| 0 | teacher | 972 | 0.5000, 0.5800, 0.5925 |" in text
+
+
+def test_the_models_on_the_pool_are_tabled_with_their_paired_differences():
+    rows = [
+        {
+            "seed": s,
+            "metric": "bbox_mAP",
+            "teacher": 0.07,
+            "students": {"zoph": 0.07},
+            "controls": {"zoph": 0.07},
+            "iters": {"teacher": 900, "zoph": 900},
+            "pool": {"teacher": 0.15, "zoph": zoph, "zoph control": control},
+        }
+        for s, zoph, control in ((0, 0.12, 0.14), (1, 0.13, 0.14))
+    ]
+    text = table(rows, "detection", ["zoph"])
+    assert "| seed | teacher | zoph | zoph control |\n| --- | --- | --- | --- |\n| 0 | 0.1500 | 0.1200 | 0.1400 |" in text
+    # zoph - control: -0.02, -0.01 -> mean -0.015, SD 0.0071, no win; zoph - teacher: -0.03, -0.02
+    assert "| zoph - zoph control | -0.0150 | 0.0071 | 0/2 |" in text
+    assert "| zoph - teacher | -0.0250 | 0.0071 | 0/2 |" in text
+    assert "pool" not in table([dict(rows[0], pool=None)], "detection", ["zoph"])
+
+
+def test_the_pool_is_a_held_out_set_of_the_labeled_sets_kind():
+    from flows.params import CocoSet, SegSet, SelfTrainingParams
+
+    from benchmarks.quality import pool_set
+
+    det = SelfTrainingParams(
+        dataset="d",
+        task="detection",
+        labeled=CocoSet(ann_file="/d/labeled.json", image_root="/d/images"),
+        val=CocoSet(ann_file="/d/val.json", image_root="/d/images"),
+        unlabeled="/d/images/unlabeled",
+        unlabeled_gt="/d/unlabeled_gt.json",
+    )
+    assert pool_set(det) == CocoSet(ann_file="/d/unlabeled_gt.json", image_root="/d/images")
+    labeled = SegSet(img_dir="/s/l", ann_dir="/s/la", classes=["bg", "a"], label_map={255: 1}, split="/s/t.txt")
+    seg = SelfTrainingParams(
+        dataset="s",
+        task="segmentation",
+        labeled=labeled,
+        val=SegSet(img_dir="/s/v", ann_dir="/s/va", classes=["bg", "a"]),
+        unlabeled="/s/u",
+        unlabeled_gt="/s/ua",
+    )
+    pool = pool_set(seg)
+    assert (pool.img_dir, pool.ann_dir, pool.split, pool.label_map) == ("/s/u", "/s/ua", None, {255: 1})

@@ -354,3 +354,25 @@ def test_a_file_changed_within_racy_seconds_has_no_version_and_its_set_stores_no
     )
     assert object_version({"generation": 17, "updated": "t"}) == "object:17:t"
     assert object_version({"mtime": 1764572400.0, "size": 4}) == ""
+
+
+def test_a_label_map_that_changes_between_its_digest_and_its_check_is_refused(tmp_path, monkeypatch):
+    """The key names the bytes digested; a map rewritten before it is checked (another tool
+    still writing the set) would give a registration whose key names content never checked."""
+    import tasks.register_seg_dataset as task
+
+    img, ann = _set(tmp_path)
+    real = task.read_url
+    seen: list[str] = []
+
+    def rewritten_after_first_read(uri: str) -> bytes:
+        seen.append(uri)
+        if uri.endswith("1.png") and seen.count(uri) == 2:  # the check's read: the file changed since
+            label = np.zeros((4, 6), np.uint8)
+            label[0, 0] = 1
+            return _png(label)
+        return real(uri)
+
+    monkeypatch.setattr(task, "read_url", rewritten_after_first_read)
+    with pytest.raises(DatasetError, match=re.escape(f"{ann}/1.png changed while the set was being registered")):
+        register_seg_dataset.fn(str(tmp_path / "store"), "d", img, ann, ["bg", "fg"], "labeled")
