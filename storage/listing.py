@@ -23,6 +23,7 @@ import heapq
 import itertools
 import os
 import posixpath
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -53,15 +54,50 @@ class ListedFile:
 
 
 RACY_S = 2.0  # a file changed this recently may change again within its timestamp's granularity
+# local file systems whose status-change time (ctime) the kernel sets on every write and no user
+# can set: a file's times and inode then name one version of its bytes. Not: network and FUSE
+# file systems (attributes cached, times taken from a server or set by its tools), read-only
+# images built with fixed times (squashfs), vfat (its ctime is its mtime).
+VERSIONED_LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "overlay", "f2fs"})
 
 
-def local_version(st: os.stat_result, now_ns: int | None = None) -> str:
-    """A local file's version: its modification and status-change times (ns) and inode. Any
-    write changes the status-change time, which no tool sets back (``touch -d``, ``cp -p`` and
-    ``tar`` set the modification time only), so a file's bytes cannot change under one version -
-    unless it changed within ``RACY_S`` seconds of ``now_ns`` (default: now), when a second
-    write could land within the same timestamp (timestamps tick at a few milliseconds, at 1-2 s
-    on some network and FAT disks): then '' (unknown), as git treats such 'racy' entries."""
+def mount_types() -> list[tuple[str, str]]:
+    """(mount point, file-system type) of every mount this process sees, longest mount point
+    first (Linux's /proc/self/mountinfo); [] where there is none (no local file has a version)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    mounts = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, after = left.split(), right.split()
+        if len(fields) >= 5 and after:  # octal escapes for a space, tab, newline, backslash
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            mounts.append((point, after[0]))
+    return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+
+
+def fs_type(path: str, mounts: list[tuple[str, str]]) -> str:
+    """The type of the file system holding ``path`` (resolved through links), '' when unknown."""
+    real = os.path.realpath(path)
+    for point, kind in mounts:
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            return kind
+    return ""
+
+
+def local_version(st: os.stat_result, now_ns: int | None = None, fs: str = "") -> str:
+    """A local file's version: its modification and status-change times (ns) and inode. On the
+    file systems of VERSIONED_LOCAL_FS (``fs``: :func:`fs_type`) any write changes the
+    status-change time, which no tool sets back (``touch -d``, ``cp -p`` and ``tar`` set the
+    modification time only), so a file's bytes cannot change under one version - unless it
+    changed within ``RACY_S`` seconds of ``now_ns`` (default: now), when a second write could
+    land within the same timestamp (timestamps tick at a few milliseconds): then '' (unknown),
+    as git treats such 'racy' entries; '' too on any other file system."""
+    if fs not in VERSIONED_LOCAL_FS:
+        return ""
     now_ns = time.time_ns() if now_ns is None else now_ns
     if max(st.st_mtime_ns, st.st_ctime_ns) > now_ns - int(RACY_S * 1e9):
         return ""
@@ -69,15 +105,42 @@ def local_version(st: os.stat_result, now_ns: int | None = None) -> str:
 
 
 def object_version(info: dict[str, Any]) -> str:
-    """An object's version from an object store's listing or ``info``: its ETag (S3, Azure;
-    changes with every write: an MD5 of the bytes, or of the parts' MD5s) or generation (GCS),
-    with its last-modified time; '' when the store gives none of them (a file system whose only
-    mark is a modification time, which a second write within its granularity keeps)."""
-    mark = next((str(info[k]) for k in ("ETag", "etag", "generation") if info.get(k)), "")
-    if not mark:
-        return ""
-    when = next((str(info[k]) for k in ("LastModified", "last_modified", "mtime", "updated") if info.get(k)), "")
-    return f"object:{mark}:{when}"
+    """An object's version where the store gives a digest of its bytes: an ETag that is an MD5
+    (S3 and S3-compatible stores, an object uploaded in one part without KMS encryption) or
+    GCS's ``md5Hash``, as 'md5:<hex>'. A digest of the content, not a mark of a write: whatever
+    happens to the object (rewritten, restored, a version undone), one MD5 is one content, and
+    :func:`version_holds` checks the bytes read against it. '' otherwise (a multipart ETag, an
+    HTTP server's ETag of times and size, a modification time)."""
+    import base64
+    import binascii
+
+    etag = str(info.get("ETag") or info.get("etag") or "").strip().strip('"').lower()
+    if re.fullmatch(r"[0-9a-f]{32}", etag):
+        return f"md5:{etag}"
+    md5 = info.get("md5Hash")
+    if md5:
+        try:
+            return f"md5:{base64.b64decode(str(md5), validate=True).hex()}"
+        except (binascii.Error, ValueError):
+            return ""
+    return ""
+
+
+def version_holds(uri: str, version: str, data: bytes) -> bool:
+    """Whether ``data``, just read from ``uri``, is the version ``version`` a listing gave it:
+    an 'md5:' version is the MD5 of the bytes; a local one must still be the file's version
+    after the read (a write since the listing changed its status-change time). False for ''."""
+    if version.startswith("md5:"):
+        import hashlib
+
+        return hashlib.md5(data, usedforsecurity=False).hexdigest() == version[4:]
+    if version.startswith("local:"):
+        try:
+            st = os.stat(uri)
+        except OSError:
+            return False
+        return local_version(st, fs=fs_type(uri, mount_types())) == version
+    return False
 
 
 # file systems that hold files rather than wrap another: in their URLs '::' is part of a name
@@ -124,13 +187,14 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
     nothing are skipped - and, given ``unreadable``, appended to it with the reason; a file
     gone meanwhile is no file."""
     seen, pending = set(), [root]
-    now_ns = time.time_ns()
+    now_ns, mounts = time.time_ns(), mount_types()
     while pending:
         folder = pending.pop()
         real = os.path.realpath(folder)
         if real in seen:  # a link back up the tree, or a second link: visit each real folder once
             continue
         seen.add(real)
+        kind = fs_type(real, mounts)  # a linked sub-folder may be on another disk
         subfolders = []
         try:
             entries = os.scandir(folder)
@@ -159,7 +223,7 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
                         unreadable.append(f"{entry.path} ({exc.strerror or exc})")
                     continue
                 rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
-                yield ListedFile(rel=rel, uri=entry.path, size=int(st.st_size), version=local_version(st, now_ns))
+                yield ListedFile(rel=rel, uri=entry.path, size=int(st.st_size), version=local_version(st, now_ns, kind))
         pending.extend(sorted(subfolders, reverse=True))  # the first in name order is visited next
 
 
@@ -248,6 +312,7 @@ def iter_files(
             raise FileNotFoundError(f"folder {url} does not exist")
         files: Iterator[ListedFile] = _walk_local(root, unreadable)
     else:
+        fs.invalidate_cache(root)  # a filesystem object reused in this process may hold an old listing
         if not fs.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
         files = _object_store_files(fs, root)
@@ -322,7 +387,7 @@ def _spill(items: Iterable[ListedFile], path: str) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("rel", pa.string()), ("uri", pa.string()), ("size", pa.int64())])
+    schema = pa.schema([("rel", pa.string()), ("uri", pa.string()), ("size", pa.int64()), ("version", pa.string())])
     with pq.ParquetWriter(path, schema) as out:
         chunk: list[ListedFile] = []
         for f in itertools.chain(items, [None]):
@@ -331,7 +396,12 @@ def _spill(items: Iterable[ListedFile], path: str) -> str:
             if chunk and (f is None or len(chunk) == ROW_GROUP):
                 out.write_table(
                     pa.table(
-                        {"rel": [c.rel for c in chunk], "uri": [c.uri for c in chunk], "size": [c.size for c in chunk]},
+                        {
+                            "rel": [c.rel for c in chunk],
+                            "uri": [c.uri for c in chunk],
+                            "size": [c.size for c in chunk],
+                            "version": [c.version for c in chunk],
+                        },
                         schema=schema,
                     )
                 )
@@ -346,8 +416,8 @@ def _read_run(path: str) -> Iterator[ListedFile]:
     run = pq.ParquetFile(path, pre_buffer=False)
     for i in range(run.num_row_groups):
         cols = run.read_row_group(i, use_threads=False).to_pydict()
-        for rel, uri, size in zip(cols["rel"], cols["uri"], cols["size"], strict=True):
-            yield ListedFile(rel=rel, uri=uri, size=int(size))
+        for rel, uri, size, version in zip(cols["rel"], cols["uri"], cols["size"], cols["version"], strict=True):
+            yield ListedFile(rel=rel, uri=uri, size=int(size), version=version)
 
 
 def join_sorted(

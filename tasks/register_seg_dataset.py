@@ -48,7 +48,17 @@ from selftrain.registration import (
 )
 from selftrain.stage import done_or_claimed, get_store, log_stage, stage_logger, stage_task
 from storage.keys import digest_bytes, digest_json
-from storage.listing import IMAGE_SUFFIXES, ListedFile, list_files, local_version, object_version, read_url
+from storage.listing import (
+    IMAGE_SUFFIXES,
+    ListedFile,
+    fs_type,
+    list_files,
+    local_version,
+    mount_types,
+    object_version,
+    read_url,
+    version_holds,
+)
 from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
 
@@ -143,8 +153,11 @@ def _split_files(
 
     fs, base = url_fs(folder)
     local = isinstance(fs, LocalFileSystem)
+    mounts = mount_types() if local else []
     if local:
         base = os.path.abspath(base)
+    else:
+        fs.invalidate_cache(base)  # a filesystem object reused in this process may hold old answers
     if not fs.isdir(base):
         raise DatasetError(f"{what} {folder} does not exist (or is not a folder)")
     found: dict[str, tuple[str, int, str]] = {}
@@ -163,7 +176,7 @@ def _split_files(
             if info.get("type") != "directory":  # the URI a listing gives the file (storage/listing.py)
                 if local:
                     try:
-                        version = local_version(os.stat(path))
+                        version = local_version(os.stat(path), fs=fs_type(path, mounts))
                     except OSError:  # gone since: no version, read when digested (and named then)
                         version = ""
                 else:
@@ -184,18 +197,23 @@ def _map_digests(store: Any, dataset: str, maps: list[tuple[str, int, str]]) -> 
     order given, read MAP_READ_THREADS at a time.
 
     When the listing gave every map a version (storage/listing.py: a local file's times and
-    inode, an object's ETag), the digests are stored (stage ``seg_map_digests``) under a key of
-    every map's URI, size and version, so that registering an unchanged set again reads no label
-    map (20,000 maps on S3 are otherwise 20,000 GETs a run); a map added, removed, rewritten or
-    touched makes another key and every map is read again. Without a version for every map
-    (a file system that gives none, a file changed within the last seconds) every map is read.
+    inode on a file system where they name its bytes, an object's MD5), the digests are stored
+    (stage ``seg_map_digests``) under a key of every map's URI, size and version - and only when
+    every map read was still that version (``version_holds``: its MD5, or its times after the
+    read) - so that registering an unchanged set again reads no label map (20,000 maps on S3
+    are otherwise 20,000 GETs a run); a map added, removed or changed (locally any write or
+    touch; on an object store other bytes) makes another key and every map is read again.
+    Without a version for every map (another file system, an object uploaded in parts, a file
+    changed within the last seconds) every map is read.
     DatasetError naming the map when one vanished or cannot be read since it was listed."""
 
-    def one(uri: str) -> str:
+    def one(entry: tuple[str, int, str]) -> tuple[str, bool]:
+        uri, _, version = entry
         try:
-            return digest_bytes(read_url(uri))
+            data = read_url(uri)
         except OSError as exc:
             raise DatasetError(f"label map {uri} cannot be read: {type(exc).__name__}: {exc}") from exc
+        return digest_bytes(data), bool(version) and version_holds(uri, version, data)
 
     ref = None
     if maps and all(version for _, _, version in maps):
@@ -204,8 +222,9 @@ def _map_digests(store: Any, dataset: str, maps: list[tuple[str, int, str]]) -> 
         if done_or_claimed(store, ref, "label map digests"):
             return list(store.read_json(ref, "digests.json"))
     with ThreadPoolExecutor(MAP_READ_THREADS) as pool:
-        digests = list(pool.map(one, [uri for uri, _, _ in maps]))
-    if ref is not None:
+        read = list(pool.map(one, maps))
+    digests = [digest for digest, _ in read]
+    if ref is not None and all(held for _, held in read):  # else a map changed since it was listed
         store.write(ref, {"digests.json": json.dumps(digests).encode()}, meta={"num_maps": len(maps)})
     return digests
 

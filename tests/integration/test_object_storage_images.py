@@ -82,11 +82,11 @@ def test_a_split_file_on_s3_names_its_images_as_the_listing_does(s3_server, s3_b
 def test_an_unchanged_set_on_s3_is_registered_again_without_a_get_of_its_label_maps(
     s3_server, s3_bucket, monkeypatch, tmp_path
 ):
-    """On a real S3 server a map's version is its ETag and LastModified, from the listing or
-    (with a split file) each object's HEAD: registering an unchanged set again GETs no label
-    map, and a map uploaded again - even the same bytes, so the same ETag - is read again."""
-    import time
-
+    """On a real S3 server a map's version is its ETag, the MD5 of its bytes (one-part
+    uploads), from the listing or (with a split file) each object's HEAD: registering an
+    unchanged set again GETs no label map; a map uploaded again with the same bytes is the same
+    version; one overwritten with other bytes of the same size is read again and registered
+    anew - also through a split file, in the process whose filesystem object saw the old one."""
     import s3fs
 
     import tasks.register_seg_dataset as task
@@ -99,7 +99,7 @@ def test_an_unchanged_set_on_s3_is_registered_again_without_a_get_of_its_label_m
 
     def png(arr):
         buf = io.BytesIO()
-        Image.fromarray(np.asarray(arr, np.uint8)).save(buf, format="PNG")
+        Image.fromarray(np.asarray(arr, np.uint8)).save(buf, format="PNG", compress_level=0)
         return buf.getvalue()
 
     label = png([[0, 1, 1, 1, 1, 255]] * 4)
@@ -119,14 +119,20 @@ def test_an_unchanged_set_on_s3_is_registered_again_without_a_get_of_its_label_m
     args = (store, "s3set", f"{root}/img", f"{root}/ann", ["background", "thing"], "labeled", ".png", ".png")
     ref = task.register_seg_dataset.fn(*args)
     assert map_reads() == ["a.png", "a.png", "b.png", "b.png"]  # for their digests, then checked
+    assert len(get_store(store).list("s3set", task.DIGESTS_STAGE)) == 1
     reads.clear()
     assert task.register_seg_dataset.fn(*args) == ref
     assert reads == []
     # a split file: each map's HEAD gives the version the listing gave, so nothing is read either
     assert task.register_seg_dataset.fn(*args, split=f"{root}/train.txt") == ref
     assert map_reads() == [] and reads == [f"{root}/train.txt"]
-    time.sleep(1.1)  # LastModified has whole seconds
-    fs.pipe_file(f"{s3_bucket}/set/ann/b.png", label)  # uploaded again: the same ETag, a new LastModified
-    assert task.register_seg_dataset.fn(*args) == ref  # the same content: the registration is reused
-    assert map_reads() == ["a.png", "b.png"]  # after both maps were read for their digests
+    fs.pipe_file(f"{s3_bucket}/set/ann/b.png", label)  # uploaded again: the same bytes, the same ETag
+    reads.clear()
+    assert task.register_seg_dataset.fn(*args) == ref and map_reads() == []
+    corrected = png([[0, 0, 1, 1, 1, 255]] * 4)  # a pixel per row corrected: the same byte size
+    assert len(corrected) == len(label)
+    fs.pipe_file(f"{s3_bucket}/set/ann/b.png", corrected)
+    again = task.register_seg_dataset.fn(*args, split=f"{root}/train.txt")
+    assert again != ref
+    assert get_store(store).manifest(again).meta["class_pixels"] == {"background": 12, "thing": 28}
     assert len(get_store(store).list("s3set", task.DIGESTS_STAGE)) == 2

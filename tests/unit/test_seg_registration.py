@@ -308,7 +308,10 @@ def test_an_unchanged_set_is_registered_again_without_reading_a_label_map(tmp_pa
     import storage.listing
     import tasks.register_seg_dataset as task
     from selftrain.stage import get_store
+    from storage.listing import VERSIONED_LOCAL_FS, fs_type, mount_types
 
+    if fs_type(str(tmp_path), mount_types()) not in VERSIONED_LOCAL_FS:
+        pytest.skip(f"{tmp_path} is on a file system whose times give no version")
     monkeypatch.setattr(storage.listing, "RACY_S", 0.0)  # the files were just written
     reads = []
     real = task.read_url
@@ -330,30 +333,94 @@ def test_an_unchanged_set_is_registered_again_without_reading_a_label_map(tmp_pa
 
 def test_a_file_changed_within_racy_seconds_has_no_version_and_its_set_stores_no_digests(tmp_path):
     """A local file's version is its times and inode - unless it changed within RACY_S seconds,
-    when a second write could land within the same timestamp (git's 'racy' entries); then it
-    has none, and its set's maps are read on every registration."""
+    when a second write could land within the same timestamp (git's 'racy' entries), or its
+    file system is not one whose status-change time names its bytes; then it has none, and its
+    set's maps are read on every registration."""
     import os
 
     import tasks.register_seg_dataset as task
     from selftrain.stage import get_store
-    from storage.listing import RACY_S, list_files, local_version, object_version
+    from storage.listing import RACY_S, list_files, local_version
 
     img, ann = _set(tmp_path)
     st = os.stat(f"{ann}/0.png")
     changed = max(st.st_mtime_ns, st.st_ctime_ns)
-    assert local_version(st, now_ns=changed + int(RACY_S * 1e9) - 1) == ""
-    old = local_version(st, now_ns=changed + int(RACY_S * 1e9))
+    assert local_version(st, now_ns=changed + int(RACY_S * 1e9) - 1, fs="ext4") == ""
+    old = local_version(st, now_ns=changed + int(RACY_S * 1e9), fs="ext4")
     assert old == f"local:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    for fs in ("nfs4", "fuse.sshfs", "squashfs", "vfat", "cifs", ""):  # times cached, from a server, or set
+        assert local_version(st, now_ns=changed + int(60e9), fs=fs) == ""
     assert {f.version for f in list_files(ann)} == {""}  # just written
     store = str(tmp_path / "store")
     register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
     assert get_store(store).list("d", task.DIGESTS_STAGE) == []
-    # object stores: the ETag (or generation) changes with every write; a modification time alone is no version
-    assert object_version({"ETag": '"9b2c"', "LastModified": "2026-12-01 07:00:00+00:00"}) == (
-        'object:"9b2c":2026-12-01 07:00:00+00:00'
-    )
-    assert object_version({"generation": 17, "updated": "t"}) == "object:17:t"
-    assert object_version({"mtime": 1764572400.0, "size": 4}) == ""
+
+
+def test_an_objects_version_is_a_digest_of_its_bytes_or_nothing():
+    """Object stores: only an ETag that is an MD5 of the bytes (one-part uploads) or GCS's
+    md5Hash is a version - a content digest, so a restored or re-uploaded object is named by
+    what it holds; a multipart ETag, an HTTP server's ETag of times and size, or a time is not."""
+    import base64
+    import hashlib
+
+    from storage.listing import fs_type, object_version, version_holds
+
+    md5 = hashlib.md5(b"map").hexdigest()
+    assert object_version({"ETag": f'"{md5.upper()}"', "LastModified": "2026-12-01"}) == f"md5:{md5}"
+    assert object_version({"md5Hash": base64.b64encode(bytes.fromhex(md5)).decode()}) == f"md5:{md5}"
+    for info in ({"ETag": f'"{md5}-2"'}, {"ETag": '"5e8f1a2b-1f4"'}, {"generation": 17}, {"mtime": 1.0}, {}):
+        assert object_version(info) == "", info
+    assert version_holds("s3://b/m.png", f"md5:{md5}", b"map")
+    assert not version_holds("s3://b/m.png", f"md5:{md5}", b"mop")  # changed since it was listed
+    assert not version_holds("s3://b/m.png", "", b"map")
+    mounts = [("/data/nfs", "nfs4"), ("/data", "ext4"), ("/", "overlay")]  # longest first, as mount_types gives
+    assert [fs_type(p, mounts) for p in ("/data/nfs/a.png", "/data/nfsx/a.png", "/data", "/etc/x")] == [
+        "nfs4",
+        "ext4",
+        "ext4",
+        "overlay",
+    ]
+
+
+def test_a_map_changed_between_its_listing_and_its_read_stores_no_digests(tmp_path, monkeypatch):
+    """The digests are stored only when every map read was still the version listed: a map
+    rewritten after the listing (its new bytes read under its old version) would otherwise
+    leave a digest that a restore of the old file - its old times - would find again."""
+    import storage.listing
+    import tasks.register_seg_dataset as task
+    from selftrain.stage import get_store
+    from storage.listing import VERSIONED_LOCAL_FS, fs_type, mount_types
+
+    if fs_type(str(tmp_path), mount_types()) not in VERSIONED_LOCAL_FS:
+        pytest.skip(f"{tmp_path} is on a file system whose times give no version")
+    monkeypatch.setattr(storage.listing, "RACY_S", 0.0)  # the files were just written
+    img, ann = _set(tmp_path)
+    real = task.read_url
+    rewritten: list[str] = []
+
+    def rewrite_first(uri: str) -> bytes:
+        if uri.endswith("1.png") and not rewritten:  # another tool writes the map after the listing
+            rewritten.append(uri)
+            label = np.zeros((4, 6), np.uint8)
+            label[0, :] = 1
+            Image.fromarray(label).save(uri)
+        return real(uri)
+
+    monkeypatch.setattr(task, "read_url", rewrite_first)
+    store = str(tmp_path / "store")
+    ref = register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")
+    assert rewritten and get_store(store).list("d", task.DIGESTS_STAGE) == []
+    assert get_store(store).manifest(ref).meta["class_pixels"] == {"bg": 19, "fg": 29}  # the new map's
+    register_seg_dataset.fn(store, "d", img, ann, ["bg", "fg"], "labeled")  # listed as it now is
+    assert len(get_store(store).list("d", task.DIGESTS_STAGE)) == 1
+
+
+def test_a_long_listing_keeps_each_files_version_through_its_spilled_runs(tmp_path):
+    from storage.listing import ListedFile, sorted_files
+
+    files = [ListedFile(rel=f"{i:03d}.png", uri=f"/x/{i:03d}.png", size=i, version=f"v{i}") for i in range(9, -1, -1)]
+    out = list(sorted_files(iter(files), run_size=3))  # four runs spilled to Parquet and merged
+    assert [(f.rel, f.version) for f in out] == [(f"{i:03d}.png", f"v{i}") for i in range(10)]
 
 
 def test_a_label_map_that_changes_between_its_digest_and_its_check_is_refused(tmp_path, monkeypatch):
