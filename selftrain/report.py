@@ -202,6 +202,18 @@ def markdown(report: dict) -> str:
             "",
             "![pseudo labels per class and their scores](labels.png)",
         ]
+    q = report.get("pseudo_quality")
+    if q:
+        keys = [k for k in q if k != "images"]
+        lines += [
+            "",
+            "Pseudo labels kept, against the unlabeled images' ground truth (a diagnostic; the ground "
+            "truth is never used in training):",
+            "",
+            "| images | " + " | ".join(keys) + " |",
+            "| --- " * (len(keys) + 1) + "|",
+            f"| {q['images']} | " + " | ".join(fmt(q[k]) for k in keys) + " |",
+        ]
     students = report.get("students") or {}
     if students:
         lines += [

@@ -1,5 +1,6 @@
 """Write the run's report: metrics of teacher and students, parameters, artifact locations,
-pseudo-label statistics, overlays of pseudo labels on sample images and, for st++, the
+pseudo-label statistics, the kept pseudo labels' quality where ground truth for the unlabeled
+images exists (a diagnostic only), overlays of pseudo labels on sample images and, for st++, the
 ranking with the quality of reliable vs unreliable pseudo labels where ground truth for the
 unlabeled images exists (a diagnostic only); publish it as Prefect artifacts too."""
 
@@ -26,8 +27,9 @@ from storage.schemas import RANKING, read_parquet
 from storage.store import ArtifactRef, ArtifactStore
 
 # 3: no facts of the run that wrote it; 4: label statistics; 5: overlays; 6: thresholds after inference;
-# 7: mask quality leaves out (and counts) ground-truth values that are no class and masks of another size
-STAGE, VERSION = "report", 7
+# 7: mask quality leaves out (and counts) ground-truth values that are no class and masks of another size;
+# 8: the kept pseudo labels' quality against the unlabeled images' ground truth, for every method
+STAGE, VERSION = "report", 8
 
 
 def _ranking_section(
@@ -123,6 +125,11 @@ def write_report(
             },
             "uri": ref.uri,  # where this report lies in the store (`selftrain labels` / `export` take it)
         }
+        if parameters.get("unlabeled_gt"):  # a diagnostic: what the students are taught, against the truth
+            ids = [s["image_id"] for s in labels.ok]
+            report["pseudo_quality"] = labels.quality(
+                {"all": ids}, parameters["unlabeled_gt"], parameters, len(classes)
+            )["all"]
         if ranking is not None:
             report["ranking"] = _ranking_section(store, ranking, labels, parameters, len(classes))
         files = {"labels.png": label_stats_png(report["label_stats"])}

@@ -140,3 +140,35 @@ def test_overlays_put_the_ground_truth_beside_the_pseudo_labels(tmp_path):
     mask = np.zeros((30, 40), np.uint8)
     assert Image.open(io.BytesIO(mask_overlay_png(str(path), mask))).size == (80, 30)
     assert Image.open(io.BytesIO(mask_overlay_png(str(path), mask, np.ones((30, 40), np.uint8)))).size == (120, 30)
+
+
+def test_the_report_gives_the_kept_pseudo_labels_quality_against_the_pools_truth():
+    """Where the unlabeled images' ground truth is given (unlabeled_gt), the report says how
+    good the labels the students are taught are, for every method (it said so for st++ only)."""
+    import json
+
+    from selftrain.report import markdown
+
+    report = {
+        "dataset": "d",
+        "task": "detection",
+        "method": "zoph",
+        "metrics": {"teacher": {"bbox_mAP": 0.1}},
+        "pseudo_labels": {
+            "images": 78,
+            "skipped": 0,
+            "skipped_images": [],
+            "boxes": 530,
+            "boxes_per_image": 6.79,
+            "mean_score": 0.634,
+        },
+        "pseudo_quality": {"images": 78, "pseudo_boxes": 530, "true_boxes": 501, "precision": 0.5, "recall": 0.5289},
+        "overlays": [],
+        "artifacts": {},
+        "parameters": {"score_threshold": 0.4},
+        "thresholds": None,
+    }
+    text = markdown(json.loads(json.dumps(report)))
+    assert "| images | pseudo_boxes | true_boxes | precision | recall |" in text
+    assert "| 78 | 530 | 501 | 0.500 | 0.529 |" in text
+    assert "ground truth" not in markdown(report | {"pseudo_quality": None}).split("## Overlays")[0]
