@@ -55,62 +55,66 @@ class ListedFile:
 
 RACY_S = 2.0  # a file changed this recently may change again within its timestamp's granularity
 # local file systems whose status-change time (ctime) the kernel sets on every write and no user
-# can set: a file's times and inode then name one version of its bytes. Not: network and FUSE
-# file systems (attributes cached, times taken from a server or set by its tools), read-only
-# images built with fixed times (squashfs), vfat (its ctime is its mtime).
-VERSIONED_LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "overlay", "f2fs"})
+# tool sets back: a file's times and inode then name one version of its bytes. Not: network and
+# FUSE file systems (attributes cached, times taken from a server or set by its tools), read-only
+# images built with fixed times (squashfs), vfat (its ctime is its mtime), overlay (its times and
+# inodes come from the layers below, which may be such images).
+VERSIONED_LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "f2fs"})
 
 
-def mount_types() -> list[tuple[str, str]]:
-    """(mount point, file-system type) of every mount this process sees, longest mount point
-    first (Linux's /proc/self/mountinfo); [] where there is none (no local file has a version)."""
+def mount_types() -> dict[int, str]:
+    """File-system type by device number (``st_dev``) of every mount this process sees
+    (Linux's /proc/self/mountinfo, major:minor); {} where there is none, so that no local file
+    has a version. A device whose mounts disagree on the type, or a file whose ``st_dev`` is
+    not listed (a btrfs subvolume's own number), has none either."""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        with open("/proc/self/mountinfo", "rb") as f:
             lines = f.read().splitlines()
     except OSError:
-        return []
-    mounts = []
+        return {}
+    types: dict[int, str] = {}
     for line in lines:
-        left, _, right = line.partition(" - ")
+        left, _, right = line.partition(b" - ")
         fields, after = left.split(), right.split()
-        if len(fields) >= 5 and after:  # octal escapes for a space, tab, newline, backslash
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            mounts.append((point, after[0]))
-    return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+        if len(fields) < 3 or not after:
+            continue
+        major, _, minor = fields[2].partition(b":")
+        try:
+            dev = os.makedev(int(major), int(minor))
+        except ValueError:
+            continue
+        kind = os.fsdecode(after[0])
+        types[dev] = kind if types.get(dev, kind) == kind else ""
+    return types
 
 
-def fs_type(path: str, mounts: list[tuple[str, str]]) -> str:
-    """The type of the file system holding ``path`` (resolved through links), '' when unknown."""
-    real = os.path.realpath(path)
-    for point, kind in mounts:
-        if real == point or real.startswith(point.rstrip("/") + "/"):
-            return kind
-    return ""
-
-
-def local_version(st: os.stat_result, now_ns: int | None = None, fs: str = "") -> str:
-    """A local file's version: its modification and status-change times (ns) and inode. On the
-    file systems of VERSIONED_LOCAL_FS (``fs``: :func:`fs_type`) any write changes the
-    status-change time, which no tool sets back (``touch -d``, ``cp -p`` and ``tar`` set the
-    modification time only), so a file's bytes cannot change under one version - unless it
-    changed within ``RACY_S`` seconds of ``now_ns`` (default: now), when a second write could
-    land within the same timestamp (timestamps tick at a few milliseconds): then '' (unknown),
-    as git treats such 'racy' entries; '' too on any other file system."""
-    if fs not in VERSIONED_LOCAL_FS:
+def local_version(st: os.stat_result, now_ns: int | None = None, types: dict[int, str] | None = None) -> str:
+    """A local file's version: its modification and status-change times (ns) and inode - where
+    its file system (by ``st_dev`` in ``types``, :func:`mount_types`) is one of
+    VERSIONED_LOCAL_FS, on which any write changes the status-change time and no user tool
+    (``touch -d``, ``cp -p``, ``tar``, ``rsync -a``: the modification time only) sets it back,
+    so a file's bytes cannot change under one version - unless it changed within ``RACY_S``
+    seconds of ``now_ns`` (default: now), when a second write could land within the same
+    timestamp (1 s on ext3 and small-inode ext4): then '' (unknown), as git treats such 'racy'
+    entries; '' too on any other file system. Out of scope: file-system images built with
+    copied times (``mkfs.ext4 -d``) swapped under one mount point, and ``debugfs``."""
+    if (types or {}).get(st.st_dev, "") not in VERSIONED_LOCAL_FS:
         return ""
     now_ns = time.time_ns() if now_ns is None else now_ns
     if max(st.st_mtime_ns, st.st_ctime_ns) > now_ns - int(RACY_S * 1e9):
         return ""
-    return f"local:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    return f"local:{st.st_dev}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 
 def object_version(info: dict[str, Any]) -> str:
     """An object's version where the store gives a digest of its bytes: an ETag that is an MD5
-    (S3 and S3-compatible stores, an object uploaded in one part without KMS encryption) or
-    GCS's ``md5Hash``, as 'md5:<hex>'. A digest of the content, not a mark of a write: whatever
-    happens to the object (rewritten, restored, a version undone), one MD5 is one content, and
-    :func:`version_holds` checks the bytes read against it. '' otherwise (a multipart ETag, an
-    HTTP server's ETag of times and size, a modification time)."""
+    (S3 and S3-compatible stores, an object uploaded in one part) or GCS's ``md5Hash``, as
+    'md5:<hex>'. A digest of the content, not a mark of a write: whatever happens to the object
+    (rewritten, restored, a version undone), one MD5 is one content, and :func:`version_holds`
+    checks the bytes read against it (an encrypted object's ETag is 32 hex digits but no MD5:
+    it never holds, and nothing is stored). MD5 is not collision-resistant: a map swapped on
+    purpose for a crafted one with the same MD5 and size would go unseen. '' otherwise (a
+    multipart ETag, an HTTP server's ETag of times and size, a modification time)."""
     import base64
     import binascii
 
@@ -126,10 +130,11 @@ def object_version(info: dict[str, Any]) -> str:
     return ""
 
 
-def version_holds(uri: str, version: str, data: bytes) -> bool:
+def version_holds(uri: str, version: str, data: bytes, types: dict[int, str] | None = None) -> bool:
     """Whether ``data``, just read from ``uri``, is the version ``version`` a listing gave it:
     an 'md5:' version is the MD5 of the bytes; a local one must still be the file's version
-    after the read (a write since the listing changed its status-change time). False for ''."""
+    after the read (a write since the listing changed its status-change time; ``types``: the
+    mount table, read when not given). False for ''."""
     if version.startswith("md5:"):
         import hashlib
 
@@ -139,7 +144,7 @@ def version_holds(uri: str, version: str, data: bytes) -> bool:
             st = os.stat(uri)
         except OSError:
             return False
-        return local_version(st, fs=fs_type(uri, mount_types())) == version
+        return local_version(st, types=mount_types() if types is None else types) == version
     return False
 
 
@@ -187,14 +192,13 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
     nothing are skipped - and, given ``unreadable``, appended to it with the reason; a file
     gone meanwhile is no file."""
     seen, pending = set(), [root]
-    now_ns, mounts = time.time_ns(), mount_types()
+    now_ns, types = time.time_ns(), mount_types()
     while pending:
         folder = pending.pop()
         real = os.path.realpath(folder)
         if real in seen:  # a link back up the tree, or a second link: visit each real folder once
             continue
         seen.add(real)
-        kind = fs_type(real, mounts)  # a linked sub-folder may be on another disk
         subfolders = []
         try:
             entries = os.scandir(folder)
@@ -223,7 +227,9 @@ def _walk_local(root: str, unreadable: list[str] | None = None) -> Iterator[List
                         unreadable.append(f"{entry.path} ({exc.strerror or exc})")
                     continue
                 rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
-                yield ListedFile(rel=rel, uri=entry.path, size=int(st.st_size), version=local_version(st, now_ns, kind))
+                yield ListedFile(
+                    rel=rel, uri=entry.path, size=int(st.st_size), version=local_version(st, now_ns, types)
+                )
         pending.extend(sorted(subfolders, reverse=True))  # the first in name order is visited next
 
 
@@ -312,7 +318,7 @@ def iter_files(
             raise FileNotFoundError(f"folder {url} does not exist")
         files: Iterator[ListedFile] = _walk_local(root, unreadable)
     else:
-        fs.invalidate_cache(root)  # a filesystem object reused in this process may hold an old listing
+        fs.invalidate_cache()  # a filesystem object reused in this process may hold old listings
         if not fs.isdir(root):
             raise FileNotFoundError(f"folder {url} does not exist")
         files = _object_store_files(fs, root)

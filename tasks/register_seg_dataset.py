@@ -13,7 +13,7 @@ its name and often its byte size (a value remapped, an uncompressed PNG) - the r
 names, suffixes and label mapping. An image edited in place at the same byte size (an EXIF
 orientation tag rewritten) keeps the key: images are not read to key the set. The maps'
 digests are stored by the listing's versions of them (:func:`_map_digests`): an unchanged set
-registered again reads no file. Every problem
+registered again reads no file where the storage gives versions (docs/design.md §5.2). Every problem
 names the file it concerns; two files whose names differ in the suffix's case only
 (``a.png``, ``a.PNG``) are refused when the folders are listed (a split's look-up takes
 the suffix as given first); a sub-folder or file that cannot be read (a volume's
@@ -51,7 +51,6 @@ from storage.keys import digest_bytes, digest_json
 from storage.listing import (
     IMAGE_SUFFIXES,
     ListedFile,
-    fs_type,
     list_files,
     local_version,
     mount_types,
@@ -63,7 +62,10 @@ from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "seg_dataset", 3  # 3: label maps keyed by their bytes, not their sizes
-DIGESTS_STAGE, DIGESTS_VERSION = "seg_map_digests", 1  # the label maps' digests by their listing (_map_digests)
+DIGESTS_STAGE, DIGESTS_VERSION = (
+    "seg_map_digests",
+    2,
+)  # 2: stored only when each map read held its version  # the label maps' digests by their listing (_map_digests)
 MAP_READ_THREADS = 8  # label maps read at once for their digests (object stores answer each in ~10 ms)
 
 
@@ -153,11 +155,11 @@ def _split_files(
 
     fs, base = url_fs(folder)
     local = isinstance(fs, LocalFileSystem)
-    mounts = mount_types() if local else []
+    types = mount_types() if local else {}
     if local:
         base = os.path.abspath(base)
     else:
-        fs.invalidate_cache(base)  # a filesystem object reused in this process may hold old answers
+        fs.invalidate_cache()  # a filesystem object reused in this process may hold old answers
     if not fs.isdir(base):
         raise DatasetError(f"{what} {folder} does not exist (or is not a folder)")
     found: dict[str, tuple[str, int, str]] = {}
@@ -176,7 +178,7 @@ def _split_files(
             if info.get("type") != "directory":  # the URI a listing gives the file (storage/listing.py)
                 if local:
                     try:
-                        version = local_version(os.stat(path), fs=fs_type(path, mounts))
+                        version = local_version(os.stat(path), types=types)
                     except OSError:  # gone since: no version, read when digested (and named then)
                         version = ""
                 else:
@@ -213,9 +215,9 @@ def _map_digests(store: Any, dataset: str, maps: list[tuple[str, int, str]]) -> 
             data = read_url(uri)
         except OSError as exc:
             raise DatasetError(f"label map {uri} cannot be read: {type(exc).__name__}: {exc}") from exc
-        return digest_bytes(data), bool(version) and version_holds(uri, version, data)
+        return digest_bytes(data), bool(version) and version_holds(uri, version, data, types)
 
-    ref = None
+    ref, types = None, mount_types()
     if maps and all(version for _, _, version in maps):
         listing = digest_json([[uri, size, version] for uri, size, version in maps])
         ref = store.stage_ref(dataset, DIGESTS_STAGE, DIGESTS_VERSION, "", {"maps": listing}, {})
