@@ -13,8 +13,8 @@ its name and often its byte size (a value remapped, an uncompressed PNG) - the r
 names, suffixes and label mapping. An image edited in place at the same byte size (an EXIF
 orientation tag rewritten) keeps the key: images are not read to key the set. The maps'
 digests are stored by the listing's versions of them (:func:`_map_digests`): an unchanged set
-registered again reads no file where the storage gives versions (docs/design.md §5.2). Every problem
-names the file it concerns; two files whose names differ in the suffix's case only
+registered again reads no file where the storage gives versions (docs/design.md §5.2). Every
+problem names the file it concerns; two files whose names differ in the suffix's case only
 (``a.png``, ``a.PNG``) are refused when the folders are listed (a split's look-up takes
 the suffix as given first); a sub-folder or file that cannot be read (a volume's
 ``lost+found``) and label maps without an image are warnings naming them.
@@ -62,10 +62,8 @@ from storage.masks import IGNORE_LABEL
 from storage.store import ArtifactRef
 
 STAGE, VERSION = "seg_dataset", 3  # 3: label maps keyed by their bytes, not their sizes
-DIGESTS_STAGE, DIGESTS_VERSION = (
-    "seg_map_digests",
-    2,
-)  # 2: stored only when each map read held its version  # the label maps' digests by their listing (_map_digests)
+# the label maps' digests by their listing (_map_digests); 2: stored only when each map read held its version
+DIGESTS_STAGE, DIGESTS_VERSION = "seg_map_digests", 2
 MAP_READ_THREADS = 8  # label maps read at once for their digests (object stores answer each in ~10 ms)
 
 

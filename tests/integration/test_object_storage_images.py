@@ -9,6 +9,24 @@ from PIL import Image
 pytestmark = pytest.mark.integration
 
 
+def _s3_for_the_project(s3_server, monkeypatch):
+    """The test server named to the project as a user names S3 (environment variables), and an
+    s3fs filesystem of the test's own, to put objects there."""
+    import s3fs
+
+    monkeypatch.setenv("SELFTRAIN_S3_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.storage_options()["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage_options()["secret"])
+    return s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options())
+
+
+def _png(arr) -> bytes:
+    """An uncompressed PNG: a map corrected pixel by pixel keeps its byte size."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(arr, np.uint8)).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
 def test_mmcv_loads_an_image_from_s3(s3_server, s3_bucket, monkeypatch):
     import s3fs
 
@@ -40,26 +58,16 @@ def test_a_split_file_on_s3_names_its_images_as_the_listing_does(s3_server, s3_b
     """VOC's layout on a real S3 server: a split file over a folder that holds more images.
     The registered pairs carry exactly the URIs the unlabeled listing gives the same objects,
     so a labeled image in the pool is left out of pseudo labeling (list_unlabeled compares URIs)."""
-    import s3fs
-
     from selftrain.stage import get_store
     from storage.listing import list_files
     from tasks.register_seg_dataset import register_seg_dataset
 
-    monkeypatch.setenv("SELFTRAIN_S3_ENDPOINT_URL", s3_server.endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.storage_options()["key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage_options()["secret"])
-    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options())
-
-    def png(arr):
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(arr, np.uint8)).save(buf, format="PNG")
-        return buf.getvalue()
+    fs = _s3_for_the_project(s3_server, monkeypatch)
 
     for name in ("2007/000032", "2007/000033", "pool_only"):
-        fs.pipe_file(f"{s3_bucket}/voc/JPEGImages/{name}.png", png(np.zeros((4, 6, 3))))
+        fs.pipe_file(f"{s3_bucket}/voc/JPEGImages/{name}.png", _png(np.zeros((4, 6, 3))))
     for name in ("2007/000032", "2007/000033"):
-        fs.pipe_file(f"{s3_bucket}/voc/SegmentationClass/{name}.png", png([[0, 1, 1, 1, 1, 255]] * 4))
+        fs.pipe_file(f"{s3_bucket}/voc/SegmentationClass/{name}.png", _png([[0, 1, 1, 1, 1, 255]] * 4))
     fs.pipe_file(f"{s3_bucket}/voc/train.txt", b"2007/000032\n2007\\000033\n")
     root = f"s3://{s3_bucket}/voc"
     ref = register_seg_dataset.fn(
@@ -87,24 +95,14 @@ def test_an_unchanged_set_on_s3_is_registered_again_without_a_get_of_its_label_m
     unchanged set again GETs no label map; a map uploaded again with the same bytes is the same
     version; one overwritten with other bytes of the same size is read again and registered
     anew - also through a split file, in the process whose filesystem object saw the old one."""
-    import s3fs
-
     import tasks.register_seg_dataset as task
     from selftrain.stage import get_store
 
-    monkeypatch.setenv("SELFTRAIN_S3_ENDPOINT_URL", s3_server.endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.storage_options()["key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.storage_options()["secret"])
-    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.storage_options())
+    fs = _s3_for_the_project(s3_server, monkeypatch)
 
-    def png(arr):
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(arr, np.uint8)).save(buf, format="PNG", compress_level=0)
-        return buf.getvalue()
-
-    label = png([[0, 1, 1, 1, 1, 255]] * 4)
+    label = _png([[0, 1, 1, 1, 1, 255]] * 4)
     for name in ("a", "b"):
-        fs.pipe_file(f"{s3_bucket}/set/img/{name}.png", png(np.zeros((4, 6, 3))))
+        fs.pipe_file(f"{s3_bucket}/set/img/{name}.png", _png(np.zeros((4, 6, 3))))
         fs.pipe_file(f"{s3_bucket}/set/ann/{name}.png", label)
     fs.pipe_file(f"{s3_bucket}/set/train.txt", b"a\nb\n")
     root = f"s3://{s3_bucket}/set"
@@ -129,7 +127,7 @@ def test_an_unchanged_set_on_s3_is_registered_again_without_a_get_of_its_label_m
     fs.pipe_file(f"{s3_bucket}/set/ann/b.png", label)  # uploaded again: the same bytes, the same ETag
     reads.clear()
     assert task.register_seg_dataset.fn(*args) == ref and map_reads() == []
-    corrected = png([[0, 0, 1, 1, 1, 255]] * 4)  # a pixel per row corrected: the same byte size
+    corrected = _png([[0, 0, 1, 1, 1, 255]] * 4)  # a pixel per row corrected: the same byte size
     assert len(corrected) == len(label)
     fs.pipe_file(f"{s3_bucket}/set/ann/b.png", corrected)
     again = task.register_seg_dataset.fn(*args, split=f"{root}/train.txt")
